@@ -1,0 +1,162 @@
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heal7/shadowcube/schemas"
+)
+
+// StreamSettings are the operator-tunable limits of a stream.
+type StreamSettings struct {
+	Retention  string        // limits (default) | interest | workqueue
+	Storage    string        // file (default) | memory
+	MaxAge     time.Duration // 0 = unlimited
+	MaxBytes   int64         // 0 = unlimited
+	Replicas   int           // default 1
+	Duplicates time.Duration // de-duplication window for Nats-Msg-Id; default 2m
+}
+
+// StreamConfig returns the JetStream config of one of the pipeline's streams
+// (schemas.StreamLegacyRequests, StreamCDC, StreamShadowResults, StreamDLQ).
+func StreamConfig(name string, s StreamSettings) (jetstream.StreamConfig, error) {
+	var subject string
+	switch name {
+	case schemas.StreamLegacyRequests:
+		subject = schemas.PrefixLegacyRequest + ".>"
+	case schemas.StreamCDC:
+		subject = schemas.PrefixCDC + ".>"
+	case schemas.StreamShadowResults:
+		subject = schemas.PrefixShadowResult + ".>"
+	case schemas.StreamDLQ:
+		subject = schemas.PrefixDLQ + ".>"
+	default:
+		return jetstream.StreamConfig{}, fmt.Errorf("unknown stream %q: want one of %s, %s, %s, %s", name,
+			schemas.StreamLegacyRequests, schemas.StreamCDC, schemas.StreamShadowResults, schemas.StreamDLQ)
+	}
+	cfg := jetstream.StreamConfig{
+		Name:       name,
+		Subjects:   []string{subject},
+		MaxAge:     s.MaxAge,
+		MaxBytes:   s.MaxBytes,
+		Replicas:   s.Replicas,
+		Duplicates: s.Duplicates,
+		MaxMsgSize: schemas.MaxEventSize,
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = -1
+	}
+	if cfg.Duplicates == 0 {
+		cfg.Duplicates = 2 * time.Minute
+	}
+	switch strings.ToLower(s.Retention) {
+	case "", "limits":
+		cfg.Retention = jetstream.LimitsPolicy
+	case "interest":
+		cfg.Retention = jetstream.InterestPolicy
+	case "workqueue":
+		cfg.Retention = jetstream.WorkQueuePolicy
+	default:
+		return cfg, fmt.Errorf("stream %s: retention %q: want limits, interest or workqueue", name, s.Retention)
+	}
+	switch strings.ToLower(s.Storage) {
+	case "", "file":
+		cfg.Storage = jetstream.FileStorage
+	case "memory":
+		cfg.Storage = jetstream.MemoryStorage
+	default:
+		return cfg, fmt.Errorf("stream %s: storage %q: want file or memory", name, s.Storage)
+	}
+	return cfg, nil
+}
+
+// ErrIncompatibleStream means a stream of that name exists with a config that
+// JetStream cannot update in place (storage, retention, or subjects owned by
+// another stream). Fix it by hand (nats stream edit/rm) after reading the error.
+var ErrIncompatibleStream = errors.New("existing stream has an incompatible config")
+
+// EnsureStream creates the stream, or updates it to cfg when it exists. It is
+// idempotent. A change JetStream cannot apply in place returns an error
+// wrapping ErrIncompatibleStream that names the field and both values.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	existing, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err := js.CreateStream(ctx, cfg)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				return EnsureStream(ctx, js, cfg)
+			}
+			return nil, fmt.Errorf("create stream %s (subjects %v): %w", cfg.Name, cfg.Subjects, err)
+		}
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
+	have := existing.CachedInfo().Config
+	if have.Storage != cfg.Storage {
+		return nil, fmt.Errorf("stream %s: storage is %s, shadowcube wants %s: %w", cfg.Name, have.Storage, cfg.Storage, ErrIncompatibleStream)
+	}
+	if have.Retention != cfg.Retention {
+		return nil, fmt.Errorf("stream %s: retention is %s, shadowcube wants %s: %w", cfg.Name, have.Retention, cfg.Retention, ErrIncompatibleStream)
+	}
+	if streamUpToDate(have, cfg) {
+		return existing, nil
+	}
+	s, err := js.UpdateStream(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("update stream %s from %+v: %w: %w", cfg.Name, have, ErrIncompatibleStream, err)
+	}
+	return s, nil
+}
+
+func streamUpToDate(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge &&
+		have.MaxBytes == want.MaxBytes && have.Replicas == want.Replicas &&
+		have.Duplicates == want.Duplicates && have.MaxMsgSize == want.MaxMsgSize
+}
+
+// EnsureConsumer creates or updates a durable consumer on stream. cfg.Durable
+// must be set: shadowcube's consumers survive restarts.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	if cfg.Durable == "" {
+		return nil, fmt.Errorf("ensure consumer on %s: durable name required", stream)
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer %s on stream %s: %w", cfg.Durable, stream, err)
+	}
+	return c, nil
+}
+
+// EnsureKV creates or opens a key-value bucket.
+func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ensure KV bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// withDefaultTimeout adds a 30s deadline only when the caller set none.
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, 30*time.Second)
+}

@@ -1,0 +1,14 @@
+// Package testenv is the integration-test harness: a throwaway PostgreSQL
+// cluster shared by the tests of one package, fresh databases per test,
+// embedded NATS JetStream servers on free ports that tests can restart, and the
+// shadowcube binary for kill -9 tests.
+//
+// Use it from TestMain so the shared cluster is stopped when the package's
+// tests end:
+//
+//	func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
+//
+// SHADOWCUBE_TEST_DATABASE_URL and SHADOWCUBE_TEST_NATS_URL point the harness
+// at existing servers instead. When PostgreSQL binaries are missing the tests
+// that need them skip, except under CI=true, where they fail.
+package testenv

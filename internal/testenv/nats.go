@@ -1,0 +1,105 @@
+package testenv
+
+import (
+	"context"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heal7/shadowcube/internal/natsx"
+)
+
+// NATS is a JetStream server for one test: embedded on a free port with a
+// temporary store, or the server of SHADOWCUBE_TEST_NATS_URL.
+type NATS struct {
+	URL    string
+	server *server.Server
+	dir    string
+	port   int
+}
+
+// StartNATS starts an embedded JetStream server for this test. It is shut
+// down when the test ends.
+func StartNATS(tb testing.TB) *NATS {
+	tb.Helper()
+	if u := os.Getenv("SHADOWCUBE_TEST_NATS_URL"); u != "" {
+		return &NATS{URL: u}
+	}
+	n := &NATS{dir: tb.TempDir()}
+	n.start(tb)
+	tb.Cleanup(n.Shutdown)
+	return n
+}
+
+func (n *NATS) start(tb testing.TB) {
+	tb.Helper()
+	var err error
+	for i := 0; i < 50; i++ { // the old port may linger briefly after a restart
+		var srv *server.Server
+		srv, err = natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: n.dir, Port: n.port})
+		if err == nil {
+			n.server = srv
+			n.URL = srv.ClientURL()
+			n.port = srv.Addr().(*net.TCPAddr).Port
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	unavailable(tb, "embedded NATS", err)
+}
+
+// Shutdown stops the server (as an outage would). Idempotent.
+func (n *NATS) Shutdown() {
+	if n.server != nil {
+		n.server.Shutdown()
+		n.server.WaitForShutdown()
+		n.server = nil
+	}
+}
+
+// Restart stops the server and starts it again on the same port and store,
+// so clients reconnect and JetStream data survives.
+func (n *NATS) Restart(tb testing.TB) {
+	tb.Helper()
+	if n.dir == "" {
+		tb.Fatalf("testenv: cannot restart NATS from SHADOWCUBE_TEST_NATS_URL; unset it to use an embedded server")
+	}
+	n.Shutdown()
+	n.start(tb)
+}
+
+// Start starts a server stopped by Shutdown, on the same port and store.
+func (n *NATS) Start(tb testing.TB) {
+	tb.Helper()
+	if n.server == nil {
+		n.start(tb)
+	}
+}
+
+// Connect returns a client connection and JetStream handle, closed when the
+// test ends. The client reconnects forever, so it survives Restart.
+func (n *NATS) Connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(n.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		tb.Fatalf("testenv: connect to NATS at %s: %v", n.URL, err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatalf("testenv: JetStream: %v", err)
+	}
+	return nc, js
+}
+
+// Context returns a context cancelled at the end of the test (or after d).
+func Context(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,10 @@
+package schemas
+
+import "embed"
+
+// Files holds the JSON Schema (draft 2020-12) of every event type:
+// request_event, change_event, shadow_result and mismatch, each as
+// "<name>.schema.json". Other tools can validate events against them.
+//
+//go:embed *.schema.json
+var Files embed.FS
