@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= 2026.2.2
 TEST_TIMEOUT ?= 25m
 PKGS ?= ./...
 
@@ -17,7 +17,7 @@ build: ## build bin/shadowcube
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/shadowcube ./cmd/shadowcube
 
 test: ## all unit and integration tests, race detector on (needs PostgreSQL binaries)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
 
 test-race: test ## same as test (the race detector is always on)
 

@@ -48,7 +48,7 @@ func Load(spec any) error {
 	if err := envconfig.Process(EnvPrefix, spec); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
-			return &EnvError{Var: EnvPrefix + "_" + pe.KeyName, Value: pe.Value, Msg: fmt.Sprintf("want a %s", pe.TypeName)}
+			return &EnvError{Var: pe.KeyName, Value: pe.Value, Msg: fmt.Sprintf("want a value of type %s", pe.TypeName)}
 		}
 		return fmt.Errorf("read environment: %w", err)
 	}

@@ -1,0 +1,50 @@
+// Package publisher is the capture stage of shadowcube: it puts every legacy
+// request, with the answer the legacy service gave, on the LEGACY_REQUESTS
+// JetStream stream (subject legacy.req.<service>.<route template>) without
+// ever slowing down or failing the legacy service.
+//
+// Three ways in share one code path (Capturer):
+//
+//   - Tap: a reverse proxy (net/http/httputil.ReverseProxy) in front of the
+//     legacy service. Users get the legacy answer streamed as it comes;
+//     request and response bodies are teed up to a size cap into a bounded
+//     in-memory queue, and one publisher goroutine sends the events with
+//     asynchronous JetStream publishes. When NATS is down or slow the queue
+//     fills and new captures are dropped and counted
+//     (shadowcube_tap_dropped_total{reason}); the user path never waits.
+//   - Middleware: the same capture inside a Go service (Middleware).
+//   - Importer: recorded traffic from JSONL (one schemas.RequestEvent per
+//     line) or HAR files, published with a Nats-Msg-Id derived from the
+//     content so a re-import is de-duplicated by JetStream (within the
+//     stream's duplicate window).
+//
+// Privacy: the raw user id (from a header, a cookie or a JWT claim) never
+// leaves the process; events carry UserKey, "hmac-sha256:" + hex of
+// HMAC-SHA256(secret, user id). Authorization, Proxy-Authorization, Cookie,
+// Set-Cookie, X-Api-Key, X-Auth-Token, the user id header and configured
+// headers are removed; configured JSON body paths are removed or replaced by
+// their HMAC.
+//
+// Sampling: a route's sample share (routes file) is applied per user, so a
+// user is either always or never captured on that route:
+// captured ⇔ uint64(HMAC[8:16]) mod 10000 < sample×10000. Requests without a
+// user id are sampled at random at the same share.
+//
+// Rollout flags live in the JetStream KV bucket schemas.KVBucket
+// ("shadowcube"), one key per service:
+//
+//	rollout.<service>   (service escaped with schemas.EscapeToken)
+//
+// whose value is a JSON Flag: {"v":"1.0","service":"saju","percent":10,
+// "ramp":{"from":10,"to":50,"step":10,"every":"1h0m0s","start":"..."},
+// "updated_at":"..."}. A user is served by the cube when
+// uint64(HMAC[0:8]) mod 100 < percent (the seed's rule: stable per user, and
+// a user moved at 10% stays moved at 20%). A ramp raises (or lowers) the
+// percent by step at its start and after each further interval until it
+// reaches to, computed from the clock, so no process has to stay running.
+// Taps watch their key and apply a change (including an instant rollback to
+// 0) within a second. For a user served by the cube the roles swap: the cube
+// answers the user, and the request is sent to the legacy service in the
+// background (bounded, subject to the route's replay policy) so the legacy
+// answer is what gets captured.
+package publisher

@@ -1,0 +1,84 @@
+package shadow
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcomes of one request message, the outcome label of
+// shadowcube_shadow_replays_total.
+const (
+	outcomeReplayed     = "replayed"      // the cube answered (any status)
+	outcomeCubeError    = "cube-error"    // transport error (connection refused, reset, ...)
+	outcomeTimeout      = "timeout"       // the cube did not answer within the timeout
+	outcomeCircuitOpen  = "circuit-open"  // not sent: the target's breaker is open
+	outcomeSkipPolicy   = "skip-policy"   // idempotent-only route, non-idempotent method
+	outcomeSkipSample   = "skip-sample"   // sampled out
+	outcomeSkipMethod   = "skip-method"   // method not listed for the route
+	outcomeSkipTrunc    = "skip-truncated" // captured body was truncated: cannot replay faithfully
+	outcomeUnknownSvc   = "unknown-service"
+	outcomeUnknownRoute = "unknown-route"
+	outcomeDeadLetter   = "dead-letter" // undecodable message, sent to dlq.shadow
+)
+
+type metrics struct {
+	replays         *prometheus.CounterVec
+	latency         *prometheus.HistogramVec
+	breakerState    *prometheus.GaugeVec
+	breakerChanges  *prometheus.CounterVec
+	stale           *prometheus.CounterVec
+	freshnessWait   *prometheus.HistogramVec
+	inFlight        prometheus.Gauge
+	publishFailures prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_shadow_replays_total",
+			Help: "Captured requests handled by the shadow replayer, by service, route template and outcome (replayed, cube-error, timeout, circuit-open, skip-*, unknown-*, dead-letter).",
+		}, []string{"service", "route", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shadowcube_shadow_replay_seconds",
+			Help:    "Answer latency by side: legacy (as captured), cube and secondary (as replayed).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"service", "route", "side"}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shadowcube_shadow_breaker_state",
+			Help: "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.",
+		}, []string{"target"}),
+		breakerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_shadow_breaker_transitions_total",
+			Help: "Circuit breaker state changes per target and new state.",
+		}, []string{"target", "state"}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_shadow_stale_cube_total",
+			Help: "Replays sent after the freshness wait expired (result tagged stale).",
+		}, []string{"service", "route"}),
+		freshnessWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shadowcube_shadow_freshness_wait_seconds",
+			Help:    "Time replays waited for the cube's sync watermark to pass the capture time.",
+			Buckets: []float64{0, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"service"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shadowcube_shadow_in_flight",
+			Help: "Request messages being handled (waiting for freshness, replaying or publishing).",
+		}),
+		publishFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shadowcube_shadow_publish_failures_total",
+			Help: "Results JetStream did not acknowledge; the request is nak'ed and replayed later.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.replays, m.latency, m.breakerState, m.breakerChanges, m.stale, m.freshnessWait, m.inFlight, m.publishFailures} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("register shadow metrics: %w (one replayer per registry)", err)
+			}
+			return nil, fmt.Errorf("register shadow metrics: %w", err)
+		}
+	}
+	return m, nil
+}
