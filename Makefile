@@ -40,3 +40,6 @@ fmt: ## gofmt the tree
 
 clean: ## remove build output
 	rm -rf bin
+
+demo: build ## run the whole pipeline on embedded infrastructure and print the verdict
+	SHADOWCUBE_METRICS_ADDR=127.0.0.1:0 bin/shadowcube demo $(DEMOFLAGS)

@@ -18,6 +18,14 @@
 //     content so a re-import is de-duplicated by JetStream (within the
 //     stream's duplicate window).
 //
+// Every event has a capture id (32 hex digits, time-ordered prefix) that is
+// also its Nats-Msg-Id, so a re-publish (spill replay, retried import) is
+// de-duplicated by JetStream. Imported records without an id get
+// "imp-" + hex(sha256(record))[:32].
+//
+// Response trailers are captured as response headers named
+// "Trailer-<Name>".
+//
 // Privacy: the raw user id (from a header, a cookie or a JWT claim) never
 // leaves the process; events carry UserKey, "hmac-sha256:" + hex of
 // HMAC-SHA256(secret, user id). Authorization, Proxy-Authorization, Cookie,
@@ -46,5 +54,7 @@
 // 0) within a second. For a user served by the cube the roles swap: the cube
 // answers the user, and the request is sent to the legacy service in the
 // background (bounded, subject to the route's replay policy) so the legacy
-// answer is what gets captured.
+// answer is what gets captured. When the cube gives no answer at all, the
+// user is answered by the legacy service instead (the request body, kept up
+// to the cap, is sent again), so a dead cube never fails a user.
 package publisher

@@ -73,9 +73,7 @@ func newBreaker(cfg BreakerConfig, now func() time.Time, onChange func(BreakerSt
 	if onChange == nil {
 		onChange = func(BreakerState) {}
 	}
-	b := &breaker{cfg: cfg, now: now, onChange: onChange}
-	onChange(BreakerClosed)
-	return b
+	return &breaker{cfg: cfg, now: now, onChange: onChange}
 }
 
 // allow reports whether a request may be sent now. When it returns true the
@@ -99,6 +97,17 @@ func (b *breaker) allow() (ok, probe bool) {
 		b.probes++
 		return true, true
 	}
+}
+
+// cancel releases a request let through by allow that was never sent
+// (shutdown), without counting an outcome.
+func (b *breaker) cancel(probe bool) {
+	if !probe {
+		return
+	}
+	b.mu.Lock()
+	b.probes--
+	b.mu.Unlock()
 }
 
 // done records the outcome of a request let through by allow.

@@ -1,6 +1,7 @@
 // Package shadow is the shadow replayer of the pipeline: it consumes captured
-// legacy requests from the LEGACY_REQUESTS stream (a durable JetStream
-// consumer that several processes may share, splitting the work), replays each
+// legacy requests from the LEGACY_REQUESTS stream (one durable JetStream
+// consumer per service, DurableName(base, service), which several processes
+// share, splitting the work; a lagging service never holds up another), replays each
 // one against the cube that now owns its route — and, for the noise baseline,
 // against a second legacy instance — and publishes the pair as a
 // schemas.ShadowResult on SHADOW_RESULTS for the comparator.

@@ -10,13 +10,13 @@ import (
 // Outcomes of one request message, the outcome label of
 // shadowcube_shadow_replays_total.
 const (
-	outcomeReplayed     = "replayed"      // the cube answered (any status)
-	outcomeCubeError    = "cube-error"    // transport error (connection refused, reset, ...)
-	outcomeTimeout      = "timeout"       // the cube did not answer within the timeout
-	outcomeCircuitOpen  = "circuit-open"  // not sent: the target's breaker is open
-	outcomeSkipPolicy   = "skip-policy"   // idempotent-only route, non-idempotent method
-	outcomeSkipSample   = "skip-sample"   // sampled out
-	outcomeSkipMethod   = "skip-method"   // method not listed for the route
+	outcomeReplayed     = "replayed"       // the cube answered (any status)
+	outcomeCubeError    = "cube-error"     // transport error (connection refused, reset, ...)
+	outcomeTimeout      = "timeout"        // the cube did not answer within the timeout
+	outcomeCircuitOpen  = "circuit-open"   // not sent: the target's breaker is open
+	outcomeSkipPolicy   = "skip-policy"    // idempotent-only route, non-idempotent method
+	outcomeSkipSample   = "skip-sample"    // sampled out
+	outcomeSkipMethod   = "skip-method"    // method not listed for the route
 	outcomeSkipTrunc    = "skip-truncated" // captured body was truncated: cannot replay faithfully
 	outcomeUnknownSvc   = "unknown-service"
 	outcomeUnknownRoute = "unknown-route"

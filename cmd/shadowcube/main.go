@@ -62,6 +62,18 @@ them where a command offers both.` + commonEnvHelp,
 func commands() []*cobra.Command {
 	return []*cobra.Command{
 		newVersionCmd(),
+		newDemoCmd(),
+		newTapCmd(),
+		newImportCmd(),
+		newFlagsCmd(),
+		newCDCCmd(),
+		newSyncCmd(),
+		newReconcileCmd(),
+		newDLQCmd(),
+		newShadowCmd(),
+		newCompareCmd(),
+		newDemoServiceCmd(),
+		newLoadgenCmd(),
 	}
 }
 

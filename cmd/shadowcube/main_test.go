@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/heal7/shadowcube/internal/testenv"
 )
+
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()

@@ -65,10 +65,19 @@ type Compare struct {
 	Tolerance   map[string]float64 `yaml:"tolerance"` // JSON path → absolute numeric tolerance
 	Unordered   []string           `yaml:"unordered"` // JSON paths of arrays compared as multisets
 	Headers     []string           `yaml:"headers"`   // response headers compared (default none)
+	Presence    []string           `yaml:"presence"`  // JSON paths compared by presence only (e.g. generated text)
+	Normalize   []string           `yaml:"normalize"` // string normalisation: trim, collapse-space, fold-case
 	Label       string             `yaml:"label"`     // ai: JSON path of the label
 	Score       string             `yaml:"score"`     // ai: JSON path of the confidence
 	TruthHeader string             `yaml:"truth_header"`
 }
+
+// String normalisations of Compare.Normalize.
+const (
+	NormTrim          = "trim"
+	NormCollapseSpace = "collapse-space"
+	NormFoldCase      = "fold-case"
+)
 
 // Replay policies.
 const (
@@ -286,7 +295,7 @@ func (v *validator) route(n *yaml.Node, path string, r *Route) {
 		r.Compare.Kind = "json"
 		return
 	}
-	v.keys(cn, path+".compare", "kind", "ignore", "tolerance", "unordered", "headers", "label", "score", "truth_header")
+	v.keys(cn, path+".compare", "kind", "ignore", "tolerance", "unordered", "headers", "presence", "normalize", "label", "score", "truth_header")
 	c := &r.Compare
 	switch c.Kind {
 	case "":
@@ -312,6 +321,14 @@ func (v *validator) route(n *yaml.Node, path string, r *Route) {
 	}
 	for _, p := range c.Unordered {
 		check("unordered", p)
+	}
+	for _, p := range c.Presence {
+		check("presence", p)
+	}
+	for _, n := range c.Normalize {
+		if !slices.Contains([]string{NormTrim, NormCollapseSpace, NormFoldCase}, n) {
+			v.add(lineOf(cn, "normalize"), path+".compare.normalize", fmt.Sprintf("%q is not one of trim, collapse-space, fold-case", n))
+		}
 	}
 	for p, tol := range c.Tolerance {
 		check("tolerance", p)

@@ -30,6 +30,9 @@ func TestLoadExample(t *testing.T) {
 	if got := saju.Routes[1]; got.Replay != ReplayAlways || got.Sample != 1 {
 		t.Errorf("defaults not applied: %+v", got)
 	}
+	if c := saju.Routes[1].Compare; len(c.Presence) != 1 || len(c.Normalize) != 2 {
+		t.Errorf("presence/normalize not read: %+v", c)
+	}
 	ai, _ := f.Service("ai")
 	if ai.Routes[0].Compare.TruthHeader != "X-Truth-Label" || ai.Routes[0].Compare.Label != "$.label" || ai.Routes[0].Methods != nil {
 		t.Errorf("ai route = %+v", ai.Routes[0])
@@ -89,6 +92,7 @@ func TestBadFiles(t *testing.T) {
 		{"relative route", "route: /api/ai/analyze", "route: api/ai/analyze", 26, "services[1].routes[0].route"},
 		{"bad duration", "timeout: 2s", "timeout: soon", 0, "services[0]"},
 		{"path without $", "ignore: [$.request_id, $.generated_at]", "ignore: [request_id]", 15, "services[0].routes[0].compare.ignore"},
+		{"bad normalize", "normalize: [trim, fold-case]", "normalize: [trim, upper]", 18, "services[0].routes[1].compare.normalize"},
 		{"duplicate service", "name: ai", "name: saju", 23, "services[1].name"},
 		{"bad credentials", "kind: jwt-hs256, secret_env: SAJU_CUBE_JWT_SECRET", "kind: jwt-hs256", 9, "services[0].credentials.secret_env"},
 	}

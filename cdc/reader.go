@@ -1,0 +1,542 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/schemas"
+)
+
+// Reader streams one source database's changes into JetStream. Create it
+// with New and call Run once.
+type Reader struct {
+	cfg    Config
+	js     jetstream.JetStream // the caller's handle: streams and KV
+	pubJS  jetstream.JetStream // own handle on the same connection: async publish window and timeout
+	log    *slog.Logger
+	m      *metrics
+	ignore map[string]bool
+
+	kv    jetstream.KeyValue
+	db    string
+	sysID string
+
+	// owned by the session goroutine
+	relations map[uint32]*relation
+	types     map[typeKey]string
+
+	durable      atomic.Uint64 // end LSN of the last transaction stored contiguously in JetStream
+	lastCommit   atomic.Int64  // commit time (unix ns) of that transaction
+	serverWALEnd atomic.Uint64
+	slotReady    atomic.Bool
+	sourceReady  atomic.Bool // checkSource passed once: the heartbeat table exists
+	running      atomic.Bool
+}
+
+// New validates cfg and returns a Reader publishing through js. reg may be
+// nil (no metrics registered).
+func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) (*Reader, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("cdc config: %w", err)
+	}
+	if js == nil {
+		return nil, errors.New("cdc: a JetStream handle is required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pubJS, err := jetstream.New(js.Conn(),
+		jetstream.WithPublishAsyncMaxPending(cfg.Window+256),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("cdc: JetStream publisher: %w", err)
+	}
+	r := &Reader{cfg: cfg, js: js, pubJS: pubJS, log: log.With("slot", cfg.Slot), m: newMetrics(reg),
+		ignore: map[string]bool{}, types: map[typeKey]string{}}
+	for _, o := range cfg.IgnoreOrigins {
+		r.ignore[o] = true
+	}
+	return r, nil
+}
+
+// Run sets up the source, snapshots when needed, and streams changes until
+// ctx is done (then it drains in-flight publishes, acknowledges what
+// JetStream stored and returns nil). Connection and publish failures are
+// retried with back-off; set-up errors and a lost slot are returned.
+func (r *Reader) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("cdc: Run called twice")
+	}
+	streamCfg, err := natsx.StreamConfig(schemas.StreamCDC, r.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("cdc: %w", err)
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	opsDone := make(chan struct{})
+	go func() {
+		defer close(opsDone)
+		r.opsLoop(runCtx, cancel)
+	}()
+	defer func() { cancel(nil); <-opsDone }()
+
+	first, failures := true, 0
+	for {
+		started := time.Now()
+		err := r.setupNATS(runCtx, streamCfg)
+		if err == nil {
+			err = r.session(runCtx, first && r.cfg.Resnapshot)
+			if err == nil || !errors.Is(err, errSetup) {
+				first = false
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if cause := context.Cause(runCtx); cause != nil && isFatal(cause) {
+			return fmt.Errorf("cdc: %w", cause)
+		}
+		if err == nil {
+			continue
+		}
+		if isFatal(err) {
+			return fmt.Errorf("cdc: %w", err)
+		}
+		r.m.failures.Inc()
+		if time.Since(started) > time.Minute {
+			failures = 0
+		}
+		failures++
+		wait := min(time.Duration(1<<min(failures, 10))*125*time.Millisecond, r.cfg.RetryMax)
+		wait = wait/2 + rand.N(wait/2+1)
+		r.log.Warn("replication session ended; retrying", "err", err, "retry_in", wait.Round(time.Millisecond), "lsn", schemas.LSN(r.durable.Load()).String())
+		select {
+		case <-runCtx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+var errSetup = errors.New("set-up")
+
+func (r *Reader) setupNATS(ctx context.Context, streamCfg jetstream.StreamConfig) error {
+	if r.kv != nil {
+		return nil
+	}
+	if _, err := natsx.EnsureStream(ctx, r.js, streamCfg); err != nil {
+		if errors.Is(err, natsx.ErrIncompatibleStream) {
+			return fatal(err)
+		}
+		return err
+	}
+	kv, err := natsx.EnsureKV(ctx, r.js, jetstream.KeyValueConfig{Bucket: StateBucket, History: 4,
+		Description: "shadowcube cdc: state of each reader's replication slot"})
+	if err != nil {
+		return err
+	}
+	r.kv = kv
+	return nil
+}
+
+// session runs one replication connection: checks, optional snapshot, stream.
+func (r *Reader) session(ctx context.Context, resnapshot bool) error {
+	r.m.sessions.Inc()
+	r.slotReady.Store(false)
+	repl, err := r.connectReplication(ctx)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.Background())
+	if r.sysID == "" {
+		sys, err := pglogrepl.IdentifySystem(ctx, repl)
+		if err != nil {
+			return fmt.Errorf("identify source system: %w", err)
+		}
+		r.sysID = sys.SystemID
+	}
+	meta, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer meta.Close(context.Background())
+	if err := r.checkSource(ctx, meta); err != nil {
+		return err
+	}
+	r.sourceReady.Store(true)
+	snap, err := r.decideSnapshot(ctx, meta, resnapshot)
+	if err != nil {
+		return err
+	}
+	if snap {
+		if err := r.saveState(ctx, slotState{Phase: phaseSnapshotting, Since: time.Now().UTC()}); err != nil {
+			return err
+		}
+		res, err := r.createSlot(ctx, repl, meta)
+		if err != nil {
+			return err
+		}
+		cp, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+		if err != nil {
+			return fmt.Errorf("slot %s: consistent point %q: %w", r.cfg.Slot, res.ConsistentPoint, err)
+		}
+		r.log.Info("created slot; copying tables", "lsn", res.ConsistentPoint, "snapshot", res.SnapshotName)
+		if err := r.snapshot(ctx, meta, res.SnapshotName, schemas.LSN(cp)); err != nil {
+			return fmt.Errorf("snapshot at %s: %w", res.ConsistentPoint, err)
+		}
+		if err := r.saveState(ctx, slotState{Phase: phaseStreaming, ConsistentPoint: res.ConsistentPoint, Since: time.Now().UTC()}); err != nil {
+			return err
+		}
+		if uint64(cp) > r.durable.Load() {
+			r.durable.Store(uint64(cp))
+		}
+	}
+	r.slotReady.Store(true)
+	return r.stream(ctx, repl, meta)
+}
+
+// txState is one source transaction being received.
+type txState struct {
+	xid    uint32
+	buf    *txBuffer
+	ignore bool
+}
+
+type streamState struct {
+	cur       *txState
+	inStream  bool
+	streamXid uint32
+	streams   map[uint32]*txState
+	reported  schemas.LSN
+	pub       *publisher
+}
+
+func (st *streamState) target(xid uint32) (*txState, uint32, error) {
+	if st.inStream {
+		tx := st.streams[st.streamXid]
+		return tx, xid, nil
+	}
+	if st.cur == nil {
+		return nil, 0, errors.New("change outside a transaction")
+	}
+	return st.cur, st.cur.xid, nil
+}
+
+func (st *streamState) close() {
+	if st.cur != nil {
+		st.cur.buf.close()
+	}
+	for _, tx := range st.streams {
+		tx.buf.close()
+	}
+}
+
+func (r *Reader) stream(ctx context.Context, repl *pgconn.PgConn, meta *pgx.Conn) error {
+	args := []string{"proto_version '2'", "publication_names '" + r.cfg.Publication + "'", "messages 'true'"}
+	if !r.cfg.NoStreaming {
+		args = append(args, "streaming 'true'")
+	}
+	if err := pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{Mode: pglogrepl.LogicalReplication, PluginArgs: args}); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42704" {
+			return fatal(fmt.Errorf("%w: slot %s disappeared: %v; restart with --resnapshot to copy every table again", ErrSlotLost, r.cfg.Slot, err))
+		}
+		if errors.As(err, &pgErr) && pgErr.Code == "55000" {
+			return fatal(fmt.Errorf("%w: start replication on slot %s: %v; restart with --resnapshot", ErrSlotLost, r.cfg.Slot, err))
+		}
+		return fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
+	}
+	r.relations = map[uint32]*relation{}
+	st := &streamState{streams: map[uint32]*txState{}, reported: schemas.LSN(r.durable.Load())}
+	st.pub = newPublisher(r.pubJS, r.cfg.Window, r.cfg.PublishTimeout, &r.durable, &r.lastCommit, r.m)
+	r.log.Info("streaming", "acknowledged_lsn", st.reported.String(), "publication", r.cfg.Publication)
+
+	stop := context.AfterFunc(ctx, func() { _ = repl.Conn().SetReadDeadline(time.Now()) })
+	defer stop()
+	err := r.receiveLoop(ctx, repl, meta, st)
+	st.close()
+	// Drain: every event already published is acknowledged or failed, then
+	// tell PostgreSQL what is durable.
+	pubErr, gaps := st.pub.close()
+	if gaps > 0 {
+		r.m.reordered.Add(float64(gaps))
+		r.log.Error("JetStream stored events published after one that failed; the failed ones are re-published after them on restart (consumers see them out of order)",
+			"gaps", gaps, "err", pubErr)
+	}
+	if repl.IsClosed() == false {
+		_ = repl.Conn().SetDeadline(time.Now().Add(5 * time.Second))
+		_ = r.sendStatus(repl, st, true)
+	}
+	if err == nil && pubErr != nil {
+		err = pubErr
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (r *Reader) receiveLoop(ctx context.Context, repl *pgconn.PgConn, meta *pgx.Conn, st *streamState) error {
+	nextStatus := time.Now().Add(r.cfg.StatusInterval)
+	if err := repl.Conn().SetReadDeadline(nextStatus); err != nil {
+		return err
+	}
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-st.pub.failed:
+			return st.pub.failure()
+		default:
+		}
+		if now := time.Now(); !now.Before(nextStatus) {
+			if err := r.sendStatus(repl, st, false); err != nil {
+				return err
+			}
+			nextStatus = now.Add(r.cfg.StatusInterval)
+			if err := repl.Conn().SetReadDeadline(nextStatus); err != nil {
+				return err
+			}
+		}
+		raw, err := repl.ReceiveMessage(context.Background())
+		if err != nil {
+			var ne net.Error
+			if pgconn.Timeout(err) || (errors.As(err, &ne) && ne.Timeout()) {
+				if ctx.Err() == nil && time.Now().Before(nextStatus) {
+					_ = repl.Conn().SetReadDeadline(nextStatus)
+				}
+				continue
+			}
+			return fmt.Errorf("receive from source: %w", err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("replication stream: server ended the copy")
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse keepalive: %w", err)
+				}
+				if uint64(pkm.ServerWALEnd) > r.serverWALEnd.Load() {
+					r.serverWALEnd.Store(uint64(pkm.ServerWALEnd))
+				}
+				if pkm.ReplyRequested {
+					if err := r.sendStatus(repl, st, false); err != nil {
+						return err
+					}
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse XLogData: %w", err)
+				}
+				if err := r.handle(ctx, meta, st, xld); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// sendStatus acknowledges the durable position: the end of the last
+// transaction JetStream stored contiguously, or the server's WAL end when
+// nothing at all is in flight or buffered.
+func (r *Reader) sendStatus(repl *pgconn.PgConn, st *streamState, final bool) error {
+	// The final update (session ending, maybe after a failure) reports only
+	// what JetStream acknowledged.
+	idle := !final && st.pub.idle() && st.cur == nil && len(st.streams) == 0
+	pos := schemas.LSN(r.durable.Load())
+	walEnd := schemas.LSN(r.serverWALEnd.Load())
+	if idle && walEnd > pos {
+		pos = walEnd
+	}
+	if pos < st.reported {
+		pos = st.reported
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(pos), WALFlushPosition: pglogrepl.LSN(pos), WALApplyPosition: pglogrepl.LSN(pos)})
+	if err != nil {
+		if final {
+			return nil
+		}
+		return fmt.Errorf("send standby status at %s: %w", pos, err)
+	}
+	st.reported = pos
+	if walEnd > pos {
+		r.m.lagBytes.Set(float64(walEnd - pos))
+	} else {
+		r.m.lagBytes.Set(0)
+	}
+	if idle {
+		r.m.lagSeconds.Set(0)
+	} else if t := r.lastCommit.Load(); t != 0 {
+		r.m.lagSeconds.Set(time.Since(time.Unix(0, t)).Seconds())
+	}
+	return nil
+}
+
+func (r *Reader) handle(ctx context.Context, meta *pgx.Conn, st *streamState, xld pglogrepl.XLogData) error {
+	msg, err := pglogrepl.ParseV2(xld.WALData, st.inStream)
+	if err != nil {
+		return fmt.Errorf("decode pgoutput message at %s: %w", xld.WALStart, err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		if st.cur != nil {
+			st.cur.buf.close()
+		}
+		st.cur = &txState{xid: m.Xid, buf: newTxBuffer(r.cfg.SpillDir, r.cfg.SpillThreshold, r.m)}
+	case *pglogrepl.CommitMessage:
+		tx := st.cur
+		st.cur = nil
+		if tx == nil {
+			return fmt.Errorf("commit at %s without begin", m.CommitLSN)
+		}
+		return r.finish(ctx, st, tx, tx.xid, m.CommitLSN, m.TransactionEndLSN, m.CommitTime)
+	case *pglogrepl.StreamStartMessageV2:
+		st.inStream, st.streamXid = true, m.Xid
+		if st.streams[m.Xid] == nil {
+			st.streams[m.Xid] = &txState{xid: m.Xid, buf: newTxBuffer(r.cfg.SpillDir, r.cfg.SpillThreshold, r.m)}
+		}
+	case *pglogrepl.StreamStopMessageV2:
+		st.inStream = false
+	case *pglogrepl.StreamCommitMessageV2:
+		tx := st.streams[m.Xid]
+		delete(st.streams, m.Xid)
+		if tx == nil {
+			tx = &txState{xid: m.Xid, buf: newTxBuffer(r.cfg.SpillDir, r.cfg.SpillThreshold, r.m)}
+		}
+		return r.finish(ctx, st, tx, m.Xid, m.CommitLSN, m.TransactionEndLSN, m.CommitTime)
+	case *pglogrepl.StreamAbortMessageV2:
+		tx := st.streams[m.Xid]
+		if tx == nil {
+			return nil
+		}
+		if m.SubXid == m.Xid || m.SubXid == 0 {
+			tx.buf.close()
+			delete(st.streams, m.Xid)
+			r.log.Debug("discarded aborted streamed transaction", "xid", m.Xid)
+			return nil
+		}
+		return tx.buf.abortSub(m.SubXid)
+	case *pglogrepl.RelationMessageV2:
+		rel, err := r.buildRelation(ctx, meta, &m.RelationMessage)
+		if err != nil {
+			return err
+		}
+		old := r.relations[m.RelationID]
+		r.relations[m.RelationID] = rel
+		if old != nil && !old.sameShape(rel) {
+			tx, sub, err := st.target(m.Xid)
+			if err != nil || tx == nil {
+				return nil
+			}
+			r.log.Info("table shape changed", "table", rel.schema+"."+rel.table, "lsn", xld.WALStart.String())
+			return tx.buf.add(&pending{Subject: rel.subject, Event: r.newEvent(rel, schemas.OpSchema), size: 512}, sub)
+		}
+	case *pglogrepl.InsertMessageV2, *pglogrepl.UpdateMessageV2, *pglogrepl.DeleteMessageV2:
+		var xid uint32
+		switch c := m.(type) {
+		case *pglogrepl.InsertMessageV2:
+			xid = c.Xid
+		case *pglogrepl.UpdateMessageV2:
+			xid = c.Xid
+		case *pglogrepl.DeleteMessageV2:
+			xid = c.Xid
+		}
+		tx, sub, err := st.target(xid)
+		if err != nil || tx == nil {
+			return fmt.Errorf("change at %s: %w", xld.WALStart, errOr(err, "stream without start"))
+		}
+		p, err := r.changeEvent(m)
+		if err != nil {
+			return err
+		}
+		return tx.buf.add(p, sub)
+	case *pglogrepl.TruncateMessageV2:
+		tx, sub, err := st.target(m.Xid)
+		if err != nil || tx == nil {
+			return fmt.Errorf("truncate at %s: %w", xld.WALStart, errOr(err, "stream without start"))
+		}
+		ps, err := r.truncateEvents(m)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if err := tx.buf.add(p, sub); err != nil {
+				return err
+			}
+		}
+	case *pglogrepl.LogicalDecodingMessageV2:
+		if m.Transactional && m.Prefix == OriginPrefix && r.ignore[string(m.Content)] {
+			if tx, _, err := st.target(m.Xid); err == nil && tx != nil {
+				tx.ignore = true
+			}
+		}
+	}
+	return nil
+}
+
+func errOr(err error, msg string) error {
+	if err != nil {
+		return err
+	}
+	return errors.New(msg)
+}
+
+// finish publishes a committed transaction's events in order.
+func (r *Reader) finish(ctx context.Context, st *streamState, tx *txState, xid uint32, commitLSN, endLSN pglogrepl.LSN, commitTime time.Time) error {
+	defer tx.buf.close()
+	n := tx.buf.len()
+	commitTime = commitTime.UTC()
+	end := schemas.LSN(endLSN)
+	if tx.ignore || n == 0 {
+		if tx.ignore {
+			r.m.skippedTx.Inc()
+		}
+		return st.pub.mark(ctx, end, commitTime)
+	}
+	r.m.transactions.Inc()
+	if n > 1000 {
+		r.log.Info("publishing large transaction", "xid", xid, "events", n, "spilled", tx.buf.spilled(), "lsn", commitLSN.String())
+	}
+	lsn := schemas.LSN(commitLSN)
+	prefix := r.cfg.Slot + ":" + lsn.String() + ":"
+	return tx.buf.each(func(i int, p *pending) error {
+		ev := p.Event
+		ev.CommitLSN, ev.TxID, ev.Index, ev.TxSize, ev.CommitTime = lsn, xid, i, n, commitTime
+		data := marshalEvent(ev)
+		if len(data) > schemas.MaxEventSize {
+			return fatal(fmt.Errorf("change %d of transaction %d on %s.%s at %s is %d bytes, over the %d-byte event limit",
+				i, xid, ev.Schema, ev.Table, lsn, len(data), schemas.MaxEventSize))
+		}
+		var e schemas.LSN
+		if i == n-1 {
+			e = end
+		}
+		return st.pub.publish(ctx, p.Subject, prefix+strconv.Itoa(i), data, ev.Op, e, commitTime)
+	})
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/publisher"
+)
+
+func newImportCmd() *cobra.Command {
+	var service, routesFile, maxBody, format, onError string
+	var noProgress bool
+	cmd := &cobra.Command{
+		Use:   "import [flags] FILE...",
+		Short: "Publish recorded traffic (JSONL request events or HAR) to the LEGACY_REQUESTS stream",
+		Long: `import publishes recorded legacy traffic to the LEGACY_REQUESTS stream, as if the
+tap had captured it.
+
+Formats:
+  jsonl  one schemas.RequestEvent per line with its legacy response (see
+         schemas/request_event.schema.json); "v", "id", "service", "route" and
+         "source" may be left out: v = 1.0, id = hash of the line, service from
+         --service, route from the routes file (else /_other), source = import.
+         Blank lines and lines starting with # are ignored.
+  har    a HAR 1.2 file (browser or proxy export); each entry becomes one event.
+
+The same privacy rules as the tap apply (user id → user key, credentials and
+configured headers dropped, JSON redaction). Bad lines are reported as
+FILE:LINE: reason and skipped (--on-error skip) or stop the import
+(--on-error fatal, exit status 1). Re-importing a file publishes nothing new:
+each event's Nats-Msg-Id is its id (the content hash when the record has none),
+de-duplicated by JetStream within the stream's duplicate window (2 minutes by
+default; SHADOWCUBE_LEGACY_REQUESTS_DUPLICATES widens it). A progress line is shown on a terminal.
+
+Flags:
+  --format jsonl|har   default: har for *.har files, jsonl otherwise
+  --on-error skip|fatal  default skip
+  --no-progress        no progress line even on a terminal
+  --service NAME       (SHADOWCUBE_TAP_SERVICE)   --routes FILE (SHADOWCUBE_ROUTES_FILE)   --max-body SIZE (SHADOWCUBE_TAP_MAX_BODY)
+
+Exit status: 0 done (skipped lines are listed), 1 a fatal bad line or events
+JetStream did not acknowledge, 2 bad usage or configuration.
+
+Environment:` + captureEnvHelp + commonEnvHelp,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, files []string) error {
+			var ce CaptureEnv
+			if err := process.Load(&ce); err != nil {
+				return err
+			}
+			ce.override(service, routesFile, maxBody)
+			cfg, _, err := ce.capturerConfig()
+			settings, serr := ce.streamSettings()
+			if err = errors.Join(err, serr); err != nil {
+				return usageError{err}
+			}
+			for _, f := range files {
+				if _, err := os.Stat(f); err != nil {
+					return usageError{err}
+				}
+			}
+			ctx, e, err := setup(cmd, "import", false)
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			conn, err := e.ConnectNATS(ctx)
+			if err != nil {
+				return err
+			}
+			if err := publisher.EnsureStream(ctx, conn.JS, settings); err != nil {
+				return err
+			}
+			c, err := publisher.New(conn.NC, cfg, e.Log, nil)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			tty := !noProgress && isTerminal(os.Stderr)
+			total, bad := 0, 0
+			for _, name := range files {
+				f, err := os.Open(name)
+				if err != nil {
+					return err
+				}
+				start := time.Now()
+				icfg := publisher.ImportConfig{Format: format, OnError: onError}
+				if tty {
+					icfg.Progress = func(read, events int64) {
+						fmt.Fprintf(e.Stderr, "\r%s: %d events, %.1f MiB read, %.0f events/s   ", name, events, float64(read)/(1<<20), float64(events)/time.Since(start).Seconds())
+					}
+				}
+				res, err := c.Import(ctx, name, f, icfg)
+				f.Close()
+				if tty {
+					fmt.Fprintln(e.Stderr)
+				}
+				for _, le := range res.Bad {
+					if onError != publisher.OnErrorFatal {
+						fmt.Fprintf(e.Stderr, "%s (skipped)\n", le)
+					}
+				}
+				total += res.Events
+				bad += len(res.Bad)
+				if err != nil {
+					return err
+				}
+			}
+			if err := c.Flush(ctx); err != nil {
+				return err
+			}
+			st := c.Stats()
+			fmt.Fprintf(e.Stdout, "imported %d events from %d file(s); %d bad records skipped; %d acknowledged by JetStream\n", total, len(files), bad, st.Published)
+			if st.Dropped > 0 {
+				return fmt.Errorf("%d events were not acknowledged by JetStream; run the import again (it is idempotent)", st.Dropped)
+			}
+			return nil
+		},
+	}
+	bindCaptureFlags(cmd, &service, &routesFile, &maxBody)
+	cmd.Flags().StringVar(&format, "format", "", "jsonl or har (default from the file name)")
+	cmd.Flags().StringVar(&onError, "on-error", publisher.OnErrorSkip, "skip or fatal")
+	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "no progress line on a terminal")
+	return cmd
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

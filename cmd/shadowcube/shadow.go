@@ -1,0 +1,190 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/shadow"
+)
+
+// shadowEnv is the configuration of `shadowcube shadow`; flags override it.
+type shadowEnv struct {
+	RoutesFile      string        `envconfig:"ROUTES_FILE"`
+	Durable         string        `envconfig:"SHADOW_DURABLE" default:"shadow"`
+	MaxInFlight     int           `envconfig:"SHADOW_MAX_IN_FLIGHT" default:"256"`
+	MaxAckPending   int           `envconfig:"SHADOW_MAX_ACK_PENDING" default:"0"`
+	Concurrency     int           `envconfig:"SHADOW_CONCURRENCY" default:"16"`
+	Timeout         time.Duration `envconfig:"SHADOW_TIMEOUT" default:"5s"`
+	FreshnessWait   time.Duration `envconfig:"SHADOW_FRESHNESS_WAIT" default:"10s"`
+	BreakerFailures int           `envconfig:"SHADOW_BREAKER_FAILURES" default:"5"`
+	BreakerOpen     time.Duration `envconfig:"SHADOW_BREAKER_OPEN" default:"5s"`
+	BreakerProbes   int           `envconfig:"SHADOW_BREAKER_PROBES" default:"1"`
+	MaxBodyBytes    int64         `envconfig:"SHADOW_MAX_BODY_BYTES" default:"1048576"`
+	AckWait         time.Duration `envconfig:"SHADOW_ACK_WAIT" default:"0"`
+	ResultsMaxAge   time.Duration `envconfig:"SHADOW_RESULTS_MAX_AGE" default:"0"`
+	ResultsMaxBytes int64         `envconfig:"SHADOW_RESULTS_MAX_BYTES" default:"0"`
+	ResultsReplicas int           `envconfig:"SHADOW_RESULTS_REPLICAS" default:"1"`
+	ResultsStorage  string        `envconfig:"SHADOW_RESULTS_STORAGE" default:"file"`
+}
+
+func newShadowCmd() *cobra.Command {
+	var (
+		routesFile, durable             string
+		maxInFlight, conc, brkFail      int
+		timeout, freshWait, breakerOpen time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "shadow",
+		Short: "Replay captured legacy requests against the cubes and publish the answer pairs",
+		Long: `shadow consumes captured legacy requests from the LEGACY_REQUESTS stream with
+durable JetStream consumers, one per service of the routes file, named
+<durable>-<service> (every process started with the same --durable takes a share
+of the work; a service whose cube lags never holds up another), replays each
+one against the cube of its service — and against secondary_url, a second
+legacy instance, when set (noise baseline) — and publishes the pair (legacy answer, cube answer or error, secondary answer,
+freshness, timings) to SHADOW_RESULTS on shadow.result.<service>.<route> for
+'shadowcube compare'. A request is acknowledged only after its result is stored.
+
+The routes file (--routes) lists the services: cube_url, secondary_url,
+sync_target + freshness_wait (freshness barrier: a request captured at time T
+waits until the cube's sync watermark, KV shadowcube/sync-watermark.<target>,
+has reached T, at most freshness_wait, else it is replayed and tagged stale),
+timeout, concurrency, rate_per_second, headers (set on every replay, "" removes
+one), credentials ({kind: bearer, token_env: VAR} or {kind: jwt-hs256,
+secret_env: VAR, issuer, audience, subject, ttl}: an HS256 JWT minted per
+target), and per route: methods, replay (always | idempotent-only: only
+GET/HEAD or requests with an Idempotency-Key | dry-run: adds X-Shadow-Request: 1)
+and sample (0..1, decided by a hash of the request id). User credentials
+(Authorization, Cookie, API keys) are never forwarded.
+
+Each cube target has a circuit breaker: after --breaker-failures consecutive
+failures (transport error, timeout, 502/503/504) it opens and replays fail fast
+with cube_error "circuit-open" for --breaker-open; then one probe is let
+through (half-open) and its success closes it. State:
+shadowcube_shadow_breaker_state{target} (0 closed, 1 half-open, 2 open).
+
+Undecodable messages are terminated and copied to dlq.shadow with the reason.
+
+Flags (each overrides its environment variable):
+  --routes FILE            SHADOWCUBE_ROUTES_FILE          routes file (required)
+  --durable NAME           SHADOWCUBE_SHADOW_DURABLE       base name of the durable consumers (shadow)
+  --max-in-flight N        SHADOWCUBE_SHADOW_MAX_IN_FLIGHT requests of one service handled at once by
+                                                           this process (256)
+  --concurrency N          SHADOWCUBE_SHADOW_CONCURRENCY   replays in flight per target when the
+                                                           service sets no concurrency (16)
+  --timeout D              SHADOWCUBE_SHADOW_TIMEOUT       per-request timeout when the service sets none (5s)
+  --freshness-wait D       SHADOWCUBE_SHADOW_FRESHNESS_WAIT longest watermark wait when the service
+                                                           sets no freshness_wait (10s)
+  --breaker-failures N     SHADOWCUBE_SHADOW_BREAKER_FAILURES consecutive failures that open a breaker (5)
+  --breaker-open D         SHADOWCUBE_SHADOW_BREAKER_OPEN  how long a breaker stays open (5s)
+
+Environment only:
+  SHADOWCUBE_SHADOW_BREAKER_PROBES   requests let through while half-open (1)
+  SHADOWCUBE_SHADOW_MAX_ACK_PENDING  unacknowledged messages of one service over all
+                                     processes (0 = 4 × max-in-flight)
+  SHADOWCUBE_SHADOW_ACK_WAIT         consumer ack wait (0 = longest freshness wait +
+                                     2 × longest timeout + 30s)
+  SHADOWCUBE_SHADOW_MAX_BODY_BYTES   cap on a replayed answer's body (1048576)
+  SHADOWCUBE_SHADOW_RESULTS_MAX_AGE, SHADOWCUBE_SHADOW_RESULTS_MAX_BYTES,
+  SHADOWCUBE_SHADOW_RESULTS_REPLICAS, SHADOWCUBE_SHADOW_RESULTS_STORAGE
+                                     limits of the SHADOW_RESULTS stream (unlimited, 1
+                                     replica, file storage)
+  The variables the routes file names in credentials (token_env, secret_env).
+
+Metrics (shadowcube_shadow_*): replays_total{service,route,outcome},
+replay_seconds{service,route,side=legacy|cube|secondary}, breaker_state{target},
+breaker_transitions_total, stale_cube_total, freshness_wait_seconds, in_flight,
+publish_failures_total.` + commonEnvHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var env shadowEnv
+			if err := process.Load(&env); err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			if f.Changed("routes") {
+				env.RoutesFile = routesFile
+			}
+			if f.Changed("durable") {
+				env.Durable = durable
+			}
+			if f.Changed("max-in-flight") {
+				env.MaxInFlight = maxInFlight
+			}
+			if f.Changed("concurrency") {
+				env.Concurrency = conc
+			}
+			if f.Changed("timeout") {
+				env.Timeout = timeout
+			}
+			if f.Changed("freshness-wait") {
+				env.FreshnessWait = freshWait
+			}
+			if f.Changed("breaker-failures") {
+				env.BreakerFailures = brkFail
+			}
+			if f.Changed("breaker-open") {
+				env.BreakerOpen = breakerOpen
+			}
+			if env.RoutesFile == "" {
+				return usageError{fmt.Errorf("shadow: no routes file: pass --routes FILE or set SHADOWCUBE_ROUTES_FILE")}
+			}
+			rf, err := routes.Load(env.RoutesFile)
+			if err != nil {
+				return err
+			}
+			ctx, e, err := setup(cmd, "shadow", true)
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			conn, err := e.ConnectNATS(ctx)
+			if err != nil {
+				return err
+			}
+			r, err := shadow.New(shadow.Config{
+				Routes:        rf,
+				Durable:       env.Durable,
+				MaxInFlight:   env.MaxInFlight,
+				MaxAckPending: env.MaxAckPending,
+				Timeout:       env.Timeout,
+				Concurrency:   env.Concurrency,
+				FreshnessWait: env.FreshnessWait,
+				Breaker:       shadow.BreakerConfig{Failures: env.BreakerFailures, OpenFor: env.BreakerOpen, Probes: env.BreakerProbes},
+				MaxBodyBytes:  env.MaxBodyBytes,
+				AckWait:       env.AckWait,
+				Results: natsx.StreamSettings{
+					MaxAge: env.ResultsMaxAge, MaxBytes: env.ResultsMaxBytes,
+					Replicas: env.ResultsReplicas, Storage: env.ResultsStorage,
+				},
+				LookupEnv: os.LookupEnv,
+			}, conn.JS, e.Log, e.Reg)
+			if err != nil {
+				return err
+			}
+			if err := r.Start(ctx); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			e.Log.Info("stopping shadow replayer")
+			r.Close()
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&routesFile, "routes", "", "routes file (SHADOWCUBE_ROUTES_FILE)")
+	f.StringVar(&durable, "durable", shadow.DefaultDurable, "base name of the per-service durable consumers shared by replayers (SHADOWCUBE_SHADOW_DURABLE)")
+	f.IntVar(&maxInFlight, "max-in-flight", 256, "requests of one service handled at once by this process (SHADOWCUBE_SHADOW_MAX_IN_FLIGHT)")
+	f.IntVar(&conc, "concurrency", 16, "default replays in flight per target (SHADOWCUBE_SHADOW_CONCURRENCY)")
+	f.DurationVar(&timeout, "timeout", 5*time.Second, "default per-request timeout (SHADOWCUBE_SHADOW_TIMEOUT)")
+	f.DurationVar(&freshWait, "freshness-wait", 10*time.Second, "default longest wait for a cube's sync watermark (SHADOWCUBE_SHADOW_FRESHNESS_WAIT)")
+	f.IntVar(&brkFail, "breaker-failures", 5, "consecutive failures that open a target's breaker (SHADOWCUBE_SHADOW_BREAKER_FAILURES)")
+	f.DurationVar(&breakerOpen, "breaker-open", 5*time.Second, "how long an open breaker rejects replays (SHADOWCUBE_SHADOW_BREAKER_OPEN)")
+	return cmd
+}

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/publisher"
+)
+
+// CaptureEnv is the configuration shared by tap and import.
+type CaptureEnv struct {
+	Service       string   `envconfig:"TAP_SERVICE"`
+	MaxBody       string   `envconfig:"TAP_MAX_BODY" default:"1MiB"`
+	RoutesFile    string   `envconfig:"ROUTES_FILE"`
+	UserKeySecret string   `envconfig:"USER_KEY_SECRET"`
+	UserHeader    string   `envconfig:"TAP_USER_HEADER" default:"X-User-Id"`
+	UserCookie    string   `envconfig:"TAP_USER_COOKIE"`
+	UserJWTClaim  string   `envconfig:"TAP_USER_JWT_CLAIM"`
+	StripHeaders  []string `envconfig:"TAP_STRIP_HEADERS"`
+	RedactPaths   []string `envconfig:"TAP_REDACT_PATHS"`
+	RedactMode    string   `envconfig:"TAP_REDACT_MODE" default:"remove"`
+	QueueSize     int      `envconfig:"TAP_QUEUE_SIZE" default:"4096"`
+	QueueBytes    string   `envconfig:"TAP_QUEUE_BYTES" default:"64MiB"`
+	SpillDir      string   `envconfig:"TAP_SPILL_DIR"`
+	SpillMaxBytes string   `envconfig:"TAP_SPILL_MAX_BYTES" default:"256MiB"`
+	StreamMaxAge  string   `envconfig:"LEGACY_REQUESTS_MAX_AGE"`
+	StreamMaxSize string   `envconfig:"LEGACY_REQUESTS_MAX_BYTES"`
+	StreamDupes   string   `envconfig:"LEGACY_REQUESTS_DUPLICATES"`
+}
+
+const captureEnvHelp = `
+  SHADOWCUBE_TAP_SERVICE        legacy service name: first token of legacy.req.<service>.<route> (--service)
+  SHADOWCUBE_TAP_MAX_BODY       cap per captured body, request and response; longer ones are captured
+                                truncated and flagged (default 1MiB; units B, KiB, MiB) (--max-body)
+  SHADOWCUBE_ROUTES_FILE        routes file: route templates, per-route sample share and capture: false,
+                                the service's cube_url (--routes; without it every path is /_other)
+  SHADOWCUBE_USER_KEY_SECRET    HMAC-SHA256 secret turning user ids into user keys (required)
+  SHADOWCUBE_TAP_USER_HEADER    header holding the raw user id (default X-User-Id; never published)
+  SHADOWCUBE_TAP_USER_COOKIE    cookie holding the user id when the header is absent (default none)
+  SHADOWCUBE_TAP_USER_JWT_CLAIM claim of the bearer JWT holding the user id, e.g. sub (default none)
+  SHADOWCUBE_TAP_STRIP_HEADERS  comma list of headers to drop, besides Authorization, Proxy-Authorization,
+                                Cookie, Set-Cookie, X-Api-Key, X-Auth-Token and the user header
+  SHADOWCUBE_TAP_REDACT_PATHS   comma list of JSON body paths to redact, e.g. $.email,$.cards[*].number
+  SHADOWCUBE_TAP_REDACT_MODE    remove (default) or hmac (value replaced by hmac-sha256:<hex>)
+  SHADOWCUBE_TAP_QUEUE_SIZE     events the in-memory publish queue holds (default 4096)
+  SHADOWCUBE_TAP_QUEUE_BYTES    body bytes the queue holds (default 64MiB); beyond either, captures are dropped
+  SHADOWCUBE_TAP_SPILL_DIR      directory of the optional on-disk spill for events NATS did not take (default off)
+  SHADOWCUBE_TAP_SPILL_MAX_BYTES  spill file limit (default 256MiB)
+  SHADOWCUBE_LEGACY_REQUESTS_MAX_AGE    retention of the LEGACY_REQUESTS stream, e.g. 72h (default unlimited)
+  SHADOWCUBE_LEGACY_REQUESTS_MAX_BYTES  size limit of the LEGACY_REQUESTS stream, e.g. 10GiB (default unlimited)
+  SHADOWCUBE_LEGACY_REQUESTS_DUPLICATES de-duplication window of Nats-Msg-Id (re-import, spill replay), e.g. 24h (default 2m)`
+
+// parseSize reads "1048576", "512KiB", "1MiB", "2GiB" (KB/MB/GB are the same
+// binary units).
+func parseSize(name, s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, &process.EnvError{Var: name, Value: s, Msg: "want a size like 1048576, 512KiB or 1MiB"}
+	}
+	return n * mult, nil
+}
+
+// capturerConfig builds the publisher config; routes may be nil.
+func (c *CaptureEnv) capturerConfig() (publisher.Config, *routes.File, error) {
+	var errs []error
+	cfg := publisher.Config{
+		Service:   c.Service,
+		QueueSize: c.QueueSize,
+		Privacy: publisher.PrivacyConfig{
+			Secret: []byte(c.UserKeySecret), UserHeader: c.UserHeader, UserCookie: c.UserCookie,
+			UserJWTClaim: c.UserJWTClaim, StripHeaders: c.StripHeaders, RedactPaths: c.RedactPaths, RedactMode: c.RedactMode,
+		},
+	}
+	var err error
+	if cfg.MaxBody, err = parseSize("SHADOWCUBE_TAP_MAX_BODY", c.MaxBody); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.QueueBytes, err = parseSize("SHADOWCUBE_TAP_QUEUE_BYTES", c.QueueBytes); err != nil {
+		errs = append(errs, err)
+	}
+	if c.SpillDir != "" {
+		cfg.Spill.Dir = c.SpillDir
+		if cfg.Spill.MaxBytes, err = parseSize("SHADOWCUBE_TAP_SPILL_MAX_BYTES", c.SpillMaxBytes); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.UserKeySecret == "" {
+		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_USER_KEY_SECRET", Msg: "required: the HMAC secret for user keys (e.g. 32 random bytes, hex)"})
+	}
+	if c.Service == "" {
+		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_TAP_SERVICE", Msg: "required: the legacy service name (or --service)"})
+	}
+	var rf *routes.File
+	if c.RoutesFile != "" {
+		if rf, err = routes.Load(c.RoutesFile); err != nil {
+			errs = append(errs, err)
+		} else if c.Service != "" {
+			svc, ok := rf.Service(c.Service)
+			if !ok {
+				errs = append(errs, fmt.Errorf("routes file %s has no service %q", c.RoutesFile, c.Service))
+			}
+			cfg.Routes = svc
+		}
+	}
+	return cfg, rf, errors.Join(errs...)
+}
+
+func (c *CaptureEnv) streamSettings() (natsx.StreamSettings, error) {
+	var s natsx.StreamSettings
+	if c.StreamMaxAge != "" {
+		d, err := time.ParseDuration(c.StreamMaxAge)
+		if err != nil {
+			return s, &process.EnvError{Var: "SHADOWCUBE_LEGACY_REQUESTS_MAX_AGE", Value: c.StreamMaxAge, Msg: "want a duration like 72h"}
+		}
+		s.MaxAge = d
+	}
+	if c.StreamMaxSize != "" {
+		n, err := parseSize("SHADOWCUBE_LEGACY_REQUESTS_MAX_BYTES", c.StreamMaxSize)
+		if err != nil {
+			return s, err
+		}
+		s.MaxBytes = n
+	}
+	if c.StreamDupes != "" {
+		d, err := time.ParseDuration(c.StreamDupes)
+		if err != nil || d <= 0 {
+			return s, &process.EnvError{Var: "SHADOWCUBE_LEGACY_REQUESTS_DUPLICATES", Value: c.StreamDupes, Msg: "want a positive duration like 24h"}
+		}
+		s.Duplicates = d
+	}
+	return s, nil
+}
+
+// bindCaptureFlags lets flags override the environment.
+func bindCaptureFlags(cmd *cobra.Command, service, routesFile, maxBody *string) {
+	cmd.Flags().StringVar(service, "service", "", "legacy service name (SHADOWCUBE_TAP_SERVICE)")
+	cmd.Flags().StringVar(routesFile, "routes", "", "routes file (SHADOWCUBE_ROUTES_FILE)")
+	cmd.Flags().StringVar(maxBody, "max-body", "", "cap per captured body, e.g. 1MiB (SHADOWCUBE_TAP_MAX_BODY)")
+}
+
+func (c *CaptureEnv) override(service, routesFile, maxBody string) {
+	if service != "" {
+		c.Service = service
+	}
+	if routesFile != "" {
+		c.RoutesFile = routesFile
+	}
+	if maxBody != "" {
+		c.MaxBody = maxBody
+	}
+}
+
+type tapEnv struct {
+	CaptureEnv
+	Listen             string        `envconfig:"TAP_LISTEN" default:":8080"`
+	Upstream           string        `envconfig:"TAP_UPSTREAM"`
+	CubeURL            string        `envconfig:"TAP_CUBE_URL"`
+	Unmatched          string        `envconfig:"TAP_UNMATCHED" default:"capture"`
+	H2C                bool          `envconfig:"TAP_UPSTREAM_H2C"`
+	UpstreamCA         string        `envconfig:"TAP_UPSTREAM_CA"`
+	UpstreamCert       string        `envconfig:"TAP_UPSTREAM_CERT"`
+	UpstreamKey        string        `envconfig:"TAP_UPSTREAM_KEY"`
+	UpstreamServerName string        `envconfig:"TAP_UPSTREAM_SERVER_NAME"`
+	UpstreamInsecure   bool          `envconfig:"TAP_UPSTREAM_INSECURE"`
+	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" default:"0s"`
+	Rollout            bool          `envconfig:"TAP_ROLLOUT" default:"true"`
+	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" default:"8"`
+}
+
+func newTapCmd() *cobra.Command {
+	var service, routesFile, maxBody, listen, upstream, cube string
+	cmd := &cobra.Command{
+		Use:   "tap",
+		Short: "Reverse proxy in front of the legacy service that captures traffic into JetStream",
+		Long: `tap is a reverse proxy in front of a legacy HTTP service. Users always get the
+legacy answer, unchanged and streamed as it comes; each request and its answer
+(bodies up to the cap, longer ones truncated and flagged) go through a bounded
+in-memory queue to the LEGACY_REQUESTS stream, subject
+legacy.req.<service>.<route template>, with Nats-Msg-Id = the capture id. When
+NATS is down or slow the queue fills and new captures are dropped and counted
+(shadowcube_tap_dropped_total{reason}); the user path never waits or fails.
+
+Privacy: the raw user id becomes user_key = hmac-sha256 of it; credentials and
+configured headers are dropped; configured JSON body paths are removed or
+HMAC'd. X-Truth-Label, traceparent and other headers are kept.
+
+Rollout: the tap watches the KV key rollout.<service> (see 'shadowcube flags').
+A user whose hash(user key) mod 100 < percent is served by the cube instead;
+the request is then sent to the legacy service in the background (bounded,
+following the route's replay policy) and the legacy answer is captured.
+When the cube gives no answer at all (down, reset, timeout before headers),
+the user is answered by the legacy service instead
+(shadowcube_tap_cube_fallback_total). Changes take effect within a second,
+without restart.
+
+Metrics on SHADOWCUBE_METRICS_ADDR: shadowcube_tap_requests_total{route,target},
+shadowcube_tap_captured_total{route}, shadowcube_tap_captured_bytes_total{route},
+shadowcube_tap_dropped_total{reason}, shadowcube_tap_published_total,
+shadowcube_tap_queue_depth, shadowcube_tap_publish_seconds, shadowcube_tap_cube_fallback_total,
+shadowcube_tap_upstream_seconds{route,target}.
+
+Flags:
+  --listen ADDR      listen address (SHADOWCUBE_TAP_LISTEN, default :8080)
+  --upstream URL     legacy base URL (SHADOWCUBE_TAP_UPSTREAM, required)
+  --cube-url URL     cube base URL for rolled-out users (SHADOWCUBE_TAP_CUBE_URL; default the routes file's cube_url)
+  --service NAME     (SHADOWCUBE_TAP_SERVICE)   --routes FILE (SHADOWCUBE_ROUTES_FILE)   --max-body SIZE (SHADOWCUBE_TAP_MAX_BODY)
+
+Environment:
+  SHADOWCUBE_TAP_LISTEN         listen address (default :8080)
+  SHADOWCUBE_TAP_UPSTREAM       legacy base URL, http:// or https:// (required)
+  SHADOWCUBE_TAP_CUBE_URL       cube base URL (default: cube_url of the service in the routes file)
+  SHADOWCUBE_TAP_UNMATCHED      capture (as route /_other, default) or skip paths matching no route
+  SHADOWCUBE_TAP_UPSTREAM_H2C   true: HTTP/2 without TLS (prior knowledge) to http:// upstreams
+  SHADOWCUBE_TAP_UPSTREAM_CA    PEM CA bundle for https:// upstreams (default system roots)
+  SHADOWCUBE_TAP_UPSTREAM_CERT, SHADOWCUBE_TAP_UPSTREAM_KEY   client certificate for mutual TLS
+  SHADOWCUBE_TAP_UPSTREAM_SERVER_NAME  expected TLS server name (default from the URL)
+  SHADOWCUBE_TAP_UPSTREAM_INSECURE     true: do not verify the upstream certificate (tests only)
+  SHADOWCUBE_TAP_UPSTREAM_TIMEOUT      wait for the upstream's response headers, e.g. 30s (default 0: none)
+  SHADOWCUBE_TAP_ROLLOUT        false: ignore rollout flags (default true when a cube URL is known)
+  SHADOWCUBE_TAP_LEGACY_WORKERS background legacy calls for rolled-out users in flight (default 8)` + captureEnvHelp + commonEnvHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var te tapEnv
+			if err := process.Load(&te); err != nil {
+				return err
+			}
+			te.override(service, routesFile, maxBody)
+			if listen != "" {
+				te.Listen = listen
+			}
+			if upstream != "" {
+				te.Upstream = upstream
+			}
+			if cube != "" {
+				te.CubeURL = cube
+			}
+			return runTap(cmd, te)
+		},
+	}
+	bindCaptureFlags(cmd, &service, &routesFile, &maxBody)
+	cmd.Flags().StringVar(&listen, "listen", "", "listen address (SHADOWCUBE_TAP_LISTEN)")
+	cmd.Flags().StringVar(&upstream, "upstream", "", "legacy base URL (SHADOWCUBE_TAP_UPSTREAM)")
+	cmd.Flags().StringVar(&cube, "cube-url", "", "cube base URL (SHADOWCUBE_TAP_CUBE_URL)")
+	return cmd
+}
+
+func runTap(cmd *cobra.Command, te tapEnv) error {
+	cfg, _, err := te.capturerConfig()
+	if te.Upstream == "" {
+		err = errors.Join(err, &process.EnvError{Var: "SHADOWCUBE_TAP_UPSTREAM", Msg: "required: the legacy base URL (or --upstream)"})
+	}
+	if _, _, e := net.SplitHostPort(te.Listen); e != nil {
+		err = errors.Join(err, &process.EnvError{Var: "SHADOWCUBE_TAP_LISTEN", Value: te.Listen, Msg: "want host:port, e.g. :8080"})
+	}
+	cfg.Unmatched = te.Unmatched
+	settings, serr := te.streamSettings()
+	if err = errors.Join(err, serr); err != nil {
+		return usageError{err}
+	}
+	ctx, e, err := setup(cmd, "tap", true)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	conn, err := e.ConnectNATS(ctx)
+	if err != nil {
+		return err
+	}
+	if err := publisher.EnsureStream(ctx, conn.JS, settings); err != nil {
+		return err
+	}
+	c, err := publisher.New(conn.NC, cfg, e.Log, e.Reg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	tr, err := publisher.NewTransport(te.H2C, publisher.UpstreamTLS{
+		CAFile: te.UpstreamCA, CertFile: te.UpstreamCert, KeyFile: te.UpstreamKey,
+		ServerName: te.UpstreamServerName, InsecureSkipVerify: te.UpstreamInsecure,
+	})
+	if err != nil {
+		return err
+	}
+	tr.ResponseHeaderTimeout = te.UpstreamTimeout
+	tcfg := publisher.TapConfig{Upstream: te.Upstream, Cube: te.CubeURL, Transport: tr, LegacyWorkers: te.LegacyWorkers, Log: e.Log}
+	if tcfg.Cube == "" && cfg.Routes != nil {
+		tcfg.Cube = cfg.Routes.CubeURL
+	}
+	if te.Rollout && tcfg.Cube != "" {
+		flags, err := publisher.OpenFlags(ctx, conn.JS)
+		if err != nil {
+			return err
+		}
+		w, err := publisher.WatchFlag(ctx, flags.KV(), cfg.Service, e.Log)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		tcfg.Rollout = w
+		e.Log.Info("following rollout flag", "key", publisher.FlagKey(cfg.Service), "percent", w.Percent(), "cube", tcfg.Cube)
+	}
+	tap, err := publisher.NewTap(c, tcfg)
+	if err != nil {
+		return err
+	}
+	defer tap.Close()
+	ln, err := net.Listen("tcp", te.Listen)
+	if err != nil {
+		return fmt.Errorf("SHADOWCUBE_TAP_LISTEN=%s: %w", te.Listen, err)
+	}
+	srv := &http.Server{Handler: tap, ReadHeaderTimeout: 30 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	e.Log.Info("tap listening", "addr", ln.Addr().String(), "upstream", te.Upstream, "service", cfg.Service)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("tap server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		e.Log.Warn("tap shutdown", "err", err)
+	}
+	<-errc
+	return nil
+}

@@ -1,0 +1,402 @@
+package comparator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DefaultSchema is the PostgreSQL schema of the mismatch store.
+const DefaultSchema = "shadowcube_compare"
+
+// StoreConfig says where the mismatch store lives.
+type StoreConfig struct {
+	DatabaseURL string // SHADOWCUBE_STORE_DATABASE_URL
+	Schema      string // default shadowcube_compare
+	MaxConns    int32  // pool size (default 4)
+}
+
+// Store is the mismatch store: every compared pair's verdict, diffs,
+// causes, noise flag, timings and AI labels, plus the noise counters. Open
+// applies the migrations. Close is idempotent.
+type Store struct {
+	pool   *pgxpool.Pool
+	schema string
+	once   sync.Once
+}
+
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// migrations are applied in order, each once, recorded in schema_migrations.
+// Append only: never edit an applied migration.
+var migrations = []string{
+	// 1: pairs and noise counters.
+	`CREATE TABLE {s}.pairs (
+		id                bigserial PRIMARY KEY,
+		request_id        text NOT NULL,
+		service           text NOT NULL,
+		route             text NOT NULL,
+		kind              text NOT NULL,
+		verdict           text NOT NULL,
+		severity          text NOT NULL,
+		signature         text,
+		accepted          boolean NOT NULL DEFAULT false,
+		noise             boolean NOT NULL DEFAULT false,
+		stale             boolean NOT NULL DEFAULT false,
+		causes            text[] NOT NULL DEFAULT '{}',
+		diffs             jsonb NOT NULL DEFAULT '[]',
+		noise_diffs       jsonb NOT NULL DEFAULT '[]',
+		cube_error        text,
+		legacy_status     int,
+		cube_status       int,
+		legacy_latency_ms double precision,
+		cube_latency_ms   double precision,
+		captured_at       timestamptz,
+		replayed_at       timestamptz NOT NULL,
+		compared_at       timestamptz NOT NULL,
+		ai_truth          text,
+		ai_legacy_label   text,
+		ai_cube_label     text,
+		ai_legacy_score   double precision,
+		ai_cube_score     double precision,
+		UNIQUE (request_id, replayed_at)
+	);
+	CREATE INDEX pairs_route_verdict ON {s}.pairs (service, route, verdict);
+	CREATE INDEX pairs_signature ON {s}.pairs (signature) WHERE signature IS NOT NULL;
+	CREATE INDEX pairs_causes ON {s}.pairs USING gin (causes);
+	CREATE INDEX pairs_compared_at ON {s}.pairs (compared_at);
+	CREATE TABLE {s}.route_counts (
+		service   text NOT NULL,
+		route     text NOT NULL,
+		requests  bigint NOT NULL DEFAULT 0,
+		baselines bigint NOT NULL DEFAULT 0,
+		PRIMARY KEY (service, route)
+	);
+	CREATE TABLE {s}.noise_counts (
+		service text NOT NULL,
+		route   text NOT NULL,
+		path    text NOT NULL,
+		raw     bigint NOT NULL DEFAULT 0,
+		noise   bigint NOT NULL DEFAULT 0,
+		PRIMARY KEY (service, route, path)
+	);`,
+}
+
+// OpenStore connects and migrates the store.
+func OpenStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("mismatch store: database URL is empty (set SHADOWCUBE_STORE_DATABASE_URL)")
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = DefaultSchema
+	}
+	if !schemaName.MatchString(cfg.Schema) {
+		return nil, fmt.Errorf("mismatch store: schema %q: want a lower-case SQL identifier", cfg.Schema)
+	}
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("mismatch store: parse database URL: %w", err)
+	}
+	pc.MaxConns = cfg.MaxConns
+	if pc.MaxConns <= 0 {
+		pc.MaxConns = 4
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("mismatch store: connect: %w", err)
+	}
+	s := &Store{pool: pool, schema: cfg.Schema}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool. Idempotent.
+func (s *Store) Close() { s.once.Do(s.pool.Close) }
+
+// Schema is the store's PostgreSQL schema.
+func (s *Store) Schema() string { return s.schema }
+
+func (s *Store) q(sql string) string {
+	return strings.ReplaceAll(sql, "{s}", pgx.Identifier{s.schema}.Sanitize())
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("mismatch store: migrate: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	// One migrator at a time across processes.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "shadowcube.compare.migrate."+s.schema); err != nil {
+		return fmt.Errorf("mismatch store: migrate lock: %w", err)
+	}
+	if _, err := tx.Exec(ctx, s.q(`CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+		version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)); err != nil {
+		return fmt.Errorf("mismatch store: create schema %s: %w", s.schema, err)
+	}
+	var have int
+	if err := tx.QueryRow(ctx, s.q(`SELECT coalesce(max(version), 0) FROM {s}.schema_migrations`)).Scan(&have); err != nil {
+		return fmt.Errorf("mismatch store: read migrations: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("mismatch store: schema %s is at version %d, this build knows %d: upgrade shadowcube", s.schema, have, len(migrations))
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		if _, err := tx.Exec(ctx, s.q(migrations[v-1])); err != nil {
+			return fmt.Errorf("mismatch store: migration %d: %w", v, err)
+		}
+		if _, err := tx.Exec(ctx, s.q(`INSERT INTO {s}.schema_migrations (version) VALUES ($1)`), v); err != nil {
+			return fmt.Errorf("mismatch store: record migration %d: %w", v, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("mismatch store: migrate: %w", err)
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Save stores a batch of outcomes in one transaction. A pair already stored
+// (same request id and replay time: a redelivery) is skipped, and so are its
+// noise counts. It returns how many pairs were new.
+func (s *Store) Save(ctx context.Context, outs []*Outcome) (int, error) {
+	if len(outs) == 0 {
+		return 0, nil
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("save outcomes: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	ins := s.q(`INSERT INTO {s}.pairs (request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
+		causes, diffs, noise_diffs, cube_error, legacy_status, cube_status, legacy_latency_ms, cube_latency_ms,
+		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)
+		ON CONFLICT (request_id, replayed_at) DO NOTHING RETURNING id`)
+	b := &pgx.Batch{}
+	for _, o := range outs {
+		diffs, err := json.Marshal(nonNil(o.Diffs))
+		if err != nil {
+			return 0, fmt.Errorf("save outcome %s: diffs: %w", o.RequestID, err)
+		}
+		nd, err := json.Marshal(nonNil(o.NoiseDiffs))
+		if err != nil {
+			return 0, fmt.Errorf("save outcome %s: noise diffs: %w", o.RequestID, err)
+		}
+		var sig, cubeErr, truth, ll, cl *string
+		if o.Signature != "" {
+			sig = &o.Signature
+		}
+		if o.CubeError != "" {
+			cubeErr = &o.CubeError
+		}
+		var ls, cs *float64
+		if o.AI != nil {
+			truth, ll, cl = strPtr(o.AI.Truth), strPtr(o.AI.LegacyLabel), strPtr(o.AI.CubeLabel)
+			ls, cs = o.AI.LegacyScore, o.AI.CubeScore
+		}
+		var capt *time.Time
+		if !o.CapturedAt.IsZero() {
+			capt = &o.CapturedAt
+		}
+		causes := o.Causes
+		if causes == nil {
+			causes = []string{}
+		}
+		var cubeStatus *int
+		if o.Verdict != VerdictError {
+			cubeStatus = &o.CubeStatus
+		}
+		b.Queue(ins, o.RequestID, o.Service, o.Route, o.Kind, string(o.Verdict), string(o.Severity), sig, o.Accepted,
+			len(o.NoiseDiffs) > 0, o.Stale, causes, string(diffs), string(nd), cubeErr, o.LegacyStatus, cubeStatus,
+			ms(o.LegacyLatency), ms(o.CubeLatency), capt, o.ReplayedAt, o.ComparedAt, truth, ll, cl, ls, cs)
+	}
+	br := tx.SendBatch(ctx, b)
+	fresh := make([]*Outcome, 0, len(outs))
+	for _, o := range outs {
+		var id int64
+		err := br.QueryRow().Scan(&id)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			br.Close()
+			return 0, fmt.Errorf("save outcome %s route %s: %w", o.RequestID, o.Route, err)
+		default:
+			fresh = append(fresh, o)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return 0, fmt.Errorf("save outcomes: %w", err)
+	}
+	if err := s.addCounts(ctx, tx, fresh); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("save outcomes: commit: %w", err)
+	}
+	return len(fresh), nil
+}
+
+func strPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+type countKey struct{ service, route, path string }
+
+func (s *Store) addCounts(ctx context.Context, tx pgx.Tx, outs []*Outcome) error {
+	routes := map[countKey][2]int64{}
+	paths := map[countKey][2]int64{}
+	for _, o := range outs {
+		k := countKey{o.Service, o.Route, ""}
+		r := routes[k]
+		if o.Noise.Request {
+			r[0]++
+		}
+		if o.Noise.Baseline {
+			r[1]++
+		}
+		routes[k] = r
+		for _, p := range o.Noise.RawPaths {
+			pk := countKey{o.Service, o.Route, p}
+			v := paths[pk]
+			v[0]++
+			paths[pk] = v
+		}
+		for _, p := range o.Noise.NoisePaths {
+			pk := countKey{o.Service, o.Route, p}
+			v := paths[pk]
+			v[1]++
+			paths[pk] = v
+		}
+	}
+	b := &pgx.Batch{}
+	for k, v := range routes {
+		b.Queue(s.q(`INSERT INTO {s}.route_counts AS c (service, route, requests, baselines) VALUES ($1,$2,$3,$4)
+			ON CONFLICT (service, route) DO UPDATE SET requests = c.requests + EXCLUDED.requests, baselines = c.baselines + EXCLUDED.baselines`),
+			k.service, k.route, v[0], v[1])
+	}
+	for k, v := range paths {
+		b.Queue(s.q(`INSERT INTO {s}.noise_counts AS c (service, route, path, raw, noise) VALUES ($1,$2,$3,$4,$5)
+			ON CONFLICT (service, route, path) DO UPDATE SET raw = c.raw + EXCLUDED.raw, noise = c.noise + EXCLUDED.noise`),
+			k.service, k.route, k.path, v[0], v[1])
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("save noise counters: %w", err)
+	}
+	return nil
+}
+
+// RouteID names a route of a service.
+type RouteID struct{ Service, Route string }
+
+// LoadNoise returns the persisted noise counters of every route.
+func (s *Store) LoadNoise(ctx context.Context) (map[RouteID]NoiseCounts, error) {
+	out := map[RouteID]NoiseCounts{}
+	rows, err := s.pool.Query(ctx, s.q(`SELECT service, route, requests, baselines FROM {s}.route_counts`))
+	if err != nil {
+		return nil, fmt.Errorf("load noise counters: %w", err)
+	}
+	for rows.Next() {
+		var id RouteID
+		var n NoiseCounts
+		if err := rows.Scan(&id.Service, &id.Route, &n.Requests, &n.Baselines); err != nil {
+			return nil, fmt.Errorf("load noise counters: %w", err)
+		}
+		n.Raw, n.Noise = map[string]int64{}, map[string]int64{}
+		out[id] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load noise counters: %w", err)
+	}
+	rows, err = s.pool.Query(ctx, s.q(`SELECT service, route, path, raw, noise FROM {s}.noise_counts`))
+	if err != nil {
+		return nil, fmt.Errorf("load noise counters: %w", err)
+	}
+	for rows.Next() {
+		var id RouteID
+		var p string
+		var raw, noise int64
+		if err := rows.Scan(&id.Service, &id.Route, &p, &raw, &noise); err != nil {
+			return nil, fmt.Errorf("load noise counters: %w", err)
+		}
+		n, ok := out[id]
+		if !ok {
+			n = NoiseCounts{Raw: map[string]int64{}, Noise: map[string]int64{}}
+		}
+		n.Raw[p], n.Noise[p] = raw, noise
+		out[id] = n
+	}
+	return out, rows.Err()
+}
+
+// LoadAI returns the AI counts of every AI route from the stored pairs.
+func (s *Store) LoadAI(ctx context.Context) (map[RouteID]AICounts, error) {
+	rows, err := s.pool.Query(ctx, s.q(`SELECT service, route,
+		count(*) FILTER (WHERE ai_legacy_label IS NOT NULL AND ai_cube_label IS NOT NULL),
+		count(*) FILTER (WHERE lower(ai_legacy_label) = lower(ai_cube_label)),
+		coalesce(sum(abs(ai_legacy_score - ai_cube_score)), 0),
+		count(*) FILTER (WHERE ai_legacy_score IS NOT NULL AND ai_cube_score IS NOT NULL),
+		count(*) FILTER (WHERE ai_truth IS NOT NULL),
+		count(*) FILTER (WHERE lower(ai_legacy_label) = lower(ai_truth)),
+		count(*) FILTER (WHERE lower(ai_cube_label) = lower(ai_truth))
+		FROM {s}.pairs WHERE kind = 'ai' GROUP BY service, route`))
+	if err != nil {
+		return nil, fmt.Errorf("load AI counts: %w", err)
+	}
+	defer rows.Close()
+	out := map[RouteID]AICounts{}
+	for rows.Next() {
+		var id RouteID
+		var a AICounts
+		if err := rows.Scan(&id.Service, &id.Route, &a.Pairs, &a.Agree, &a.ConfDiffSum, &a.ConfPairs, &a.Labelled, &a.LegacyCorrect, &a.CubeCorrect); err != nil {
+			return nil, fmt.Errorf("load AI counts: %w", err)
+		}
+		out[id] = a
+	}
+	return out, rows.Err()
+}
+
+// Seed loads the persisted noise and AI counters into c, so a restarted
+// comparator keeps what it learned.
+func (s *Store) Seed(ctx context.Context, c *Comparator) error {
+	noise, err := s.LoadNoise(ctx)
+	if err != nil {
+		return err
+	}
+	for id, n := range noise {
+		c.SeedNoise(id.Service, id.Route, n)
+	}
+	ai, err := s.LoadAI(ctx)
+	if err != nil {
+		return err
+	}
+	for id, a := range ai {
+		c.SeedAI(id.Service, id.Route, a)
+	}
+	return nil
+}

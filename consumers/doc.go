@@ -1,0 +1,24 @@
+// Package consumers is the cube sync stage: it applies the CDC stream
+// (JetStream stream CDC, one message per legacy row change) to each cube's own
+// PostgreSQL database, transformed through a mapping file of SQL expressions,
+// and proves both sides agree (Reconcile).
+//
+// Guarantees of the applier (Applier, one per mapping target):
+//   - a legacy transaction is applied whole, in commit order, inside one target
+//     transaction, possibly together with later whole transactions (batching);
+//   - the target transaction also stores the last applied position in
+//     shadowcube.applied (one row per target and source slot), and events at or
+//     below it are skipped, so duplicate deliveries, redeliveries after a crash
+//     and replays of the whole stream change nothing;
+//   - JetStream messages are acknowledged only after the commit;
+//   - transient errors are retried with bounded, jittered back-off; a poison
+//     transaction goes to the DLQ stream (dlq.sync) and, by policy, stops the
+//     target (default) or is skipped;
+//   - after each commit the target's watermark (LSN and commit time of the
+//     last applied source transaction) is published to the JetStream KV
+//     bucket schemas.KVBucket under schemas.WatermarkKey(target).
+//
+// Every target transaction begins with
+// pg_logical_emit_message(true, 'shadowcube.origin', <source slot>) so a CDC
+// reader of the cube database can drop sync's own writes (two-way sync).
+package consumers

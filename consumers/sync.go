@@ -1,0 +1,162 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures the sync stage: every target of the mapping.
+type Config struct {
+	Mapping    *Mapping
+	SourceURL  string            // legacy database, for validating the mapping
+	TargetURLs map[string]string // target name -> cube database URL
+	Only       []string          // sync only these targets (default all)
+
+	Stream   string
+	MaxBatch int
+	AckWait  time.Duration
+	RetryMax time.Duration
+}
+
+// Sync runs one Applier per target.
+type Sync struct {
+	cfg       Config
+	appliers  []*Applier
+	pools     []*pgxpool.Pool
+	closeOnce sync.Once
+}
+
+// SessionSettings pins the session settings that make text values exact and
+// stable (CDC-NOTES.md, "Values").
+var SessionSettings = map[string]string{
+	"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
+	"bytea_output": "hex", "extra_float_digits": "3",
+}
+
+// OpenTargetPool opens a pool to a cube database with the pinned session settings.
+func OpenTargetPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	for k, v := range SessionSettings {
+		pc.ConnConfig.RuntimeParams[k] = v
+	}
+	pc.MaxConns = 4
+	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+// ConnectSource connects to the legacy database with the pinned settings.
+func ConnectSource(ctx context.Context, url string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse source database URL: %w", err)
+	}
+	for k, v := range SessionSettings {
+		cc.RuntimeParams[k] = v
+	}
+	return pgx.ConnectConfig(ctx, cc)
+}
+
+// New connects to every target, validates the mapping against the source
+// and target databases, and prepares the appliers.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) (*Sync, error) {
+	if cfg.Mapping == nil {
+		return nil, errors.New("sync: mapping required")
+	}
+	if cfg.SourceURL == "" {
+		return nil, fmt.Errorf("sync: source database URL required (%s) to validate the mapping", cfg.Mapping.Source.DatabaseURLEnv)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	src, err := ConnectSource(ctx, cfg.SourceURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to source database: %w", err)
+	}
+	defer src.Close(context.Background())
+	met := NewMetrics(reg)
+	s := &Sync{cfg: cfg}
+	for _, t := range cfg.Mapping.Targets {
+		if len(cfg.Only) > 0 && !contains(cfg.Only, t.Name) {
+			continue
+		}
+		url := cfg.TargetURLs[t.Name]
+		if url == "" {
+			s.Close()
+			return nil, fmt.Errorf("target %s: database URL missing: set %s", t.Name, t.DatabaseURLEnv)
+		}
+		pool, err := OpenTargetPool(ctx, url)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("target %s: %w", t.Name, err)
+		}
+		s.pools = append(s.pools, pool)
+		if err := cfg.Mapping.Validate(ctx, t, src, pool); err != nil {
+			s.Close()
+			return nil, err
+		}
+		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Stream: cfg.Stream,
+			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax}, js, log, met)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.appliers = append(s.appliers, a)
+	}
+	if len(s.appliers) == 0 {
+		s.Close()
+		return nil, fmt.Errorf("sync: no target selected (have %d in %s)", len(cfg.Mapping.Targets), cfg.Mapping.File)
+	}
+	return s, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Appliers returns the appliers, one per target.
+func (s *Sync) Appliers() []*Applier { return s.appliers }
+
+// Run runs every applier until ctx ends or one fails; it returns the errors.
+func (s *Sync) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(s.appliers))
+	for i, a := range s.appliers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Run(ctx); err != nil {
+				errs[i] = fmt.Errorf("target %s: %w", a.target, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Close closes the target pools. Call it after Run returned.
+func (s *Sync) Close() {
+	s.closeOnce.Do(func() {
+		for _, p := range s.pools {
+			p.Close()
+		}
+	})
+}

@@ -1,0 +1,278 @@
+package publisher
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/schemas"
+)
+
+// benchServers starts a fast legacy handler, a bare httputil.ReverseProxy and
+// the tap (capturing every request into JetStream) in front of it.
+func benchServers(b *testing.B) (bare, tapped string, e *env) {
+	b.Helper()
+	payload := []byte(`{"day_pillar":"庚子","month_pillar":"戊寅","year_pillar":"戊辰","hour_pillar":"丙子","score":0.93}`)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(payload)
+	}))
+	b.Cleanup(up.Close)
+	e = newEnv(b, Config{Routes: testService(b), QueueSize: 16384})
+	upURL, _ := url.Parse(up.URL)
+	bp := httputil.NewSingleHostReverseProxy(upURL)
+	tr, _ := NewTransport(false, UpstreamTLS{})
+	bp.Transport = tr
+	bareSrv := httptest.NewServer(bp)
+	b.Cleanup(bareSrv.Close)
+	tr2, _ := NewTransport(false, UpstreamTLS{})
+	tap, err := NewTap(e.c, TapConfig{Upstream: up.URL, Transport: tr2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { tap.Close() })
+	tapSrv := httptest.NewServer(tap)
+	b.Cleanup(tapSrv.Close)
+	return bareSrv.URL, tapSrv.URL, e
+}
+
+func benchClient() *http.Client {
+	tr, _ := NewTransport(false, UpstreamTLS{})
+	return &http.Client{Transport: tr}
+}
+
+func doGet(client *http.Client, u string, userID string) error {
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set("X-User-Id", userID)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return err
+}
+
+// closedLoop runs workers sending requests back to back for d; it returns
+// requests per second.
+func closedLoop(b *testing.B, client *http.Client, base string, workers int, d time.Duration) float64 {
+	var n, errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				if err := doGet(client, base+"/api/saju/chart/7", fmt.Sprintf("user-%d-%d", w, i%100)); err != nil {
+					errs.Add(1)
+					continue
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if errs.Load() > 0 {
+		b.Fatalf("%d request errors", errs.Load())
+	}
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// BenchmarkB1TapThroughput: requests/s through the tap next to a bare
+// httputil.ReverseProxy in front of the same fast handler (target ratio ≥ 0.90).
+func BenchmarkB1TapThroughput(b *testing.B) {
+	bare, tapped, e := benchServers(b)
+	client := benchClient()
+	// Alternate short slices and keep each side's best: the machine is shared
+	// and noisy, and a burst from elsewhere should not pick the winner.
+	d, rounds := time.Second, 6
+	if testing.Short() {
+		d, rounds = 200*time.Millisecond, 1
+	}
+	const workers = 16
+	closedLoop(b, client, bare, workers, d/2) // warm up connections
+	closedLoop(b, client, tapped, workers, d/2)
+	var bareBest, tapBest float64
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < rounds; r++ {
+			bareBest = max(bareBest, closedLoop(b, client, bare, workers, d))
+			tapBest = max(tapBest, closedLoop(b, client, tapped, workers, d))
+		}
+	}
+	e.flush(b)
+	if st := e.c.Stats(); st.Published == 0 {
+		b.Fatalf("tap captured nothing: %+v", st)
+	}
+	fmt.Printf("bench B1 tap throughput: %.0f req/s | limit %.0f req/s | ratio %.2f | target 0.90\n", tapBest, bareBest, tapBest/bareBest)
+}
+
+// openLoop sends rate requests/s for d and returns the latencies.
+func openLoop(client *http.Client, base string, rate float64, d time.Duration) []time.Duration {
+	interval := time.Duration(float64(time.Second) / rate)
+	n := int(d / interval)
+	lat := make([]time.Duration, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		if w := time.Until(at); w > 0 {
+			time.Sleep(w)
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			t := time.Now()
+			if err := doGet(client, base+"/api/saju/chart/7", fmt.Sprintf("user-%d", i%1000)); err != nil {
+				lat[i] = time.Second
+				return
+			}
+			lat[i] = time.Since(t)
+		}(i)
+	}
+	wg.Wait()
+	return lat
+}
+
+func p99(l []time.Duration) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[len(s)*99/100]
+}
+
+// BenchmarkB1bTapLatency: p99 latency the tap adds over the bare proxy at
+// 50% of the bare proxy's max rate (target ≤ 0.5 ms).
+func BenchmarkB1bTapLatency(b *testing.B) {
+	bare, tapped, e := benchServers(b)
+	client := benchClient()
+	// Short alternating slices; each side keeps its best (lowest) p99, as
+	// the other benchmarks keep their best rate: bursts from other processes
+	// on this shared machine otherwise decide the figure.
+	d, rounds := 500*time.Millisecond, 8
+	if testing.Short() {
+		d, rounds = 200*time.Millisecond, 1
+	}
+	maxRate := 0.0
+	for r := 0; r < 2; r++ {
+		maxRate = max(maxRate, closedLoop(b, client, bare, 16, d))
+		closedLoop(b, client, tapped, 16, d/2) // warm up the tap's connections too
+	}
+	rate := maxRate / 2
+	bareP, tapP := time.Duration(1<<62), time.Duration(1<<62)
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < rounds; r++ {
+			bareP = min(bareP, p99(openLoop(client, bare, rate, d)))
+			tapP = min(tapP, p99(openLoop(client, tapped, rate, d)))
+		}
+	}
+	e.flush(b)
+	added := tapP - bareP
+	fmt.Printf("bench B1b tap added p99 latency at %.0f req/s: %.3f ms | limit %.3f ms | ratio %.2f | target 0.5 ms\n",
+		rate, float64(added)/1e6, float64(bareP)/1e6, float64(tapP)/float64(bareP))
+}
+
+// BenchmarkB2CaptureThroughput: captured events/s (1 KiB bodies) landed in
+// JetStream, next to a raw nats.go async-publish loop of messages of the same
+// size into the same stream config (target ratio ≥ 0.60).
+func BenchmarkB2CaptureThroughput(b *testing.B) {
+	// Alternate the two loops and keep each side's best, as in B1.
+	n, rounds := 50000, 3
+	if testing.Short() {
+		n, rounds = 5000, 1
+	}
+	e := newEnv(b, Config{Routes: testService(b), QueueSize: 16384, QueueBytes: 256 << 20})
+	ctx := testenv.Context(b, 10*time.Minute)
+	body := make([]byte, 1024)
+	for i := range body {
+		body[i] = 'a' + byte(i%26)
+	}
+	mkEvent := func(i int, now time.Time) *schemas.RequestEvent {
+		return &schemas.RequestEvent{
+			V: schemas.Version, ID: newID(now), Service: "saju", Route: "/api/saju/chart", Method: "POST", Path: "/api/saju/chart",
+			Headers: http.Header{"Content-Type": {"application/json"}}, Body: body, UserKey: "hmac-sha256:0123456789abcdef",
+			CapturedAt: now, Source: schemas.SourceTap,
+			Response: schemas.HTTPResponse{Status: 200, Headers: http.Header{"Content-Type": {"application/json"}}, Body: body, Latency: time.Millisecond},
+		}
+	}
+	sample, _ := json.Marshal(mkEvent(0, time.Now()))
+	purge := func() {
+		s, err := e.js.Stream(ctx, schemas.StreamLegacyRequests)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Purge(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitCount := func(want uint64) {
+		s, _ := e.js.Stream(ctx, schemas.StreamLegacyRequests)
+		for {
+			info, err := s.Info(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if info.State.Msgs >= want {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	var ours, raw float64
+	for it := 0; it < b.N*rounds; it++ {
+		// Raw: nats.go async publish of same-size payloads with a Nats-Msg-Id.
+		purge()
+		rjs, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(DefaultMaxPending))
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			m := &nats.Msg{Subject: schemas.RequestSubject("saju", "/api/saju/chart"), Data: sample,
+				Header: nats.Header{jetstream.MsgIDHeader: {fmt.Sprintf("raw-%d-%d", it, i)}}}
+			if _, err := rjs.PublishMsgAsync(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+		<-rjs.PublishAsyncComplete()
+		waitCount(uint64(n))
+		rjs.CleanupPublisher()
+		raw = max(raw, float64(n)/time.Since(start).Seconds())
+
+		// Ours: events through the capture queue, encoder and publisher.
+		purge()
+		before := e.c.Stats().Published
+		start = time.Now()
+		for i := 0; i < n; i++ {
+			if err := e.c.Enqueue(ctx, mkEvent(i, time.Now())); err != nil {
+				b.Fatal(err)
+			}
+		}
+		e.flush(b)
+		waitCount(uint64(n))
+		ours = max(ours, float64(n)/time.Since(start).Seconds())
+		if got := e.c.Stats().Published - before; got != int64(n) {
+			b.Fatalf("published %d of %d", got, n)
+		}
+	}
+	fmt.Printf("bench B2 capture events landed (1 KiB bodies, %d B messages): %.0f events/s | limit %.0f msg/s | ratio %.2f | target 0.60\n",
+		len(sample), ours, raw, ours/raw)
+}

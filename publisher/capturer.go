@@ -1,0 +1,514 @@
+package publisher
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/schemas"
+)
+
+// OtherRoute is the route template of requests matching no route of the
+// routes file (when Config.Unmatched is UnmatchedCapture).
+const OtherRoute = "/_other"
+
+// What happens to requests whose path matches no route.
+const (
+	UnmatchedCapture = "capture" // captured under OtherRoute (default)
+	UnmatchedSkip    = "skip"    // passed through, not captured
+)
+
+// Drop reasons, the values of the reason label of shadowcube_tap_dropped_total.
+const (
+	DropQueueFull     = "queue_full"       // the in-memory queue (count or bytes) was full
+	DropNATS          = "nats_unavailable" // the publish could not be handed to NATS
+	DropPublishFailed = "publish_failed"   // JetStream did not acknowledge (error or timeout)
+	DropClosed        = "closed"           // the capturer was closing
+	DropEncode        = "too_large"        // the encoded event exceeds schemas.MaxEventSize
+	DropUpstream      = "upstream_error"   // the legacy service gave no answer (timeout, reset)
+	DropLegacyBusy    = "legacy_busy"      // rollout: no free worker to ask the legacy service
+	DropNotReplayable = "not_replayable"   // rollout: body truncated or route policy forbids a 2nd call
+	DropSpillFull     = "spill_full"       // spill enabled but its byte limit was reached
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBody    = 1 << 20
+	DefaultQueueSize  = 4096
+	DefaultQueueBytes = 64 << 20
+	DefaultMaxPending = 4096
+	DefaultAckTimeout = 5 * time.Second
+)
+
+// Config configures a Capturer.
+type Config struct {
+	// Service is the legacy service name (first subject token). Required.
+	Service string
+	// Routes is the service's entry of the routes file; nil means every
+	// request is unmatched.
+	Routes *routes.Service
+	// Unmatched is UnmatchedCapture (default) or UnmatchedSkip.
+	Unmatched string
+	// MaxBody caps each captured body (request and response); longer bodies
+	// are captured truncated and flagged. Default 1 MiB.
+	MaxBody int64
+	// QueueSize and QueueBytes bound the in-memory queue between the user
+	// path and the publisher goroutine (events, and body bytes).
+	QueueSize  int
+	QueueBytes int64
+	// MaxPending bounds JetStream publishes awaiting their ack; AckTimeout is
+	// how long an ack may take before the event counts as failed.
+	MaxPending int
+	AckTimeout time.Duration
+	// Privacy configures user keys, header stripping and body redaction.
+	Privacy PrivacyConfig
+	// Spill, when Dir is set, keeps events that could not be published in a
+	// bounded file and re-publishes them when NATS is back.
+	Spill SpillConfig
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Service == "" {
+		errs = append(errs, errors.New("service name is empty (set SHADOWCUBE_TAP_SERVICE)"))
+	}
+	switch c.Unmatched {
+	case "":
+		c.Unmatched = UnmatchedCapture
+	case UnmatchedCapture, UnmatchedSkip:
+	default:
+		errs = append(errs, fmt.Errorf("unmatched %q: want %s or %s", c.Unmatched, UnmatchedCapture, UnmatchedSkip))
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = DefaultMaxBody
+	}
+	if c.MaxBody < 0 || c.MaxBody > schemas.MaxEventSize/4 {
+		errs = append(errs, fmt.Errorf("max body %d: want 1..%d bytes (two bodies, base64, must fit one event)", c.MaxBody, schemas.MaxEventSize/4))
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.QueueBytes == 0 {
+		c.QueueBytes = DefaultQueueBytes
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.QueueSize < 1 || c.QueueBytes < 1 || c.MaxPending < 1 || c.AckTimeout < 0 {
+		errs = append(errs, fmt.Errorf("queue size %d, queue bytes %d, max pending %d, ack timeout %s: all must be positive", c.QueueSize, c.QueueBytes, c.MaxPending, c.AckTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Stats are the Capturer's counters since it started.
+type Stats struct {
+	Captured  int64 // events accepted into the queue
+	Published int64 // events acknowledged by JetStream
+	Dropped   int64 // events lost (every reason)
+	Spilled   int64 // events written to the spill file
+}
+
+// Capturer is the shared capture path of the tap, the middleware and the
+// importer: it decides what to capture (routes, sampling), removes what must
+// not leave the process, and publishes events asynchronously to JetStream
+// through a bounded queue. Its methods are safe for concurrent use.
+type Capturer struct {
+	cfg  Config
+	priv *privacy
+	log  *slog.Logger
+	js   jetstream.JetStream
+	nc   *nats.Conn
+	m    *metrics
+
+	queue      chan *item
+	queueBytes atomic.Int64
+	inflight   atomic.Int64
+	closed     atomic.Bool
+	stop       chan struct{}
+	done       chan struct{}
+	once       sync.Once
+
+	captured, published, dropped atomic.Int64
+	latency                      sync.Map // *nats.Msg → time.Time, for sampled messages
+	seq                          atomic.Uint64
+
+	spill *spill
+}
+
+type item struct {
+	ev    *schemas.RequestEvent
+	clean bool  // request headers already stripped (else stripped, and the user key derived when missing, off the user path)
+	size  int64 // body bytes, for the queue byte budget
+	m     *routeMetrics
+}
+
+// New starts a Capturer publishing through nc. reg may be nil (no metrics
+// exported). Close stops it.
+func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Capturer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("capture config: %w", err)
+	}
+	if nc == nil {
+		return nil, errors.New("capture: no NATS connection")
+	}
+	priv, err := newPrivacy(cfg.Privacy)
+	if err != nil {
+		return nil, fmt.Errorf("capture config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Capturer{
+		cfg:   cfg,
+		priv:  priv,
+		log:   log.With("stage", "tap", "service", cfg.Service),
+		nc:    nc,
+		queue: make(chan *item, cfg.QueueSize),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	c.m, err = newMetrics(reg, cfg.Routes)
+	if err != nil {
+		return nil, err
+	}
+	c.js, err = jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(c.onAck),
+		jetstream.WithPublishAsyncErrHandler(c.onErr),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("capture: JetStream: %w", err)
+	}
+	if cfg.Spill.Dir != "" {
+		c.spill, err = openSpill(cfg.Spill, c.log)
+		if err != nil {
+			return nil, err
+		}
+	}
+	go c.run()
+	return c, nil
+}
+
+// EnsureStream creates or updates the LEGACY_REQUESTS stream.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, settings natsx.StreamSettings) error {
+	cfg, err := natsx.StreamConfig(schemas.StreamLegacyRequests, settings)
+	if err != nil {
+		return err
+	}
+	_, err = natsx.EnsureStream(ctx, js, cfg)
+	return err
+}
+
+// UserKey returns the user key the capturer would publish for a raw user id.
+func (c *Capturer) UserKey(userID string) string { return c.priv.UserKey(userID) }
+
+// RolloutBucket returns the user's rollout bucket 0..99 (cube when < percent).
+func (c *Capturer) RolloutBucket(userID string) int { return c.priv.identify(userID).rolloutBucket() }
+
+// decision is what the capture path decided for one request.
+type decision struct {
+	route   string
+	r       *routes.Route // nil for unmatched
+	userID  string
+	id      identity
+	idDone  bool
+	capture bool
+	m       *routeMetrics
+}
+
+func (c *Capturer) decide(method, path string, h http.Header) decision {
+	d := decision{route: OtherRoute}
+	sample := 1.0
+	if c.cfg.Routes != nil {
+		if r, ok := c.cfg.Routes.Match(method, path); ok {
+			d.route, d.r, sample = r.Route, r, r.Sample
+		}
+	}
+	d.m = c.m.route(d.route)
+	d.userID = c.priv.userID(h)
+	if d.userID != "" && sample > 0 && sample < 1 {
+		d.ident(c.priv)
+	}
+	switch {
+	case d.r == nil && c.cfg.Unmatched == UnmatchedSkip:
+	case d.r != nil && !d.r.Captured():
+	case sample >= 1:
+		d.capture = true
+	case sample <= 0:
+	case d.id.hasKey:
+		d.capture = d.id.sampleBucket() < int(sample*10000)
+	default:
+		d.capture = mrand.Float64() < sample
+	}
+	if d.capture && d.userID != "" {
+		d.ident(c.priv)
+	}
+	return d
+}
+
+// ident computes the user's identity (an HMAC) once, when it is needed.
+func (d *decision) ident(p *privacy) identity {
+	if !d.idDone {
+		d.id, d.idDone = p.identify(d.userID), true
+	}
+	return d.id
+}
+
+// newID returns a fresh capture id: 32 hex digits, time-ordered prefix.
+func newID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	binary.BigEndian.PutUint64(b[8:], mrand.Uint64()) // runtime ChaCha8: unpredictable, no syscall
+	return hex.EncodeToString(b[:])
+}
+
+// submit hands an event to the publisher without waiting. It never blocks:
+// when the queue is full the event is dropped and counted.
+func (c *Capturer) submit(it *item) bool {
+	if c.closed.Load() {
+		c.drop(DropClosed)
+		return false
+	}
+	for {
+		cur := c.queueBytes.Load()
+		if cur+it.size > c.cfg.QueueBytes {
+			c.drop(DropQueueFull)
+			return false
+		}
+		if c.queueBytes.CompareAndSwap(cur, cur+it.size) {
+			break
+		}
+	}
+	select {
+	case c.queue <- it:
+		c.captured.Add(1)
+		if it.m != nil {
+			it.m.captured.Inc()
+			it.m.bytes.Add(float64(it.size))
+		}
+		c.m.queueDepth.Set(float64(len(c.queue)))
+		return true
+	default:
+		c.queueBytes.Add(-it.size)
+		c.drop(DropQueueFull)
+		return false
+	}
+}
+
+// Enqueue hands an event to the publisher, waiting for queue space (the
+// importer's path: it must not lose events). The event is sanitized like a
+// tapped one: stripped headers, user key from the raw user id, redaction.
+func (c *Capturer) Enqueue(ctx context.Context, ev *schemas.RequestEvent) error {
+	if c.closed.Load() {
+		return errors.New("capture: closed")
+	}
+	it := &item{ev: ev, size: int64(len(ev.Body) + len(ev.Response.Body)), m: c.m.route(ev.Route)}
+	c.queueBytes.Add(it.size)
+	select {
+	case c.queue <- it:
+		c.captured.Add(1)
+		it.m.captured.Inc()
+		it.m.bytes.Add(float64(it.size))
+		return nil
+	case <-ctx.Done():
+		c.queueBytes.Add(-it.size)
+		return ctx.Err()
+	case <-c.stop:
+		c.queueBytes.Add(-it.size)
+		return errors.New("capture: closed")
+	}
+}
+
+// Flush waits until every queued event has been acknowledged or dropped.
+func (c *Capturer) Flush(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if len(c.queue) == 0 && c.inflight.Load() == 0 && c.js.PublishAsyncPending() == 0 && (c.spill == nil || c.spill.empty()) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("capture flush: %d queued, %d awaiting ack: %w", len(c.queue), c.js.PublishAsyncPending(), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Stats returns the counters.
+func (c *Capturer) Stats() Stats {
+	s := Stats{Captured: c.captured.Load(), Published: c.published.Load(), Dropped: c.dropped.Load()}
+	if c.spill != nil {
+		s.Spilled = c.spill.written.Load()
+	}
+	return s
+}
+
+// Close stops accepting events, publishes what is queued (waiting at most
+// the ack timeout for acks) and stops the publisher goroutine. Idempotent.
+func (c *Capturer) Close() error {
+	c.once.Do(func() {
+		c.closed.Store(true)
+		close(c.stop)
+		<-c.done
+		if c.spill != nil {
+			c.spill.close()
+		}
+		c.js.CleanupPublisher() // the async-ack subscription and its goroutine
+	})
+	return nil
+}
+
+func (c *Capturer) drop(reason string) {
+	c.dropped.Add(1)
+	c.m.dropped(reason).Inc()
+}
+
+func (c *Capturer) run() {
+	defer close(c.done)
+	var spillTick <-chan time.Time
+	if c.spill != nil {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		spillTick = t.C
+	}
+	for {
+		select {
+		case it := <-c.queue:
+			c.publish(it)
+		case <-spillTick:
+			c.replaySpill()
+		case <-c.stop:
+			for {
+				select {
+				case it := <-c.queue:
+					c.publish(it)
+					continue
+				default:
+				}
+				break
+			}
+			select {
+			case <-c.js.PublishAsyncComplete():
+			case <-time.After(c.cfg.AckTimeout):
+			}
+			return
+		}
+	}
+}
+
+func (c *Capturer) publish(it *item) {
+	c.inflight.Add(1)
+	defer c.inflight.Add(-1)
+	c.queueBytes.Add(-it.size)
+	c.m.queueDepth.Set(float64(len(c.queue)))
+	ev := it.ev
+	c.sanitize(ev, it.clean)
+	data := appendEvent(make([]byte, 0, 640+(len(ev.Body)+len(ev.Response.Body))*4/3+48*(len(ev.Headers)+len(ev.Response.Headers))), ev)
+	if len(data) > schemas.MaxEventSize {
+		c.log.Error("request event too large", "request_id", ev.ID, "route", ev.Route, "bytes", len(data))
+		c.drop(DropEncode)
+		return
+	}
+	msg := &nats.Msg{
+		Subject: schemas.RequestSubject(ev.Service, ev.Route),
+		Data:    data,
+		Header:  nats.Header{jetstream.MsgIDHeader: []string{ev.ID}},
+	}
+	if c.seq.Add(1)%16 == 0 {
+		c.latency.Store(msg, time.Now())
+	}
+	if _, err := c.js.PublishMsgAsync(msg); err != nil {
+		c.latency.Delete(msg)
+		c.failed(msg, DropNATS, err)
+	}
+}
+
+func (c *Capturer) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	c.published.Add(1)
+	c.m.published.Inc()
+	if t, ok := c.latency.LoadAndDelete(msg); ok {
+		c.m.publishSeconds.Observe(time.Since(t.(time.Time)).Seconds())
+	}
+}
+
+func (c *Capturer) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	c.latency.Delete(msg)
+	c.failed(msg, DropPublishFailed, err)
+}
+
+// failed handles a message NATS did not take: spill it, or count the drop.
+func (c *Capturer) failed(msg *nats.Msg, reason string, err error) {
+	if c.spill != nil {
+		if c.spill.write(msg) {
+			return
+		}
+		c.drop(DropSpillFull)
+		return
+	}
+	c.drop(reason)
+	c.log.Debug("capture dropped", "reason", reason, "subject", msg.Subject, "err", err)
+}
+
+// replaySpill re-publishes spilled events while NATS is connected.
+func (c *Capturer) replaySpill() {
+	if c.spill.empty() || !c.nc.IsConnected() {
+		return
+	}
+	// A short slice per tick, so the live queue keeps moving.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	n, err := c.spill.replay(ctx, func(ctx context.Context, m *nats.Msg) error {
+		_, err := c.js.PublishMsg(ctx, m)
+		if err == nil {
+			c.published.Add(1)
+			c.m.published.Inc()
+		}
+		return err
+	})
+	if n > 0 || (err != nil && !errors.Is(err, context.DeadlineExceeded)) {
+		c.log.Info("re-published spilled events", "count", n, "err", err)
+	}
+}
+
+// sanitize removes what must not be published. For events that did not come
+// through decide (import), it also derives the user key from the raw id.
+func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean bool) {
+	p := c.priv
+	if !clean {
+		if ev.UserKey == "" {
+			if id := p.userID(ev.Headers); id != "" {
+				ev.UserKey = p.UserKey(id)
+			}
+		}
+		ev.Headers = p.headers(ev.Headers)
+	}
+	ev.Response.Headers = p.headers(ev.Response.Headers)
+	if len(p.paths) > 0 {
+		var dropped bool
+		if ev.Body, dropped = p.body(ev.Body, ev.BodyTruncated, ev.Headers.Get("Content-Type")); dropped {
+			ev.BodyTruncated = true
+		}
+		if ev.Response.Body, dropped = p.body(ev.Response.Body, ev.Response.BodyTruncated, ev.Response.Headers.Get("Content-Type")); dropped {
+			ev.Response.BodyTruncated = true
+		}
+	}
+}

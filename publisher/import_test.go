@@ -1,0 +1,124 @@
+package publisher
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/schemas"
+)
+
+func importFile(t *testing.T, e *env, path string, cfg ImportConfig) (ImportResult, error) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx := testenv.Context(t, 30*time.Second)
+	res, err := e.c.Import(ctx, path, f, cfg)
+	e.flush(t)
+	return res, err
+}
+
+func TestImportJSONL(t *testing.T) {
+	e := newEnv(t, Config{Routes: testService(t)})
+	res, err := importFile(t, e, "testdata/traffic.jsonl", ImportConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []int
+	for _, b := range res.Bad {
+		lines = append(lines, b.Line)
+		if !strings.HasPrefix(b.Error(), "testdata/traffic.jsonl:") {
+			t.Errorf("error does not name the file: %v", b)
+		}
+	}
+	if res.Events != 4 || len(lines) != 3 || lines[0] != 4 || lines[1] != 7 || lines[2] != 8 {
+		t.Fatalf("events %d, bad lines %v (%v); want 4 events, bad lines [4 7 8]", res.Events, lines, res.Bad)
+	}
+	evs := events(t, e.js)
+	if len(evs) != 4 {
+		t.Fatalf("%d events in the stream, want 4", len(evs))
+	}
+	byPath := map[string]schemas.RequestEvent{}
+	for _, ev := range evs {
+		byPath[ev.Method+" "+ev.Path] = ev
+		if ev.Source != schemas.SourceImport || ev.Service != "saju" || ev.V != schemas.Version {
+			t.Errorf("event %+v", ev)
+		}
+	}
+	g := byPath["GET /api/saju/chart/7"]
+	if g.Route != "/api/saju/chart/{id}" || g.UserKey != e.c.UserKey("user-1") || g.Headers.Get("Authorization") != "" ||
+		g.Headers.Get("X-User-Id") != "" || g.Response.Headers.Get("Set-Cookie") != "" || g.Headers.Get("X-Truth-Label") != "fire" {
+		t.Errorf("GET: %+v", g)
+	}
+	if p := byPath["POST /api/saju/chart"]; p.UserKey != "hmac-sha256:already-hashed" || p.Route != "/api/saju/chart" {
+		t.Errorf("POST: %+v", p)
+	}
+	if d := byPath["DELETE /api/saju/chart/9"]; d.ID != "given-id-1" || d.Route != OtherRoute || d.TraceParent == "" {
+		t.Errorf("DELETE: %+v", d)
+	}
+	for _, m := range messages(t, e.js) {
+		if bytes.Contains(m.Data(), []byte("SECRET")) || bytes.Contains(m.Data(), []byte(`"user-1"`)) {
+			t.Errorf("secret published: %s", m.Data())
+		}
+	}
+	// Idempotent: importing again adds nothing.
+	if _, err := importFile(t, e, "testdata/traffic.jsonl", ImportConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(messages(t, e.js)); n != 4 {
+		t.Fatalf("re-import: %d messages, want still 4", n)
+	}
+	// Fatal: stops at line 4.
+	res, err = importFile(t, e, "testdata/traffic.jsonl", ImportConfig{OnError: OnErrorFatal})
+	var le *LineError
+	if !errors.Is(err, ErrBadRecord) || !errors.As(err, &le) || le.Line != 4 || res.Events != 2 {
+		t.Fatalf("fatal import: err %v, events %d", err, res.Events)
+	}
+}
+
+func TestImportHAR(t *testing.T) {
+	e := newEnv(t, Config{Routes: testService(t)})
+	res, err := importFile(t, e, "testdata/traffic.har", ImportConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Events != 2 || len(res.Bad) != 1 || res.Bad[0].Line != 26 {
+		t.Fatalf("events %d, bad %v; want 2 events and a bad entry at line 26", res.Events, res.Bad)
+	}
+	evs := events(t, e.js)
+	if len(evs) != 2 {
+		t.Fatalf("%d events", len(evs))
+	}
+	for _, ev := range evs {
+		switch ev.Method {
+		case "POST":
+			if ev.Route != "/api/saju/chart" || ev.Query != "lang=ko" || string(ev.Body) != `{"birth_date":"1990-05-01"}` ||
+				string(ev.Response.Body) != `{"day_pillar":"甲子"}` || ev.UserKey != e.c.UserKey("har-user-1") ||
+				ev.Headers.Get("Cookie") != "" || ev.Response.Latency != 12500*time.Microsecond {
+				t.Errorf("POST: %+v", ev)
+			}
+		case "GET":
+			if ev.Route != "/api/saju/chart/{id}" || ev.Response.Status != 404 || ev.Headers.Get(":authority") != "" {
+				t.Errorf("GET: %+v", ev)
+			}
+		}
+	}
+	if _, err := importFile(t, e, "testdata/traffic.har", ImportConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(messages(t, e.js)); n != 2 {
+		t.Fatalf("re-import: %d messages, want 2", n)
+	}
+	_, err = e.c.Import(testenv.Context(t, 5*time.Second), "broken.har", strings.NewReader("{\n\"log\": {\"entries\": [\n{\"request\": }\n]}}"), ImportConfig{})
+	var le *LineError
+	if !errors.As(err, &le) || le.Line != 3 {
+		t.Fatalf("broken HAR: %v", err)
+	}
+}

@@ -1,0 +1,120 @@
+package publisher
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/routes"
+)
+
+// metrics are the capture stage's Prometheus metrics (shadowcube_tap_*).
+// Per-route children are resolved once per route template, so the user path
+// does no label lookups.
+type metrics struct {
+	requests       *prometheus.CounterVec
+	captured       *prometheus.CounterVec
+	bytes          *prometheus.CounterVec
+	upstream       *prometheus.HistogramVec
+	drops          *prometheus.CounterVec
+	published      prometheus.Counter
+	cubeFallback   prometheus.Counter
+	queueDepth     prometheus.Gauge
+	publishSeconds prometheus.Histogram
+
+	mu      sync.RWMutex
+	routes  map[string]*routeMetrics
+	reasons sync.Map // reason → prometheus.Counter
+}
+
+type routeMetrics struct {
+	legacyRequests, cubeRequests prometheus.Counter
+	captured, bytes              prometheus.Counter
+	legacySeconds, cubeSeconds   prometheus.Observer
+}
+
+func newMetrics(reg prometheus.Registerer, svc *routes.Service) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_tap_requests_total", Help: "Requests seen by the tap or middleware, by route template and by who answered the user (legacy or cube).",
+		}, []string{"route", "target"}),
+		captured: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_tap_captured_total", Help: "Request events accepted into the publish queue, by route template.",
+		}, []string{"route"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_tap_captured_bytes_total", Help: "Body bytes (request + response) of captured events, by route template.",
+		}, []string{"route"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "shadowcube_tap_upstream_seconds", Help: "Time from request to the end of the upstream answer, by route template and target.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route", "target"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_tap_dropped_total", Help: "Captures lost, by reason (queue_full, nats_unavailable, publish_failed, upstream_error, legacy_busy, not_replayable, spill_full, closed, too_large).",
+		}, []string{"reason"}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shadowcube_tap_published_total", Help: "Request events acknowledged by JetStream.",
+		}),
+		cubeFallback: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shadowcube_tap_cube_fallback_total", Help: "Rolled-out users answered by the legacy service because the cube gave no answer.",
+		}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shadowcube_tap_queue_depth", Help: "Events waiting in the in-memory publish queue.",
+		}),
+		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "shadowcube_tap_publish_seconds", Help: "Time from publish to JetStream ack (sampled 1 in 16).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		routes: map[string]*routeMetrics{},
+	}
+	if reg != nil {
+		for _, col := range []prometheus.Collector{m.requests, m.captured, m.bytes, m.upstream, m.drops, m.published, m.cubeFallback, m.queueDepth, m.publishSeconds} {
+			if err := reg.Register(col); err != nil {
+				return nil, fmt.Errorf("register capture metrics: %w", err)
+			}
+		}
+	}
+	m.route(OtherRoute)
+	if svc != nil {
+		for _, r := range svc.Routes {
+			m.route(r.Route)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) route(route string) *routeMetrics {
+	m.mu.RLock()
+	rm := m.routes[route]
+	m.mu.RUnlock()
+	if rm != nil {
+		return rm
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rm = m.routes[route]; rm != nil {
+		return rm
+	}
+	if len(m.routes) > 1000 { // imported files could name any route: bound the label set
+		return m.routes[OtherRoute]
+	}
+	rm = &routeMetrics{
+		legacyRequests: m.requests.WithLabelValues(route, "legacy"),
+		cubeRequests:   m.requests.WithLabelValues(route, "cube"),
+		captured:       m.captured.WithLabelValues(route),
+		bytes:          m.bytes.WithLabelValues(route),
+		legacySeconds:  m.upstream.WithLabelValues(route, "legacy"),
+		cubeSeconds:    m.upstream.WithLabelValues(route, "cube"),
+	}
+	m.routes[route] = rm
+	return rm
+}
+
+func (m *metrics) dropped(reason string) prometheus.Counter {
+	if c, ok := m.reasons.Load(reason); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.drops.WithLabelValues(reason)
+	m.reasons.Store(reason, c)
+	return c
+}

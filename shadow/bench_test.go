@@ -1,0 +1,204 @@
+package shadow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/schemas"
+)
+
+// sajuAnswer is a ~1 KiB saju-like JSON answer the fast cube returns.
+var sajuAnswer = []byte(`{"request_id":"r-1","generated_at":"2026-01-01T00:00:00Z","pillars":{"year":{"stem":"庚","branch":"午"},"month":{"stem":"辛","branch":"巳"},"day":{"stem":"甲","branch":"子"},"hour":{"stem":"甲","branch":"子"}},"day_master":"甲","elements":{"wood":2,"fire":2,"earth":0,"metal":2,"water":2},"ten_gods":{"year":"편관","month":"정관","hour":"비견"},"interpretation":"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum. Sed ut perspiciatis unde omnis iste natus error sit voluptatem accusantium doloremque laudantium, totam rem aperiam.","score":0.87}`)
+
+// BenchmarkB6ShadowReplay measures B6: pairs/s the replayer turns from a
+// backlog of captured requests into stored SHADOW_RESULTS (consume, replay to
+// a fast local cube, publish, ack), next to a raw HTTP client loop sending the
+// same number of requests to the same cube with the same concurrency, in the
+// same run. The comparator is not in this loop (it runs as its own consumer
+// of SHADOW_RESULTS); this is replay + publish.
+func BenchmarkB6ShadowReplay(b *testing.B) {
+	n, conc := 20000, 32
+	if testing.Short() {
+		n = 500
+	}
+	cube := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(sajuAnswer)
+	}))
+	defer cube.Close()
+
+	nsrv := testenv.StartNATS(b)
+	_, js := nsrv.Connect(b)
+	ctx := testenv.Context(b, 20*time.Minute)
+	rf, err := routes.Parse("bench.yaml", []byte(fmt.Sprintf(`
+services:
+  - name: saju
+    cube_url: %s
+    concurrency: %d
+    routes:
+      - route: /api/saju/chart/{id}
+`, cube.URL, conc)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqCfg, _ := natsx.StreamConfig(schemas.StreamLegacyRequests, natsx.StreamSettings{})
+	if _, err := natsx.EnsureStream(ctx, js, reqCfg); err != nil {
+		b.Fatal(err)
+	}
+	// The backlog: n captured requests with a ~1 KiB legacy answer.
+	for i := range n {
+		ev := event(fmt.Sprintf("b-%d", i), "saju", "/api/saju/chart/{id}", "GET", fmt.Sprintf("/api/saju/chart/%d", i))
+		ev.Response.Body = sajuAnswer
+		data, _ := json.Marshal(ev)
+		if _, err := js.PublishAsync(schemas.RequestSubject(ev.Service, ev.Route), data); err != nil {
+			b.Fatal(err)
+		}
+		if i%1000 == 999 || i == n-1 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				b.Fatal("backlog publish did not complete")
+			}
+		}
+	}
+
+	rounds := 3
+	if testing.Short() {
+		rounds = 1
+	}
+	b.ResetTimer()
+	for range b.N {
+		// The machine is shared and noisy: alternate limit and figure and
+		// take the median of each.
+		var figures, limits, cpuPair, cpuRaw []float64
+		measure := func(f func() float64, rates, cpus *[]float64) {
+			c0 := processCPU()
+			*rates = append(*rates, f())
+			*cpus = append(*cpus, float64(processCPU()-c0)/float64(time.Microsecond)/float64(n))
+		}
+		for round := range rounds {
+			measure(func() float64 { return rawLoop(b, cube.URL, n, conc) }, &limits, &cpuRaw)
+			measure(func() float64 { return replayBacklog(b, ctx, js, rf, n, round) }, &figures, &cpuPair)
+		}
+		measure(func() float64 { return rawLoop(b, cube.URL, n, conc) }, &limits, &cpuRaw)
+		figure, limit := median(figures), median(limits)
+		// CPU time per pair / per raw request (whole process: cube, NATS
+		// server and client included) is the load-independent view of the
+		// same comparison on a shared machine.
+		b.ReportMetric(figure, "pairs/s")
+		b.ReportMetric(median(cpuPair), "cpu-µs/pair")
+		b.ReportMetric(median(cpuRaw), "cpu-µs/raw-req")
+		fmt.Printf("bench B6 shadow replay+publish: %.0f pairs/s | limit %.0f req/s | ratio %.2f | target 0.50\n", figure, limit, figure/limit)
+	}
+}
+
+// replayBacklog starts a replayer with a new durable on the request backlog
+// and returns the pairs/s it stores into a fresh SHADOW_RESULTS.
+func replayBacklog(b *testing.B, ctx context.Context, js jetstream.JetStream, rf *routes.File, n, round int) float64 {
+	b.Helper()
+	if err := js.DeleteStream(ctx, schemas.StreamShadowResults); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.Fatal(err)
+	}
+	r, err := New(Config{Routes: rf, Durable: fmt.Sprintf("bench-%d", round), MaxInFlight: 256},
+		js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	start := time.Now()
+	if err := r.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	s, err := js.Stream(ctx, schemas.StreamShadowResults)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		info, err := s.Info(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if info.State.Msgs >= uint64(n) {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			b.Fatalf("only %d of %d results after 10 minutes", info.State.Msgs, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// rawLoop sends n GETs to url from conc goroutines and returns requests/s.
+func rawLoop(b *testing.B, url string, n, conc int) float64 {
+	b.Helper()
+	tr := &http.Transport{MaxIdleConns: conc * 2, MaxIdleConnsPerHost: conc * 2}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				req, _ := http.NewRequestWithContext(context.Background(), "GET", fmt.Sprintf("%s/api/saju/chart/%d", url, i), nil)
+				req.Header.Set("Accept", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				if _, err := io.ReadAll(resp.Body); err != nil {
+					failed.Add(1)
+				}
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("raw loop: %d requests failed", f)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}

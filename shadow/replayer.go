@@ -1,0 +1,510 @@
+package shadow
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/schemas"
+)
+
+// DefaultDurable is the durable consumer name replayers share by default.
+const DefaultDurable = "shadow"
+
+// Config configures a Replayer. Zero values take the documented defaults.
+type Config struct {
+	// Routes is the parsed routes file: the services (cube targets) and the
+	// per-route replay policy. Required.
+	Routes *routes.File
+	// Durable is the base name of the durable consumers on LEGACY_REQUESTS:
+	// one per service, named DurableName(Durable, service), so a service
+	// whose cube lags (requests waiting on the freshness barrier) never
+	// holds up another service's replays. Processes with the same base name
+	// split the work. Default "shadow".
+	Durable string
+	// MaxInFlight bounds the request messages of one service this process
+	// handles at once (waiting for freshness, replaying or publishing).
+	// Default 256.
+	MaxInFlight int
+	// MaxAckPending bounds one service's unacknowledged messages over all
+	// processes sharing the durable. Default 4 × MaxInFlight.
+	MaxAckPending int
+	// Timeout is the per-request timeout of services that set none. Default 5s.
+	Timeout time.Duration
+	// Concurrency is the per-target concurrency of services that set none. Default 16.
+	Concurrency int
+	// FreshnessWait is the longest wait for a cube's sync watermark for
+	// services that set none. Default 10s.
+	FreshnessWait time.Duration
+	// Breaker configures every target's circuit breaker.
+	Breaker BreakerConfig
+	// MaxBodyBytes caps a replayed answer's body; longer bodies are cut and
+	// marked truncated. Default 1 MiB.
+	MaxBodyBytes int64
+	// NakDelay is the first redelivery delay after a failed result publish;
+	// it grows with the delivery count up to 30s. Default 1s.
+	NakDelay time.Duration
+	// AckWait is the consumer's ack wait. Default: longest freshness wait +
+	// 2 × longest timeout + 30s, so a slow replay is never redelivered meanwhile.
+	AckWait time.Duration
+	// Results are the limits of the SHADOW_RESULTS stream (owned here).
+	Results natsx.StreamSettings
+	// LookupEnv resolves the environment variables the routes file names for
+	// credentials (os.LookupEnv in the binary). Required when a service has
+	// credentials.
+	LookupEnv func(string) (string, bool)
+	// Transport sends the replays. Default: an http.Transport sized for the
+	// targets' concurrency.
+	Transport http.RoundTripper
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Replayer replays captured requests to the cubes. Start it once; Close
+// stops it and waits for every goroutine it started.
+type Replayer struct {
+	cfg      Config
+	js       jetstream.JetStream
+	log      *slog.Logger
+	m        *metrics
+	client   *http.Client
+	services map[string]*service
+	marks    *watermarks
+	bufs     sync.Pool // *bytes.Buffer for encoding results
+
+	mu      sync.Mutex
+	started bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // handlers
+	loops   sync.WaitGroup // consume loops and watcher
+	closed  bool
+}
+
+// service is one routes-file service with its cube target and optional
+// secondary (noise baseline) target.
+type service struct {
+	spec          *routes.Service
+	durable       string
+	slots         chan struct{}             // MaxInFlight
+	iter          jetstream.MessagesContext // set by Start
+	cube          *target
+	secondary     *target
+	watermarkKey  string // "" = no freshness barrier
+	freshnessWait time.Duration
+}
+
+// target is one HTTP endpoint replays go to, with its own limits.
+type target struct {
+	name    string // metric label: service name, or "<service>/secondary"
+	base    *url.URL
+	timeout time.Duration
+	sem     chan struct{}
+	bucket  *tokenBucket
+	breaker *breaker
+	headers http.Header // set (non-empty) or removed (empty) on every replay
+	creds   credentials
+}
+
+// New validates cfg and builds a Replayer; nothing is started. Metrics are
+// registered on reg (nil = a private registry). log should carry the stage
+// key (the binary passes a logger with stage=shadow); nil discards.
+func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) (*Replayer, error) {
+	if js == nil {
+		return nil, errors.New("shadow: JetStream handle required")
+	}
+	if cfg.Routes == nil || len(cfg.Routes.Services) == 0 {
+		return nil, errors.New("shadow: routes file with at least one service required (--routes / SHADOWCUBE_ROUTES_FILE)")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if cfg.Durable == "" {
+		cfg.Durable = DefaultDurable
+	}
+	if strings.ContainsAny(cfg.Durable, ".*> \t") {
+		return nil, fmt.Errorf("shadow: durable name %q must not contain '.', '*', '>' or whitespace", cfg.Durable)
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 256
+	}
+	if cfg.MaxAckPending <= 0 {
+		cfg.MaxAckPending = 4 * cfg.MaxInFlight
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.FreshnessWait < 0 {
+		return nil, fmt.Errorf("shadow: freshness wait %v must be ≥ 0", cfg.FreshnessWait)
+	}
+	if cfg.FreshnessWait == 0 {
+		cfg.FreshnessWait = 10 * time.Second
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.NakDelay <= 0 {
+		cfg.NakDelay = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.LookupEnv == nil {
+		cfg.LookupEnv = func(string) (string, bool) { return "", false }
+	}
+	cfg.Breaker.defaults()
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	r := &Replayer{cfg: cfg, js: js, log: log, m: m, services: map[string]*service{}}
+	r.marks = newWatermarks(r.log)
+	var errs []error
+	var maxWait, maxTimeout time.Duration
+	totalConc := 0
+	for i := range cfg.Routes.Services {
+		s, err := r.newService(&cfg.Routes.Services[i])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.services[s.spec.Name] = s
+		maxWait = max(maxWait, s.freshnessWait)
+		maxTimeout = max(maxTimeout, s.cube.timeout)
+		totalConc += cap(s.cube.sem)
+		if s.secondary != nil {
+			totalConc += cap(s.secondary.sem)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if r.cfg.AckWait <= 0 {
+		r.cfg.AckWait = maxWait + 2*maxTimeout + 30*time.Second
+	}
+	if r.cfg.Transport == nil {
+		r.cfg.Transport = &http.Transport{
+			Proxy:               nil, // replays go straight to the cube, never through an env proxy
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        totalConc + 16,
+			MaxIdleConnsPerHost: totalConc + 16,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   true,
+		}
+	}
+	r.bufs.New = func() any { return new(bytes.Buffer) }
+	r.client = &http.Client{
+		Transport: r.cfg.Transport,
+		// A redirect is the cube's answer, compared as is.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return r, nil
+}
+
+func (r *Replayer) newService(spec *routes.Service) (*service, error) {
+	if spec.CubeURL == "" {
+		return nil, fmt.Errorf("shadow: service %s (line %d): cube_url is required", spec.Name, spec.Line)
+	}
+	timeout := spec.Timeout.D()
+	if timeout <= 0 {
+		timeout = r.cfg.Timeout
+	}
+	conc := spec.Concurrency
+	if conc <= 0 {
+		conc = r.cfg.Concurrency
+	}
+	creds, err := newCredentials(spec.Name, spec.Credentials, r.cfg.LookupEnv, r.cfg.Now)
+	if err != nil {
+		return nil, fmt.Errorf("shadow: %w", err)
+	}
+	cube, err := r.newTarget(spec.Name, spec.CubeURL, timeout, conc, spec.RatePerSecond)
+	if err != nil {
+		return nil, err
+	}
+	cube.creds = creds
+	cube.headers = http.Header{}
+	for k, v := range spec.Headers {
+		cube.headers[http.CanonicalHeaderKey(k)] = []string{v}
+	}
+	s := &service{spec: spec, cube: cube, durable: DurableName(r.cfg.Durable, spec.Name), slots: make(chan struct{}, r.cfg.MaxInFlight)}
+	if spec.SecondaryURL != "" {
+		if s.secondary, err = r.newTarget(spec.Name+"/secondary", spec.SecondaryURL, timeout, conc, 0); err != nil {
+			return nil, err
+		}
+	}
+	if spec.SyncTarget != "" {
+		s.watermarkKey = schemas.WatermarkKey(spec.SyncTarget)
+		s.freshnessWait = spec.FreshnessWait.D()
+		if s.freshnessWait <= 0 {
+			s.freshnessWait = r.cfg.FreshnessWait
+		}
+	}
+	return s, nil
+}
+
+func (r *Replayer) newTarget(name, rawURL string, timeout time.Duration, conc int, rate float64) (*target, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("shadow: target %s: %q is not an http(s) URL", name, rawURL)
+	}
+	t := &target{name: name, base: u, timeout: timeout, sem: make(chan struct{}, conc), bucket: newTokenBucket(rate, r.cfg.Now)}
+	gauge := r.m.breakerState.WithLabelValues(name)
+	gauge.Set(float64(BreakerClosed))
+	t.breaker = newBreaker(r.cfg.Breaker, r.cfg.Now, func(s BreakerState) {
+		gauge.Set(float64(s))
+		r.m.breakerChanges.WithLabelValues(name, s.String()).Inc()
+		lvl := slog.LevelInfo
+		if s == BreakerOpen {
+			lvl = slog.LevelWarn
+		}
+		r.log.Log(context.Background(), lvl, "circuit breaker state changed", "target", name, "state", s.String())
+	})
+	return t, nil
+}
+
+// BreakerState returns the breaker state of a service's cube target (for
+// tests and the ops UI).
+func (r *Replayer) BreakerState(service string) (BreakerState, bool) {
+	s, ok := r.services[service]
+	if !ok {
+		return 0, false
+	}
+	return s.cube.breaker.State(), true
+}
+
+// Start creates (idempotently) the SHADOW_RESULTS stream and one durable
+// consumer per service on LEGACY_REQUESTS (creating that stream and DLQ
+// with default limits only if their owners have not yet), opens the KV
+// bucket and its watermark watcher, and starts consuming. It returns once
+// consumption has started; errors name the stream or consumer.
+func (r *Replayer) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		return errors.New("shadow: replayer already started")
+	}
+	if r.closed {
+		return errors.New("shadow: replayer closed")
+	}
+	kv, err := r.setup(ctx)
+	if err != nil {
+		return err
+	}
+	var started []*service
+	for _, s := range r.services {
+		cons, err := natsx.EnsureConsumer(ctx, r.js, schemas.StreamLegacyRequests, jetstream.ConsumerConfig{
+			Durable:       s.durable,
+			Description:   "shadowcube shadow replayer, service " + s.spec.Name,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       r.cfg.AckWait,
+			MaxAckPending: r.cfg.MaxAckPending,
+			MaxDeliver:    -1,
+			FilterSubject: schemas.PrefixLegacyRequest + "." + schemas.EscapeToken(s.spec.Name) + ".>",
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err == nil {
+			s.iter, err = cons.Messages(jetstream.PullMaxMessages(min(r.cfg.MaxInFlight, 512)))
+		}
+		if err != nil {
+			for _, st := range started {
+				st.iter.Stop()
+			}
+			return fmt.Errorf("shadow: consume %s/%s: %w", schemas.StreamLegacyRequests, s.durable, err)
+		}
+		started = append(started, s)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel, r.started = cancel, true
+	r.loops.Add(1 + len(started))
+	go func() {
+		defer r.loops.Done()
+		r.marks.follow(runCtx, kv)
+	}()
+	for _, s := range started {
+		go func() {
+			defer r.loops.Done()
+			r.consume(runCtx, s)
+		}()
+	}
+	r.log.Info("shadow replayer started", "durable", r.cfg.Durable, "services", len(r.services), "ack_wait", r.cfg.AckWait)
+	return nil
+}
+
+// DurableName is the durable consumer of one service: "<base>-<service>"
+// with the service escaped as a subject token (schemas.EscapeToken).
+func DurableName(base, service string) string {
+	return base + "-" + schemas.EscapeToken(service)
+}
+
+func (r *Replayer) setup(ctx context.Context) (jetstream.KeyValue, error) {
+	resCfg, err := natsx.StreamConfig(schemas.StreamShadowResults, r.cfg.Results)
+	if err != nil {
+		return nil, fmt.Errorf("shadow: %w", err)
+	}
+	if _, err := natsx.EnsureStream(ctx, r.js, resCfg); err != nil {
+		return nil, fmt.Errorf("shadow: %w", err)
+	}
+	for _, name := range []string{schemas.StreamLegacyRequests, schemas.StreamDLQ} {
+		if err := ensureStreamExists(ctx, r.js, name); err != nil {
+			return nil, err
+		}
+	}
+	kv, err := openKV(ctx, r.js)
+	if err != nil {
+		return nil, fmt.Errorf("shadow: %w", err)
+	}
+	return kv, nil
+}
+
+// ensureStreamExists creates a stream another stage owns, with default
+// limits, only when it does not exist yet; an existing one is left as its
+// owner configured it.
+func ensureStreamExists(ctx context.Context, js jetstream.JetStream, name string) error {
+	if _, err := js.Stream(ctx, name); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("shadow: look up stream %s: %w", name, err)
+	}
+	cfg, err := natsx.StreamConfig(name, natsx.StreamSettings{})
+	if err != nil {
+		return fmt.Errorf("shadow: %w", err)
+	}
+	if _, err := natsx.EnsureStream(ctx, js, cfg); err != nil {
+		return fmt.Errorf("shadow: %w", err)
+	}
+	return nil
+}
+
+// consume hands messages to handlers, at most MaxInFlight at once, until
+// ctx ends; then it naks the messages still buffered so that another
+// replayer can take them at once.
+func (r *Replayer) consume(ctx context.Context, s *service) {
+	iter := s.iter
+	defer r.nakBuffered(iter)
+	for {
+		select {
+		case s.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		msg, err := iter.Next()
+		if err != nil {
+			<-s.slots
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("consume legacy requests", "durable", s.durable, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			<-s.slots
+			r.nak(msg)
+			return
+		}
+		r.wg.Add(1)
+		r.m.inFlight.Inc()
+		go func() {
+			defer func() {
+				r.m.inFlight.Dec()
+				<-s.slots
+				r.wg.Done()
+			}()
+			r.handle(ctx, msg)
+		}()
+	}
+}
+
+// nakBuffered hands back the messages a draining iterator still holds.
+func (r *Replayer) nakBuffered(iter jetstream.MessagesContext) {
+	for {
+		msg, err := iter.Next(jetstream.NextMaxWait(2 * time.Second))
+		if err != nil {
+			return
+		}
+		r.nak(msg)
+	}
+}
+
+func (r *Replayer) nak(msg jetstream.Msg) {
+	if err := msg.Nak(); err != nil {
+		r.log.Debug("nak on stop", "subject", msg.Subject(), "err", err)
+	}
+}
+
+// keepInProgress tells JetStream every AckWait/3 that msg is still being
+// worked on (a replay may queue behind a slow target's concurrency limit for
+// longer than AckWait), until the returned stop is called.
+func (r *Replayer) keepInProgress(msg jetstream.Msg) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	every := r.cfg.AckWait / 3
+	var t *time.Timer
+	mu.Lock() // the callback needs t assigned
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if err := msg.InProgress(); err != nil {
+			r.log.Debug("in-progress signal", "subject", msg.Subject(), "err", err)
+		}
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
+}
+
+// Close stops consuming, cancels in-flight replays (their messages are
+// nak'ed for redelivery), waits for every goroutine and releases idle
+// connections. It is idempotent.
+func (r *Replayer) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	started := r.started
+	r.mu.Unlock()
+	if started {
+		r.cancel()
+		for _, s := range r.services {
+			s.iter.Drain()
+		}
+		r.loops.Wait()
+		r.wg.Wait()
+	}
+	if t, ok := r.cfg.Transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+	r.log.Info("shadow replayer stopped", "durable", r.cfg.Durable)
+}

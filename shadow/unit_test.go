@@ -1,0 +1,213 @@
+package shadow
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heal7/shadowcube/internal/routes"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestBreakerTransitions(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	var states []string
+	b := newBreaker(BreakerConfig{Failures: 3, OpenFor: time.Second, Probes: 1}, clk.now, func(s BreakerState) { states = append(states, s.String()) })
+
+	fail := func() {
+		t.Helper()
+		ok, probe := b.allow()
+		if !ok {
+			t.Fatalf("rejected in state %v", b.State())
+		}
+		b.done(probe, false)
+	}
+	fail()
+	fail()
+	ok, _ := b.allow() // a success in between resets the count
+	if !ok {
+		t.Fatal("closed breaker rejected")
+	}
+	b.done(false, true)
+	fail()
+	fail()
+	if b.State() != BreakerClosed {
+		t.Fatalf("opened after 2 consecutive failures: %v", b.State())
+	}
+	fail()
+	if b.State() != BreakerOpen {
+		t.Fatalf("state %v after 3 consecutive failures, want open", b.State())
+	}
+	if ok, _ := b.allow(); ok {
+		t.Fatal("open breaker let a request through")
+	}
+	clk.advance(999 * time.Millisecond)
+	if ok, _ := b.allow(); ok {
+		t.Fatal("open breaker let a request through before OpenFor")
+	}
+	clk.advance(time.Millisecond)
+	ok, probe := b.allow()
+	if !ok || !probe || b.State() != BreakerHalfOpen {
+		t.Fatalf("after OpenFor: ok %v probe %v state %v, want a half-open probe", ok, probe, b.State())
+	}
+	if ok, _ := b.allow(); ok {
+		t.Fatal("second request let through while the probe is in flight")
+	}
+	b.done(true, false) // probe fails: open again for a full period
+	if b.State() != BreakerOpen {
+		t.Fatalf("state %v after a failed probe, want open", b.State())
+	}
+	clk.advance(500 * time.Millisecond)
+	if ok, _ := b.allow(); ok {
+		t.Fatal("reopened breaker let a request through")
+	}
+	clk.advance(500 * time.Millisecond)
+	ok, probe = b.allow()
+	if !ok || !probe {
+		t.Fatal("no probe after the second open period")
+	}
+	b.cancel(probe) // a probe abandoned on shutdown frees the slot
+	ok, probe = b.allow()
+	if !ok || !probe {
+		t.Fatal("cancelled probe kept its slot")
+	}
+	b.done(true, true)
+	if b.State() != BreakerClosed {
+		t.Fatalf("state %v after a successful probe, want closed", b.State())
+	}
+	want := "open half-open open half-open closed"
+	if got := strings.Join(states, " "); got != want {
+		t.Errorf("transitions %q, want %q", got, want)
+	}
+}
+
+func TestTokenBucketRate(t *testing.T) {
+	if newTokenBucket(0, time.Now) != nil {
+		t.Fatal("rate 0 must not limit")
+	}
+	var nilBucket *tokenBucket
+	if err := nilBucket.wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b := newTokenBucket(50, time.Now) // burst 5
+	start := time.Now()
+	for range 30 {
+		if err := b.wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 30 tokens at 50/s with 5 saved: at least 25/50 s.
+	if d := time.Since(start); d < 450*time.Millisecond || d > 3*time.Second {
+		t.Errorf("30 tokens at 50/s took %v, want about 500ms", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	slow := newTokenBucket(1, time.Now)
+	slow.wait(context.Background()) // takes the one saved token
+	if err := slow.wait(ctx); err == nil {
+		t.Error("wait on a cancelled context returned nil")
+	}
+}
+
+func TestJWTMinterReusesUntilNearExpiry(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	creds, err := newCredentials("svc", &routes.Credentials{Kind: credJWT, SecretEnv: "S", Issuer: "i", Audience: "a", TTL: routes.Duration(10 * time.Minute)},
+		func(k string) (string, bool) { return "top-secret", k == "S" }, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := creds.authorization()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(7 * time.Minute)
+	if again, _ := creds.authorization(); again != first {
+		t.Error("token re-minted long before expiry")
+	}
+	clk.advance(2 * time.Minute) // within the last fifth of its life
+	renewed, _ := creds.authorization()
+	if renewed == first {
+		t.Fatal("token not renewed near expiry")
+	}
+	c := verifyHS256(t, strings.TrimPrefix(renewed, "Bearer "), []byte("top-secret"))
+	if c.Iss != "i" || c.Aud != "a" || c.Iat != clk.now().Unix() || c.Exp != clk.now().Add(10*time.Minute).Unix() {
+		t.Errorf("claims %+v", c)
+	}
+}
+
+func TestSampledIsDeterministicAndProportional(t *testing.T) {
+	for _, rate := range []float64{0.01, 0.1, 0.5, 0.9} {
+		kept := 0
+		const n = 20000
+		for i := range n {
+			id := fmt.Sprintf("req-%d", i)
+			first := sampled(id, rate)
+			if again := sampled(id, rate); again != first {
+				t.Fatal("not deterministic")
+			}
+			if first {
+				kept++
+			}
+		}
+		if got := float64(kept) / n; got < rate*0.9-0.005 || got > rate*1.1+0.005 {
+			t.Errorf("rate %v kept %.4f", rate, got)
+		}
+	}
+	if !sampled("x", 1) || sampled("x", 0) {
+		t.Error("rate 1 must keep, rate 0 must drop")
+	}
+}
+
+func TestWatermarksWait(t *testing.T) {
+	w := newWatermarks(nil)
+	t0 := time.Unix(5000, 0)
+	w.set("k", t0)
+	w.set("k", t0.Add(-time.Hour)) // never moves back
+	if mark, stale, err := w.wait(context.Background(), "k", t0, time.Second); err != nil || stale || !mark.Equal(t0) {
+		t.Fatalf("at the watermark: %v %v %v", mark, stale, err)
+	}
+	done := make(chan bool)
+	go func() {
+		_, stale, _ := w.wait(context.Background(), "k", t0.Add(time.Second), 10*time.Second)
+		done <- stale
+	}()
+	time.Sleep(50 * time.Millisecond)
+	w.set("other", t0.Add(time.Hour))
+	w.set("k", t0.Add(500*time.Millisecond))
+	select {
+	case <-done:
+		t.Fatal("released before the watermark passed")
+	case <-time.After(50 * time.Millisecond):
+	}
+	w.set("k", t0.Add(time.Second))
+	select {
+	case stale := <-done:
+		if stale {
+			t.Error("stale although the watermark passed")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not released when the watermark passed")
+	}
+	if _, stale, _ := w.wait(context.Background(), "k", t0.Add(time.Hour), 20*time.Millisecond); !stale {
+		t.Error("expired wait not stale")
+	}
+}
