@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/schemas"
@@ -80,7 +81,12 @@ func (e *env) config(slot string) Config {
 
 func (e *env) start(t *testing.T, cfg Config) *running {
 	t.Helper()
-	r, err := New(cfg, e.js, testLogger(t), nil)
+	return e.startWith(t, cfg, nil)
+}
+
+func (e *env) startWith(t *testing.T, cfg Config, reg prometheus.Registerer) *running {
+	t.Helper()
+	r, err := New(cfg, e.js, testLogger(t), reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -242,4 +248,10 @@ func rowString(r schemas.Row) string {
 		}
 	}
 	return b.String()
+}
+
+// connect opens another connection to the source database.
+func (e *env) connect(t testing.TB) *pgx.Conn {
+	t.Helper()
+	return testenv.Connect(t, e.url)
 }

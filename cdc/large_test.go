@@ -2,9 +2,12 @@ package cdc
 
 import (
 	"fmt"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -61,5 +64,49 @@ func TestLargeTransactions(t *testing.T) {
 	}
 	if *gs[n+20].ev.New["pad"] != "done" {
 		t.Fatalf("last event %s", rowString(gs[n+20].ev.New))
+	}
+}
+
+// TestLargeTransactionMemory runs a real `shadowcube cdc` process through
+// one 200k-row transaction (decoded whole by the server this time: no
+// protocol streaming) and checks every row is stored and the process's peak
+// RSS stays under 150 MiB (the reader spills the transaction to disk).
+func TestLargeTransactionMemory(t *testing.T) {
+	n := 200000
+	if testing.Short() {
+		n = 50000
+	}
+	e := newEnv(t)
+	bin := testenv.Binary(t)
+	e.exec(t, "CREATE TABLE big (id int PRIMARY KEY, pad text)")
+	p := startProc(t, bin, append(e.procEnv("bigmem"), "SHADOWCUBE_CDC_NO_STREAMING=true"))
+	defer func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	}()
+	waitSlot(t, e, "bigmem")
+	e.exec(t, "INSERT INTO big SELECT g, repeat('p', 200) || g FROM generate_series(1, $1::int) g", n)
+	end := walLSN(t, e)
+	deadline := time.Now().Add(3 * time.Minute)
+	for e.confirmedFlush(t, "bigmem") < end {
+		if time.Now().After(deadline) || p.cmd.ProcessState != nil {
+			t.Fatalf("transaction not acknowledged within 3 minutes:\n%s", p.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rss := peakRSS(t, p.cmd.Process.Pid)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+	if got := subjectCount(t, e.js, "cdc.*.public.big"); got != n {
+		t.Fatalf("%d events stored, want %d", got, n)
+	}
+	if !strings.Contains(p.stderr.String(), "spilled=true") {
+		t.Fatalf("the transaction was not spilled to disk:\n%s", p.stderr)
+	}
+	t.Logf("peak RSS %.1f MiB for a %d-row transaction", rss, n)
+	if rss > 150 {
+		t.Fatalf("peak RSS %.1f MiB, want <= 150 MiB", rss)
 	}
 }

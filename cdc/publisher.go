@@ -34,10 +34,11 @@ type ackItem struct {
 // tracks, in publish order, which transaction ends JetStream has stored
 // contiguously. One publisher lives for one replication session.
 type publisher struct {
-	js      jetstream.JetStream
-	m       *metrics
-	timeout time.Duration
-	items   chan ackItem
+	js         jetstream.JetStream
+	reconnects uint64 // of js's connection when the publisher started
+	m          *metrics
+	timeout    time.Duration
+	items      chan ackItem
 
 	durable  *atomic.Uint64 // owned by the Reader: survives sessions
 	lastTime *atomic.Int64
@@ -53,7 +54,7 @@ type publisher struct {
 }
 
 func newPublisher(js jetstream.JetStream, window int, timeout time.Duration, durable *atomic.Uint64, lastTime *atomic.Int64, m *metrics) *publisher {
-	p := &publisher{js: js, m: m, timeout: timeout, items: make(chan ackItem, window),
+	p := &publisher{js: js, reconnects: js.Conn().Stats().Reconnects, m: m, timeout: timeout, items: make(chan ackItem, window),
 		durable: durable, lastTime: lastTime, failed: make(chan struct{}), done: make(chan struct{})}
 	go p.ackLoop()
 	return p
@@ -61,8 +62,18 @@ func newPublisher(js jetstream.JetStream, window int, timeout time.Duration, dur
 
 // publish sends one event. It blocks while the window is full.
 func (p *publisher) publish(ctx context.Context, subject, msgID string, data []byte, op schemas.Op, end schemas.LSN, commit time.Time) error {
+	// After a reconnect, an event published before it may have been lost:
+	// publishing more would store them behind a gap. The session restarts
+	// from the durable position instead.
+	if p.js.Conn().Stats().Reconnects != p.reconnects {
+		err := fmt.Errorf("%w: NATS reconnected while publishing; restarting from the durable position", errPublish)
+		p.fail(err)
+		return err
+	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{msgID}}}
-	fut, err := p.js.PublishMsgAsync(msg)
+	// No retries on "no responders": a retried event would be stored after
+	// later ones.
+	fut, err := p.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
 	if err != nil {
 		err = fmt.Errorf("%w: publish %s (%s): %w", errPublish, msgID, subject, err)
 		p.fail(err)

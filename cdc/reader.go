@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,7 +28,8 @@ import (
 type Reader struct {
 	cfg    Config
 	js     jetstream.JetStream // the caller's handle: streams and KV
-	pubJS  jetstream.JetStream // own handle on the same connection: async publish window and timeout
+	pubNC  *nats.Conn          // own connection for publishing, without a reconnect buffer
+	pubJS  jetstream.JetStream // on pubNC: async publish window and timeout
 	log    *slog.Logger
 	m      *metrics
 	ignore map[string]bool
@@ -46,6 +48,8 @@ type Reader struct {
 	slotReady    atomic.Bool
 	sourceReady  atomic.Bool // checkSource passed once: the heartbeat table exists
 	running      atomic.Bool
+
+	resnapshotStarted bool // Config.Resnapshot is done or recorded as in progress
 }
 
 // New validates cfg and returns a Reader publishing through js. reg may be
@@ -61,13 +65,10 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pubJS, err := jetstream.New(js.Conn(),
-		jetstream.WithPublishAsyncMaxPending(cfg.Window+256),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("cdc: JetStream publisher: %w", err)
+	if js.Conn() == nil {
+		return nil, errors.New("cdc: the JetStream handle has no NATS connection")
 	}
-	r := &Reader{cfg: cfg, js: js, pubJS: pubJS, log: log.With("slot", cfg.Slot), m: newMetrics(reg),
+	r := &Reader{cfg: cfg, js: js, log: log.With("slot", cfg.Slot), m: newMetrics(reg),
 		ignore: map[string]bool{}, types: map[typeKey]string{}}
 	for _, o := range cfg.IgnoreOrigins {
 		r.ignore[o] = true
@@ -95,16 +96,19 @@ func (r *Reader) Run(ctx context.Context) error {
 		r.opsLoop(runCtx, cancel)
 	}()
 	defer func() { cancel(nil); <-opsDone }()
+	defer func() {
+		if r.pubNC != nil {
+			r.pubJS.CleanupPublisher()
+			r.pubNC.Close()
+		}
+	}()
 
-	first, failures := true, 0
+	failures := 0
 	for {
 		started := time.Now()
 		err := r.setupNATS(runCtx, streamCfg)
 		if err == nil {
-			err = r.session(runCtx, first && r.cfg.Resnapshot)
-			if err == nil || !errors.Is(err, errSetup) {
-				first = false
-			}
+			err = r.session(runCtx, r.cfg.Resnapshot && !r.resnapshotStarted)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -113,7 +117,7 @@ func (r *Reader) Run(ctx context.Context) error {
 			return fmt.Errorf("cdc: %w", cause)
 		}
 		if err == nil {
-			continue
+			err = errors.New("replication session ended without an error")
 		}
 		if isFatal(err) {
 			return fmt.Errorf("cdc: %w", err)
@@ -133,11 +137,29 @@ func (r *Reader) Run(ctx context.Context) error {
 	}
 }
 
-var errSetup = errors.New("set-up")
-
 func (r *Reader) setupNATS(ctx context.Context, streamCfg jetstream.StreamConfig) error {
 	if r.kv != nil {
 		return nil
+	}
+	if r.pubNC == nil {
+		// Events are published on a connection of our own with no reconnect
+		// buffer: messages published while NATS is away fail at once instead
+		// of being sent after the reconnect, behind a gap of lost ones, which
+		// would store them out of order.
+		opts := r.js.Conn().Opts
+		opts.ReconnectBufSize = -1
+		opts.Name += "-publisher"
+		nc, err := opts.Connect()
+		if err != nil {
+			return fmt.Errorf("connect the publisher to NATS: %w", err)
+		}
+		pubJS, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(r.cfg.Window+256),
+			jetstream.WithPublishAsyncTimeout(r.cfg.PublishTimeout))
+		if err != nil {
+			nc.Close()
+			return fmt.Errorf("cdc: JetStream publisher: %w", err)
+		}
+		r.pubNC, r.pubJS = nc, pubJS
 	}
 	if _, err := natsx.EnsureStream(ctx, r.js, streamCfg); err != nil {
 		if errors.Is(err, natsx.ErrIncompatibleStream) {
@@ -187,6 +209,8 @@ func (r *Reader) session(ctx context.Context, resnapshot bool) error {
 		if err := r.saveState(ctx, slotState{Phase: phaseSnapshotting, Since: time.Now().UTC()}); err != nil {
 			return err
 		}
+		// From here a failed session redoes the snapshot by its state.
+		r.resnapshotStarted = true
 		res, err := r.createSlot(ctx, repl, meta)
 		if err != nil {
 			return err
@@ -204,6 +228,13 @@ func (r *Reader) session(ctx context.Context, resnapshot bool) error {
 		}
 		if uint64(cp) > r.durable.Load() {
 			r.durable.Store(uint64(cp))
+		}
+	}
+	// The slot's confirmed position is the floor of what this session
+	// reports: PostgreSQL resends everything after it.
+	if slot, err := r.readSlot(ctx, meta); err == nil && slot.confirmed != "" {
+		if l, err := pglogrepl.ParseLSN(slot.confirmed); err == nil && uint64(l) > r.durable.Load() {
+			r.durable.Store(uint64(l))
 		}
 	}
 	r.slotReady.Store(true)
@@ -399,7 +430,7 @@ func (r *Reader) sendStatus(repl *pgconn.PgConn, st *streamState, final bool) er
 }
 
 func (r *Reader) handle(ctx context.Context, meta *pgx.Conn, st *streamState, xld pglogrepl.XLogData) error {
-	msg, err := pglogrepl.ParseV2(xld.WALData, st.inStream)
+	msg, err := parseMessage(xld.WALData, st.inStream)
 	if err != nil {
 		return fmt.Errorf("decode pgoutput message at %s: %w", xld.WALStart, err)
 	}
@@ -539,4 +570,18 @@ func (r *Reader) finish(ctx context.Context, st *streamState, tx *txState, xid u
 		}
 		return st.pub.publish(ctx, p.Subject, prefix+strconv.Itoa(i), data, ev.Op, e, commitTime)
 	})
+}
+
+// parseMessage decodes one pgoutput message. pglogrepl indexes the buffer
+// without bounds checks: a malformed message becomes an error, not a panic.
+func parseMessage(data []byte, inStream bool) (msg pglogrepl.Message, err error) {
+	if len(data) == 0 {
+		return nil, errors.New("empty pgoutput message")
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			msg, err = nil, fmt.Errorf("malformed pgoutput message of type %q (%d bytes): %v", data[0], len(data), p)
+		}
+	}()
+	return pglogrepl.ParseV2(data, inStream)
 }

@@ -1,8 +1,12 @@
 package cdc
 
 import (
+	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -12,12 +16,43 @@ func TestSnapshotThenStream(t *testing.T) {
 	e.exec(t, "CREATE TABLE items (id int PRIMARY KEY, name text, n numeric)")
 	e.exec(t, "INSERT INTO items SELECT g, 'row ' || g, g * 1.5 FROM generate_series(1, 50) g")
 	cfg := e.config("s1")
-	run := e.start(t, cfg)
+	reg := prometheus.NewRegistry()
+	run := e.startWith(t, cfg, reg)
 	waitEvents(t, e.js, "cdc.*.public.items", 50, 30*time.Second)
 	e.exec(t, "INSERT INTO items VALUES (51, 'x', 'NaN')")
 	e.exec(t, "BEGIN; UPDATE items SET name = 'y' WHERE id = 51; DELETE FROM items WHERE id = 1; COMMIT")
 	gs := waitEvents(t, e.js, "cdc.*.public.items", 53, 30*time.Second)
 	run.stop(t)
+	metrics := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "{" + l.GetValue() + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				metrics[name] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				metrics[name] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				metrics[name] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	for name, min := range map[string]float64{"shadowcube_cdc_events_total{insert}": 1, "shadowcube_cdc_events_total{update}": 1,
+		"shadowcube_cdc_events_total{delete}": 1, "shadowcube_cdc_events_total{snapshot}": 50,
+		"shadowcube_cdc_snapshot_rows_total{public.items}": 50, "shadowcube_cdc_snapshot_tables_done": 2,
+		"shadowcube_cdc_confirmed_lsn": 1, "shadowcube_cdc_publish_seconds": 53, "shadowcube_cdc_transactions_total": 2,
+		"shadowcube_cdc_published_bytes_total": 1000} {
+		if metrics[name] < min {
+			t.Errorf("metric %s = %v, want >= %v", name, metrics[name], min)
+		}
+	}
 	var snaps, stream []got
 	for _, g := range gs {
 		if g.ev.Op == schemas.OpSnapshot {
@@ -58,4 +93,47 @@ func TestSnapshotThenStream(t *testing.T) {
 	if ins.CommitTime.IsZero() || ins.CommitTime.Location() != time.UTC {
 		t.Fatalf("commit time %v", ins.CommitTime)
 	}
+}
+
+// TestRunLeavesNoGoroutines checks Run's goroutines (ops loop, ack loop,
+// context watchers, pgx connections) all end when it returns. The embedded
+// NATS server runs in this process too, so only goroutines running code of
+// this package, pgx or pglogrepl count.
+func TestRunLeavesNoGoroutines(t *testing.T) {
+	e := newEnv(t)
+	e.exec(t, "CREATE TABLE g (id int PRIMARY KEY)")
+	run := e.start(t, e.config("leak"))
+	waitHeartbeat(t, e.js)
+	if len(ours()) == 0 {
+		t.Fatal("no goroutine of the reader found while it runs: the check below cannot fail")
+	}
+	e.exec(t, "INSERT INTO g SELECT generate_series(1, 100)")
+	waitEvents(t, e.js, "cdc.*.public.g", 100, 30*time.Second)
+	run.stop(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := ours()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after Run returned:\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ours() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "TestRunLeavesNoGoroutines") || strings.Contains(g, "runtime.Stack") {
+			continue
+		}
+		if strings.Contains(g, "shadowcube/cdc.(*") || strings.Contains(g, "jackc/pgx") || strings.Contains(g, "jackc/pglogrepl") {
+			out = append(out, g)
+		}
+	}
+	return out
 }

@@ -254,3 +254,5 @@ func testCounter(v interface {
 }, label string) float64 {
 	return testutil.ToFloat64(v.WithLabelValues(label))
 }
+
+func jsonMarshalEvent(ev *schemas.ChangeEvent) ([]byte, error) { return json.Marshal(ev) }

@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -225,7 +226,10 @@ func BenchmarkB2CaptureThroughput(b *testing.B) {
 	}
 	waitCount := func(want uint64) {
 		s, _ := e.js.Stream(ctx, schemas.StreamLegacyRequests)
-		for {
+		for deadline := time.Now().Add(2 * time.Minute); ; {
+			if time.Now().After(deadline) {
+				b.Fatalf("stream never reached %d messages; capture stats %+v", want, e.c.Stats())
+			}
 			info, err := s.Info(ctx)
 			if err != nil {
 				b.Fatal(err)
@@ -240,7 +244,9 @@ func BenchmarkB2CaptureThroughput(b *testing.B) {
 	for it := 0; it < b.N*rounds; it++ {
 		// Raw: nats.go async publish of same-size payloads with a Nats-Msg-Id.
 		purge()
-		rjs, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(DefaultMaxPending))
+		var rawErrs atomic.Int64
+		rjs, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(DefaultMaxPending),
+			jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { rawErrs.Add(1) }))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -248,11 +254,20 @@ func BenchmarkB2CaptureThroughput(b *testing.B) {
 		for i := 0; i < n; i++ {
 			m := &nats.Msg{Subject: schemas.RequestSubject("saju", "/api/saju/chart"), Data: sample,
 				Header: nats.Header{jetstream.MsgIDHeader: {fmt.Sprintf("raw-%d-%d", it, i)}}}
-			if _, err := rjs.PublishMsgAsync(m); err != nil {
-				b.Fatal(err)
+			for {
+				_, err := rjs.PublishMsgAsync(m)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+					b.Fatal(err)
+				}
 			}
 		}
 		<-rjs.PublishAsyncComplete()
+		if rawErrs.Load() > 0 {
+			b.Fatalf("raw loop: %d publishes failed", rawErrs.Load())
+		}
 		waitCount(uint64(n))
 		rjs.CleanupPublisher()
 		raw = max(raw, float64(n)/time.Since(start).Seconds())
@@ -267,6 +282,9 @@ func BenchmarkB2CaptureThroughput(b *testing.B) {
 			}
 		}
 		e.flush(b)
+		if st := e.c.Stats(); st.Dropped > 0 {
+			b.Fatalf("capture dropped events: %+v", st)
+		}
 		waitCount(uint64(n))
 		ours = max(ours, float64(n)/time.Since(start).Seconds())
 		if got := e.c.Stats().Published - before; got != int64(n) {

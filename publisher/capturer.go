@@ -184,7 +184,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer)
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	c.m, err = newMetrics(reg, cfg.Routes)
+	c.m, err = newMetrics(reg, cfg.Service, cfg.Routes)
 	if err != nil {
 		return nil, err
 	}
@@ -428,17 +428,35 @@ func (c *Capturer) publish(it *item) {
 		c.drop(DropEncode)
 		return
 	}
+	subject := ""
+	if it.m != nil && ev.Service == c.cfg.Service && it.m.route == ev.Route {
+		subject = it.m.subject
+	} else {
+		subject = schemas.RequestSubject(ev.Service, ev.Route)
+	}
 	msg := &nats.Msg{
-		Subject: schemas.RequestSubject(ev.Service, ev.Route),
+		Subject: subject,
 		Data:    data,
 		Header:  nats.Header{jetstream.MsgIDHeader: []string{ev.ID}},
 	}
 	if c.seq.Add(1)%16 == 0 {
 		c.latency.Store(msg, time.Now())
 	}
-	if _, err := c.js.PublishMsgAsync(msg); err != nil {
+	// Too many acks outstanding is back-pressure, not failure: wait (the
+	// queue in front absorbs or drops new captures meanwhile), but no longer
+	// than an ack may take.
+	deadline := time.Now().Add(c.cfg.AckTimeout)
+	for {
+		_, err := c.js.PublishMsgAsync(msg)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && time.Now().Before(deadline) {
+			continue
+		}
 		c.latency.Delete(msg)
 		c.failed(msg, DropNATS, err)
+		return
 	}
 }
 

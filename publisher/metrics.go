@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/schemas"
 )
 
 // metrics are the capture stage's Prometheus metrics (shadowcube_tap_*).
@@ -23,19 +24,23 @@ type metrics struct {
 	queueDepth     prometheus.Gauge
 	publishSeconds prometheus.Histogram
 
+	service string
 	mu      sync.RWMutex
 	routes  map[string]*routeMetrics
 	reasons sync.Map // reason → prometheus.Counter
 }
 
 type routeMetrics struct {
+	route                        string
+	subject                      string // legacy.req.<service>.<route>, for the capturer's own service
 	legacyRequests, cubeRequests prometheus.Counter
 	captured, bytes              prometheus.Counter
 	legacySeconds, cubeSeconds   prometheus.Observer
 }
 
-func newMetrics(reg prometheus.Registerer, svc *routes.Service) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, service string, svc *routes.Service) (*metrics, error) {
 	m := &metrics{
+		service: service,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shadowcube_tap_requests_total", Help: "Requests seen by the tap or middleware, by route template and by who answered the user (legacy or cube).",
 		}, []string{"route", "target"}),
@@ -99,6 +104,8 @@ func (m *metrics) route(route string) *routeMetrics {
 		return m.routes[OtherRoute]
 	}
 	rm = &routeMetrics{
+		route:          route,
+		subject:        schemas.RequestSubject(m.service, route),
 		legacyRequests: m.requests.WithLabelValues(route, "legacy"),
 		cubeRequests:   m.requests.WithLabelValues(route, "cube"),
 		captured:       m.captured.WithLabelValues(route),

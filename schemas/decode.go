@@ -71,6 +71,13 @@ func decode(data []byte, event string, into any) error {
 	if len(data) > MaxEventSize {
 		return fmt.Errorf("decode %s: %d bytes exceeds the limit of %d: %w", event, len(data), MaxEventSize, ErrTooLarge)
 	}
+	// Fast path: one parse. The version is checked afterwards; only a failed
+	// parse pays for the second look that reports the version first.
+	if err := json.Unmarshal(data, into); err == nil {
+		if v, ok := into.(versioned); ok {
+			return checkVersionString(event, v.version())
+		}
+	}
 	var head struct {
 		V json.RawMessage `json:"v"`
 	}
@@ -106,6 +113,22 @@ func checkVersion(event string, raw json.RawMessage) error {
 	var v string
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return &FieldError{Event: event, Field: "v", Msg: fmt.Sprintf("want a string like \"1.0\", got %s", raw)}
+	}
+	return checkVersionString(event, v)
+}
+
+// versioned is implemented by every event: its "v" field.
+type versioned interface{ version() string }
+
+func (e *RequestEvent) version() string { return e.V }
+func (e *ChangeEvent) version() string  { return e.V }
+func (e *ShadowResult) version() string { return e.V }
+func (e *Mismatch) version() string     { return e.V }
+func (w *Watermark) version() string    { return w.V }
+
+func checkVersionString(event, v string) error {
+	if v == "" {
+		return &FieldError{Event: event, Field: "v", Msg: "missing; every event carries its version, e.g. \"1.0\""}
 	}
 	major, _, _ := strings.Cut(v, ".")
 	want, _, _ := strings.Cut(Version, ".")

@@ -147,12 +147,16 @@ func (s *service) resolve(ev *schemas.RequestEvent) (*routes.Route, string) {
 	return nil, outcomeUnknownRoute
 }
 
-// policy applies the route's replay policy and sampling; "" means replay.
+// policy applies the route's replay policy and, to imported traffic, its
+// sampling; "" means replay.
 func (r *Replayer) policy(ev *schemas.RequestEvent, rt *routes.Route) string {
 	if rt.Replay == routes.ReplayIdempotentOnly && !idempotent(ev) {
 		return outcomeSkipPolicy
 	}
-	if !sampled(ev.ID, rt.Sample) {
+	// The tap and the middleware already sampled at capture with the same
+	// route setting (by user); sampling again would square the share. Only
+	// imported traffic is sampled here.
+	if ev.Source == schemas.SourceImport && !sampled(ev.ID, rt.Sample) {
 		return outcomeSkipSample
 	}
 	if ev.BodyTruncated {

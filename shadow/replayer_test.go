@@ -161,8 +161,15 @@ func TestReplayPolicies(t *testing.T) {
 	}
 	var evs []schemas.RequestEvent
 	for _, c := range cases {
-		evs = append(evs, event(c.id, "web", c.route, c.method, c.route))
+		ev := event(c.id, "web", c.route, c.method, c.route)
+		if c.id == "n-get" {
+			ev.Source = schemas.SourceImport // sampling applies to imported traffic
+		}
+		evs = append(evs, ev)
 	}
+	// The tap sampled at capture already: its events are not sampled again.
+	evs = append(evs, event("n-get-tap", "web", "/never", "GET", "/never"))
+	cases = append(cases, tc{"n-get-tap", "/never", "GET", true, false, outcomeReplayed})
 	keyed := event("i-post-keyed", "web", "/idem", "POST", "/idem")
 	keyed.Headers.Set("Idempotency-Key", "k-1")
 	evs = append(evs, keyed)
@@ -173,7 +180,9 @@ func TestReplayPolicies(t *testing.T) {
 		if sampled(id, 0.5) {
 			half++
 		}
-		evs = append(evs, event(id, "web", "/half", "GET", "/half"))
+		ev := event(id, "web", "/half", "GET", "/half")
+		ev.Source = schemas.SourceImport
+		evs = append(evs, ev)
 	}
 	h.publish(evs...)
 

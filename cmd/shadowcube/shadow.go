@@ -60,7 +60,8 @@ one), credentials ({kind: bearer, token_env: VAR} or {kind: jwt-hs256,
 secret_env: VAR, issuer, audience, subject, ttl}: an HS256 JWT minted per
 target), and per route: methods, replay (always | idempotent-only: only
 GET/HEAD or requests with an Idempotency-Key | dry-run: adds X-Shadow-Request: 1)
-and sample (0..1, decided by a hash of the request id). User credentials
+and sample (0..1; applied here only to imported traffic, decided by a hash of
+the request id: the tap already sampled what it captured). User credentials
 (Authorization, Cookie, API keys) are never forwarded.
 
 Each cube target has a circuit breaker: after --breaker-failures consecutive

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestGeneratorMix checks the realistic mix and the edge-case kinds.
@@ -101,6 +103,7 @@ func TestGeneratorMix(t *testing.T) {
 // TestRunLoad drives real HTTP servers (legacy saju + legacy AI) at a
 // bounded rate and checks what arrived and the summary.
 func TestRunLoad(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // RunLoad's workers all end
 	saju, err := NewLegacySaju(SajuConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -133,10 +136,13 @@ func TestRunLoad(t *testing.T) {
 	defer sajuSrv.Close()
 	aiSrv := httptest.NewServer(wrap(ai))
 	defer aiSrv.Close()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	gen := DefaultGenConfig()
 	gen.EdgeShare = 0.2
 	start := time.Now()
-	sum, err := RunLoad(context.Background(), LoadConfig{SajuURL: sajuSrv.URL, AIURL: aiSrv.URL, Rate: 200, Count: 100, Concurrency: 4, Gen: gen, DryRun: true})
+	sum, err := RunLoad(context.Background(), LoadConfig{SajuURL: sajuSrv.URL, AIURL: aiSrv.URL, Rate: 200, Count: 100, Concurrency: 4, Gen: gen, DryRun: true, Client: client})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +168,7 @@ func TestRunLoad(t *testing.T) {
 	t.Logf("\n%s", out.String())
 
 	// Duration-bounded run against a dead target: counted, not fatal.
-	sum, err = RunLoad(context.Background(), LoadConfig{SajuURL: "http://127.0.0.1:1", Duration: 200 * time.Millisecond, Rate: 50, Gen: gen})
+	sum, err = RunLoad(context.Background(), LoadConfig{SajuURL: "http://127.0.0.1:1", Duration: 200 * time.Millisecond, Rate: 50, Gen: gen, Client: client})
 	if err != nil {
 		t.Fatal(err)
 	}
