@@ -4,8 +4,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	"github.com/heal7/shadowcube/internal/jsonenc"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -14,17 +14,17 @@ import (
 // the hot path of the reader. Row values are written in column order.
 func appendEvent(b []byte, ev *schemas.ChangeEvent) []byte {
 	b = append(b, `{"v":`...)
-	b = appendString(b, ev.V)
+	b = jsonenc.AppendString(b, ev.V)
 	b = append(b, `,"slot":`...)
-	b = appendString(b, ev.Slot)
+	b = jsonenc.AppendString(b, ev.Slot)
 	b = append(b, `,"db":`...)
-	b = appendString(b, ev.DB)
+	b = jsonenc.AppendString(b, ev.DB)
 	b = append(b, `,"schema":`...)
-	b = appendString(b, ev.Schema)
+	b = jsonenc.AppendString(b, ev.Schema)
 	b = append(b, `,"table":`...)
-	b = appendString(b, ev.Table)
+	b = jsonenc.AppendString(b, ev.Table)
 	b = append(b, `,"op":`...)
-	b = appendString(b, string(ev.Op))
+	b = jsonenc.AppendString(b, string(ev.Op))
 	b = append(b, `,"commit_lsn":"`...)
 	b = appendLSN(b, ev.CommitLSN)
 	b = append(b, `","tx_id":`...)
@@ -43,9 +43,9 @@ func appendEvent(b []byte, ev *schemas.ChangeEvent) []byte {
 				b = append(b, ',')
 			}
 			b = append(b, `{"name":`...)
-			b = appendString(b, c.Name)
+			b = jsonenc.AppendString(b, c.Name)
 			b = append(b, `,"type":`...)
-			b = appendString(b, c.Type)
+			b = jsonenc.AppendString(b, c.Type)
 			if c.OID != 0 {
 				b = append(b, `,"oid":`...)
 				b = strconv.AppendUint(b, uint64(c.OID), 10)
@@ -110,7 +110,7 @@ func appendStrings(b []byte, ss []string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, s)
+		b = jsonenc.AppendString(b, s)
 	}
 	return append(b, ']')
 }
@@ -125,12 +125,12 @@ func appendRow(b []byte, r schemas.Row, cols []schemas.Column) []byte {
 			b = append(b, ',')
 		}
 		n++
-		b = appendString(b, k)
+		b = jsonenc.AppendString(b, k)
 		b = append(b, ':')
 		if v == nil {
 			b = append(b, "null"...)
 		} else {
-			b = appendString(b, *v)
+			b = jsonenc.AppendString(b, *v)
 		}
 	}
 	for _, c := range cols {
@@ -151,63 +151,6 @@ func appendRow(b []byte, r schemas.Row, cols []schemas.Column) []byte {
 		}
 	}
 	return append(b, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString writes s as a JSON string the way encoding/json does:
-// invalid UTF-8 becomes U+FFFD, <, > and & are escaped, and so are U+2028
-// and U+2029.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // marshalEvent is appendEvent into a fresh buffer.

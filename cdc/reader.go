@@ -2,12 +2,14 @@ package cdc
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -578,10 +580,90 @@ func parseMessage(data []byte, inStream bool) (msg pglogrepl.Message, err error)
 	if len(data) == 0 {
 		return nil, errors.New("empty pgoutput message")
 	}
+	if err := checkLengths(data, inStream); err != nil {
+		return nil, fmt.Errorf("malformed pgoutput message of type %q (%d bytes): %w", data[0], len(data), err)
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			msg, err = nil, fmt.Errorf("malformed pgoutput message of type %q (%d bytes): %v", data[0], len(data), p)
 		}
 	}()
 	return pglogrepl.ParseV2(data, inStream)
+}
+
+// checkLengths verifies the length and count fields pglogrepl allocates by,
+// so a corrupt message cannot make it allocate gigabytes.
+func checkLengths(data []byte, inStream bool) error {
+	off := 1
+	if inStream && strings.IndexByte("RYIUDTM", data[0]) >= 0 {
+		off += 4
+	}
+	need := func(n int) error {
+		if off+n > len(data) {
+			return errors.New("truncated")
+		}
+		return nil
+	}
+	tuple := func() error {
+		if err := need(2); err != nil {
+			return err
+		}
+		n := int(binary.BigEndian.Uint16(data[off:]))
+		off += 2
+		for range n {
+			if err := need(1); err != nil {
+				return err
+			}
+			kind := data[off]
+			off++
+			switch kind {
+			case 'n', 'u':
+			case 't', 'b':
+				if err := need(4); err != nil {
+					return err
+				}
+				l := int(binary.BigEndian.Uint32(data[off:]))
+				off += 4
+				if l < 0 || l > len(data) {
+					return errors.New("column length beyond the message")
+				}
+				if err := need(l); err != nil {
+					return err
+				}
+				off += l
+			default:
+				return fmt.Errorf("column kind %q", kind)
+			}
+		}
+		return nil
+	}
+	switch data[0] {
+	case 'T':
+		if err := need(5); err != nil {
+			return err
+		}
+		if n := int(binary.BigEndian.Uint32(data[off:])); n < 0 || n > len(data)/4 {
+			return errors.New("relation count beyond the message")
+		}
+	case 'I':
+		off += 5 // relation id, 'N'
+		return tuple()
+	case 'D':
+		off += 5 // relation id, 'K' or 'O'
+		return tuple()
+	case 'U':
+		off += 4
+		if err := need(1); err != nil {
+			return err
+		}
+		if k := data[off]; k == 'K' || k == 'O' {
+			off++
+			if err := tuple(); err != nil {
+				return err
+			}
+		}
+		off++ // 'N'
+		return tuple()
+	}
+	return nil
 }

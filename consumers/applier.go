@@ -769,8 +769,14 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 		js := rowJSON(tm, row, ct)
 		if key != "" {
 			if i, ok := g.keys[key]; ok {
-				g.rows[i] = js
-				return
+				if tm.Where == "" {
+					g.rows[i] = js // the newer version replaces the older: same end state
+					return
+				}
+				// with a filter the older version may matter (it may have been
+				// in the subset, then left it): keep both, in order
+				flush()
+				g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
 			}
 			g.keys[key] = len(g.rows)
 		}
@@ -840,17 +846,15 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 	return out, count, nil
 }
 
-var hardViews sync.Map // *TableMap -> *TableMap
-
 // hardDeleteView is tm with the hard delete policy (for primary-key changes).
 func hardDeleteView(tm *TableMap) *TableMap {
-	if v, ok := hardViews.Load(tm); ok {
-		return v.(*TableMap)
+	if tm.hardView == nil {
+		c := *tm
+		c.Delete = DeleteHard
+		c.hardView = &c
+		tm.hardView = &c
 	}
-	c := *tm
-	c.Delete = DeleteHard
-	v, _ := hardViews.LoadOrStore(tm, &c)
-	return v.(*TableMap)
+	return tm.hardView
 }
 
 func excludedFor(tm *TableMap, unchanged []string) map[string]bool {

@@ -72,7 +72,8 @@ type TableMap struct {
 	softValue string            // SQL of the soft-delete mark ($2 = commit time)
 	softClear string            // SQL value clearing the mark on upsert
 	deps      map[string][]string
-	plainKey  []string // source column per key column when key exprs are plain columns
+	plainKey  []string  // source column per key column when key exprs are plain columns
+	hardView  *TableMap // this table with the hard delete policy (primary-key changes)
 }
 
 // ColumnMap is one target column and the SQL expression computing it from

@@ -16,11 +16,12 @@ type ReconcileConfig struct {
 	Target   *Target
 	Source   DB
 	Dest     DB
-	Tables   []string      // source or target table names to compare (default all)
-	LeafRows int64         // ranges at most this big are compared row by row (default 1000)
-	Fanout   int           // sub-ranges per bisection step (default 8)
-	Settle   time.Duration // wait up to this for the target to catch up, then re-check differing rows (0: no re-check)
-	MaxDiffs int           // most differences kept per table (default 1000; all are counted)
+	Tables   []string                            // source or target table names to compare (default all)
+	LeafRows int64                               // ranges at most this big are compared row by row (default 1000)
+	Fanout   int                                 // sub-ranges per bisection step (default 8)
+	Settle   time.Duration                       // wait up to this for the target to catch up, then re-check differing rows (0: no re-check)
+	MaxDiffs int                                 // most differences kept per table (default 1000; all are counted)
+	OnSettle func(table string, differences int) // called before waiting for Settle (progress reports)
 }
 
 // RowDiff kinds.
@@ -407,6 +408,9 @@ func (r *reconciler) add(d RowDiff) {
 // seen at the start (or Settle expires), then re-reads each differing row:
 // those that now agree were in flight, not drift.
 func (r *reconciler) recheck(ctx context.Context, startLSN string) error {
+	if r.cfg.OnSettle != nil {
+		r.cfg.OnSettle(r.tm.Source, r.rep.Differences)
+	}
 	deadline := time.Now().Add(r.cfg.Settle)
 	for time.Now().Before(deadline) {
 		var caught bool

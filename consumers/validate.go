@@ -142,7 +142,7 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 	for _, c := range tm.Columns {
 		tm.deps[c.Name] = referencedColumns(c.Expr, srcNames)
 	}
-	tm.plainKey = nil
+	tm.plainKey, tm.hardView = nil, nil
 	for _, c := range tm.Columns[:len(tm.Key)] {
 		name := plainColumn(c.Expr)
 		if name == "" || !srcNames[name] {
@@ -181,7 +181,10 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 			return merr(tm.WhereLine, "", "where %q: %s", tm.Where, pgMessage(err))
 		}
 	}
-	for _, sql := range []string{tm.upsertSQL(nil), tm.deleteSQL()} {
+	for _, sql := range []string{tm.upsertSQL(nil), tm.deleteSQL(), tm.filteredOutSQL()} {
+		if sql == "" {
+			continue // delete: ignore
+		}
 		if err := check(sql); err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "42P10" {

@@ -125,31 +125,38 @@ func BenchmarkB1TapThroughput(b *testing.B) {
 	fmt.Printf("bench B1 tap throughput: %.0f req/s | limit %.0f req/s | ratio %.2f | target 0.90\n", tapBest, bareBest, tapBest/bareBest)
 }
 
-// openLoop sends rate requests/s for d and returns the latencies.
+// openLoop sends rate requests/s for d from a pool of workers, paced in
+// 1 ms batches (finer sleeps are not reliable on a loaded machine), and
+// returns each request's latency.
 func openLoop(client *http.Client, base string, rate float64, d time.Duration) []time.Duration {
-	interval := time.Duration(float64(time.Second) / rate)
-	n := int(d / interval)
+	n := int(rate * d.Seconds())
 	lat := make([]time.Duration, n)
+	work := make(chan int, n)
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 256)
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		at := start.Add(time.Duration(i) * interval)
-		if w := time.Until(at); w > 0 {
-			time.Sleep(w)
-		}
-		sem <- struct{}{}
+	for w := 0; w < 64; w++ {
 		wg.Add(1)
-		go func(i int) {
-			defer func() { <-sem; wg.Done() }()
-			t := time.Now()
-			if err := doGet(client, base+"/api/saju/chart/7", fmt.Sprintf("user-%d", i%1000)); err != nil {
-				lat[i] = time.Second
-				return
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				t := time.Now()
+				if err := doGet(client, base+"/api/saju/chart/7", fmt.Sprintf("user-%d", i%1000)); err != nil {
+					lat[i] = time.Second
+					continue
+				}
+				lat[i] = time.Since(t)
 			}
-			lat[i] = time.Since(t)
-		}(i)
+		}()
 	}
+	start := time.Now()
+	sent := 0
+	for sent < n {
+		due := min(n, int(rate*time.Since(start).Seconds())+1)
+		for ; sent < due; sent++ {
+			work <- sent
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(work)
 	wg.Wait()
 	return lat
 }

@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	"github.com/heal7/shadowcube/internal/jsonenc"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -17,20 +17,20 @@ import (
 // fails when RequestEvent gains a field.
 func appendEvent(b []byte, ev *schemas.RequestEvent) []byte {
 	b = append(b, `{"v":`...)
-	b = appendString(b, ev.V)
+	b = jsonenc.AppendString(b, ev.V)
 	b = append(b, `,"id":`...)
-	b = appendString(b, ev.ID)
+	b = jsonenc.AppendString(b, ev.ID)
 	b = append(b, `,"service":`...)
-	b = appendString(b, ev.Service)
+	b = jsonenc.AppendString(b, ev.Service)
 	b = append(b, `,"route":`...)
-	b = appendString(b, ev.Route)
+	b = jsonenc.AppendString(b, ev.Route)
 	b = append(b, `,"method":`...)
-	b = appendString(b, ev.Method)
+	b = jsonenc.AppendString(b, ev.Method)
 	b = append(b, `,"path":`...)
-	b = appendString(b, ev.Path)
+	b = jsonenc.AppendString(b, ev.Path)
 	if ev.Query != "" {
 		b = append(b, `,"query":`...)
-		b = appendString(b, ev.Query)
+		b = jsonenc.AppendString(b, ev.Query)
 	}
 	if len(ev.Headers) > 0 {
 		b = append(b, `,"headers":`...)
@@ -46,16 +46,16 @@ func appendEvent(b []byte, ev *schemas.RequestEvent) []byte {
 	}
 	if ev.UserKey != "" {
 		b = append(b, `,"user_key":`...)
-		b = appendString(b, ev.UserKey)
+		b = jsonenc.AppendString(b, ev.UserKey)
 	}
 	if ev.TraceParent != "" {
 		b = append(b, `,"traceparent":`...)
-		b = appendString(b, ev.TraceParent)
+		b = jsonenc.AppendString(b, ev.TraceParent)
 	}
 	b = append(b, `,"captured_at":"`...)
 	b = ev.CapturedAt.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","source":`...)
-	b = appendString(b, string(ev.Source))
+	b = jsonenc.AppendString(b, string(ev.Source))
 	b = append(b, `,"response":{"status":`...)
 	b = strconv.AppendInt(b, int64(ev.Response.Status), 10)
 	if len(ev.Response.Headers) > 0 {
@@ -83,7 +83,7 @@ func appendHeader(b []byte, h http.Header) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendString(b, k)
+		b = jsonenc.AppendString(b, k)
 		b = append(b, ':')
 		if vs == nil {
 			b = append(b, "null"...)
@@ -94,60 +94,9 @@ func appendHeader(b []byte, h http.Header) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, v)
+			b = jsonenc.AppendString(b, v)
 		}
 		b = append(b, ']')
 	}
 	return append(b, '}')
-}
-
-// appendString writes s as a JSON string; invalid UTF-8 becomes U+FFFD as
-// encoding/json does.
-func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

@@ -92,7 +92,11 @@ Environment:
 				if err == nil {
 					var reps []consumers.TableReport
 					reps, err = consumers.Reconcile(ctx, consumers.ReconcileConfig{Mapping: m, Target: t, Source: srcConn, Dest: dst,
-						Tables: tables, LeafRows: leaf, Settle: settle, MaxDiffs: maxDiffs})
+						Tables: tables, LeafRows: leaf, Settle: settle, MaxDiffs: maxDiffs,
+						OnSettle: func(table string, n int) {
+							env.Log.Info("differences found; waiting for sync to catch up before re-checking them",
+								"table", table, "differences", n, "settle", settle)
+						}})
 					all = append(all, reps...)
 				}
 				dst.Close(context.Background())
