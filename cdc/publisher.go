@@ -182,12 +182,12 @@ func (p *publisher) ackLoop() {
 }
 
 // close stops accepting events and waits until every published event is
-// acknowledged or failed (bounded by the publish timeout). It returns the
-// first failure and how many later events were stored after it.
-func (p *publisher) close() (error, int) {
+// acknowledged or failed (bounded by the publish timeout). It returns how
+// many events were stored after the first failure, and that failure.
+func (p *publisher) close() (int, error) {
 	p.closing.Do(func() { close(p.items) })
 	<-p.done
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.err, p.gaps
+	return p.gaps, p.err
 }

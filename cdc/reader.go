@@ -305,13 +305,13 @@ func (r *Reader) stream(ctx context.Context, repl *pgconn.PgConn, meta *pgx.Conn
 	st.close()
 	// Drain: every event already published is acknowledged or failed, then
 	// tell PostgreSQL what is durable.
-	pubErr, gaps := st.pub.close()
+	gaps, pubErr := st.pub.close()
 	if gaps > 0 {
 		r.m.reordered.Add(float64(gaps))
 		r.log.Error("JetStream stored events published after one that failed; the failed ones are re-published after them on restart (consumers see them out of order)",
 			"gaps", gaps, "err", pubErr)
 	}
-	if repl.IsClosed() == false {
+	if !repl.IsClosed() {
 		_ = repl.Conn().SetDeadline(time.Now().Add(5 * time.Second))
 		_ = r.sendStatus(repl, st, true)
 	}

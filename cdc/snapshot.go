@@ -69,7 +69,7 @@ func (r *Reader) snapshot(ctx context.Context, conn *pgx.Conn, name string, cp s
 		}
 		r.m.snapshotDone.Set(float64(i + 1))
 	}
-	pubErr, _ := pub.close()
+	_, pubErr := pub.close()
 	if copyErr != nil {
 		return copyErr
 	}

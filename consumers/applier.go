@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heal7/shadowcube/internal/jsonenc"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -155,10 +156,15 @@ CREATE TABLE IF NOT EXISTS shadowcube.applied (
 
 // EnsureCheckpoint creates shadowcube.applied and the target's row.
 func EnsureCheckpoint(ctx context.Context, db DB, target, slot string) error {
-	if _, err := db.Exec(ctx, checkpointDDL); err != nil {
+	for attempt := 1; ; attempt++ {
+		_, err := db.Exec(ctx, checkpointDDL)
+		if err == nil {
+			break
+		}
+		// concurrent CREATE ... IF NOT EXISTS (two targets in one database)
+		// may race on the catalog: the loser retries and finds it created
 		var pe *pgconn.PgError
-		// concurrent CREATE ... IF NOT EXISTS may race on the catalog
-		if !errors.As(err, &pe) || (pe.Code != "23505" && pe.Code != "42P07") {
+		if attempt == 3 || !errors.As(err, &pe) || (pe.Code != "23505" && pe.Code != "42P07") {
 			return fmt.Errorf("create shadowcube.applied: %w", err)
 		}
 	}
@@ -941,16 +947,16 @@ func rowJSON(tm *TableMap, row schemas.Row, ct time.Time) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendJSONString(b, c.Name)
+		b = jsonenc.AppendString(b, c.Name)
 		b = append(b, ':')
-		b = appendJSONString(b, *v)
+		b = jsonenc.AppendString(b, *v)
 	}
 	if !first {
 		b = append(b, ',')
 	}
-	b = appendJSONString(b, ctColumn)
+	b = jsonenc.AppendString(b, ctColumn)
 	b = append(b, ':')
-	b = appendJSONString(b, ct.UTC().Format(time.RFC3339Nano))
+	b = jsonenc.AppendString(b, ct.UTC().Format(time.RFC3339Nano))
 	return append(b, '}')
 }
 

@@ -228,12 +228,21 @@ func BenchmarkB5SteadyLag(b *testing.B) {
 // cdcPublishLag returns p99 and p50 (ms) of JetStream store time minus source
 // commit time for the events of table: the part of the lag spent before sync.
 func cdcPublishLag(b testing.TB, e *env, table string) (float64, float64) {
+	st, err := e.js.Stream(e.ctx, schemas.StreamCDC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := st.Info(e.ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	end := info.State.LastSeq // cdc keeps publishing heartbeats: stop at the end seen now
 	c, err := e.js.OrderedConsumer(e.ctx, schemas.StreamCDC, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	var lags []float64
-	for {
+	for done := false; !done; {
 		batch, err := c.Fetch(5000, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			break
@@ -241,6 +250,9 @@ func cdcPublishLag(b testing.TB, e *env, table string) (float64, float64) {
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= end {
+				done = true
+			}
 			ev, err := schemas.DecodeChangeEvent(m.Data())
 			if err != nil || ev.Table != table {
 				continue

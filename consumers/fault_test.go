@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,13 +23,31 @@ import (
 // syncProcess is a real `shadowcube sync` process.
 type syncProcess struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 	done   chan error
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while the process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startSyncProcess(t *testing.T, bin, mapping string, env []string) *syncProcess {
 	t.Helper()
-	p := &syncProcess{cmd: exec.Command(bin, "sync", "--mapping", mapping, "--max-batch", "200"), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &syncProcess{cmd: exec.Command(bin, "sync", "--mapping", mapping, "--max-batch", "200"), stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -71,7 +90,7 @@ func TestFaultsKillTargetDownNATSRestart(t *testing.T) {
 	e.startCDC("faults", "public.e2e", "public.e2e_other")
 	mapping := writeMapping(t, fmt.Sprintf(e2eMapping, "faults"))
 	procEnv := []string{"SHADOWCUBE_NATS_URL=" + e.nats.URL, "SHADOWCUBE_METRICS_ADDR=", "SHADOWCUBE_SOURCE_DATABASE_URL=" + e.srcURL,
-		"CUBE_URL=" + e.dstURL, "SHADOWCUBE_LOG_LEVEL=warn", "SHADOWCUBE_SYNC_RETRY_MAX=1s"}
+		"CUBE_URL=" + e.dstURL, "SHADOWCUBE_LOG_LEVEL=info", "SHADOWCUBE_SYNC_RETRY_MAX=1s"}
 
 	var wg sync.WaitGroup
 	var stop chan struct{}
@@ -105,6 +124,7 @@ func TestFaultsKillTargetDownNATSRestart(t *testing.T) {
 			t.Logf("last sync process stderr:\n%s", p.stderr.String())
 		}
 	}()
+	var restarted []*syncProcess
 	for i := 0; i < 5; i++ {
 		time.Sleep(time.Duration(700+rand.IntN(800)) * time.Millisecond)
 		if !p.alive() {
@@ -112,6 +132,22 @@ func TestFaultsKillTargetDownNATSRestart(t *testing.T) {
 		}
 		p.kill9(t)
 		p = startSyncProcess(t, bin, mapping, procEnv)
+		restarted = append(restarted, p)
+	}
+	// each restart must find messages delivered to the killed process and
+	// not acknowledged (killed mid-batch) and re-read them from the ack floor
+	inFlight := 0
+	for _, q := range restarted {
+		for i := 0; i < 100 && !strings.Contains(q.stderr.String(), "sync running"); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if strings.Contains(q.stderr.String(), "recreating consumer from its ack floor") {
+			inFlight++
+		}
+	}
+	if inFlight < 3 {
+		t.Errorf("only %d of 5 kills hit the sync process with unacknowledged messages in flight", inFlight)
 	}
 
 	down := 30 * time.Second
@@ -159,13 +195,18 @@ func TestFaultsKillTargetDownNATSRestart(t *testing.T) {
 	t.Logf("%d + %d rows identical after 5 kill -9, target down %s, NATS restart", reps[0].SourceRows, reps[1].SourceRows, down)
 }
 
-// dumpStreamFor logs the CDC events of the differing keys (diagnosis).
-func dumpStreamFor(t *testing.T, e *env, reps []TableReport) {
-	keys := map[string]bool{}
-	for _, r := range reps {
-		for _, d := range r.Diffs {
-			keys[d.Key["id"]] = true
-		}
+// scanStream calls fn for every CDC message up to the end seen at the call
+// (cdc keeps publishing heartbeats meanwhile).
+func scanStream(t testing.TB, e *env, fn func(jetstream.Msg, schemas.ChangeEvent)) {
+	st, err := e.js.Stream(e.ctx, schemas.StreamCDC)
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	info, err := st.Info(e.ctx)
+	if err != nil {
+		t.Log(err)
+		return
 	}
 	c, err := e.js.OrderedConsumer(e.ctx, schemas.StreamCDC, jetstream.OrderedConsumerConfig{})
 	if err != nil {
@@ -180,15 +221,12 @@ func dumpStreamFor(t *testing.T, e *env, reps []TableReport) {
 		n := 0
 		for m := range b.Messages() {
 			n++
-			ev, err := schemas.DecodeChangeEvent(m.Data())
-			if err != nil {
-				continue
+			md, err := m.Metadata()
+			if err != nil || md.Sequence.Stream > info.State.LastSeq {
+				return
 			}
-			for _, r := range []schemas.Row{ev.New, ev.Old} {
-				if v := r["id"]; v != nil && keys[*v] && ev.Table == "e2e" {
-					md, _ := m.Metadata()
-					t.Logf("seq %d %s lsn %s idx %d/%d id %s", md.Sequence.Stream, ev.Op, ev.CommitLSN, ev.Index, ev.TxSize, *v)
-				}
+			if ev, err := schemas.DecodeChangeEvent(m.Data()); err == nil {
+				fn(m, ev)
 			}
 		}
 		if n == 0 {
@@ -197,30 +235,30 @@ func dumpStreamFor(t *testing.T, e *env, reps []TableReport) {
 	}
 }
 
-func dumpStreamAround(t *testing.T, e *env, lsn schemas.LSN) {
-	c, err := e.js.OrderedConsumer(e.ctx, schemas.StreamCDC, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return
-	}
-	for {
-		b, err := c.Fetch(1000, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return
+// dumpStreamFor logs the CDC events of the differing keys (diagnosis).
+func dumpStreamFor(t *testing.T, e *env, reps []TableReport) {
+	keys := map[string]bool{}
+	for _, r := range reps {
+		for _, d := range r.Diffs {
+			keys[d.Key["id"]] = true
 		}
-		n := 0
-		for m := range b.Messages() {
-			n++
-			ev, err := schemas.DecodeChangeEvent(m.Data())
-			if err != nil {
-				continue
-			}
-			if ev.CommitLSN+0x2000 > lsn && ev.CommitLSN < lsn+0x2000 {
+	}
+	scanStream(t, e, func(m jetstream.Msg, ev schemas.ChangeEvent) {
+		for _, r := range []schemas.Row{ev.New, ev.Old} {
+			if v := r["id"]; v != nil && keys[*v] && ev.Table == "e2e" {
 				md, _ := m.Metadata()
-				t.Logf("seq %d %s %s lsn %s idx %d/%d id %s", md.Sequence.Stream, ev.Table, ev.Op, ev.CommitLSN, ev.Index, ev.TxSize, m.Headers().Get("Nats-Msg-Id"))
+				t.Logf("seq %d %s lsn %s idx %d/%d id %s", md.Sequence.Stream, ev.Op, ev.CommitLSN, ev.Index, ev.TxSize, *v)
 			}
 		}
-		if n == 0 {
-			return
+	})
+}
+
+// dumpStreamAround logs the CDC events near lsn (diagnosis).
+func dumpStreamAround(t *testing.T, e *env, lsn schemas.LSN) {
+	scanStream(t, e, func(m jetstream.Msg, ev schemas.ChangeEvent) {
+		if ev.CommitLSN+0x2000 > lsn && ev.CommitLSN < lsn+0x2000 {
+			md, _ := m.Metadata()
+			t.Logf("seq %d %s %s lsn %s idx %d/%d id %s", md.Sequence.Stream, ev.Table, ev.Op, ev.CommitLSN, ev.Index, ev.TxSize, m.Headers().Get("Nats-Msg-Id"))
 		}
-	}
+	})
 }

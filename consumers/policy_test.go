@@ -57,10 +57,10 @@ targets:
 	e.exec(e.src, `DELETE FROM docs WHERE id = 4`)
 	f.tx(del("4"))
 	e.exec(e.src, `DELETE FROM docs WHERE id = 1`)
-	last := f.tx(del("1"))
+	f.tx(del("1"))
 	e.exec(e.src, `INSERT INTO docs VALUES (10, 'paper', 'x')`)
 	e.exec(e.src, `UPDATE docs SET body = 'z' WHERE id = 10`)
-	last = f.tx(ins("10"))
+	last := f.tx(ins("10"))
 	_, stop := e.startSync(m, 100)
 	e.waitCheckpoint("soft", "s1", last, 30*time.Second)
 	e.waitCheckpoint("keep", "s1", last, 30*time.Second)
@@ -70,6 +70,9 @@ targets:
 	}
 	if got := strings.Join(tableText(t, e.dst, "c.keep"), " "); got != "(1,paper,a,) (10,paper,z,) (2,crawl,b,) (3,crawl,c,) (4,paper,d,)" {
 		t.Fatalf("c.keep = %s", got)
+	}
+	if reps := reconcileAll(t, e, m, 100); totalDiffs(reps) != 0 {
+		t.Fatalf("reconcile under where/soft-delete/ignore: %s", diffSummary(reps))
 	}
 	// re-insert of a soft-deleted key clears the mark; truncate marks all
 	e.exec(e.src, `INSERT INTO docs VALUES (1, 'paper', 'again')`)

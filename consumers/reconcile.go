@@ -60,9 +60,8 @@ type TableReport struct {
 }
 
 type side struct {
-	db    DB
-	proj  string // subquery with _k<i> typed keys and _t<i> text columns
-	where string // base filter
+	db   DB
+	proj string // subquery with _k<i> typed keys and _t<i> text columns
 }
 
 type reconciler struct {

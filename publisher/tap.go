@@ -88,7 +88,6 @@ type reqState struct {
 	t       *Tap
 	r       *http.Request
 	d       *decision
-	id      string
 	start   time.Time
 	reqBuf  *capBuf
 	respBuf capBuf

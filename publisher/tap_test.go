@@ -15,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
-
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -81,12 +78,11 @@ func legacyHandler(large []byte) http.Handler {
 }
 
 type answer struct {
-	status   int
-	header   http.Header
-	body     []byte
-	trailer  http.Header
-	proto    string
-	clientOK bool
+	status  int
+	header  http.Header
+	body    []byte
+	trailer http.Header
+	proto   string
 }
 
 func fetch(t *testing.T, client *http.Client, method, u string, body []byte, hdr map[string]string) answer {
@@ -262,7 +258,11 @@ func TestTapH2CUpstream(t *testing.T) {
 		proto = r.Proto
 		io.WriteString(w, "hello over "+r.Proto)
 	})
-	up := httptest.NewServer(h2c.NewHandler(h, &http2.Server{}))
+	up := httptest.NewUnstartedServer(h)
+	up.Config.Protocols = new(http.Protocols)
+	up.Config.Protocols.SetHTTP1(true)
+	up.Config.Protocols.SetUnencryptedHTTP2(true)
+	up.Start()
 	defer up.Close()
 	e := newEnv(t, Config{})
 	tap, err := NewTap(e.c, TapConfig{Upstream: up.URL, H2C: true})
