@@ -12,8 +12,10 @@
 // every event carries its transaction's commit LSN, tx id, index and size.
 // Events are published asynchronously through a bounded window, and the slot
 // is acknowledged (standby status update) only up to the end of the last
-// transaction whose every event JetStream has stored, contiguously: a crash
-// can duplicate events, never lose them.
+// transaction whose every event JetStream has stored, contiguously (when
+// nothing is buffered or in flight, up to the WAL end reported by the
+// current session's keepalives, never an earlier session's): a crash can
+// duplicate events, never lose them.
 //
 // # Event contract
 //

@@ -44,12 +44,11 @@ type Reader struct {
 	relations map[uint32]*relation
 	types     map[typeKey]string
 
-	durable      atomic.Uint64 // end LSN of the last transaction stored contiguously in JetStream
-	lastCommit   atomic.Int64  // commit time (unix ns) of that transaction
-	serverWALEnd atomic.Uint64
-	slotReady    atomic.Bool
-	sourceReady  atomic.Bool // checkSource passed once: the heartbeat table exists
-	running      atomic.Bool
+	durable     atomic.Uint64 // end LSN of the last transaction stored contiguously in JetStream
+	lastCommit  atomic.Int64  // commit time (unix ns) of that transaction
+	slotReady   atomic.Bool
+	sourceReady atomic.Bool // checkSource passed once: the heartbeat table exists
+	running     atomic.Bool
 
 	resnapshotStarted bool // Config.Resnapshot is done or recorded as in progress
 }
@@ -257,6 +256,14 @@ type streamState struct {
 	streams   map[uint32]*txState
 	reported  schemas.LSN
 	pub       *publisher
+	// walEnd is the highest ServerWALEnd of this session's keepalives. A
+	// keepalive follows, in the replication stream, the changes of every
+	// transaction that ends before its position, so once everything this
+	// session received is stored, walEnd is safe to acknowledge. It must
+	// never outlive the session: a later session starts again from the
+	// durable position, and until it has received and stored the
+	// transactions up to an old walEnd, acknowledging it would skip them.
+	walEnd schemas.LSN
 }
 
 func (st *streamState) target(xid uint32) (*txState, uint32, error) {
@@ -373,8 +380,8 @@ func (r *Reader) receiveLoop(ctx context.Context, repl *pgconn.PgConn, meta *pgx
 				if err != nil {
 					return fmt.Errorf("parse keepalive: %w", err)
 				}
-				if uint64(pkm.ServerWALEnd) > r.serverWALEnd.Load() {
-					r.serverWALEnd.Store(uint64(pkm.ServerWALEnd))
+				if l := schemas.LSN(pkm.ServerWALEnd); l > st.walEnd {
+					st.walEnd = l
 				}
 				if pkm.ReplyRequested {
 					if err := r.sendStatus(repl, st, false); err != nil {
@@ -395,14 +402,14 @@ func (r *Reader) receiveLoop(ctx context.Context, repl *pgconn.PgConn, meta *pgx
 }
 
 // sendStatus acknowledges the durable position: the end of the last
-// transaction JetStream stored contiguously, or the server's WAL end when
-// nothing at all is in flight or buffered.
+// transaction JetStream stored contiguously, or the WAL end this session's
+// keepalives reported when nothing at all is in flight or buffered.
 func (r *Reader) sendStatus(repl *pgconn.PgConn, st *streamState, final bool) error {
 	// The final update (session ending, maybe after a failure) reports only
 	// what JetStream acknowledged.
 	idle := !final && st.pub.idle() && st.cur == nil && len(st.streams) == 0
 	pos := schemas.LSN(r.durable.Load())
-	walEnd := schemas.LSN(r.serverWALEnd.Load())
+	walEnd := st.walEnd
 	if idle && walEnd > pos {
 		pos = walEnd
 	}
