@@ -25,7 +25,7 @@ test-short: ## unit tests only (-short skips the slow integration tests)
 	$(GO) test -short -count=1 $(PKGS)
 
 bench: ## benchmarks with ratios against limits measured in the same run
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(PKGS) | grep -E '^(bench |ok|FAIL|---)' || true
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(PKGS) | grep -E --line-buffered '^(bench |ok|FAIL|---|panic)'
 
 bench-short: ## benchmarks in short mode (proves they run; CI)
 	$(GO) test -short -run '^$$' -bench . -benchtime 1x -timeout 20m $(PKGS)

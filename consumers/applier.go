@@ -222,7 +222,10 @@ func (a *Applier) Run(ctx context.Context) error {
 	var cons jetstream.Consumer
 	if err := a.retry(ctx, "open consumer", func() error {
 		var err error
-		cons, err = a.consumer(ctx, false)
+		// Always restart from the ack floor: a previous process's pull
+		// request may still receive deliveries after it stopped, which would
+		// otherwise sit unacknowledged for AckWait, behind newer messages.
+		cons, err = a.consumer(ctx, true)
 		return err
 	}); err != nil {
 		return nilOnCancel(ctx, err)
@@ -257,9 +260,10 @@ func nilOnCancel(ctx context.Context, err error) error {
 }
 
 // consumer opens the durable consumer. A consumer left with unacknowledged
-// messages by a previous process is recreated from its ack floor: JetStream
-// would otherwise deliver newer messages before redelivering those, and
-// transactions must be applied in order.
+// messages by a previous process (or any existing one, when force is set) is
+// recreated from its ack floor: JetStream would otherwise deliver newer
+// messages before redelivering those, and transactions must be applied in
+// order. Everything below the ack floor is committed in the target.
 func (a *Applier) consumer(ctx context.Context, force bool) (jetstream.Consumer, error) {
 	want := jetstream.ConsumerConfig{
 		Durable:       a.cfg.Durable,
