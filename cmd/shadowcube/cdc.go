@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -127,7 +126,7 @@ shadowcube_cdc_snapshot_rows_total{table}, shadowcube_cdc_snapshot_tables(_done)
 			}
 			r, err := cdc.New(cdc.Config{
 				DatabaseURL: e.SourceDatabaseURL, Slot: e.Slot, Publication: e.Publication,
-				Tables: cdcSplitList(e.Tables), Resnapshot: e.Resnapshot, IgnoreOrigins: cdcSplitList(e.IgnoreOrigins),
+				Tables: splitList(e.Tables), Resnapshot: e.Resnapshot, IgnoreOrigins: splitList(e.IgnoreOrigins),
 				Heartbeat: e.Heartbeat, HeartbeatMode: e.HeartbeatMode, HeartbeatTable: e.HeartbeatTable,
 				Window: e.Window, PublishTimeout: e.PublishTimeout, StatusInterval: e.StatusInterval,
 				SpillThreshold: e.SpillThreshold, SpillDir: e.SpillDir, NoStreaming: e.NoStreaming,
@@ -147,15 +146,4 @@ shadowcube_cdc_snapshot_rows_total{table}, shadowcube_cdc_snapshot_tables(_done)
 	}
 	cmd.Flags().BoolVar(&resnapshot, "resnapshot", false, "drop the slot and copy every table again (SHADOWCUBE_CDC_RESNAPSHOT)")
 	return cmd
-}
-
-// cdcSplitList splits a comma list, dropping blanks.
-func cdcSplitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

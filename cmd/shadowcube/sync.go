@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -115,7 +114,7 @@ shadowcube_sync_stopped{target}, shadowcube_sync_duplicates_skipped_total{target
 			if cmd.Flags().Changed("mapping") {
 				e.MappingFile = mapping
 			}
-			only := syncSplitComma(e.Targets)
+			only := splitList(e.Targets)
 			if cmd.Flags().Changed("target") {
 				only = targets
 			}
@@ -158,14 +157,4 @@ shadowcube_sync_stopped{target}, shadowcube_sync_duplicates_skipped_total{target
 	cmd.Flags().StringArrayVar(&targets, "target", nil, "sync only this target (repeatable; SHADOWCUBE_SYNC_TARGETS)")
 	cmd.Flags().IntVar(&maxBatch, "max-batch", 5000, "most source events per target transaction (SHADOWCUBE_SYNC_MAX_BATCH)")
 	return cmd
-}
-
-func syncSplitComma(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
