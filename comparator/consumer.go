@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,7 +21,7 @@ type ConsumerConfig struct {
 	Durable string        // durable consumer name (default "comparator"); processes sharing it share the work
 	Filter  string        // subject filter (default shadow.result.>)
 	Batch   int           // messages fetched and stored per transaction (default 256)
-	MaxWait time.Duration // longest wait for a batch to fill (default 500ms)
+	MaxWait time.Duration // after a batch's first message, longest wait for it to fill (default 100ms)
 	AckWait time.Duration // redelivery after this long without an ack (default 60s)
 }
 
@@ -35,7 +36,7 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 		c.Batch = 256
 	}
 	if c.MaxWait <= 0 {
-		c.MaxWait = 500 * time.Millisecond
+		c.MaxWait = 100 * time.Millisecond
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 60 * time.Second
@@ -90,47 +91,136 @@ func NewConsumer(ctx context.Context, cfg ConsumerConfig, js jetstream.JetStream
 	return &Consumer{cfg: cfg, js: js, cmp: cmp, store: store, metrics: m, log: log.With("stage", "compare"), cons: cons}, nil
 }
 
-// Run fetches, compares, stores and acknowledges until ctx ends. Store
-// failures are retried with bounded, jittered back-off (the batch is not
-// acknowledged meanwhile). It returns nil when ctx is cancelled.
+// Run fetches, compares, stores and acknowledges until ctx ends. Two
+// stages overlap: while one batch is being stored and acknowledged, the
+// next is fetched and compared. Store failures are retried with bounded,
+// jittered back-off (the batch is not acknowledged meanwhile, and is
+// redelivered). It returns nil when ctx is cancelled.
 func (c *Consumer) Run(ctx context.Context) error {
+	ready := make(chan []compared, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.storeLoop(ctx, ready)
+	}()
+	defer wg.Wait()
+	defer close(ready)
+	iter, err := c.cons.Messages(jetstream.PullMaxMessages(2 * c.cfg.Batch))
+	if err != nil {
+		return fmt.Errorf("compare: consume %s/%s: %w", schemas.StreamShadowResults, c.cfg.Durable, err)
+	}
+	defer iter.Stop()
+	defer context.AfterFunc(ctx, iter.Stop)() // unblocks Next
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		batch, err := c.cons.Fetch(c.cfg.Batch, jetstream.FetchMaxWait(c.cfg.MaxWait))
+		msgs, err := c.nextBatch(ctx, iter)
 		if err != nil {
-			if ctx.Err() != nil {
+			nakAll(msgs)
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return nil
 			}
-			c.log.Warn("fetch shadow results", "err", err)
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, 5*time.Second)
-			continue
-		}
-		var msgs []jetstream.Msg
-		for msg := range batch.Messages() {
-			msgs = append(msgs, msg)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			c.log.Debug("fetch ended", "err", err)
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if err := c.process(ctx, msgs); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			c.log.Error("store verdicts; batch will be redelivered", "err", err, "messages", len(msgs))
-			for _, m := range msgs {
-				_ = m.NakWithDelay(backoff)
-			}
+			c.log.Warn("consume shadow results", "err", err)
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		outs, err := c.compareBatch(ctx, msgs)
+		if err != nil {
+			c.log.Error("dead-letter publish failed; batch will be redelivered", "err", err)
+			c.retryLater(ctx, msgs, time.Second)
+			continue
+		}
+		select {
+		case ready <- outs:
+		case <-ctx.Done():
+			nakAll(msgs)
+			return nil
+		}
 	}
 	return nil
+}
+
+// nextBatch waits for a message, then takes up to Batch messages, waiting
+// at most MaxWait for more: a backlog is taken in full batches at once, a
+// trickle is stored within MaxWait.
+func (c *Consumer) nextBatch(ctx context.Context, iter jetstream.MessagesContext) ([]jetstream.Msg, error) {
+	first, err := iter.Next()
+	if err != nil {
+		return nil, err
+	}
+	msgs := append(make([]jetstream.Msg, 0, c.cfg.Batch), first)
+	linger, cancel := context.WithTimeout(ctx, c.cfg.MaxWait)
+	defer cancel()
+	for len(msgs) < c.cfg.Batch {
+		m, err := iter.Next(jetstream.NextContext(linger))
+		if err != nil {
+			if ctx.Err() != nil {
+				return msgs, ctx.Err()
+			}
+			break
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// compared is one message and its verdict.
+type compared struct {
+	msg jetstream.Msg
+	out *Outcome
+}
+
+// storeLoop stores and acknowledges compared batches until in is closed.
+func (c *Consumer) storeLoop(ctx context.Context, in <-chan []compared) {
+	backoff := 100 * time.Millisecond
+	for batch := range in {
+		if ctx.Err() != nil {
+			nakPairs(batch)
+			continue
+		}
+		if err := c.saveBatch(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				nakPairs(batch)
+				continue
+			}
+			msgs := make([]jetstream.Msg, len(batch))
+			for i, p := range batch {
+				msgs[i] = p.msg
+			}
+			c.log.Error("store verdicts; batch will be redelivered", "err", err, "messages", len(msgs), "retry_in", backoff)
+			c.retryLater(ctx, msgs, backoff)
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+// retryLater gives a batch back for redelivery after delay, and waits
+// about as long (jittered) before going on.
+func (c *Consumer) retryLater(ctx context.Context, msgs []jetstream.Msg, delay time.Duration) {
+	if ctx.Err() != nil {
+		nakAll(msgs)
+		return
+	}
+	for _, m := range msgs {
+		_ = m.NakWithDelay(delay)
+	}
+	sleep(ctx, delay)
+}
+
+func nakAll(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Nak()
+	}
+}
+
+func nakPairs(batch []compared) {
+	for _, p := range batch {
+		_ = p.msg.Nak()
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -143,26 +233,34 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// process compares and stores one batch, then acknowledges it.
-func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) error {
-	outs := make([]*Outcome, 0, len(msgs))
-	good := make([]jetstream.Msg, 0, len(msgs))
+// compareBatch decodes and compares one batch; undecodable messages go to the
+// DLQ. The error is a failed DLQ publish.
+func (c *Consumer) compareBatch(ctx context.Context, msgs []jetstream.Msg) ([]compared, error) {
+	out := make([]compared, 0, len(msgs))
 	for _, m := range msgs {
 		res, err := schemas.DecodeShadowResult(m.Data())
 		if err != nil {
 			if err := c.deadLetter(ctx, m, err); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
-		outs = append(outs, c.cmp.Compare(&res))
-		good = append(good, m)
+		out = append(out, compared{msg: m, out: c.cmp.Compare(&res)})
+	}
+	return out, nil
+}
+
+// saveBatch saves one compared batch in one transaction, then acknowledges it.
+func (c *Consumer) saveBatch(ctx context.Context, batch []compared) error {
+	outs := make([]*Outcome, len(batch))
+	for i, p := range batch {
+		outs[i] = p.out
 	}
 	if _, err := c.store.Save(ctx, outs); err != nil {
 		return err
 	}
-	for _, m := range good {
-		if err := m.Ack(); err != nil {
+	for _, p := range batch {
+		if err := p.msg.Ack(); err != nil {
 			c.log.Warn("ack shadow result (it will be redelivered and skipped as a duplicate)", "err", err)
 		}
 	}

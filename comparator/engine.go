@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/heal7/shadowcube/schemas"
@@ -516,6 +517,13 @@ func decodeBody(b []byte, into *any) bool {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return false
 	}
+	// goccy/go-json first (about three times faster into any;
+	// FuzzDecodeBodyAgree holds it to encoding/json's results); a body it
+	// rejects gets encoding/json's verdict.
+	if gojson.Unmarshal(b, into) == nil {
+		return true
+	}
+	*into = nil
 	return json.Unmarshal(b, into) == nil
 }
 

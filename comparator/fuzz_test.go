@@ -2,7 +2,10 @@ package comparator
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
+
+	gojson "github.com/goccy/go-json"
 )
 
 // fuzzRuleSets are rule sets the fuzzer picks from (wildcard patterns only:
@@ -71,6 +74,27 @@ func FuzzCompareJSON(f *testing.F) {
 			if d.Path == "" || d.Kind == "" {
 				t.Fatalf("diff without path or kind: %+v", d)
 			}
+		}
+	})
+}
+
+// FuzzDecodeBodyAgree: a body the fast JSON parser (goccy/go-json) accepts,
+// encoding/json accepts too, with the same value.
+func FuzzDecodeBodyAgree(f *testing.F) {
+	for _, s := range []string{`{"a":1,"b":[1,2.5e3,-0],"c":null}`, `"\ud800x\xff"`, `1e400`, `{"a":1,"a":2}`, `[1,`, ` {"k":"\u00e9"} `, `tru`, `{"a":{"b":[{}]}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fast any
+		if gojson.Unmarshal(data, &fast) != nil {
+			return
+		}
+		var std any
+		if err := json.Unmarshal(data, &std); err != nil {
+			t.Fatalf("goccy accepts what encoding/json rejects (%v): %q", err, data)
+		}
+		if !reflect.DeepEqual(fast, std) {
+			t.Fatalf("decoders differ on %q:\n goccy %#v\n std   %#v", data, fast, std)
 		}
 	})
 }

@@ -168,6 +168,109 @@ func (s *Store) migrate(ctx context.Context) error {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// insertPairs inserts a whole batch in one statement: one array per column,
+// unnested into rows (causes travel as JSON arrays, as a text[] per row
+// cannot). Far less work for PostgreSQL per pair than a statement per row.
+const insertPairs = `INSERT INTO {s}.pairs (request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
+		causes, diffs, noise_diffs, cube_error, legacy_status, cube_status, legacy_latency_ms, cube_latency_ms,
+		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score)
+	SELECT request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
+		ARRAY(SELECT jsonb_array_elements_text(causes)), diffs, noise_diffs, cube_error, legacy_status, cube_status,
+		legacy_latency_ms, cube_latency_ms, captured_at, replayed_at, compared_at,
+		ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::bool[], $10::bool[],
+		$11::jsonb[], $12::jsonb[], $13::jsonb[], $14::text[], $15::int[], $16::int[], $17::float8[], $18::float8[],
+		$19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[], $24::text[], $25::float8[], $26::float8[])
+		AS t(request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
+		causes, diffs, noise_diffs, cube_error, legacy_status, cube_status, legacy_latency_ms, cube_latency_ms,
+		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score)
+	ON CONFLICT (request_id, replayed_at) DO NOTHING
+	RETURNING request_id, replayed_at`
+
+// pairColumns holds a batch column by column, for insertPairs.
+type pairColumns struct {
+	requestID, service, route, kind, verdict, severity  []string
+	signature, cubeError, truth, legacyLabel, cubeLabel []*string
+	accepted, noise, stale                              []bool
+	causes, diffs, noiseDiffs                           []string
+	legacyStatus, cubeStatus                            []*int32
+	legacyMS, cubeMS, legacyScore, cubeScore            []*float64
+	capturedAt                                          []*time.Time
+	replayedAt, comparedAt                              []time.Time
+}
+
+func (c *pairColumns) add(o *Outcome) error {
+	diffs, err := json.Marshal(nonNil(o.Diffs))
+	if err != nil {
+		return fmt.Errorf("save outcome %s: diffs: %w", o.RequestID, err)
+	}
+	nd, err := json.Marshal(nonNil(o.NoiseDiffs))
+	if err != nil {
+		return fmt.Errorf("save outcome %s: noise diffs: %w", o.RequestID, err)
+	}
+	causes, err := json.Marshal(nonNil(o.Causes))
+	if err != nil {
+		return fmt.Errorf("save outcome %s: causes: %w", o.RequestID, err)
+	}
+	var truth, ll, cl *string
+	var ls, cs *float64
+	if o.AI != nil {
+		truth, ll, cl = strPtr(o.AI.Truth), strPtr(o.AI.LegacyLabel), strPtr(o.AI.CubeLabel)
+		ls, cs = o.AI.LegacyScore, o.AI.CubeScore
+	}
+	var capt *time.Time
+	if !o.CapturedAt.IsZero() {
+		capt = &o.CapturedAt
+	}
+	legacyStatus := int32(o.LegacyStatus)
+	var cubeStatus *int32
+	if o.Verdict != VerdictError {
+		v := int32(o.CubeStatus)
+		cubeStatus = &v
+	}
+	lms, cms := ms(o.LegacyLatency), ms(o.CubeLatency)
+	c.requestID = append(c.requestID, o.RequestID)
+	c.service = append(c.service, o.Service)
+	c.route = append(c.route, o.Route)
+	c.kind = append(c.kind, o.Kind)
+	c.verdict = append(c.verdict, string(o.Verdict))
+	c.severity = append(c.severity, string(o.Severity))
+	c.signature = append(c.signature, strPtr(o.Signature))
+	c.accepted = append(c.accepted, o.Accepted)
+	c.noise = append(c.noise, len(o.NoiseDiffs) > 0)
+	c.stale = append(c.stale, o.Stale)
+	c.causes = append(c.causes, string(causes))
+	c.diffs = append(c.diffs, string(diffs))
+	c.noiseDiffs = append(c.noiseDiffs, string(nd))
+	c.cubeError = append(c.cubeError, strPtr(o.CubeError))
+	c.legacyStatus = append(c.legacyStatus, &legacyStatus)
+	c.cubeStatus = append(c.cubeStatus, cubeStatus)
+	c.legacyMS = append(c.legacyMS, &lms)
+	c.cubeMS = append(c.cubeMS, &cms)
+	c.capturedAt = append(c.capturedAt, capt)
+	c.replayedAt = append(c.replayedAt, o.ReplayedAt)
+	c.comparedAt = append(c.comparedAt, o.ComparedAt)
+	c.truth = append(c.truth, truth)
+	c.legacyLabel = append(c.legacyLabel, ll)
+	c.cubeLabel = append(c.cubeLabel, cl)
+	c.legacyScore = append(c.legacyScore, ls)
+	c.cubeScore = append(c.cubeScore, cs)
+	return nil
+}
+
+func (c *pairColumns) args() []any {
+	return []any{c.requestID, c.service, c.route, c.kind, c.verdict, c.severity, c.signature, c.accepted, c.noise, c.stale,
+		c.causes, c.diffs, c.noiseDiffs, c.cubeError, c.legacyStatus, c.cubeStatus, c.legacyMS, c.cubeMS,
+		c.capturedAt, c.replayedAt, c.comparedAt, c.truth, c.legacyLabel, c.cubeLabel, c.legacyScore, c.cubeScore}
+}
+
+// pairKey identifies a stored pair: request id and replay time, at the
+// microsecond precision PostgreSQL keeps.
+type pairKey struct {
+	requestID  string
+	replayedAt int64
+}
+
 // Save stores a batch of outcomes in one transaction. A pair already stored
 // (same request id and replay time: a redelivery) is skipped, and so are its
 // noise counts. It returns how many pairs were new.
@@ -175,70 +278,38 @@ func (s *Store) Save(ctx context.Context, outs []*Outcome) (int, error) {
 	if len(outs) == 0 {
 		return 0, nil
 	}
+	var cols pairColumns
+	for _, o := range outs {
+		if err := cols.add(o); err != nil {
+			return 0, err
+		}
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("save outcomes: %w", err)
 	}
 	defer tx.Rollback(ctx)
-	ins := s.q(`INSERT INTO {s}.pairs (request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
-		causes, diffs, noise_diffs, cube_error, legacy_status, cube_status, legacy_latency_ms, cube_latency_ms,
-		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)
-		ON CONFLICT (request_id, replayed_at) DO NOTHING RETURNING id`)
-	b := &pgx.Batch{}
-	for _, o := range outs {
-		diffs, err := json.Marshal(nonNil(o.Diffs))
-		if err != nil {
-			return 0, fmt.Errorf("save outcome %s: diffs: %w", o.RequestID, err)
-		}
-		nd, err := json.Marshal(nonNil(o.NoiseDiffs))
-		if err != nil {
-			return 0, fmt.Errorf("save outcome %s: noise diffs: %w", o.RequestID, err)
-		}
-		var sig, cubeErr, truth, ll, cl *string
-		if o.Signature != "" {
-			sig = &o.Signature
-		}
-		if o.CubeError != "" {
-			cubeErr = &o.CubeError
-		}
-		var ls, cs *float64
-		if o.AI != nil {
-			truth, ll, cl = strPtr(o.AI.Truth), strPtr(o.AI.LegacyLabel), strPtr(o.AI.CubeLabel)
-			ls, cs = o.AI.LegacyScore, o.AI.CubeScore
-		}
-		var capt *time.Time
-		if !o.CapturedAt.IsZero() {
-			capt = &o.CapturedAt
-		}
-		causes := o.Causes
-		if causes == nil {
-			causes = []string{}
-		}
-		var cubeStatus *int
-		if o.Verdict != VerdictError {
-			cubeStatus = &o.CubeStatus
-		}
-		b.Queue(ins, o.RequestID, o.Service, o.Route, o.Kind, string(o.Verdict), string(o.Severity), sig, o.Accepted,
-			len(o.NoiseDiffs) > 0, o.Stale, causes, string(diffs), string(nd), cubeErr, o.LegacyStatus, cubeStatus,
-			ms(o.LegacyLatency), ms(o.CubeLatency), capt, o.ReplayedAt, o.ComparedAt, truth, ll, cl, ls, cs)
+	rows, err := tx.Query(ctx, s.q(insertPairs), cols.args()...)
+	if err != nil {
+		return 0, fmt.Errorf("save %d outcomes: %w", len(outs), err)
 	}
-	br := tx.SendBatch(ctx, b)
-	fresh := make([]*Outcome, 0, len(outs))
+	inserted := make(map[pairKey]bool, len(outs))
+	var k pairKey
+	var at time.Time
+	_, err = pgx.ForEachRow(rows, []any{&k.requestID, &at}, func() error {
+		inserted[pairKey{k.requestID, at.UnixMicro()}] = true
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("save %d outcomes (first request %s): %w", len(outs), outs[0].RequestID, err)
+	}
+	fresh := make([]*Outcome, 0, len(inserted))
 	for _, o := range outs {
-		var id int64
-		err := br.QueryRow().Scan(&id)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-		case err != nil:
-			br.Close()
-			return 0, fmt.Errorf("save outcome %s route %s: %w", o.RequestID, o.Route, err)
-		default:
+		key := pairKey{o.RequestID, o.ReplayedAt.UnixMicro()}
+		if inserted[key] {
+			delete(inserted, key) // a duplicate within the batch counts once
 			fresh = append(fresh, o)
 		}
-	}
-	if err := br.Close(); err != nil {
-		return 0, fmt.Errorf("save outcomes: %w", err)
 	}
 	if err := s.addCounts(ctx, tx, fresh); err != nil {
 		return 0, err

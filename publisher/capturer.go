@@ -139,7 +139,8 @@ type Capturer struct {
 
 	queue      chan *item
 	queueBytes atomic.Int64
-	inflight   atomic.Int64
+	inflight   atomic.Int64 // events queued or being encoded (not yet handed to NATS)
+	free       chan []byte  // encode buffers to reuse (see getBuf)
 	closed     atomic.Bool
 	stop       chan struct{}
 	done       chan struct{}
@@ -155,6 +156,7 @@ type Capturer struct {
 type item struct {
 	ev    *schemas.RequestEvent
 	clean bool  // request headers already stripped (else stripped, and the user key derived when missing, off the user path)
+	owned bool  // the response header map belongs to the event: stripped in place, not copied
 	size  int64 // body bytes, for the queue byte budget
 	m     *routeMetrics
 }
@@ -181,6 +183,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer)
 		log:   log.With("stage", "tap", "service", cfg.Service),
 		nc:    nc,
 		queue: make(chan *item, cfg.QueueSize),
+		free:  make(chan []byte, freeBufs),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
@@ -297,6 +300,7 @@ func (c *Capturer) submit(it *item) bool {
 			break
 		}
 	}
+	c.inflight.Add(1)
 	select {
 	case c.queue <- it:
 		c.captured.Add(1)
@@ -304,9 +308,9 @@ func (c *Capturer) submit(it *item) bool {
 			it.m.captured.Inc()
 			it.m.bytes.Add(float64(it.size))
 		}
-		c.m.queueDepth.Set(float64(len(c.queue)))
 		return true
 	default:
+		c.inflight.Add(-1)
 		c.queueBytes.Add(-it.size)
 		c.drop(DropQueueFull)
 		return false
@@ -322,6 +326,7 @@ func (c *Capturer) Enqueue(ctx context.Context, ev *schemas.RequestEvent) error 
 	}
 	it := &item{ev: ev, size: int64(len(ev.Body) + len(ev.Response.Body)), m: c.m.route(ev.Route)}
 	c.queueBytes.Add(it.size)
+	c.inflight.Add(1)
 	select {
 	case c.queue <- it:
 		c.captured.Add(1)
@@ -329,9 +334,11 @@ func (c *Capturer) Enqueue(ctx context.Context, ev *schemas.RequestEvent) error 
 		it.m.bytes.Add(float64(it.size))
 		return nil
 	case <-ctx.Done():
+		c.inflight.Add(-1)
 		c.queueBytes.Add(-it.size)
 		return ctx.Err()
 	case <-c.stop:
+		c.inflight.Add(-1)
 		c.queueBytes.Add(-it.size)
 		return errors.New("capture: closed")
 	}
@@ -342,7 +349,9 @@ func (c *Capturer) Flush(ctx context.Context) error {
 	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if len(c.queue) == 0 && c.inflight.Load() == 0 && c.js.PublishAsyncPending() == 0 && (c.spill == nil || c.spill.empty()) {
+		// inflight counts events from submit until NATS has them; read it
+		// before the pending acks, which take over from it.
+		if c.inflight.Load() == 0 && c.js.PublishAsyncPending() == 0 && (c.spill == nil || c.spill.empty()) {
 			return nil
 		}
 		select {
@@ -382,6 +391,18 @@ func (c *Capturer) drop(reason string) {
 	c.m.dropped(reason).Inc()
 }
 
+// Batching of the publisher goroutine. After handing a batch to NATS it
+// waits publishLinger before looking at the queue again (unless the batch
+// was full), so that at high rates one wake-up carries many events, here and
+// downstream: the NATS client's flusher, the server's read loop and stream
+// loop, and the ack handler all see batches instead of single messages. A
+// captured event thus reaches JetStream at most publishLinger later; the
+// user path never waits for it.
+const (
+	publishLinger = time.Millisecond
+	maxBatch      = 256
+)
+
 func (c *Capturer) run() {
 	defer close(c.done)
 	var spillTick <-chan time.Time
@@ -390,21 +411,37 @@ func (c *Capturer) run() {
 		defer t.Stop()
 		spillTick = t.C
 	}
+	linger := time.NewTimer(publishLinger)
+	linger.Stop()
+	defer linger.Stop()
+	batch := make([]*item, 0, maxBatch)
+	msgs := make([]*nats.Msg, 0, maxBatch)
 	for {
 		select {
 		case it := <-c.queue:
-			c.publish(it)
+			batch = c.drain(append(batch[:0], it))
+			msgs = c.publishBatch(batch, msgs[:0])
+			clear(batch)
+			clear(msgs)
+			if len(batch) == maxBatch {
+				continue // more may be waiting: no pause
+			}
+			linger.Reset(publishLinger)
+			select {
+			case <-linger.C:
+			case <-c.stop: // handled by the select above
+			}
 		case <-spillTick:
 			c.replaySpill()
 		case <-c.stop:
 			for {
-				select {
-				case it := <-c.queue:
-					c.publish(it)
-					continue
-				default:
+				batch = c.drain(batch[:0])
+				if len(batch) == 0 {
+					break
 				}
-				break
+				msgs = c.publishBatch(batch, msgs[:0])
+				clear(batch)
+				clear(msgs)
 			}
 			select {
 			case <-c.js.PublishAsyncComplete():
@@ -415,18 +452,49 @@ func (c *Capturer) run() {
 	}
 }
 
-func (c *Capturer) publish(it *item) {
-	c.inflight.Add(1)
-	defer c.inflight.Add(-1)
-	c.queueBytes.Add(-it.size)
+// drain appends what is queued now to batch, up to maxBatch items.
+func (c *Capturer) drain(batch []*item) []*item {
+	for len(batch) < maxBatch {
+		select {
+		case it := <-c.queue:
+			batch = append(batch, it)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// publishBatch encodes the batch, then hands it to NATS in a tight loop so
+// that the client writes it to the server in few flushes. msgs is scratch
+// space.
+func (c *Capturer) publishBatch(batch []*item, msgs []*nats.Msg) []*nats.Msg {
+	var size int64
+	for _, it := range batch {
+		size += it.size
+		if m := c.encode(it); m != nil {
+			msgs = append(msgs, m)
+		}
+	}
+	c.queueBytes.Add(-size)
 	c.m.queueDepth.Set(float64(len(c.queue)))
+	for _, m := range msgs {
+		c.publish(m)
+	}
+	c.inflight.Add(-int64(len(batch))) // after the publishes: the ack tracker's pending count covers them now
+	return msgs
+}
+
+// encode sanitizes and encodes one event; nil when it cannot be published.
+func (c *Capturer) encode(it *item) *nats.Msg {
 	ev := it.ev
-	c.sanitize(ev, it.clean)
-	data := appendEvent(make([]byte, 0, 640+(len(ev.Body)+len(ev.Response.Body))*4/3+48*(len(ev.Headers)+len(ev.Response.Headers))), ev)
+	c.sanitize(ev, it.clean, it.owned)
+	data := schemas.AppendRequestEvent(c.getBuf(640+(len(ev.Body)+len(ev.Response.Body))*4/3+48*(len(ev.Headers)+len(ev.Response.Headers))), ev)
 	if len(data) > schemas.MaxEventSize {
 		c.log.Error("request event too large", "request_id", ev.ID, "route", ev.Route, "bytes", len(data))
 		c.drop(DropEncode)
-		return
+		c.putBuf(data)
+		return nil
 	}
 	subject := ""
 	if it.m != nil && ev.Service == c.cfg.Service && it.m.route == ev.Route {
@@ -434,11 +502,16 @@ func (c *Capturer) publish(it *item) {
 	} else {
 		subject = schemas.RequestSubject(ev.Service, ev.Route)
 	}
-	msg := &nats.Msg{
+	return &nats.Msg{
 		Subject: subject,
 		Data:    data,
 		Header:  nats.Header{jetstream.MsgIDHeader: []string{ev.ID}},
 	}
+}
+
+// publish hands one message to the async publisher; it ends in onAck or
+// failed.
+func (c *Capturer) publish(msg *nats.Msg) {
 	if c.seq.Add(1)%16 == 0 {
 		c.latency.Store(msg, time.Now())
 	}
@@ -460,12 +533,43 @@ func (c *Capturer) publish(it *item) {
 	}
 }
 
+// Encoded events are kept until JetStream acknowledges them (they are
+// re-published after "no responders", the spill needs them on failure),
+// then their buffers are reused. Only small buffers are kept, and at most
+// freeBufs of them: a few MiB at worst.
+const (
+	freeBufs   = 512
+	freeBufMax = 8 << 10
+)
+
+func (c *Capturer) getBuf(size int) []byte {
+	select {
+	case b := <-c.free:
+		if cap(b) >= size {
+			return b[:0]
+		}
+	default:
+	}
+	return make([]byte, 0, size)
+}
+
+func (c *Capturer) putBuf(b []byte) {
+	if cap(b) > freeBufMax {
+		return
+	}
+	select {
+	case c.free <- b:
+	default:
+	}
+}
+
 func (c *Capturer) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
 	c.published.Add(1)
 	c.m.published.Inc()
 	if t, ok := c.latency.LoadAndDelete(msg); ok {
 		c.m.publishSeconds.Observe(time.Since(t.(time.Time)).Seconds())
 	}
+	c.putBuf(msg.Data)
 }
 
 func (c *Capturer) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
@@ -475,6 +579,7 @@ func (c *Capturer) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
 
 // failed handles a message NATS did not take: spill it, or count the drop.
 func (c *Capturer) failed(msg *nats.Msg, reason string, err error) {
+	defer c.putBuf(msg.Data)
 	if c.spill != nil {
 		if c.spill.write(msg) {
 			return
@@ -509,7 +614,7 @@ func (c *Capturer) replaySpill() {
 
 // sanitize removes what must not be published. For events that did not come
 // through decide (import), it also derives the user key from the raw id.
-func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean bool) {
+func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned bool) {
 	p := c.priv
 	if !clean {
 		if ev.UserKey == "" {
@@ -519,7 +624,11 @@ func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean bool) {
 		}
 		ev.Headers = p.headers(ev.Headers)
 	}
-	ev.Response.Headers = p.headers(ev.Response.Headers)
+	if owned {
+		ev.Response.Headers = p.stripInPlace(ev.Response.Headers)
+	} else {
+		ev.Response.Headers = p.headers(ev.Response.Headers)
+	}
 	if len(p.paths) > 0 {
 		var dropped bool
 		if ev.Body, dropped = p.body(ev.Body, ev.BodyTruncated, ev.Headers.Get("Content-Type")); dropped {

@@ -8,8 +8,10 @@
 //   - Tap: a reverse proxy (net/http/httputil.ReverseProxy) in front of the
 //     legacy service. Users get the legacy answer streamed as it comes;
 //     request and response bodies are teed up to a size cap into a bounded
-//     in-memory queue, and one publisher goroutine sends the events with
-//     asynchronous JetStream publishes. When NATS is down or slow the queue
+//     in-memory queue, and one publisher goroutine sends the events in
+//     batches (waking at most once a millisecond under load) with
+//     asynchronous JetStream publishes, each acknowledged, timed out after
+//     Config.AckTimeout, or counted as dropped. When NATS is down or slow the queue
 //     fills and new captures are dropped and counted
 //     (shadowcube_tap_dropped_total{reason}); the user path never waits.
 //   - Middleware: the same capture inside a Go service (Middleware).

@@ -51,7 +51,7 @@ func Middleware(c *Capturer) func(http.Handler) http.Handler {
 					ev.Body, ev.BodyTruncated = reqBuf.seal()
 				}
 				ev.Response.Body, ev.Response.BodyTruncated = cw.buf.seal()
-				c.submit(&item{ev: ev, clean: true, size: int64(len(ev.Body) + len(ev.Response.Body)), m: d.m})
+				c.submit(&item{ev: ev, clean: true, owned: true, size: int64(len(ev.Body) + len(ev.Response.Body)), m: d.m})
 			}()
 			next.ServeHTTP(cw, r)
 		})

@@ -106,19 +106,30 @@ func newPrivacy(c PrivacyConfig) (*privacy, error) {
 		}
 		p.paths = append(p.paths, segs)
 	}
-	p.macs.New = func() any { return hmac.New(sha256.New, p.secret) }
+	p.macs.New = func() any { return &macState{h: hmac.New(sha256.New, p.secret), buf: make([]byte, 0, 64)} }
 	return p, nil
 }
 
 // mac returns HMAC-SHA256(secret, data).
 func (p *privacy) mac(data string) [32]byte {
-	h := p.macs.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte(data))
+	m := p.macs.Get().(*macState)
+	m.h.Reset()
+	m.buf = append(m.buf[:0], data...) // the hash.Hash interface would make []byte(data) escape
+	m.h.Write(m.buf)
+	m.buf = m.h.Sum(m.buf[:0])
 	var out [32]byte
-	h.Sum(out[:0])
-	p.macs.Put(h)
+	copy(out[:], m.buf)
+	if cap(m.buf) <= 1<<10 {
+		p.macs.Put(m)
+	}
 	return out
+}
+
+// macState is a pooled HMAC with scratch space, so that a MAC costs no
+// allocation.
+type macState struct {
+	h   hash.Hash
+	buf []byte
 }
 
 // identity is what the tap knows of the user behind a request.
@@ -143,7 +154,10 @@ func (p *privacy) identify(userID string) identity {
 		return identity{}
 	}
 	m := p.mac(userID)
-	return identity{key: UserKeyPrefix + hex.EncodeToString(m[:]), mac: m, hasKey: true}
+	var key [len(UserKeyPrefix) + 2*len(m)]byte
+	copy(key[:], UserKeyPrefix)
+	hex.Encode(key[len(UserKeyPrefix):], m[:])
+	return identity{key: string(key[:]), mac: m, hasKey: true}
 }
 
 // UserKey returns the user key of a raw user id as the tap computes it.
@@ -202,7 +216,8 @@ func jwtClaim(authz, claim string) string {
 	return ""
 }
 
-// headers returns a copy of h without the stripped headers; nil when empty.
+// headers returns a copy of the map h without the stripped headers; nil
+// when empty.
 func (p *privacy) headers(h http.Header) http.Header {
 	if len(h) == 0 {
 		return nil
@@ -212,12 +227,29 @@ func (p *privacy) headers(h http.Header) http.Header {
 		if p.strip[k] || p.strip[http.CanonicalHeaderKey(k)] {
 			continue
 		}
-		out[k] = append([]string(nil), v...)
+		// The value slices are shared, not copied: header values are
+		// replaced or appended to, never written in place, by net/http and
+		// by the proxy, and the event only reads them.
+		out[k] = v
 	}
 	if len(out) == 0 {
 		return nil
 	}
 	return out
+}
+
+// stripInPlace removes the stripped headers from h, which the caller owns;
+// nil when nothing is left.
+func (p *privacy) stripInPlace(h http.Header) http.Header {
+	for k := range h {
+		if p.strip[k] || p.strip[http.CanonicalHeaderKey(k)] {
+			delete(h, k)
+		}
+	}
+	if len(h) == 0 {
+		return nil
+	}
+	return h
 }
 
 // body applies JSON redaction. It returns the body to publish and whether

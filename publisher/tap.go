@@ -128,9 +128,11 @@ func NewTap(c *Capturer, cfg TapConfig) (*Tap, error) {
 	}
 	t := &Tap{c: c, cfg: cfg, upURL: up, log: log, rollout: cfg.Rollout, stop: make(chan struct{})}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	bufs := new(bufferPool)
 	t.legacy = &httputil.ReverseProxy{
 		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.Out.Host = pr.In.Host; pr.SetXForwarded() },
 		Transport:     &captureTransport{base: base},
+		BufferPool:    bufs,
 		FlushInterval: cfg.FlushInterval,
 		ErrorLog:      errLog,
 		ErrorHandler:  t.upstreamError,
@@ -143,6 +145,7 @@ func NewTap(c *Capturer, cfg TapConfig) (*Tap, error) {
 		t.cube = &httputil.ReverseProxy{
 			Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(cu); pr.Out.Host = pr.In.Host; pr.SetXForwarded() },
 			Transport:     base,
+			BufferPool:    bufs,
 			FlushInterval: cfg.FlushInterval,
 			ErrorLog:      errLog,
 			ErrorHandler:  t.cubeError,
@@ -162,6 +165,19 @@ func NewTap(c *Capturer, cfg TapConfig) (*Tap, error) {
 	}
 	return t, nil
 }
+
+// bufferPool recycles the reverse proxy's copy buffers; without one,
+// httputil.ReverseProxy allocates a fresh 32 KiB buffer per answer.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 func parseBaseURL(what, s string) (*url.URL, error) {
 	u, err := url.Parse(s)
@@ -347,7 +363,9 @@ func (st *reqState) finish() {
 			ev.Response.Headers[http.CanonicalHeaderKey("Trailer-"+k)] = v
 		}
 	}
-	t.c.submit(&item{ev: ev, size: int64(len(ev.Body) + len(ev.Response.Body)), m: st.d.m})
+	// The response header map is ours now: the proxy has copied it to the
+	// user's answer and reads only resp.Trailer after this.
+	t.c.submit(&item{ev: ev, owned: true, size: int64(len(ev.Body) + len(ev.Response.Body)), m: st.d.m})
 }
 
 // serveCube answers a rolled-out user from the cube and, when the request is
@@ -552,7 +570,7 @@ func (t *Tap) callLegacy(job *legacyJob) {
 		TraceParent: job.header.Get("Traceparent"), CapturedAt: job.start, Source: schemas.SourceTap,
 		Response: schemas.HTTPResponse{Status: resp.StatusCode, Headers: resp.Header, Body: body, BodyTruncated: truncated, Latency: time.Since(sent)},
 	}
-	t.c.submit(&item{ev: ev, clean: true, size: int64(len(ev.Body) + len(body)), m: job.d.m})
+	t.c.submit(&item{ev: ev, clean: true, owned: true, size: int64(len(ev.Body) + len(body)), m: job.d.m})
 }
 
 func singleJoin(a, b string) string {

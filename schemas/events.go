@@ -130,7 +130,8 @@ type Freshness struct {
 // ShadowResult pairs the legacy answer of a captured request with the cube's
 // answer to its replay (or the error), published on shadow.result.<service>.<route>.
 // Request is the captured request, so the comparator can read its input
-// (e.g. birth data) without another lookup.
+// (e.g. birth data) without another lookup; its Response holds only the
+// status and latency, the legacy answer itself travels once, as Legacy.
 type ShadowResult struct {
 	V              string        `json:"v"`
 	RequestID      string        `json:"request_id"`

@@ -1,7 +1,10 @@
 package schemas
 
 import (
+	"reflect"
+
 	"encoding/json"
+	gojson "github.com/goccy/go-json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,4 +111,33 @@ func FuzzSubjectEscaping(f *testing.F) {
 			t.Fatalf("round trip of (%q, %q) via %q = (%q, %q, %v)", service, route, subj, svc, r, err)
 		}
 	})
+}
+
+// FuzzDecodersAgree: whatever the fast parser (goccy/go-json) accepts,
+// encoding/json accepts too and decodes to the same event; whatever it
+// rejects goes through encoding/json anyway.
+func FuzzDecodersAgree(f *testing.F) {
+	addExamples(f, "*.json")
+	f.Add([]byte(`{"v":"1.0","id":"a\xff\u00e9\ud800","headers":{"A":null},"body":"YQ==","captured_at":"2026-01-01T00:00:00+09:00"}`))
+	f.Add([]byte(`{"V":"1.0","ID":"x","Id":"y","response":{"status":2e2}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		agree[RequestEvent](t, data)
+		agree[ChangeEvent](t, data)
+		agree[ShadowResult](t, data)
+		agree[Mismatch](t, data)
+		agree[Watermark](t, data)
+	})
+}
+
+func agree[T any](t *testing.T, data []byte) {
+	var fast, std T
+	if gojson.Unmarshal(data, &fast) != nil {
+		return
+	}
+	if err := json.Unmarshal(data, &std); err != nil {
+		t.Fatalf("%T: goccy accepts what encoding/json rejects (%v): %q", fast, err, data)
+	}
+	if !reflect.DeepEqual(fast, std) {
+		t.Fatalf("%T: decoders differ on %q:\n goccy %#v\n std   %#v", fast, data, fast, std)
+	}
 }

@@ -30,14 +30,15 @@ type Watermark struct {
 
 // DecodeWatermark decodes a Watermark KV value.
 func DecodeWatermark(data []byte) (Watermark, error) {
-	var w Watermark
-	if err := decode(data, "Watermark", &w); err != nil {
-		return Watermark{}, err
-	}
+	return decode[Watermark](data, "Watermark")
+}
+
+// Validate reports a missing target.
+func (w *Watermark) Validate() error {
 	if w.Target == "" {
-		return Watermark{}, &FieldError{Event: "Watermark", Field: "target", Msg: "required"}
+		return &FieldError{Event: "Watermark", Field: "target", Msg: "required"}
 	}
-	return w, nil
+	return nil
 }
 
 // Encode returns the JSON form of w with the current version.

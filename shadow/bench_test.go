@@ -9,10 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -91,23 +89,31 @@ services:
 		// take the median of each.
 		var figures, limits, cpuPair, cpuRaw []float64
 		measure := func(f func() float64, rates, cpus *[]float64) {
-			c0 := processCPU()
+			c0 := testenv.ProcessCPU()
 			*rates = append(*rates, f())
-			*cpus = append(*cpus, float64(processCPU()-c0)/float64(time.Microsecond)/float64(n))
+			*cpus = append(*cpus, float64(testenv.ProcessCPU()-c0)/float64(time.Microsecond)/float64(n))
 		}
+		var floors, cpuFloor []float64
 		for round := range rounds {
 			measure(func() float64 { return rawLoop(b, cube.URL, n, conc) }, &limits, &cpuRaw)
 			measure(func() float64 { return replayBacklog(b, ctx, js, rf, n, round) }, &figures, &cpuPair)
+			measure(func() float64 { return jetStreamLoop(b, ctx, js, n, round) }, &floors, &cpuFloor)
 		}
 		measure(func() float64 { return rawLoop(b, cube.URL, n, conc) }, &limits, &cpuRaw)
-		figure, limit := median(figures), median(limits)
+		figure, limit, floor := testenv.Median(figures), testenv.Median(limits), testenv.Median(floors)
 		// CPU time per pair / per raw request (whole process: cube, NATS
 		// server and client included) is the load-independent view of the
 		// same comparison on a shared machine.
 		b.ReportMetric(figure, "pairs/s")
-		b.ReportMetric(median(cpuPair), "cpu-µs/pair")
-		b.ReportMetric(median(cpuRaw), "cpu-µs/raw-req")
+		b.ReportMetric(testenv.Median(cpuPair), "cpu-µs/pair")
+		b.ReportMetric(testenv.Median(cpuRaw), "cpu-µs/raw-req")
+		b.ReportMetric(testenv.Median(cpuFloor), "cpu-µs/js-only")
 		fmt.Printf("bench B6 shadow replay+publish: %.0f pairs/s | limit %.0f req/s | ratio %.2f | target 0.50\n", figure, limit, figure/limit)
+		// What the JetStream part of a pair costs alone, and the rate a
+		// pair could reach if it cost exactly one raw request plus that.
+		fmt.Printf("bench B6 JetStream alone (consume+publish+ack, no HTTP, no JSON): %.0f pairs/s | limit %.0f req/s | ratio %.2f | target -\n", floor, limit, floor/limit)
+		ceiling := 1 / (1/limit + 1/floor)
+		fmt.Printf("bench B6 shadow replay+publish vs raw HTTP + JetStream alone sharing the cores: %.0f pairs/s | limit %.0f pairs/s | ratio %.2f | target -\n", figure, ceiling, figure/ceiling)
 	}
 }
 
@@ -148,19 +154,61 @@ func replayBacklog(b *testing.B, ctx context.Context, js jetstream.JetStream, rf
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// processCPU is the user+system CPU time this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+// jetStreamLoop is the JetStream part of a replay alone: a new durable on
+// the request backlog, and for each message (at most 256 at once, as the
+// replayer) a publish of the same size to SHADOW_RESULTS with a message id,
+// then the ack. It returns pairs/s.
+func jetStreamLoop(b *testing.B, ctx context.Context, js jetstream.JetStream, n, round int) float64 {
+	b.Helper()
+	if err := js.DeleteStream(ctx, schemas.StreamShadowResults); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	return s[len(s)/2]
+	resCfg, _ := natsx.StreamConfig(schemas.StreamShadowResults, natsx.StreamSettings{})
+	if _, err := natsx.EnsureStream(ctx, js, resCfg); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	cons, err := natsx.EnsureConsumer(ctx, js, schemas.StreamLegacyRequests, jetstream.ConsumerConfig{
+		Durable: fmt.Sprintf("js-only-%d", round), AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024,
+		FilterSubject: schemas.PrefixLegacyRequest + ".saju.>", DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer iter.Stop()
+	slots := make(chan struct{}, 256)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range n {
+		msg, err := iter.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			md, _ := msg.Metadata()
+			id := fmt.Sprintf("js-%d-%d", round, md.Sequence.Stream)
+			if _, err := js.Publish(ctx, schemas.ShadowResultSubject("saju", "/api/saju/chart/{id}"), msg.Data(), jetstream.WithMsgID(id)); err != nil {
+				failed.Add(1)
+				return
+			}
+			if err := msg.Ack(); err != nil {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("JetStream loop: %d failures", f)
+	}
+	return float64(n) / time.Since(start).Seconds()
 }
 
 // rawLoop sends n GETs to url from conc goroutines and returns requests/s.

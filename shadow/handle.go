@@ -3,7 +3,6 @@ package shadow
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -47,8 +46,9 @@ var strippedHeaders = []string{
 // errShutdown means the replay was abandoned because the replayer is stopping.
 var errShutdown = errors.New("replayer stopping")
 
-// handle processes one request message to its end: ack, nak or term.
-func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg) {
+// handle processes one request message to its end: ack, nak or term; p
+// keeps it in progress meanwhile.
+func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg, p *progress) {
 	ev, err := schemas.DecodeRequestEvent(msg.Data())
 	if err != nil {
 		r.deadLetter(msg, err)
@@ -81,8 +81,8 @@ func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	stop := r.keepInProgress(msg)
-	defer stop()
+	p.start(msg)
+	defer p.stop()
 	res, err := r.replay(ctx, svc, route, &ev)
 	if err != nil { // stopping: let another replayer (or the next start) take it
 		r.nak(msg)
@@ -207,6 +207,8 @@ func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, e
 		Request:   *ev,
 		Legacy:    ev.Response,
 	}
+	// The legacy answer travels once, as Legacy.
+	res.Request.Response = schemas.HTTPResponse{Status: ev.Response.Status, Latency: ev.Response.Latency}
 	if svc.watermarkKey != "" {
 		start := time.Now()
 		mark, stale, err := r.marks.wait(ctx, svc.watermarkKey, ev.CapturedAt, svc.freshnessWait)
@@ -372,19 +374,16 @@ func transportError(err error) string {
 
 // publish stores the result in SHADOW_RESULTS, de-duplicated by request id.
 func (r *Replayer) publish(ctx context.Context, res *schemas.ShadowResult) error {
-	buf := r.bufs.Get().(*bytes.Buffer)
+	bp := r.bufs.Get().(*[]byte)
+	data := schemas.AppendShadowResult((*bp)[:0], res)
 	defer func() {
-		if buf.Cap() <= 1<<20 { // do not keep the rare huge one
-			buf.Reset()
-			r.bufs.Put(buf)
+		if cap(data) <= 1<<20 { // do not keep the rare huge one
+			*bp = data
+			r.bufs.Put(bp)
 		}
 	}()
-	if err := json.NewEncoder(buf).Encode(res); err != nil {
-		return fmt.Errorf("encode shadow result %s: %w", res.RequestID, err)
-	}
 	// Publish copies the payload into the connection's buffer before it
-	// returns, so buf can be reused afterwards.
-	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	// returns, so the buffer can be reused afterwards.
 	subj := schemas.ShadowResultSubject(res.Service, res.Route)
 	if _, err := r.js.Publish(ctx, subj, data, jetstream.WithMsgID(res.RequestID)); err != nil {
 		return fmt.Errorf("publish shadow result %s to %s: %w", res.RequestID, subj, err)

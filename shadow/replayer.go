@@ -1,7 +1,6 @@
 package shadow
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -83,7 +82,7 @@ type Replayer struct {
 	client   *http.Client
 	services map[string]*service
 	marks    *watermarks
-	bufs     sync.Pool // *bytes.Buffer for encoding results
+	bufs     sync.Pool // *[]byte for encoding results
 
 	mu      sync.Mutex
 	started bool
@@ -98,7 +97,6 @@ type Replayer struct {
 type service struct {
 	spec          *routes.Service
 	durable       string
-	slots         chan struct{}             // MaxInFlight
 	iter          jetstream.MessagesContext // set by Start
 	cube          *target
 	secondary     *target
@@ -210,7 +208,7 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 			ForceAttemptHTTP2:   true,
 		}
 	}
-	r.bufs.New = func() any { return new(bytes.Buffer) }
+	r.bufs.New = func() any { return new([]byte) }
 	r.client = &http.Client{
 		Transport: r.cfg.Transport,
 		// A redirect is the cube's answer, compared as is.
@@ -244,7 +242,7 @@ func (r *Replayer) newService(spec *routes.Service) (*service, error) {
 	for k, v := range spec.Headers {
 		cube.headers[http.CanonicalHeaderKey(k)] = []string{v}
 	}
-	s := &service{spec: spec, cube: cube, durable: DurableName(r.cfg.Durable, spec.Name), slots: make(chan struct{}, r.cfg.MaxInFlight)}
+	s := &service{spec: spec, cube: cube, durable: DurableName(r.cfg.Durable, spec.Name)}
 	if spec.SecondaryURL != "" {
 		if s.secondary, err = r.newTarget(spec.Name+"/secondary", spec.SecondaryURL, timeout, conc, 0); err != nil {
 			return nil, err
@@ -393,21 +391,19 @@ func ensureStreamExists(ctx context.Context, js jetstream.JetStream, name string
 	return nil
 }
 
-// consume hands messages to handlers, at most MaxInFlight at once, until
-// ctx ends; then it naks the messages still buffered so that another
-// replayer can take them at once.
+// consume hands messages to a pool of at most MaxInFlight workers
+// (started as the load needs them; long-lived, so their stacks are grown
+// once, not per message) until ctx ends; then it naks the messages still
+// buffered so that another replayer can take them at once.
 func (r *Replayer) consume(ctx context.Context, s *service) {
 	iter := s.iter
 	defer r.nakBuffered(iter)
+	work := make(chan jetstream.Msg)
+	defer close(work) // workers finish their message and exit
+	workers := 0
 	for {
-		select {
-		case s.slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
 		msg, err := iter.Next()
 		if err != nil {
-			<-s.slots
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return
 			}
@@ -420,20 +416,40 @@ func (r *Replayer) consume(ctx context.Context, s *service) {
 			continue
 		}
 		if ctx.Err() != nil {
-			<-s.slots
 			r.nak(msg)
 			return
 		}
-		r.wg.Add(1)
-		r.m.inFlight.Inc()
-		go func() {
-			defer func() {
-				r.m.inFlight.Dec()
-				<-s.slots
-				r.wg.Done()
+		select {
+		case work <- msg: // an idle worker took it
+			continue
+		default:
+		}
+		if workers < r.cfg.MaxInFlight {
+			workers++
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.work(ctx, msg, work)
 			}()
-			r.handle(ctx, msg)
-		}()
+			continue
+		}
+		select {
+		case work <- msg:
+		case <-ctx.Done():
+			r.nak(msg)
+			return
+		}
+	}
+}
+
+// work handles first, then every message from work until it is closed.
+func (r *Replayer) work(ctx context.Context, first jetstream.Msg, work <-chan jetstream.Msg) {
+	p := newProgress(r.cfg.AckWait/3, r.log)
+	defer p.stop()
+	for msg := first; msg != nil; msg = <-work {
+		r.m.inFlight.Inc()
+		r.handle(ctx, msg, p)
+		r.m.inFlight.Dec()
 	}
 }
 
@@ -454,33 +470,49 @@ func (r *Replayer) nak(msg jetstream.Msg) {
 	}
 }
 
-// keepInProgress tells JetStream every AckWait/3 that msg is still being
-// worked on (a replay may queue behind a slow target's concurrency limit for
-// longer than AckWait), until the returned stop is called.
-func (r *Replayer) keepInProgress(msg jetstream.Msg) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	every := r.cfg.AckWait / 3
-	var t *time.Timer
-	mu.Lock() // the callback needs t assigned
-	defer mu.Unlock()
-	t = time.AfterFunc(every, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		if err := msg.InProgress(); err != nil {
-			r.log.Debug("in-progress signal", "subject", msg.Subject(), "err", err)
-		}
-		t.Reset(every)
-	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		t.Stop()
-		mu.Unlock()
+// progress tells JetStream every AckWait/3 that a worker's current message
+// is still being worked on (a replay may queue behind a slow target's
+// concurrency limit for longer than AckWait). One timer per worker, reset
+// per message.
+type progress struct {
+	every time.Duration
+	log   *slog.Logger
+	mu    sync.Mutex
+	msg   jetstream.Msg // nil between messages
+	t     *time.Timer
+}
+
+func newProgress(every time.Duration, log *slog.Logger) *progress {
+	p := &progress{every: every, log: log}
+	p.t = time.AfterFunc(time.Hour, p.tick)
+	p.t.Stop()
+	return p
+}
+
+func (p *progress) start(msg jetstream.Msg) {
+	p.mu.Lock()
+	p.msg = msg
+	p.t.Reset(p.every)
+	p.mu.Unlock()
+}
+
+func (p *progress) stop() {
+	p.mu.Lock()
+	p.msg = nil
+	p.t.Stop()
+	p.mu.Unlock()
+}
+
+func (p *progress) tick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.msg == nil {
+		return
 	}
+	if err := p.msg.InProgress(); err != nil {
+		p.log.Debug("in-progress signal", "subject", p.msg.Subject(), "err", err)
+	}
+	p.t.Reset(p.every)
 }
 
 // Close stops consuming, cancels in-flight replays (their messages are

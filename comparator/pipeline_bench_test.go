@@ -1,0 +1,240 @@
+package comparator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/schemas"
+	"github.com/heal7/shadowcube/shadow"
+)
+
+// BenchmarkB6ReplayCompare is B6 end to end: from a backlog of captured
+// saju requests (POST with birth data, ~1 KiB Hanja legacy answer) in
+// LEGACY_REQUESTS, the shadow replayer replays each to a fast local cube
+// (Hangul answer, 2% with a zi-hour divergence) and publishes the pair to
+// SHADOW_RESULTS, and the comparator consumer compares it and stores the
+// verdict in PostgreSQL; the figure is pairs/s stored. The limit is a raw
+// HTTP client loop sending the same requests to the same cube with the same
+// concurrency, in the same run. Everything shares this machine's cores: the
+// embedded NATS server, PostgreSQL, the cube and both stages.
+func BenchmarkB6ReplayCompare(b *testing.B) {
+	n, conc, rounds := 20000, 32, 3
+	if testing.Short() {
+		n, rounds = 500, 1
+	}
+	legacyDoc, cubeDoc := benchDocs(false)
+	_, cubeMismatch := benchDocs(true)
+	body := []byte(birth("1988-02-15", "23:40", "solar"))
+	cube := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if id, _ := strconv.Atoi(r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]); id%50 == 0 {
+			io.WriteString(w, cubeMismatch)
+			return
+		}
+		io.WriteString(w, cubeDoc)
+	}))
+	defer cube.Close()
+	const route = "/api/saju/chart/{id}"
+	rf, err := routes.Parse("bench.yaml", []byte(fmt.Sprintf(`
+services:
+  - name: saju
+    cube_url: %s
+    concurrency: %d
+    routes:
+      - route: %s
+        methods: [POST]
+        compare: {kind: saju, ignore: [$.request_id, $.generated_at, $.id]}
+`, cube.URL, conc, route)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := testenv.Context(b, 20*time.Minute)
+	store, err := OpenStore(ctx, StoreConfig{DatabaseURL: testenv.Postgres(b).NewDatabase(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	nsrv := testenv.StartNATS(b)
+	_, js := nsrv.Connect(b)
+	reqCfg, _ := natsx.StreamConfig(schemas.StreamLegacyRequests, natsx.StreamSettings{})
+	if _, err := natsx.EnsureStream(ctx, js, reqCfg); err != nil {
+		b.Fatal(err)
+	}
+	captured := time.Now().UTC()
+	for i := range n {
+		ev := schemas.RequestEvent{
+			V: schemas.Version, ID: fmt.Sprintf("b6-%06d", i), Service: "saju", Route: route, Method: "POST",
+			Path: fmt.Sprintf("/api/saju/chart/%d", i), Headers: http.Header{"Content-Type": {"application/json"}},
+			Body: body, UserKey: "hmac-sha256:0123456789abcdef", CapturedAt: captured, Source: schemas.SourceTap,
+			Response: schemas.HTTPResponse{Status: 200, Headers: http.Header{"Content-Type": {"application/json"}},
+				Body: []byte(legacyDoc), Latency: time.Millisecond},
+		}
+		if _, err := js.PublishAsync(schemas.RequestSubject(ev.Service, ev.Route), schemas.AppendRequestEvent(nil, &ev)); err != nil {
+			b.Fatal(err)
+		}
+		if i%1000 == 999 || i == n-1 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				b.Fatal("backlog publish did not complete")
+			}
+		}
+	}
+	cmp, err := New(Config{Routes: []RouteRules{{Service: "saju", Route: route, Rules: Rules{Kind: KindSaju,
+		Ignore: []string{"$.request_id", "$.generated_at", "$.id"}}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		// The machine is shared and noisy: alternate limit and figure and
+		// take the median of each.
+		var figures, limits, cpuPair, cpuRaw []float64
+		measure := func(f func() float64, rates, cpus *[]float64) {
+			c0 := testenv.ProcessCPU()
+			*rates = append(*rates, f())
+			*cpus = append(*cpus, float64(testenv.ProcessCPU()-c0)/float64(time.Microsecond)/float64(n))
+		}
+		raw := func() float64 { return rawPosts(b, cube.URL, body, n, conc) }
+		for round := range rounds {
+			measure(raw, &limits, &cpuRaw)
+			measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round) }, &figures, &cpuPair)
+		}
+		measure(raw, &limits, &cpuRaw)
+		figure, limit := testenv.Median(figures), testenv.Median(limits)
+		// CPU time of this process per pair / per raw request (cube, NATS
+		// server and both stages included; PostgreSQL is another process)
+		// is the load-independent view of the same comparison.
+		b.ReportMetric(figure, "pairs/s")
+		b.ReportMetric(testenv.Median(cpuPair), "cpu-µs/pair")
+		b.ReportMetric(testenv.Median(cpuRaw), "cpu-µs/raw-req")
+		fmt.Printf("bench B6 shadow replay+compare+store: %.0f pairs/s | limit %.0f req/s | ratio %.2f | target 0.50\n", figure, limit, figure/limit)
+	}
+}
+
+// replayAndCompare runs a replayer (new durable) and a comparator consumer
+// (new durable) on the request backlog until n verdicts are stored, and
+// returns pairs/s.
+func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream, rf *routes.File, cmp *Comparator, store *Store, n, round int) float64 {
+	b.Helper()
+	if err := js.DeleteStream(ctx, schemas.StreamShadowResults); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.Fatal(err)
+	}
+	if _, err := store.pool.Exec(ctx, `TRUNCATE shadowcube_compare.pairs`); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	r, err := shadow.New(shadow.Config{Routes: rf, Durable: fmt.Sprintf("b6-%d", round)},
+		js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cons, err := NewConsumer(ctx, ConsumerConfig{Durable: fmt.Sprintf("b6-compare-%d", round)}, js, cmp, store, m, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cons.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}()
+	// Poll the stage's own counter (it counts after the commit): polling
+	// count(*) would load PostgreSQL, which shares the cores.
+	counted := func() int {
+		var sum float64
+		for _, verdict := range []Verdict{VerdictMatch, VerdictMismatch, VerdictNoise, VerdictError} {
+			sum += testutil.ToFloat64(m.compared.WithLabelValues("saju", "/api/saju/chart/{id}", string(verdict)))
+		}
+		return int(sum)
+	}
+	for counted() < n {
+		if time.Since(start) > 10*time.Minute {
+			b.Fatalf("only %d of %d pairs stored after 10 minutes", counted(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	var stored, mismatches int
+	if err := store.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE verdict <> 'match') FROM shadowcube_compare.pairs`).Scan(&stored, &mismatches); err != nil {
+		b.Fatal(err)
+	}
+	if stored != n {
+		b.Fatalf("%d pairs stored, want %d", stored, n)
+	}
+	if want := n / 50; mismatches != want {
+		b.Fatalf("%d pairs are not matches, want the %d planted zi-hour divergences", mismatches, want)
+	}
+	return float64(n) / elapsed.Seconds()
+}
+
+// rawPosts sends n POSTs of body to url from conc goroutines and returns
+// requests/s.
+func rawPosts(b *testing.B, url string, body []byte, n, conc int) float64 {
+	b.Helper()
+	tr := &http.Transport{MaxIdleConns: conc * 2, MaxIdleConnsPerHost: conc * 2}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				req, _ := http.NewRequestWithContext(context.Background(), "POST", fmt.Sprintf("%s/api/saju/chart/%d", url, i), bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				if _, err := io.ReadAll(resp.Body); err != nil {
+					failed.Add(1)
+				}
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("raw loop: %d requests failed", f)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
