@@ -146,9 +146,35 @@ func BenchmarkB1TapThroughput(b *testing.B) {
 	checkCaptured(b, e, tapSent)
 	// CPU per request (whole process: client, proxy, upstream, NATS server
 	// and client) is the load-independent view of the same comparison.
-	b.ReportMetric(testenv.Median(bareCPU), "cpu-µs/bare-req")
-	b.ReportMetric(testenv.Median(tapCPU), "cpu-µs/tap-req")
+	bareUS, tapUS := testenv.Median(bareCPU), testenv.Median(tapCPU)
+	b.ReportMetric(bareUS, "cpu-µs/bare-req")
+	b.ReportMetric(tapUS, "cpu-µs/tap-req")
 	fmt.Printf("bench B1 tap throughput: %.0f req/s | limit %.0f req/s | ratio %.2f | target 0.90\n", tapBest, bareBest, tapBest/bareBest)
+	// The bound: what one plain async publish of a captured event costs
+	// (client and server), added to the bare proxy's CPU per request, is
+	// the best ratio any capture into JetStream could reach here.
+	ctx := testenv.Context(b, time.Minute)
+	st, err := e.js.Stream(ctx, schemas.StreamLegacyRequests)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	last, err := st.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 20000
+	if testing.Short() {
+		n = 2000
+	}
+	c0 := testenv.ProcessCPU()
+	rawPublish(b, e, last.Subject, last.Data, n, "b1-floor")
+	pubUS := float64(testenv.ProcessCPU()-c0) / float64(time.Microsecond) / float64(n)
+	fmt.Printf("bench B1 bound: bare proxy + one raw JetStream publish (%d B) per request: %.1f cpu-µs/req | limit %.1f cpu-µs/req (bare) | ratio %.2f | target 0.90 (the tap: %.1f cpu-µs/req)\n",
+		len(last.Data), bareUS+pubUS, bareUS, bareUS/(bareUS+pubUS), tapUS)
 }
 
 // openLoop sends rate requests/s for d from a pool of workers, paced in
@@ -301,32 +327,9 @@ func BenchmarkB2CaptureThroughput(b *testing.B) {
 	for it := 0; it < b.N*rounds; it++ {
 		// Raw: nats.go async publish of same-size payloads with a Nats-Msg-Id.
 		purge()
-		var rawErrs atomic.Int64
-		rjs, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(DefaultMaxPending),
-			jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { rawErrs.Add(1) }))
-		if err != nil {
-			b.Fatal(err)
-		}
 		start := time.Now()
-		for i := 0; i < n; i++ {
-			m := &nats.Msg{Subject: schemas.RequestSubject("saju", "/api/saju/chart"), Data: sample,
-				Header: nats.Header{jetstream.MsgIDHeader: {fmt.Sprintf("raw-%d-%d", it, i)}}}
-			for {
-				_, err := rjs.PublishMsgAsync(m)
-				if err == nil {
-					break
-				}
-				if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-					b.Fatal(err)
-				}
-			}
-		}
-		<-rjs.PublishAsyncComplete()
-		if rawErrs.Load() > 0 {
-			b.Fatalf("raw loop: %d publishes failed", rawErrs.Load())
-		}
+		rawPublish(b, e, schemas.RequestSubject("saju", "/api/saju/chart"), sample, n, fmt.Sprintf("raw-%d", it))
 		waitCount(uint64(n))
-		rjs.CleanupPublisher()
 		raw = max(raw, float64(n)/time.Since(start).Seconds())
 
 		// Ours: events through the capture queue, encoder and publisher.
@@ -350,4 +353,34 @@ func BenchmarkB2CaptureThroughput(b *testing.B) {
 	}
 	fmt.Printf("bench B2 capture events landed (1 KiB bodies, %d B messages): %.0f events/s | limit %.0f msg/s | ratio %.2f | target 0.60\n",
 		len(sample), ours, raw, ours/raw)
+}
+
+// rawPublish is the floor of any capture: a plain nats.go async-publish loop
+// of n copies of data, each with its own Nats-Msg-Id, until JetStream acked
+// them all.
+func rawPublish(b *testing.B, e *env, subject string, data []byte, n int, tag string) {
+	b.Helper()
+	var rawErrs atomic.Int64
+	rjs, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(DefaultMaxPending),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { rawErrs.Add(1) }))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rjs.CleanupPublisher()
+	for i := 0; i < n; i++ {
+		m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: {fmt.Sprintf("%s-%d", tag, i)}}}
+		for {
+			_, err := rjs.PublishMsgAsync(m)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				b.Fatal(err)
+			}
+		}
+	}
+	<-rjs.PublishAsyncComplete()
+	if rawErrs.Load() > 0 {
+		b.Fatalf("raw loop: %d publishes failed", rawErrs.Load())
+	}
 }
