@@ -106,7 +106,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}()
 	defer wg.Wait()
 	defer close(ready)
-	iter, err := c.cons.Messages(jetstream.PullMaxMessages(2 * c.cfg.Batch))
+	// At most three batches per process are out at once (buffered here,
+	// being compared, being stored), below the consumer's MaxAckPending of
+	// four: processes sharing the durable all get work.
+	iter, err := c.cons.Messages(jetstream.PullMaxMessages(c.cfg.Batch))
 	if err != nil {
 		return fmt.Errorf("compare: consume %s/%s: %w", schemas.StreamShadowResults, c.cfg.Durable, err)
 	}
