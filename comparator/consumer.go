@@ -114,7 +114,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("compare: consume %s/%s: %w", schemas.StreamShadowResults, c.cfg.Durable, err)
 	}
 	defer iter.Stop()
-	defer context.AfterFunc(ctx, iter.Stop)() // unblocks Next
+	// On stop: no more pulls, and the messages already buffered are handed
+	// back at once, so another process takes them without waiting AckWait.
+	defer nakBuffered(iter)
+	defer context.AfterFunc(ctx, iter.Drain)() // also unblocks Next
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		msgs, err := c.nextBatch(ctx, iter)
@@ -212,6 +215,18 @@ func (c *Consumer) retryLater(ctx context.Context, msgs []jetstream.Msg, delay t
 		_ = m.NakWithDelay(delay)
 	}
 	sleep(ctx, delay)
+}
+
+// nakBuffered naks what a draining iterator still holds.
+func nakBuffered(iter jetstream.MessagesContext) {
+	iter.Drain()
+	for {
+		m, err := iter.Next(jetstream.NextMaxWait(time.Second))
+		if err != nil {
+			return
+		}
+		_ = m.Nak()
+	}
 }
 
 func nakAll(msgs []jetstream.Msg) {

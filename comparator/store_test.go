@@ -269,3 +269,70 @@ func TestConsumerStoreOutage(t *testing.T) {
 		t.Fatalf("after recovery: %d rows, %d distinct, want %d; consumer %+v", stored, distinct, n, info)
 	}
 }
+
+// TestConsumerHandsBackOnStop: a comparator stopped mid-backlog hands back
+// the messages it had buffered (nak), so a second process on the same
+// durable stores everything well before the ack wait would have redelivered
+// them, and nothing is stored twice.
+func TestConsumerHandsBackOnStop(t *testing.T) {
+	s := openStore(t)
+	srv := testenv.StartNATS(t)
+	_, js := srv.Connect(t)
+	ctx := testenv.Context(t, 2*time.Minute)
+	const n, ackWait = 2000, time.Minute
+	l := sajuDoc(1, "x", "戊辰", "甲寅", "庚子", "戊子", "庚", "편인", 7, false)
+	newConsumer := func() *Consumer {
+		cons, err := NewConsumer(ctx, ConsumerConfig{Batch: 50, MaxWait: 50 * time.Millisecond, AckWait: ackWait}, js, sajuComparator(t), s, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cons
+	}
+	a := newConsumer()
+	for i := 0; i < n; i++ {
+		r := result("saju", sajuRoute, birth("1988-02-15", "10:00", "solar"), l, l)
+		r.RequestID = fmt.Sprintf("stop-%04d", i)
+		data, _ := json.Marshal(r)
+		if _, err := js.PublishAsync(schemas.ShadowResultSubject(r.Service, r.Route), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	stored := func() (n int) {
+		_ = s.pool.QueryRow(ctx, `SELECT count(*) FROM shadowcube_compare.pairs`).Scan(&n)
+		return n
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	for stored() < 100 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(); got >= n {
+		t.Fatalf("the first process stored all %d pairs before it was stopped; the test needs a larger backlog", got)
+	}
+	b := newConsumer()
+	runCtx, stop = context.WithCancel(ctx)
+	go func() { done <- b.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	start := time.Now()
+	for stored() < n {
+		if time.Since(start) > ackWait/2 {
+			t.Fatalf("only %d of %d pairs stored %s after the first process stopped: its buffered messages were not handed back", stored(), n, time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var distinct int
+	if err := s.pool.QueryRow(ctx, `SELECT count(DISTINCT request_id) FROM shadowcube_compare.pairs`).Scan(&distinct); err != nil || distinct != n {
+		t.Fatalf("%d distinct pairs, want %d (%v)", distinct, n, err)
+	}
+}
