@@ -124,6 +124,7 @@ func TestStoreRoundTrip(t *testing.T) {
 // JetStream) are compared, stored in PostgreSQL and acknowledged; a
 // poison message lands in the DLQ; metrics count the verdicts.
 func TestConsumerEndToEnd(t *testing.T) {
+	testenv.Postgres(t) // the package's shared cluster (and its goroutines) outlives this test
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // runs last: after NATS, pool and consumer stopped
 	s := openStore(t)
