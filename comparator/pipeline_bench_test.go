@@ -11,8 +11,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,7 +113,13 @@ services:
 			*rates = append(*rates, f())
 			*cpus = append(*cpus, float64(testenv.ProcessCPU()-c0)/float64(time.Microsecond)/float64(n))
 		}
-		raw := func() float64 { return rawPosts(b, cube.URL, body, n, conc) }
+		raw := func() float64 {
+			return testenv.RawHTTP(b, n, conc, func(i int64) *http.Request {
+				req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/saju/chart/%d", cube.URL, i), bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				return req
+			})
+		}
 		for round := range rounds {
 			measure(raw, &limits, &cpuRaw)
 			measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round) }, &figures, &cpuPair)
@@ -197,44 +201,4 @@ func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream,
 		b.Fatalf("%d pairs are not matches, want the %d planted zi-hour divergences", mismatches, want)
 	}
 	return float64(n) / elapsed.Seconds()
-}
-
-// rawPosts sends n POSTs of body to url from conc goroutines and returns
-// requests/s.
-func rawPosts(b *testing.B, url string, body []byte, n, conc int) float64 {
-	b.Helper()
-	tr := &http.Transport{MaxIdleConns: conc * 2, MaxIdleConnsPerHost: conc * 2}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-	var next, failed atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				req, _ := http.NewRequestWithContext(context.Background(), "POST", fmt.Sprintf("%s/api/saju/chart/%d", url, i), bytes.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				if _, err := io.ReadAll(resp.Body); err != nil {
-					failed.Add(1)
-				}
-				resp.Body.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		b.Fatalf("raw loop: %d requests failed", f)
-	}
-	return float64(n) / time.Since(start).Seconds()
 }

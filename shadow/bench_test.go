@@ -94,12 +94,19 @@ services:
 			*cpus = append(*cpus, float64(testenv.ProcessCPU()-c0)/float64(time.Microsecond)/float64(n))
 		}
 		var floors, cpuFloor []float64
+		raw := func() float64 {
+			return testenv.RawHTTP(b, n, conc, func(i int64) *http.Request {
+				req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/saju/chart/%d", cube.URL, i), nil)
+				req.Header.Set("Accept", "application/json")
+				return req
+			})
+		}
 		for round := range rounds {
-			measure(func() float64 { return rawLoop(b, cube.URL, n, conc) }, &limits, &cpuRaw)
+			measure(raw, &limits, &cpuRaw)
 			measure(func() float64 { return replayBacklog(b, ctx, js, rf, n, round) }, &figures, &cpuPair)
 			measure(func() float64 { return jetStreamLoop(b, ctx, js, n, round) }, &floors, &cpuFloor)
 		}
-		measure(func() float64 { return rawLoop(b, cube.URL, n, conc) }, &limits, &cpuRaw)
+		measure(raw, &limits, &cpuRaw)
 		figure, limit, floor := testenv.Median(figures), testenv.Median(limits), testenv.Median(floors)
 		// CPU time per pair / per raw request (whole process: cube, NATS
 		// server and client included) is the load-independent view of the
@@ -207,46 +214,6 @@ func jetStreamLoop(b *testing.B, ctx context.Context, js jetstream.JetStream, n,
 	wg.Wait()
 	if f := failed.Load(); f > 0 {
 		b.Fatalf("JetStream loop: %d failures", f)
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
-
-// rawLoop sends n GETs to url from conc goroutines and returns requests/s.
-func rawLoop(b *testing.B, url string, n, conc int) float64 {
-	b.Helper()
-	tr := &http.Transport{MaxIdleConns: conc * 2, MaxIdleConnsPerHost: conc * 2}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				req, _ := http.NewRequestWithContext(context.Background(), "GET", fmt.Sprintf("%s/api/saju/chart/%d", url, i), nil)
-				req.Header.Set("Accept", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				if _, err := io.ReadAll(resp.Body); err != nil {
-					failed.Add(1)
-				}
-				resp.Body.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		b.Fatalf("raw loop: %d requests failed", f)
 	}
 	return float64(n) / time.Since(start).Seconds()
 }
