@@ -109,7 +109,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// At most three batches per process are out at once (buffered here,
 	// being compared, being stored), below the consumer's MaxAckPending of
 	// four: processes sharing the durable all get work.
-	iter, err := c.cons.Messages(jetstream.PullMaxMessages(c.cfg.Batch))
+	iter, err := c.cons.Messages(jetstream.PullMaxMessages(c.cfg.Batch), jetstream.PullExpiry(natsx.PullExpiry))
 	if err != nil {
 		return fmt.Errorf("compare: consume %s/%s: %w", schemas.StreamShadowResults, c.cfg.Durable, err)
 	}

@@ -15,9 +15,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heal7/shadowcube/internal/jsonenc"
+	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -311,60 +313,31 @@ func (a *Applier) openKV(ctx context.Context) jetstream.KeyValue {
 	return kv
 }
 
-// read pulls messages (the client prefetches while the applier works) and
-// decodes them; it ends when ctx ends. Deliveries must arrive gap-free: a
-// message lost in flight (e.g. NATS restarted) would only be redelivered
-// after AckWait, behind newer ones. On a gap in the delivery sequence the
-// applier drops its partial state and the consumer is recreated from its
-// ack floor (everything below it is committed; duplicates are skipped).
+// read pulls messages with one bounded fetch at a time (the next fetch runs
+// while the applier works on the last one's messages; messages stream in as
+// they arrive, so the bound adds no latency) and decodes them; it ends when
+// ctx ends. A fetch is used rather than the client's continuous Messages
+// iterator, which can stall with messages waiting (see natsx.PullExpiry); a
+// fetch always ends with its request.
+//
+// Deliveries must arrive gap-free: a message lost in flight (e.g. NATS
+// restarted) would only be redelivered after AckWait, behind newer ones.
+// On a gap in the delivery sequence the applier drops its partial state and
+// the consumer is recreated from its ack floor (everything below it is
+// committed; duplicates are skipped).
 func (a *Applier) read(ctx context.Context, cons jetstream.Consumer, out chan<- item) {
 	var lastDSeq uint64
 	for ctx.Err() == nil {
-		it, err := cons.Messages(jetstream.PullMaxMessages(a.cfg.MaxBatch))
+		gap, err := a.fetch(ctx, cons, &lastDSeq, out)
+		if ctx.Err() != nil {
+			return
+		}
 		if err != nil {
-			a.log.Warn("pull messages failed; retrying", "err", err)
+			a.log.Warn("pull failed; retrying", "err", err)
 			sleepCtx(ctx, time.Second)
 			continue
 		}
-		gap := false
-		for {
-			msg, err := it.Next(jetstream.NextContext(ctx))
-			if err != nil {
-				if ctx.Err() != nil {
-					it.Stop()
-					return
-				}
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-					a.log.Warn("message iterator ended; reopening", "err", err)
-					gap = errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
-					break
-				}
-				a.log.Debug("pull", "err", err)
-				continue
-			}
-			if md, err := msg.Metadata(); err == nil {
-				if lastDSeq != 0 && md.Sequence.Consumer != lastDSeq+1 {
-					a.log.Warn("delivery gap; re-reading from the ack floor", "after", lastDSeq, "got", md.Sequence.Consumer)
-					gap = true
-					break
-				}
-				lastDSeq = md.Sequence.Consumer
-			}
-			ev, err := schemas.DecodeChangeEvent(msg.Data())
-			var evp *schemas.ChangeEvent
-			if err == nil {
-				evp = &ev
-			}
-			select {
-			case out <- item{msg: msg, ev: evp, err: err}:
-			case <-ctx.Done():
-				it.Stop()
-				return
-			}
-		}
-		it.Stop()
 		if !gap {
-			sleepCtx(ctx, 200*time.Millisecond)
 			continue
 		}
 		done := make(chan struct{})
@@ -387,6 +360,45 @@ func (a *Applier) read(ctx context.Context, cons jetstream.Consumer, out chan<- 
 			a.log.Warn("recreate consumer failed; retrying", "err", err)
 			sleepCtx(ctx, time.Second)
 		}
+	}
+}
+
+// fetch runs one pull request and hands its messages to out. It reports a
+// gap when the delivery sequence skips or the consumer is gone.
+func (a *Applier) fetch(ctx context.Context, cons jetstream.Consumer, lastDSeq *uint64, out chan<- item) (gap bool, err error) {
+	fctx, cancel := context.WithTimeout(ctx, natsx.PullExpiry)
+	defer cancel()
+	batch, err := cons.Fetch(a.cfg.MaxBatch, jetstream.FetchContext(fctx))
+	if err != nil {
+		return false, fmt.Errorf("fetch from consumer %s: %w", a.cfg.Durable, err)
+	}
+	for msg := range batch.Messages() {
+		if md, err := msg.Metadata(); err == nil {
+			if *lastDSeq != 0 && md.Sequence.Consumer != *lastDSeq+1 {
+				a.log.Warn("delivery gap; re-reading from the ack floor", "after", *lastDSeq, "got", md.Sequence.Consumer)
+				return true, nil
+			}
+			*lastDSeq = md.Sequence.Consumer
+		}
+		ev, err := schemas.DecodeChangeEvent(msg.Data())
+		var evp *schemas.ChangeEvent
+		if err == nil {
+			evp = &ev
+		}
+		select {
+		case out <- item{msg: msg, ev: evp, err: err}:
+		case <-ctx.Done():
+			return false, nil
+		}
+	}
+	switch err := batch.Error(); {
+	case err == nil, fctx.Err() != nil:
+		return false, nil
+	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, nats.ErrNoResponders):
+		a.log.Warn("consumer gone; recreating it from its ack floor", "err", err)
+		return true, nil
+	default:
+		return false, fmt.Errorf("fetch from consumer %s: %w", a.cfg.Durable, err)
 	}
 }
 

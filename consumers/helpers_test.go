@@ -4,8 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/testenv"
@@ -27,6 +28,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 // env is one test's world: a source DB, a target DB, embedded NATS with the CDC stream.
 type env struct {
 	t      testing.TB
+	log    *slog.Logger // printed when the test fails
 	ctx    context.Context
 	srcURL string
 	dstURL string
@@ -40,7 +42,7 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	pg := testenv.Postgres(t)
-	e := &env{t: t, ctx: testenv.Context(t, 5*time.Minute)}
+	e := &env{t: t, ctx: testenv.Context(t, 5*time.Minute), log: testenv.Logger(t)}
 	e.srcURL = pg.NewDatabase(t)
 	e.dstURL = pg.NewDatabase(t)
 	e.src = connectPinned(t, e.srcURL)
@@ -105,7 +107,7 @@ func (e *env) startSync(m *Mapping, maxBatch int) (s *Sync, stop func()) {
 	for _, t := range m.Targets {
 		urls[t.Name] = e.dstURL
 	}
-	s, err := New(e.ctx, Config{Mapping: m, SourceURL: e.srcURL, TargetURLs: urls, MaxBatch: maxBatch, RetryMax: 500 * time.Millisecond}, e.js, nil, nil)
+	s, err := New(e.ctx, Config{Mapping: m, SourceURL: e.srcURL, TargetURLs: urls, MaxBatch: maxBatch, RetryMax: 500 * time.Millisecond}, e.js, e.log, nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -319,7 +319,7 @@ func (r *Replayer) Start(ctx context.Context) error {
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
 		if err == nil {
-			s.iter, err = cons.Messages(jetstream.PullMaxMessages(min(r.cfg.MaxInFlight, 512)))
+			s.iter, err = cons.Messages(jetstream.PullMaxMessages(min(r.cfg.MaxInFlight, 512)), jetstream.PullExpiry(natsx.PullExpiry))
 		}
 		if err != nil {
 			for _, st := range started {

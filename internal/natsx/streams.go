@@ -160,3 +160,11 @@ func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFun
 	}
 	return context.WithTimeout(ctx, 30*time.Second)
 }
+
+// PullExpiry bounds each pull request of the consumers. The client's
+// continuous Messages iterator can lose track of its outstanding pull
+// request (nats.go 1.55: seen as a stall with messages waiting and no pull
+// on the server) and only recovers after two missed heartbeats, each half
+// the expiry: 30 s at the default expiry, 5 s at this one. The sync applier
+// fetches with this bound instead, which cannot stall that way.
+const PullExpiry = 5 * time.Second
