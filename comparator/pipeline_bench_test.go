@@ -79,7 +79,7 @@ services:
 		b.Fatal(err)
 	}
 	captured := time.Now().UTC()
-	for i := range n {
+	testenv.PublishBacklog(b, js, n, func(i int) (string, []byte) {
 		ev := schemas.RequestEvent{
 			V: schemas.Version, ID: fmt.Sprintf("b6-%06d", i), Service: "saju", Route: route, Method: "POST",
 			Path: fmt.Sprintf("/api/saju/chart/%d", i), Headers: http.Header{"Content-Type": {"application/json"}},
@@ -87,17 +87,8 @@ services:
 			Response: schemas.HTTPResponse{Status: 200, Headers: http.Header{"Content-Type": {"application/json"}},
 				Body: []byte(legacyDoc), Latency: time.Millisecond},
 		}
-		if _, err := js.PublishAsync(schemas.RequestSubject(ev.Service, ev.Route), schemas.AppendRequestEvent(nil, &ev)); err != nil {
-			b.Fatal(err)
-		}
-		if i%1000 == 999 || i == n-1 {
-			select {
-			case <-js.PublishAsyncComplete():
-			case <-time.After(time.Minute):
-				b.Fatal("backlog publish did not complete")
-			}
-		}
-	}
+		return schemas.RequestSubject(ev.Service, ev.Route), schemas.AppendRequestEvent(nil, &ev)
+	})
 	cmp, err := New(Config{Routes: []RouteRules{{Service: "saju", Route: route, Rules: Rules{Kind: KindSaju,
 		Ignore: []string{"$.request_id", "$.generated_at", "$.id"}}}}})
 	if err != nil {

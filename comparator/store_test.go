@@ -290,15 +290,12 @@ func TestConsumerHandsBackOnStop(t *testing.T) {
 		return cons
 	}
 	a := newConsumer()
-	for i := 0; i < n; i++ {
+	testenv.PublishBacklog(t, js, n, func(i int) (string, []byte) {
 		r := result("saju", sajuRoute, birth("1988-02-15", "10:00", "solar"), l, l)
 		r.RequestID = fmt.Sprintf("stop-%04d", i)
 		data, _ := json.Marshal(r)
-		if _, err := js.PublishAsync(schemas.ShadowResultSubject(r.Service, r.Route), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	<-js.PublishAsyncComplete()
+		return schemas.ShadowResultSubject(r.Service, r.Route), data
+	})
 	stored := func() (n int) {
 		_ = s.pool.QueryRow(ctx, `SELECT count(*) FROM shadowcube_compare.pairs`).Scan(&n)
 		return n

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
-
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -134,23 +134,13 @@ func TestSmallBatchesDoNotStall(t *testing.T) {
 	}
 	f := e.cdc("s1")
 	id, name := "1", "old"
-	for i := 0; i < n; i++ {
+	testenv.PublishBacklog(t, e.js, n, func(int) (string, []byte) {
 		f.lsn += 0x100
 		ev := schemas.ChangeEvent{V: schemas.Version, Slot: "s1", DB: "legacy", Schema: "public", Table: "items", Op: schemas.OpInsert,
 			CommitLSN: f.lsn, TxSize: 1, CommitTime: time.Now(), Key: []string{"id"}, New: schemas.Row{"id": &id, "name": &name}}
-		data, err := json.Marshal(&ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e.js.PublishAsync(schemas.ChangeSubject("legacy", "public", "items"), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-e.js.PublishAsyncComplete():
-	case <-e.ctx.Done():
-		t.Fatal("backlog not published")
-	}
+		data, _ := json.Marshal(&ev)
+		return schemas.ChangeSubject("legacy", "public", "items"), data
+	})
 	e.exec(e.src, `INSERT INTO items (id, name) VALUES (1, 'new')`)
 	r, c := f.row("public.items", "id = 1")
 	f.lsn = ahead + 0x100

@@ -1,7 +1,6 @@
 package consumers
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -23,31 +22,13 @@ import (
 // syncProcess is a real `shadowcube sync` process.
 type syncProcess struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testenv.Buffer
 	done   chan error
-}
-
-// lockedBuffer is a bytes.Buffer safe to read while the process writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startSyncProcess(t *testing.T, bin, mapping string, env []string) *syncProcess {
 	t.Helper()
-	p := &syncProcess{cmd: exec.Command(bin, "sync", "--mapping", mapping, "--max-batch", "200"), stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &syncProcess{cmd: exec.Command(bin, "sync", "--mapping", mapping, "--max-batch", "200"), stderr: &testenv.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

@@ -63,21 +63,12 @@ services:
 		b.Fatal(err)
 	}
 	// The backlog: n captured requests with a ~1 KiB legacy answer.
-	for i := range n {
+	testenv.PublishBacklog(b, js, n, func(i int) (string, []byte) {
 		ev := event(fmt.Sprintf("b-%d", i), "saju", "/api/saju/chart/{id}", "GET", fmt.Sprintf("/api/saju/chart/%d", i))
 		ev.Response.Body = sajuAnswer
 		data, _ := json.Marshal(ev)
-		if _, err := js.PublishAsync(schemas.RequestSubject(ev.Service, ev.Route), data); err != nil {
-			b.Fatal(err)
-		}
-		if i%1000 == 999 || i == n-1 {
-			select {
-			case <-js.PublishAsyncComplete():
-			case <-time.After(time.Minute):
-				b.Fatal("backlog publish did not complete")
-			}
-		}
-	}
+		return schemas.RequestSubject(ev.Service, ev.Route), data
+	})
 
 	rounds := 3
 	if testing.Short() {

@@ -1,7 +1,6 @@
 package shadow
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -53,7 +52,7 @@ services:
 	}
 	h.publish(evs...)
 
-	start := func() (*exec.Cmd, *syncBuffer) {
+	start := func() (*exec.Cmd, *testenv.Buffer) {
 		cmd := exec.Command(bin, "shadow", "--routes", routesFile, "--max-in-flight", "16")
 		cmd.Env = append(os.Environ(),
 			"SHADOWCUBE_NATS_URL="+h.nats.URL,
@@ -63,7 +62,7 @@ services:
 			// A killed process's messages come back after AckWait: keep it short.
 			"SHADOWCUBE_SHADOW_ACK_WAIT=3s",
 		)
-		out := &syncBuffer{}
+		out := &testenv.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -113,22 +112,4 @@ services:
 	if seen < n || seen > n+16+8 { // at most the killed process's in-flight work is redone
 		t.Errorf("cube answered %d replays for %d requests", seen, n)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

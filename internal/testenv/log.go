@@ -12,7 +12,7 @@ import (
 // test was doing, a passing one stays quiet.
 func Logger(t testing.TB) *slog.Logger {
 	t.Helper()
-	w := &lockedBuffer{}
+	w := &Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log of the components under test:\n%s", w.String())
@@ -21,18 +21,20 @@ func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type lockedBuffer struct {
+// Buffer is a bytes.Buffer safe to write from one goroutine (a logger, a
+// child process's output) while the test reads it.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *Buffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *Buffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

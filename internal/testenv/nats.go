@@ -103,3 +103,23 @@ func Context(tb testing.TB, d time.Duration) context.Context {
 	tb.Cleanup(cancel)
 	return ctx
 }
+
+// PublishBacklog publishes n messages, message(i) giving the subject and data
+// of the i-th, with async publish in windows of 1,000, and returns once
+// JetStream acknowledged them all.
+func PublishBacklog(tb testing.TB, js jetstream.JetStream, n int, message func(i int) (subject string, data []byte)) {
+	tb.Helper()
+	for i := range n {
+		subject, data := message(i)
+		if _, err := js.PublishAsync(subject, data); err != nil {
+			tb.Fatalf("publish backlog message %d: %v", i, err)
+		}
+		if i%1000 == 999 || i == n-1 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				tb.Fatalf("backlog publish did not complete (%d of %d sent)", i+1, n)
+			}
+		}
+	}
+}
