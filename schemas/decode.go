@@ -194,7 +194,7 @@ func (e *ShadowResult) Validate() error {
 		required(ev, "service", e.Service != ""),
 		required(ev, "route", e.Route != ""),
 		validStatus(ev, "legacy.status", e.Legacy.Status),
-		required(ev, "cube", e.Cube != nil || e.CubeError != ""),
+		required(ev, "cube", e.Cube != nil || e.CubeError != "" || e.Skipped != ""),
 	)
 }
 

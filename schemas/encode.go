@@ -101,6 +101,18 @@ func AppendShadowResult(b []byte, res *ShadowResult) []byte {
 	}
 	b = append(b, `},"replayed_at":`...)
 	b = appendTime(b, res.ReplayedAt)
+	if res.Operation != "" {
+		b = append(b, `,"operation":`...)
+		b = jsonenc.AppendString(b, res.Operation)
+	}
+	if res.Skipped != "" {
+		b = append(b, `,"skipped":`...)
+		b = jsonenc.AppendString(b, res.Skipped)
+	}
+	if res.LegacyRecheck != nil {
+		b = append(b, `,"legacy_recheck":`...)
+		b = appendResponse(b, res.LegacyRecheck)
+	}
 	return append(b, '}')
 }
 

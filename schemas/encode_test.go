@@ -16,7 +16,7 @@ func TestAppendMatchesEncodingJSON(t *testing.T) {
 	// The encoders list the fields by hand.
 	for typ, want := range map[reflect.Type]int{
 		reflect.TypeFor[RequestEvent](): 15, reflect.TypeFor[HTTPResponse](): 5,
-		reflect.TypeFor[ShadowResult](): 12, reflect.TypeFor[Freshness](): 4,
+		reflect.TypeFor[ShadowResult](): 15, reflect.TypeFor[Freshness](): 4,
 	} {
 		if n := typ.NumField(); n != want {
 			t.Fatalf("%s has %d fields, encode.go knows %d: update it", typ, n, want)
@@ -88,6 +88,8 @@ func TestAppendMatchesEncodingJSON(t *testing.T) {
 				Freshness: Freshness{Target: str.Draw(rt, "target"), Watermark: when.Draw(rt, "mark"),
 					Waited: time.Duration(rapid.Int64().Draw(rt, "waited")), Stale: rapid.Bool().Draw(rt, "stale")},
 				ReplayedAt: when.Draw(rt, "replayed"),
+				Operation:  str.Draw(rt, "operation"), Skipped: str.Draw(rt, "skipped"),
+				LegacyRecheck: respPtr.Draw(rt, "recheck"),
 			}
 			same(rt, AppendShadowResult(nil, &res), &res)
 		})

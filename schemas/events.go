@@ -145,6 +145,20 @@ type ShadowResult struct {
 	SecondaryError string        `json:"secondary_error,omitempty"`
 	Freshness      Freshness     `json:"freshness"`
 	ReplayedAt     time.Time     `json:"replayed_at"`
+	// Operation is the route's operation key for this request (a GraphQL
+	// operation name or document hash, or a value read from the body), so
+	// signatures, noise statistics and reports group by operation on
+	// single-endpoint APIs. Empty when the route defines none.
+	Operation string `json:"operation,omitempty"`
+	// Skipped names the policy reason a request was not replayed (for
+	// example "write", "legacy-unauthorized"); Cube and CubeError are then
+	// empty. Skipped results are counted, never compared.
+	Skipped string `json:"skipped,omitempty"`
+	// LegacyRecheck is legacy's answer to the same side-effect-free request
+	// asked again at replay time, sent when the cube's answer differed from
+	// the captured one; a recheck equal to the cube's answer means the data
+	// moved on after capture (tag moved-on), not a cube fault.
+	LegacyRecheck *HTTPResponse `json:"legacy_recheck,omitempty"`
 }
 
 // DiffKind classifies one difference between a legacy and a cube answer.
