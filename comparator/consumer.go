@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heal7/shadowcube/internal/natsx"
@@ -301,15 +300,9 @@ func (c *Consumer) saveBatch(ctx context.Context, batch []compared) error {
 // deadLetter moves an undecodable message to dlq.compare and terminates it.
 func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, cause error) error {
 	c.log.Error("undecodable shadow result sent to the DLQ", "subject", m.Subject(), "err", cause)
-	dm := nats.NewMsg(schemas.DLQSubject("compare"))
-	dm.Data = m.Data()
-	dm.Header.Set("Shadowcube-Error", cause.Error())
-	dm.Header.Set("Shadowcube-Subject", m.Subject())
-	if meta, err := m.Metadata(); err == nil {
-		dm.Header.Set(nats.MsgIdHdr, fmt.Sprintf("compare-%s-%d", meta.Stream, meta.Sequence.Stream))
-	}
-	if _, err := c.js.PublishMsg(ctx, dm); err != nil {
-		return fmt.Errorf("publish to DLQ: %w", err)
+	dl := natsx.DeadLetterFromMsg(schemas.StageCompare, schemas.ReasonUndecodable, m, cause)
+	if err := natsx.PublishDeadLetter(ctx, c.js, &dl, natsx.DeadLetterMsgID(&dl)); err != nil {
+		return err
 	}
 	c.metrics.deadLetter("decode")
 	return m.Term()

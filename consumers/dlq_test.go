@@ -61,8 +61,11 @@ func TestPoisonStopThenReplay(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("DLQ holds %d entries, want 1", len(entries))
 	}
-	en := entries[0].Entry
-	if en.Target != "cube" || en.LSN != lsns[1] || en.SQLState != "23514" || !strings.Contains(en.Error, "check constraint") ||
+	en := entries[0].Entry.Sync
+	if entries[0].Entry.Stage != "sync" || entries[0].Entry.Reason != schemas.ReasonApplyFailed || en == nil {
+		t.Fatalf("DLQ entry = %+v", entries[0].Entry)
+	}
+	if en.Target != "cube" || en.LSN != lsns[1] || en.SQLState != "23514" || !strings.Contains(entries[0].Entry.Error, "check constraint") ||
 		len(en.Events) != 1 || en.Policy != "stop" || en.Table != "public.items" {
 		t.Fatalf("DLQ entry = %+v", en)
 	}
@@ -101,7 +104,7 @@ func TestPoisonSkip(t *testing.T) {
 		t.Fatalf("target = %q", got)
 	}
 	entries := dlqEntries(t, e)
-	if len(entries) != 1 || entries[0].Entry.LSN != lsns[1] || entries[0].Entry.Policy != "skip" {
+	if len(entries) != 1 || entries[0].Entry.Sync.LSN != lsns[1] || entries[0].Entry.Sync.Policy != "skip" {
 		t.Fatalf("DLQ = %+v", entries)
 	}
 	if err := DropDLQ(e.ctx, e.js, entries[0].Seq); err != nil {
