@@ -67,12 +67,10 @@ func NewConsumer(ctx context.Context, cfg ConsumerConfig, js jetstream.JetStream
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
+	// compare owns neither stream: created when missing, never updated
+	// (shadow sets SHADOW_RESULTS' limits).
 	for _, name := range []string{schemas.StreamShadowResults, schemas.StreamDLQ} {
-		sc, err := natsx.StreamConfig(name, natsx.StreamSettings{})
-		if err != nil {
-			return nil, err
-		}
-		if _, err := natsx.EnsureStream(ctx, js, sc); err != nil {
+		if _, err := natsx.StreamForReader(ctx, js, name); err != nil {
 			return nil, err
 		}
 	}
