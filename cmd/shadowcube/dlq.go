@@ -199,8 +199,23 @@ Environment (replay of sync entries):
 			})
 		},
 	}
+	for _, c := range []*cobra.Command{show, replay, drop} {
+		c.SetFlagErrorFunc(seqFlagError)
+	}
 	cmd.AddCommand(list, show, replay, drop)
 	return cmd
+}
+
+// seqFlagError turns the flag parser's reading of a negative sequence
+// number ("-1" as shorthand flags) into the range message.
+func seqFlagError(_ *cobra.Command, err error) error {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, " in -"); strings.HasPrefix(msg, "unknown shorthand flag") && i >= 0 {
+		if _, perr := strconv.ParseInt(msg[i+4:], 10, 64); perr == nil {
+			return usageError{fmt.Errorf("DLQ sequence %s: must be at least 1 (see dlq list)", msg[i+4:])}
+		}
+	}
+	return usageError{err}
 }
 
 // dlqSource says where an entry came from: the target and source position
@@ -276,8 +291,14 @@ func parseSeqs(args []string) ([]uint64, error) {
 	var out []uint64
 	for _, a := range args {
 		n, err := strconv.ParseUint(a, 10, 64)
-		if err != nil || n == 0 {
+		if err != nil {
+			if _, ierr := strconv.ParseInt(a, 10, 64); ierr == nil {
+				return nil, usageError{fmt.Errorf("DLQ sequence %s: must be at least 1 (see dlq list)", a)}
+			}
 			return nil, usageError{fmt.Errorf("%q is not a DLQ sequence number (see dlq list)", a)}
+		}
+		if n == 0 {
+			return nil, usageError{fmt.Errorf("DLQ sequence 0: must be at least 1 (see dlq list)")}
 		}
 		out = append(out, n)
 	}

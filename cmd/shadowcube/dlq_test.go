@@ -267,3 +267,18 @@ func TestStreamOwnerKeepsLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestDLQSequenceArgs: a sequence number below 1 is a usage error with the
+// allowed range, also when the flag parser would read "-1" as flags.
+func TestDLQSequenceArgs(t *testing.T) {
+	for _, args := range [][]string{{"show", "-1"}, {"drop", "0"}, {"replay", "-3"}, {"drop", "1", "-2"}} {
+		code, _, errOut := runCLI(t, append([]string{"dlq"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, "must be at least 1") {
+			t.Errorf("dlq %v: exit %d\n%s", args, code, errOut)
+		}
+	}
+	code, _, errOut := runCLI(t, "dlq", "drop", "x")
+	if code != 2 || !strings.Contains(errOut, `"x" is not a DLQ sequence number`) {
+		t.Errorf("dlq drop x: exit %d\n%s", code, errOut)
+	}
+}
