@@ -208,6 +208,14 @@ func KVForReader(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyV
 	return kv, nil
 }
 
+// SharedKVConfig is the config of the shadowcube KV bucket (schemas.KVBucket)
+// that sync (watermarks) and flags write and shadow and tap read. Every stage
+// creates it, when missing, with this one config (KVForReader), so the
+// bucket is the same whichever stage starts first.
+func SharedKVConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: schemas.KVBucket, History: 5}
+}
+
 // withDefaultTimeout adds a 30s deadline only when the caller set none.
 func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
