@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heal7/shadowcube/internal/natsx"
@@ -68,12 +67,10 @@ func NewConsumer(ctx context.Context, cfg ConsumerConfig, js jetstream.JetStream
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
+	// compare owns neither stream: created when missing, never updated
+	// (shadow sets SHADOW_RESULTS' limits).
 	for _, name := range []string{schemas.StreamShadowResults, schemas.StreamDLQ} {
-		sc, err := natsx.StreamConfig(name, natsx.StreamSettings{})
-		if err != nil {
-			return nil, err
-		}
-		if _, err := natsx.EnsureStream(ctx, js, sc); err != nil {
+		if _, err := natsx.StreamForReader(ctx, js, name); err != nil {
 			return nil, err
 		}
 	}
@@ -301,15 +298,9 @@ func (c *Consumer) saveBatch(ctx context.Context, batch []compared) error {
 // deadLetter moves an undecodable message to dlq.compare and terminates it.
 func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, cause error) error {
 	c.log.Error("undecodable shadow result sent to the DLQ", "subject", m.Subject(), "err", cause)
-	dm := nats.NewMsg(schemas.DLQSubject("compare"))
-	dm.Data = m.Data()
-	dm.Header.Set("Shadowcube-Error", cause.Error())
-	dm.Header.Set("Shadowcube-Subject", m.Subject())
-	if meta, err := m.Metadata(); err == nil {
-		dm.Header.Set(nats.MsgIdHdr, fmt.Sprintf("compare-%s-%d", meta.Stream, meta.Sequence.Stream))
-	}
-	if _, err := c.js.PublishMsg(ctx, dm); err != nil {
-		return fmt.Errorf("publish to DLQ: %w", err)
+	dl := natsx.DeadLetterFromMsg(schemas.StageCompare, schemas.ReasonUndecodable, m, cause)
+	if err := natsx.PublishDeadLetter(ctx, c.js, &dl, natsx.DeadLetterMsgID(&dl)); err != nil {
+		return err
 	}
 	c.metrics.deadLetter("decode")
 	return m.Term()

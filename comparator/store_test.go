@@ -188,8 +188,10 @@ func TestConsumerEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg, err := dlq.GetLastMsgForSubject(ctx, schemas.DLQSubject("compare")); err != nil || !strings.Contains(string(msg.Data), "oops") {
+	if msg, err := dlq.GetLastMsgForSubject(ctx, schemas.DLQSubject("compare")); err != nil {
 		t.Fatalf("DLQ: %v", err)
+	} else if d, err := schemas.DecodeDeadLetter(msg.Data); err != nil || !strings.Contains(string(d.Payload), "oops") {
+		t.Fatalf("DLQ entry %s: %v", msg.Data, err)
 	}
 	if got := testutil.ToFloat64(m.compared.WithLabelValues("saju", sajuRoute, "mismatch")); got != n/10 {
 		t.Errorf("mismatch counter %v, want %d", got, n/10)

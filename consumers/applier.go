@@ -276,6 +276,10 @@ func (a *Applier) consumer(ctx context.Context, force bool) (jetstream.Consumer,
 		MaxDeliver:    -1,
 		FilterSubject: schemas.PrefixCDC + ".>",
 	}
+	// sync reads CDC, cdc owns it: created only when missing, never updated
+	if _, err := natsx.StreamForReader(ctx, a.js, a.cfg.Stream); err != nil {
+		return nil, err
+	}
 	c, err := a.js.Consumer(ctx, a.cfg.Stream, a.cfg.Durable)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -299,13 +303,7 @@ func (a *Applier) consumer(ctx context.Context, force bool) (jetstream.Consumer,
 }
 
 func (a *Applier) openKV(ctx context.Context) jetstream.KeyValue {
-	kv, err := a.js.KeyValue(ctx, schemas.KVBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = a.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schemas.KVBucket, History: 1})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = a.js.KeyValue(ctx, schemas.KVBucket)
-		}
-	}
+	kv, err := natsx.KVForReader(ctx, a.js, natsx.SharedKVConfig())
 	if err != nil {
 		a.log.Warn("watermark KV bucket unavailable; will retry", "bucket", schemas.KVBucket, "err", err)
 		return nil

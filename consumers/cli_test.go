@@ -54,7 +54,7 @@ func TestCLIReconcileAndDLQ(t *testing.T) {
 	seq := strings.Fields(strings.Split(out, "\n")[1])[0]
 	out, stderr, code = runCLI(t, env, "dlq", "show", seq)
 	var shown DLQMessage
-	if code != 0 || json.Unmarshal([]byte(out), &shown) != nil || shown.Entry.LSN != lsns[1] || len(shown.Entry.Events) != 1 {
+	if code != 0 || json.Unmarshal([]byte(out), &shown) != nil || shown.Entry.Sync.LSN != lsns[1] || len(shown.Entry.Sync.Events) != 1 {
 		t.Fatalf("dlq show: code %d\n%s\n%s", code, out, stderr)
 	}
 	fixed := writeMapping(t, "source: {slot: s1}\ntargets:\n  - name: cube\n    database_url_env: X\n    tables:\n      - source: items\n        key: [id]\n        columns:\n          price: abs(price)\n")

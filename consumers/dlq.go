@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heal7/shadowcube/internal/natsx"
@@ -16,49 +16,40 @@ import (
 )
 
 // DLQStage is the stage name of sync's dead letters: subject dlq.sync.
-const DLQStage = "sync"
+const DLQStage = schemas.StageSync
 
-// DLQEntry is one poison source transaction (or snapshot row, or
-// undecodable message) a target could not apply, published on
-// schemas.DLQSubject(DLQStage) in stream DLQ.
-type DLQEntry struct {
-	V          string                 `json:"v"`
-	Stage      string                 `json:"stage"`
-	Target     string                 `json:"target"`
-	Slot       string                 `json:"slot"`
-	Position   string                 `json:"position"`
-	LSN        schemas.LSN            `json:"lsn"`
-	Index      int64                  `json:"index"`
-	CommitTime time.Time              `json:"commit_time,omitzero"`
-	Error      string                 `json:"error"`
-	SQLState   string                 `json:"sqlstate,omitempty"`
-	Table      string                 `json:"table,omitempty"`
-	Policy     string                 `json:"policy"`
-	Broken     bool                   `json:"broken,omitempty"` // cannot be replayed (undecodable or incomplete)
-	Events     []*schemas.ChangeEvent `json:"events,omitempty"`
-	Raw        []json.RawMessage      `json:"raw,omitempty"`
-	Omitted    int                    `json:"omitted_events,omitempty"`
-	FailedAt   time.Time              `json:"failed_at"`
-}
+// DLQMessage is a stored dead letter with its stream sequence. Sync entries
+// (Entry.Stage "sync") carry the source transaction in Entry.Sync.
+type DLQMessage = natsx.DeadLetterMsg
 
 // poison records t in the DLQ and applies the target's policy: skip moves
 // the checkpoint past it; stop halts until the checkpoint passes it (after
 // `shadowcube dlq replay`, or a restart with a fixed mapping).
 func (a *Applier) poison(ctx context.Context, t *txn, cause error) error {
-	e := DLQEntry{V: schemas.Version, Stage: DLQStage, Target: a.target, Slot: a.slot, Position: t.pos.String(),
-		LSN: t.pos.LSN, Index: t.pos.Idx, CommitTime: t.commitTime, Error: cause.Error(), Policy: a.cfg.Target.OnPoison,
-		Events: t.events, Broken: t.broken != "", FailedAt: time.Now().UTC()}
+	reason := schemas.ReasonApplyFailed
+	switch {
+	case strings.HasPrefix(t.broken, "undecodable"):
+		reason = schemas.ReasonUndecodable
+	case t.broken != "":
+		reason = schemas.ReasonIncomplete
+	}
+	d := schemas.DeadLetter{Stage: DLQStage, Reason: reason, Error: cause.Error(), FailedAt: time.Now().UTC()}
+	e := &schemas.SyncDeadLetter{Target: a.target, Slot: a.slot, Position: t.pos.String(),
+		LSN: t.pos.LSN, Index: t.pos.Idx, CommitTime: t.commitTime, Policy: a.cfg.Target.OnPoison,
+		Events: t.events, Broken: t.broken != ""}
+	d.Sync = e
 	var pe *pgconn.PgError
 	if errors.As(cause, &pe) {
 		e.SQLState = pe.Code
 		if pe.TableName != "" {
 			e.Table = pe.SchemaName + "." + pe.TableName
 		}
-		e.Error = pgMessage(cause)
+		d.Error = pgMessage(cause)
 		if pe.Detail != "" {
-			e.Error += " (" + pe.Detail + ")"
+			d.Error += " (" + pe.Detail + ")"
 		}
 	}
+	d.Error = schemas.OneLine(d.Error)
 	for _, r := range t.raw {
 		if json.Valid(r) {
 			e.Raw = append(e.Raw, r)
@@ -67,20 +58,22 @@ func (a *Applier) poison(ctx context.Context, t *txn, cause error) error {
 			e.Raw = append(e.Raw, q)
 		}
 	}
-	data, _ := json.Marshal(e)
-	if len(data) > schemas.MaxEventSize-64*1024 {
-		e.Omitted, e.Events = len(e.Events), nil
-		data, _ = json.Marshal(e)
+	if t.ackMsg != nil && len(t.raw) == 1 {
+		// one undecodable message: keep it whole, as every stage does
+		d.Subject, d.Payload = t.ackMsg.Subject(), t.raw[0]
+		if h := t.ackMsg.Headers(); len(h) > 0 {
+			d.Headers = map[string][]string(h)
+		}
 	}
 	msgID := fmt.Sprintf("%s:%s:%s", DLQStage, a.target, t.pos)
 	if err := a.retry(ctx, "publish to DLQ", func() error {
-		return publishDLQ(ctx, a.js, data, msgID)
+		return natsx.PublishDeadLetter(ctx, a.js, &d, msgID)
 	}); err != nil {
 		return err
 	}
 	a.met.dlq.WithLabelValues(a.target).Inc()
 	if a.cfg.Target.OnPoison == PolicySkip {
-		a.log.Error("poison transaction skipped (policy skip); recorded in the DLQ", "lsn", t.pos.String(), "table", e.Table, "err", e.Error)
+		a.log.Error("poison transaction skipped (policy skip); recorded in the DLQ", "lsn", t.pos.String(), "table", e.Table, "err", d.Error)
 		if len(t.events) > 0 || t.broken == "" {
 			if err := a.retry(ctx, "skip poison transaction", func() error {
 				_, err := a.applyOnce(ctx, []*txn{t}, modeSkipData)
@@ -95,7 +88,7 @@ func (a *Applier) poison(ctx context.Context, t *txn, cause error) error {
 	a.met.stopped.WithLabelValues(a.target).Set(1)
 	a.log.Error("target stopped at a poison transaction (policy stop): nothing later is applied until it is resolved; "+
 		"fix the cause, then `shadowcube dlq replay` (or restart sync with a fixed mapping)",
-		"lsn", t.pos.String(), "table", e.Table, "sqlstate", e.SQLState, "err", e.Error)
+		"lsn", t.pos.String(), "table", e.Table, "sqlstate", e.SQLState, "err", d.Error)
 	for {
 		sleepCtx(ctx, a.cfg.PollStop)
 		if ctx.Err() != nil {
@@ -127,34 +120,6 @@ func (a *Applier) ackAndMark(t *txn) {
 	}
 }
 
-func publishDLQ(ctx context.Context, js jetstream.JetStream, data []byte, msgID string) error {
-	if err := ensureDLQStream(ctx, js); err != nil {
-		return err
-	}
-	msg := nats.NewMsg(schemas.DLQSubject(DLQStage))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, msgID)
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := js.PublishMsg(ctx, msg)
-	return err
-}
-
-// ensureDLQStream creates stream DLQ with default settings when missing; an
-// existing stream is left as its owner configured it.
-func ensureDLQStream(ctx context.Context, js jetstream.JetStream) error {
-	_, err := js.Stream(ctx, schemas.StreamDLQ)
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return err
-	}
-	cfg, err := natsx.StreamConfig(schemas.StreamDLQ, natsx.StreamSettings{})
-	if err != nil {
-		return err
-	}
-	_, err = natsx.EnsureStream(ctx, js, cfg)
-	return err
-}
-
 // DLQDepth returns how many messages wait on dlq.sync.
 func DLQDepth(ctx context.Context, js jetstream.JetStream) (uint64, error) {
 	s, err := js.Stream(ctx, schemas.StreamDLQ)
@@ -169,77 +134,24 @@ func DLQDepth(ctx context.Context, js jetstream.JetStream) (uint64, error) {
 	return info.State.Subjects[subj], nil
 }
 
-// DLQMessage is a stored DLQ entry with its stream sequence.
-type DLQMessage struct {
-	Seq   uint64    `json:"seq"`
-	Time  time.Time `json:"time"`
-	Entry DLQEntry  `json:"entry"`
-}
-
 // ListDLQ calls fn for every entry on dlq.sync, oldest first, without
 // loading them all at once. An empty or missing DLQ is not an error.
 func ListDLQ(ctx context.Context, js jetstream.JetStream, fn func(DLQMessage) error) error {
-	s, err := js.Stream(ctx, schemas.StreamDLQ)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("open stream %s: %w", schemas.StreamDLQ, err)
-	}
-	subj := schemas.DLQSubject(DLQStage)
-	var seq uint64 = 1
-	for {
-		raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read DLQ after sequence %d: %w", seq, err)
-		}
-		m := DLQMessage{Seq: raw.Sequence, Time: raw.Time}
-		if err := json.Unmarshal(raw.Data, &m.Entry); err != nil {
-			m.Entry.Error = "undecodable DLQ entry: " + err.Error()
-		}
-		if err := fn(m); err != nil {
-			return err
-		}
-		seq = raw.Sequence + 1
-	}
+	return natsx.ListDeadLetters(ctx, js, DLQStage, fn)
 }
 
-// GetDLQ returns the DLQ entry stored at seq.
+// GetDLQ returns the sync entry stored at seq.
 func GetDLQ(ctx context.Context, js jetstream.JetStream, seq uint64) (DLQMessage, error) {
-	s, err := js.Stream(ctx, schemas.StreamDLQ)
-	if err != nil {
-		return DLQMessage{}, fmt.Errorf("open stream %s: %w", schemas.StreamDLQ, err)
+	m, err := natsx.GetDeadLetter(ctx, js, seq, DLQStage)
+	if err == nil && m.Entry.Sync == nil {
+		err = fmt.Errorf("DLQ entry %d: %s", seq, m.Entry.Error)
 	}
-	raw, err := s.GetMsg(ctx, seq)
-	if err != nil {
-		return DLQMessage{}, fmt.Errorf("DLQ entry %d: %w", seq, err)
-	}
-	if raw.Subject != schemas.DLQSubject(DLQStage) {
-		return DLQMessage{}, fmt.Errorf("DLQ entry %d is on %s, not a sync entry", seq, raw.Subject)
-	}
-	m := DLQMessage{Seq: raw.Sequence, Time: raw.Time}
-	if err := json.Unmarshal(raw.Data, &m.Entry); err != nil {
-		return DLQMessage{}, fmt.Errorf("DLQ entry %d: decode: %w", seq, err)
-	}
-	return m, nil
+	return m, err
 }
 
-// DropDLQ deletes the DLQ entry at seq.
+// DropDLQ deletes the sync entry at seq.
 func DropDLQ(ctx context.Context, js jetstream.JetStream, seq uint64) error {
-	if _, err := GetDLQ(ctx, js, seq); err != nil {
-		return err
-	}
-	s, err := js.Stream(ctx, schemas.StreamDLQ)
-	if err != nil {
-		return err
-	}
-	if err := s.DeleteMsg(ctx, seq); err != nil {
-		return fmt.Errorf("drop DLQ entry %d: %w", seq, err)
-	}
-	return nil
+	return natsx.DropDeadLetter(ctx, js, seq, DLQStage)
 }
 
 // ReplayDLQ applies the DLQ entry at seq to its target through the mapping
@@ -247,13 +159,13 @@ func DropDLQ(ctx context.Context, js jetstream.JetStream, seq uint64) error {
 // the checkpoint forward to it if it is behind (a stopped target then
 // resumes), and deletes the entry. Entries of broken units cannot be
 // replayed.
-func ReplayDLQ(ctx context.Context, js jetstream.JetStream, seq uint64, m *Mapping, db DB) (DLQEntry, error) {
+func ReplayDLQ(ctx context.Context, js jetstream.JetStream, seq uint64, m *Mapping, db DB) (*schemas.SyncDeadLetter, error) {
 	msg, err := GetDLQ(ctx, js, seq)
 	if err != nil {
-		return DLQEntry{}, err
+		return nil, err
 	}
-	e := msg.Entry
-	if e.Broken || e.Omitted > 0 {
+	e := msg.Entry.Sync
+	if e.Broken || e.OmittedEvents > 0 {
 		return e, fmt.Errorf("DLQ entry %d (%s at %s) cannot be replayed: %s", seq, e.Target, e.Position,
 			map[bool]string{true: "it is not a whole decodable transaction", false: "its events were too large to store"}[e.Broken])
 	}

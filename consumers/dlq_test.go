@@ -1,10 +1,13 @@
 package consumers
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heal7/shadowcube/schemas"
@@ -49,7 +52,21 @@ func TestPoisonStopThenReplay(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Positive progress first: the transaction after the poison reached
+	// the applier (delivered, stream sequence 3), so "not applied" below
+	// cannot pass only because it had not arrived yet.
+	for {
+		c, err := e.js.Consumer(e.ctx, a.cfg.Stream, a.cfg.Durable)
+		if err == nil {
+			if info, err := c.Info(e.ctx); err == nil && info.Delivered.Stream >= 3 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the transaction after the poison was never delivered to the stopped target")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	cp, err := ReadCheckpoint(e.ctx, e.dst, "cube", "s1")
 	if err != nil || cp.LSN != lsns[0] {
 		t.Fatalf("checkpoint = %s, %v; want %s (just before the poison)", cp.LSN, err, lsns[0])
@@ -61,8 +78,11 @@ func TestPoisonStopThenReplay(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("DLQ holds %d entries, want 1", len(entries))
 	}
-	en := entries[0].Entry
-	if en.Target != "cube" || en.LSN != lsns[1] || en.SQLState != "23514" || !strings.Contains(en.Error, "check constraint") ||
+	en := entries[0].Entry.Sync
+	if entries[0].Entry.Stage != "sync" || entries[0].Entry.Reason != schemas.ReasonApplyFailed || en == nil {
+		t.Fatalf("DLQ entry = %+v", entries[0].Entry)
+	}
+	if en.Target != "cube" || en.LSN != lsns[1] || en.SQLState != "23514" || !strings.Contains(entries[0].Entry.Error, "check constraint") ||
 		len(en.Events) != 1 || en.Policy != "stop" || en.Table != "public.items" {
 		t.Fatalf("DLQ entry = %+v", en)
 	}
@@ -101,11 +121,88 @@ func TestPoisonSkip(t *testing.T) {
 		t.Fatalf("target = %q", got)
 	}
 	entries := dlqEntries(t, e)
-	if len(entries) != 1 || entries[0].Entry.LSN != lsns[1] || entries[0].Entry.Policy != "skip" {
+	if len(entries) != 1 || entries[0].Entry.Sync.LSN != lsns[1] || entries[0].Entry.Sync.Policy != "skip" {
 		t.Fatalf("DLQ = %+v", entries)
 	}
 	if err := DropDLQ(e.ctx, e.js, entries[0].Seq); err != nil {
 		t.Fatal(err)
+	}
+	if n := len(dlqEntries(t, e)); n != 0 {
+		t.Fatalf("DLQ holds %d after drop", n)
+	}
+}
+
+// TestDLQSyncEnvelopeAndCLI: sync's dead letters (a poison transaction and
+// an undecodable CDC message) are the one envelope on dlq.sync, the
+// undecodable one with its original subject, headers and payload; the CLI
+// lists, shows and drops them by stage, and other stages' views stay empty.
+func TestDLQSyncEnvelopeAndCLI(t *testing.T) {
+	e, f, m, lsns := poisonSetup(t, "skip")
+	garbage := nats.NewMsg(schemas.ChangeSubject("legacy", "public", "items"))
+	garbage.Data = []byte("garbage")
+	garbage.Header.Set("X-Trace", "t-9")
+	if _, err := e.js.PublishMsg(e.ctx, garbage); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(e.src, `INSERT INTO items VALUES (4, 4)`)
+	r, c := f.row("items", "id = 4")
+	last := f.tx(f.ev(schemas.OpInsert, "public.items", r, nil, c))
+	_, stop := e.startSync(m, 100)
+	e.waitCheckpoint("cube", "s1", last, 30*time.Second)
+	stop()
+	entries := dlqEntries(t, e)
+	if len(entries) != 2 {
+		t.Fatalf("DLQ holds %d sync entries, want 2: %+v", len(entries), entries)
+	}
+	dlq, err := e.js.Stream(e.ctx, schemas.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded []schemas.DeadLetter
+	for _, en := range entries {
+		raw, err := dlq.GetMsg(e.ctx, en.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := schemas.DecodeDeadLetter(raw.Data)
+		if err != nil || raw.Subject != "dlq.sync" || d.Stage != "sync" || d.Sync == nil || d.Sync.Target != "cube" {
+			t.Fatalf("sync dead letter %d on %s is not the envelope: %v\n%s", en.Seq, raw.Subject, err, raw.Data)
+		}
+		decoded = append(decoded, d)
+	}
+	if d := decoded[0]; d.Reason != schemas.ReasonApplyFailed || d.Sync.LSN != lsns[1] || d.Sync.SQLState != "23514" || len(d.Sync.Events) != 1 {
+		t.Errorf("poison transaction's dead letter = %+v %+v", d, d.Sync)
+	}
+	if d := decoded[1]; d.Reason != schemas.ReasonUndecodable || !d.Sync.Broken || string(d.Payload) != "garbage" ||
+		d.Subject != garbage.Subject || len(d.Headers["X-Trace"]) != 1 || d.Headers["X-Trace"][0] != "t-9" {
+		t.Errorf("undecodable message's dead letter = %+v %+v", d, d.Sync)
+	}
+
+	env := []string{"SHADOWCUBE_NATS_URL=" + e.nats.URL, "SHADOWCUBE_METRICS_ADDR="}
+	out, stderr, code := runCLI(t, env, "dlq", "list", "--stage", "sync")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 3 || !strings.Contains(lines[1], "apply-failed") ||
+		!strings.Contains(lines[1], "cube@"+lsns[1].String()) || !strings.Contains(lines[2], "undecodable") {
+		t.Fatalf("dlq list --stage sync: exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, other := range []string{"shadow", "compare"} {
+		out, stderr, code = runCLI(t, env, "dlq", "list", "--stage", other)
+		if code != 0 || strings.Count(out, "\n") != 1 {
+			t.Fatalf("dlq list --stage %s: exit %d\n%s\n%s", other, code, out, stderr)
+		}
+	}
+	seq0, seq1 := fmt.Sprint(entries[0].Seq), fmt.Sprint(entries[1].Seq)
+	out, stderr, code = runCLI(t, env, "dlq", "show", "--stage", "sync", seq1)
+	var shown DLQMessage
+	if code != 0 || json.Unmarshal([]byte(out), &shown) != nil || string(shown.Entry.Payload) != "garbage" {
+		t.Fatalf("dlq show --stage sync: exit %d\n%s\n%s", code, out, stderr)
+	}
+	_, stderr, code = runCLI(t, env, "dlq", "drop", "--stage", "shadow", seq0)
+	if code != 1 || !strings.Contains(stderr, "not a shadow entry") {
+		t.Fatalf("dlq drop --stage shadow of a sync entry: exit %d\n%s", code, stderr)
+	}
+	out, stderr, code = runCLI(t, env, "dlq", "drop", "--stage", "sync", seq0, seq1)
+	if code != 0 || out != "dropped "+seq0+"\ndropped "+seq1+"\n" {
+		t.Fatalf("dlq drop: exit %d\n%s\n%s", code, out, stderr)
 	}
 	if n := len(dlqEntries(t, e)); n != 0 {
 		t.Fatalf("DLQ holds %d after drop", n)

@@ -156,8 +156,8 @@ func TestFaultsKillTargetDownNATSRestart(t *testing.T) {
 		var ents []DLQMessage
 		ListDLQ(e.ctx, e.js, func(m DLQMessage) error { ents = append(ents, m); return nil })
 		for _, en := range ents {
-			t.Logf("DLQ: %s %s", en.Entry.Position, en.Entry.Error)
-			dumpStreamAround(t, e, en.Entry.LSN)
+			t.Logf("DLQ: %s %s", en.Entry.Sync.Position, en.Entry.Error)
+			dumpStreamAround(t, e, en.Entry.Sync.LSN)
 		}
 		t.FailNow()
 	}

@@ -2,7 +2,9 @@ package consumers
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -125,7 +127,9 @@ var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*$`)
 func ParseMapping(name string, data []byte) (*Mapping, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&root); err != nil {
+	if err := dec.Decode(&root); errors.Is(err, io.EOF) { // no document at all
+		return nil, &MappingError{File: name, Line: 1, Msg: "file is empty; want source: and targets:"}
+	} else if err != nil {
 		return nil, &MappingError{File: name, Line: yamlErrLine(err), Msg: "invalid YAML: " + err.Error()}
 	}
 	p := &parser{file: name}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -89,15 +90,9 @@ type Flags struct{ kv jetstream.KeyValue }
 
 // OpenFlags opens (creating when missing) the shadowcube KV bucket.
 func OpenFlags(ctx context.Context, js jetstream.JetStream) (*Flags, error) {
-	kv, err := js.KeyValue(ctx, schemas.KVBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schemas.KVBucket, History: 5})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, schemas.KVBucket)
-		}
-	}
+	kv, err := natsx.KVForReader(ctx, js, natsx.SharedKVConfig())
 	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", schemas.KVBucket, err)
+		return nil, err
 	}
 	return &Flags{kv: kv}, nil
 }

@@ -84,6 +84,30 @@ func FuzzDecodeShadowResultAndMismatch(f *testing.F) {
 	})
 }
 
+// FuzzDecodeDeadLetter: the decoder never panics, and an accepted envelope
+// encodes (Encode) to one it accepts again, unchanged.
+func FuzzDecodeDeadLetter(f *testing.F) {
+	addExamples(f, "dead_letter*.json")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := DecodeDeadLetter(data)
+		if err != nil {
+			return
+		}
+		again, err := d.Encode()
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		d2, err := DecodeDeadLetter(again)
+		if err != nil {
+			t.Fatalf("re-decode of accepted envelope failed: %v", err)
+		}
+		b2, _ := d2.Encode()
+		if string(b2) != string(again) {
+			t.Fatalf("not stable:\n%s\n%s", again, b2)
+		}
+	})
+}
+
 // FuzzSubjectEscaping: any token escapes to a valid NATS token and back; any
 // absolute route survives the subject round trip.
 func FuzzSubjectEscaping(f *testing.F) {
@@ -126,6 +150,7 @@ func FuzzDecodersAgree(f *testing.F) {
 		agree[ShadowResult](t, data)
 		agree[Mismatch](t, data)
 		agree[Watermark](t, data)
+		agree[DeadLetter](t, data)
 	})
 }
 

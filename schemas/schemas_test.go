@@ -19,7 +19,7 @@ func compileSchemas(t testing.TB) map[string]*jsonschema.Schema {
 	t.Helper()
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
-	names := []string{"request_event", "change_event", "shadow_result", "mismatch"}
+	names := []string{"request_event", "change_event", "shadow_result", "mismatch", "dead_letter"}
 	for _, n := range names {
 		f, err := Files.Open(n + ".schema.json")
 		if err != nil {
@@ -56,6 +56,8 @@ func schemaFor(name string) (schema string, roundTrip func([]byte) (any, error))
 		return "shadow_result", func(b []byte) (any, error) { return DecodeShadowResult(b) }
 	case strings.HasPrefix(name, "mismatch"):
 		return "mismatch", func(b []byte) (any, error) { return DecodeMismatch(b) }
+	case strings.HasPrefix(name, "dead_letter"):
+		return "dead_letter", func(b []byte) (any, error) { return DecodeDeadLetter(b) }
 	}
 	return "", nil
 }

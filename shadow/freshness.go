@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -78,21 +79,7 @@ func (w *watermarks) wait(ctx context.Context, key string, t time.Time, max time
 // openKV opens the pipeline's KV bucket, creating it (with default settings)
 // only when no other stage has.
 func openKV(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, schemas.KVBucket)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("open KV bucket %s: %w", schemas.KVBucket, err)
-	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schemas.KVBucket, History: 1})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		return js.KeyValue(ctx, schemas.KVBucket)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create KV bucket %s: %w", schemas.KVBucket, err)
-	}
-	return kv, nil
+	return natsx.KVForReader(ctx, js, natsx.SharedKVConfig())
 }
 
 // follow feeds every watermark update of the bucket into w until ctx ends.

@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/routes"
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -411,23 +411,8 @@ func (r *Replayer) deadLetter(msg jetstream.Msg, cause error) {
 	r.m.replays.WithLabelValues("-", "-", outcomeDeadLetter).Inc()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dl := nats.NewMsg(schemas.DLQSubject("shadow"))
-	dl.Data = msg.Data()
-	dl.Header.Set("Shadowcube-Stage", "shadow")
-	// Header values are one line (errors.Join separates with newlines).
-	dl.Header.Set("Shadowcube-Error", strings.Join(strings.Fields(cause.Error()), " "))
-	dl.Header.Set("Shadowcube-Subject", msg.Subject())
-	var id string
-	if md, err := msg.Metadata(); err == nil {
-		dl.Header.Set("Shadowcube-Stream", md.Stream)
-		dl.Header.Set("Shadowcube-Stream-Seq", fmt.Sprint(md.Sequence.Stream))
-		id = fmt.Sprintf("shadow-%s-%d", md.Stream, md.Sequence.Stream)
-	}
-	var opts []jetstream.PublishOpt
-	if id != "" {
-		opts = append(opts, jetstream.WithMsgID(id))
-	}
-	if _, err := r.js.PublishMsg(ctx, dl, opts...); err != nil {
+	dl := natsx.DeadLetterFromMsg(schemas.StageShadow, schemas.ReasonUndecodable, msg, cause)
+	if err := natsx.PublishDeadLetter(ctx, r.js, &dl, natsx.DeadLetterMsgID(&dl)); err != nil {
 		r.log.Error("dead-letter publish failed; will retry", "subject", msg.Subject(), "err", err)
 		if nerr := msg.NakWithDelay(r.nakDelay(msg)); nerr != nil {
 			r.log.Warn("nak undecodable message", "err", nerr)

@@ -361,8 +361,8 @@ func (r *Replayer) setup(ctx context.Context) (jetstream.KeyValue, error) {
 		return nil, fmt.Errorf("shadow: %w", err)
 	}
 	for _, name := range []string{schemas.StreamLegacyRequests, schemas.StreamDLQ} {
-		if err := ensureStreamExists(ctx, r.js, name); err != nil {
-			return nil, err
+		if _, err := natsx.StreamForReader(ctx, r.js, name); err != nil {
+			return nil, fmt.Errorf("shadow: %w", err)
 		}
 	}
 	kv, err := openKV(ctx, r.js)
@@ -370,25 +370,6 @@ func (r *Replayer) setup(ctx context.Context) (jetstream.KeyValue, error) {
 		return nil, fmt.Errorf("shadow: %w", err)
 	}
 	return kv, nil
-}
-
-// ensureStreamExists creates a stream another stage owns, with default
-// limits, only when it does not exist yet; an existing one is left as its
-// owner configured it.
-func ensureStreamExists(ctx context.Context, js jetstream.JetStream, name string) error {
-	if _, err := js.Stream(ctx, name); err == nil {
-		return nil
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("shadow: look up stream %s: %w", name, err)
-	}
-	cfg, err := natsx.StreamConfig(name, natsx.StreamSettings{})
-	if err != nil {
-		return fmt.Errorf("shadow: %w", err)
-	}
-	if _, err := natsx.EnsureStream(ctx, js, cfg); err != nil {
-		return fmt.Errorf("shadow: %w", err)
-	}
-	return nil
 }
 
 // consume hands messages to a pool of at most MaxInFlight workers

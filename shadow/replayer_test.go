@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -654,24 +652,27 @@ func TestUndecodableToDLQ(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bySeq := map[string]*jetstream.RawStreamMsg{} // handlers run concurrently: any order
+	bySeq := map[uint64]schemas.DeadLetter{} // handlers run concurrently: any order
 	for i := range poison {
 		msg, err := s.GetMsg(h.ctx, uint64(i+1))
 		if err != nil {
 			t.Fatalf("dead letter %d: %v", i+1, err)
 		}
-		bySeq[msg.Header.Get("Shadowcube-Stream-Seq")] = msg
+		d, err := schemas.DecodeDeadLetter(msg.Data)
+		if err != nil || msg.Subject != schemas.DLQSubject("shadow") {
+			t.Fatalf("dead letter %d on %s is not the envelope: %v", i+1, msg.Subject, err)
+		}
+		bySeq[d.StreamSeq] = d
 	}
 	for i, p := range poison {
-		msg, ok := bySeq[fmt.Sprint(i+1)]
+		d, ok := bySeq[uint64(i+1)]
 		if !ok {
 			t.Errorf("no dead letter for request seq %d (%s)", i+1, p.data)
 			continue
 		}
-		errText := msg.Header.Get("Shadowcube-Error")
-		if msg.Subject != schemas.DLQSubject("shadow") || !strings.Contains(errText, p.reason) || strings.Contains(errText, "\n") ||
-			string(msg.Data) != p.data || msg.Header.Get("Shadowcube-Subject") != schemas.RequestSubject("saju", "/api/saju/chart/{id}") {
-			t.Errorf("dead letter %d: subject %s headers %v data %s", i+1, msg.Subject, msg.Header, msg.Data)
+		if d.Stage != "shadow" || !strings.Contains(d.Error, p.reason) || strings.Contains(d.Error, "\n") ||
+			string(d.Payload) != p.data || d.Subject != schemas.RequestSubject("saju", "/api/saju/chart/{id}") || d.Stream != schemas.StreamLegacyRequests {
+			t.Errorf("dead letter %d: %+v", i+1, d)
 		}
 	}
 	if info, _ := s.Info(h.ctx); info.State.Msgs != uint64(len(poison)) {

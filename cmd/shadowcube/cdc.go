@@ -18,22 +18,22 @@ type cdcEnv struct {
 	Tables            string        `envconfig:"CDC_TABLES"`
 	Resnapshot        bool          `envconfig:"CDC_RESNAPSHOT"`
 	IgnoreOrigins     string        `envconfig:"CDC_IGNORE_ORIGINS"`
-	Heartbeat         time.Duration `envconfig:"CDC_HEARTBEAT" default:"1s"`
+	Heartbeat         time.Duration `envconfig:"CDC_HEARTBEAT" min:"1ms" default:"1s"`
 	HeartbeatMode     string        `envconfig:"CDC_HEARTBEAT_MODE" default:"table"`
 	HeartbeatTable    string        `envconfig:"CDC_HEARTBEAT_TABLE" default:"public.shadowcube_heartbeat"`
-	Window            int           `envconfig:"CDC_WINDOW" default:"4096"`
-	PublishTimeout    time.Duration `envconfig:"CDC_PUBLISH_TIMEOUT" default:"10s"`
-	StatusInterval    time.Duration `envconfig:"CDC_STATUS_INTERVAL" default:"1s"`
-	SpillThreshold    int64         `envconfig:"CDC_SPILL_THRESHOLD" default:"16777216"`
+	Window            int           `envconfig:"CDC_WINDOW" min:"1" default:"4096"`
+	PublishTimeout    time.Duration `envconfig:"CDC_PUBLISH_TIMEOUT" min:"1ms" default:"10s"`
+	StatusInterval    time.Duration `envconfig:"CDC_STATUS_INTERVAL" min:"1ms" default:"1s"`
+	SpillThreshold    int64         `envconfig:"CDC_SPILL_THRESHOLD" min:"1" default:"16777216"`
 	SpillDir          string        `envconfig:"CDC_SPILL_DIR"`
 	NoStreaming       bool          `envconfig:"CDC_NO_STREAMING"`
 	DecodingWorkMem   string        `envconfig:"CDC_DECODING_WORK_MEM"`
-	SlotCheck         time.Duration `envconfig:"CDC_SLOT_CHECK" default:"10s"`
-	StreamMaxAge      time.Duration `envconfig:"CDC_STREAM_MAX_AGE" default:"0"`
-	StreamMaxBytes    int64         `envconfig:"CDC_STREAM_MAX_BYTES" default:"0"`
-	StreamReplicas    int           `envconfig:"CDC_STREAM_REPLICAS" default:"1"`
+	SlotCheck         time.Duration `envconfig:"CDC_SLOT_CHECK" min:"1ms" default:"10s"`
+	StreamMaxAge      time.Duration `envconfig:"CDC_STREAM_MAX_AGE" min:"0s" default:"0"`
+	StreamMaxBytes    int64         `envconfig:"CDC_STREAM_MAX_BYTES" min:"0" default:"0"`
+	StreamReplicas    int           `envconfig:"CDC_STREAM_REPLICAS" min:"1" max:"5" default:"1"`
 	StreamStorage     string        `envconfig:"CDC_STREAM_STORAGE" default:"file"`
-	StreamDuplicates  time.Duration `envconfig:"CDC_STREAM_DUPLICATES" default:"2m"`
+	StreamDuplicates  time.Duration `envconfig:"CDC_STREAM_DUPLICATES" min:"1ms" default:"2m"`
 }
 
 func newCDCCmd() *cobra.Command {

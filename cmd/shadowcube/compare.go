@@ -20,18 +20,18 @@ type compareEnv struct {
 	StoreURL     string        `envconfig:"STORE_DATABASE_URL"`
 	Schema       string        `envconfig:"COMPARE_SCHEMA" default:"shadowcube_compare"`
 	Durable      string        `envconfig:"COMPARE_DURABLE" default:"comparator"`
-	Batch        int           `envconfig:"COMPARE_BATCH" default:"256"`
-	AckWait      time.Duration `envconfig:"COMPARE_ACK_WAIT" default:"60s"`
+	Batch        int           `envconfig:"COMPARE_BATCH" min:"1" default:"256"`
+	AckWait      time.Duration `envconfig:"COMPARE_ACK_WAIT" min:"1ms" default:"60s"`
 	AcceptedFile string        `envconfig:"COMPARE_ACCEPTED_FILE"`
 	NoiseOff     bool          `envconfig:"COMPARE_NOISE_DISABLED"`
-	NoiseRel     float64       `envconfig:"COMPARE_NOISE_MIN_RELATIVE" default:"0.2"`
-	NoiseAbs     float64       `envconfig:"COMPARE_NOISE_MIN_ABSOLUTE" default:"0.0003"`
-	RepeatCache  int           `envconfig:"COMPARE_REPEAT_CACHE" default:"10000"`
-	AIMaxDrop    float64       `envconfig:"COMPARE_AI_MAX_DROP" default:"0.05"`
-	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" default:"0.05"`
-	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30"`
-	TermWindow   time.Duration `envconfig:"COMPARE_TERM_WINDOW" default:"3h"`
-	LMTWindow    time.Duration `envconfig:"COMPARE_LMT_WINDOW" default:"35m"`
+	NoiseRel     float64       `envconfig:"COMPARE_NOISE_MIN_RELATIVE" min:">0" max:"<1" default:"0.2"`
+	NoiseAbs     float64       `envconfig:"COMPARE_NOISE_MIN_ABSOLUTE" min:">0" max:"<1" default:"0.0003"`
+	RepeatCache  int           `envconfig:"COMPARE_REPEAT_CACHE" min:"-1" default:"10000"`
+	AIMaxDrop    float64       `envconfig:"COMPARE_AI_MAX_DROP" min:">0" max:"<1" default:"0.05"`
+	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" min:">0" max:"<1" default:"0.05"`
+	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" min:"1" default:"30"`
+	TermWindow   time.Duration `envconfig:"COMPARE_TERM_WINDOW" min:"1s" default:"3h"`
+	LMTWindow    time.Duration `envconfig:"COMPARE_LMT_WINDOW" min:"1s" default:"35m"`
 }
 
 func (e compareEnv) noise() comparator.NoiseConfig {

@@ -20,7 +20,7 @@ type demoServiceEnv struct {
 	Listen      string   `envconfig:"DEMO_LISTEN"`
 	DatabaseURL string   `envconfig:"DEMO_DATABASE_URL"`
 	SourceURL   string   `envconfig:"SOURCE_DATABASE_URL"`
-	ErrorRate   *float64 `envconfig:"DEMO_AI_ERROR_RATE"`
+	ErrorRate   *float64 `envconfig:"DEMO_AI_ERROR_RATE" min:"0" max:"1"`
 	ZiRule      string   `envconfig:"DEMO_ZI_RULE"`
 }
 

@@ -4,66 +4,95 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/consumers"
+	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/schemas"
 )
 
 func newDLQCmd() *cobra.Command {
+	var stage string
 	cmd := &cobra.Command{
 		Use:   "dlq",
-		Short: "Inspect and re-drive the sync dead-letter queue (dlq.sync)",
-		Long: `dlq works on the poison transactions sync published to dlq.sync (stream DLQ).
-Each entry holds the target, the source position (commit LSN, or LSN#index of
-a snapshot row), the error (with SQLSTATE and table) and the whole source
-transaction's change events.
+		Short: "Inspect, replay and drop dead letters of sync, shadow and compare (stream DLQ)",
+		Long: `dlq works on the dead letters of stream DLQ: messages a stage could not
+process and will not retry, one envelope for every stage, on dlq.<stage>:
 
-  dlq list                 one line per entry: seq, target, position, policy, error
+  sync     a poison source transaction a target could not apply (target, source
+           position = commit LSN or LSN#index of a snapshot row, SQLSTATE, table,
+           the whole transaction's change events), or an undecodable CDC message
+  shadow   an undecodable captured request (the original message)
+  compare  an undecodable shadow result (the original message)
+
+Every entry holds the stage, the reason, the error, the time and, for shadow
+and compare (and undecodable CDC messages), the original subject, headers and
+payload. Before anything was dead-lettered the list is empty.
+
+  dlq list                 one line per entry: seq, stage, reason, time, source, error
   dlq show SEQ             the whole entry as JSON
-  dlq replay SEQ... --mapping FILE | --all --mapping FILE
-                           apply the entry's transaction to its target through the (fixed)
-                           mapping, validated first, in one target transaction; the target's
-                           checkpoint moves forward to it when it is behind (a target stopped
-                           at it then resumes by itself); the entry is deleted on success.
-                           Under on_poison: skip later changes were already applied: replaying
-                           an old transaction over them is the operator's decision.
-  dlq drop SEQ...          delete entries (the transaction stays unapplied; a target stopped
+  dlq replay SEQ... | --all
+                           shadow, compare: publish the original payload again on its original
+                           subject with its original headers, then delete the entry.
+                           sync (--mapping FILE): apply the entry's transaction to its target
+                           through the (fixed) mapping, validated first, in one target
+                           transaction; the target's checkpoint moves forward to it when it is
+                           behind (a target stopped at it then resumes by itself); the entry is
+                           deleted on success. Under on_poison: skip later changes were already
+                           applied: replaying an old transaction over them is the operator's
+                           decision.
+  dlq drop SEQ...          delete entries (a sync transaction stays unapplied; a target stopped
                            at it stays stopped: use on_poison: skip or replay instead)
 
 Flags:
-  --mapping FILE   SHADOWCUBE_MAPPING_FILE   mapping file (replay)
-  --all                                      replay every entry (replay)
+  --stage sync|shadow|compare                only that stage's entries (default: all)
+  --mapping FILE   SHADOWCUBE_MAPPING_FILE   mapping file (replay of sync entries)
+  --all                                      replay every entry of --stage (replay)
   --format text|json                         output of list (text)
 
-Environment (replay):
+Environment (replay of sync entries):
   SHADOWCUBE_SOURCE_DATABASE_URL  legacy PostgreSQL (or the mapping's source.database_url_env),
                                   to validate the mapping
   <target database_url_env>       the cube database URL of each target replayed to` + commonEnvHelp,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if stage != "" && !slices.Contains(schemas.DeadLetterStages, stage) {
+				return usageError{fmt.Errorf("--stage %q: want one of %s (or none for all)", stage, strings.Join(schemas.DeadLetterStages, ", "))}
+			}
+			return nil
+		},
 	}
+	cmd.PersistentFlags().StringVar(&stage, "stage", "", "only entries of this stage: sync, shadow or compare (default all)")
 	var format string
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List dlq.sync entries",
+		Short: "List dead letters",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "text" && format != "json" {
+				return usageError{fmt.Errorf("--format %q: want text or json", format)}
+			}
 			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
 				w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				if format == "text" {
-					fmt.Fprintln(w, "SEQ\tTARGET\tPOSITION\tPOLICY\tFAILED AT\tERROR")
+					fmt.Fprintln(w, "SEQ\tSTAGE\tREASON\tFAILED AT\tSOURCE\tERROR")
 				}
-				err := consumers.ListDLQ(ctx, d.js, func(m consumers.DLQMessage) error {
+				err := natsx.ListDeadLetters(ctx, d.js, stage, func(m natsx.DeadLetterMsg) error {
 					if format == "json" {
 						b, _ := json.Marshal(m)
 						_, err := fmt.Fprintln(env.Stdout, string(b))
 						return err
 					}
-					_, err := fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", m.Seq, m.Entry.Target, m.Entry.Position, m.Entry.Policy,
-						m.Entry.FailedAt.Format("2006-01-02T15:04:05Z"), m.Entry.Error)
+					e := &m.Entry
+					_, err := fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", m.Seq, e.Stage, e.Reason,
+						e.FailedAt.UTC().Format("2006-01-02T15:04:05Z"), dlqSource(e), e.Error)
 					return err
 				})
 				w.Flush()
@@ -82,7 +111,7 @@ Environment (replay):
 				return err
 			}
 			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
-				m, err := consumers.GetDLQ(ctx, d.js, seqs[0])
+				m, err := natsx.GetDeadLetter(ctx, d.js, seqs[0], stage)
 				if err != nil {
 					return err
 				}
@@ -96,7 +125,7 @@ Environment (replay):
 	var all bool
 	replay := &cobra.Command{
 		Use:   "replay SEQ... | --all",
-		Short: "Apply entries to their targets through the mapping, then delete them",
+		Short: "Replay entries (shadow, compare: republish the original; sync: apply through the mapping), then delete them",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			seqs, err := parseSeqs(args)
 			if err != nil {
@@ -105,6 +134,9 @@ Environment (replay):
 			if len(seqs) == 0 && !all {
 				return usageError{fmt.Errorf("replay: give entry sequence numbers or --all")}
 			}
+			if len(seqs) > 0 && all {
+				return usageError{fmt.Errorf("replay: give entry sequence numbers or --all, not both")}
+			}
 			var e syncEnv
 			if err := process.Load(&e); err != nil {
 				return err
@@ -112,50 +144,30 @@ Environment (replay):
 			if cmd.Flags().Changed("mapping") {
 				e.MappingFile = mapping
 			}
-			m, src, urls, err := loadMappingURLs(e.MappingFile)
-			if err != nil {
-				return err
-			}
 			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
 				if all {
-					if err := consumers.ListDLQ(ctx, d.js, func(msg consumers.DLQMessage) error {
+					if err := natsx.ListDeadLetters(ctx, d.js, stage, func(msg natsx.DeadLetterMsg) error {
 						seqs = append(seqs, msg.Seq)
 						return nil
 					}); err != nil {
 						return err
 					}
 				}
-				srcConn, err := consumers.ConnectSource(ctx, src)
-				if err != nil {
-					return fmt.Errorf("connect to source database: %w", err)
-				}
-				defer srcConn.Close(context.Background())
-				validated := map[string]bool{}
+				sr := &syncReplayer{mappingFile: e.MappingFile}
+				defer sr.close()
 				for _, seq := range seqs {
-					msg, err := consumers.GetDLQ(ctx, d.js, seq)
+					msg, err := natsx.GetDeadLetter(ctx, d.js, seq, stage)
 					if err != nil {
 						return err
 					}
-					t := m.Target(msg.Entry.Target)
-					if t == nil {
-						return fmt.Errorf("DLQ entry %d: target %q is not in %s", seq, msg.Entry.Target, e.MappingFile)
-					}
-					if urls[t.Name] == "" {
-						return &process.EnvError{Var: t.DatabaseURLEnv, Msg: "required: database URL of target " + t.Name}
-					}
-					pool, err := consumers.OpenTargetPool(ctx, urls[t.Name])
-					if err != nil {
-						return err
-					}
-					if !validated[t.Name] {
-						if err := m.Validate(ctx, t, srcConn, pool); err != nil {
-							pool.Close()
+					if msg.Entry.Stage != schemas.StageSync {
+						if _, err := natsx.RepublishDeadLetter(ctx, d.js, seq); err != nil {
 							return err
 						}
-						validated[t.Name] = true
+						fmt.Fprintf(env.Stdout, "replayed %d: %s entry republished to %s\n", seq, msg.Entry.Stage, msg.Entry.Subject)
+						continue
 					}
-					en, err := consumers.ReplayDLQ(ctx, d.js, seq, m, pool)
-					pool.Close()
+					en, err := sr.replay(ctx, d.js, seq, msg.Entry.Sync)
 					if err != nil {
 						return err
 					}
@@ -165,8 +177,8 @@ Environment (replay):
 			})
 		},
 	}
-	replay.Flags().StringVar(&mapping, "mapping", "", "mapping file (SHADOWCUBE_MAPPING_FILE)")
-	replay.Flags().BoolVar(&all, "all", false, "replay every entry")
+	replay.Flags().StringVar(&mapping, "mapping", "", "mapping file, for sync entries (SHADOWCUBE_MAPPING_FILE)")
+	replay.Flags().BoolVar(&all, "all", false, "replay every entry (of --stage)")
 	drop := &cobra.Command{
 		Use:   "drop SEQ...",
 		Short: "Delete entries",
@@ -178,7 +190,7 @@ Environment (replay):
 			}
 			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
 				for _, seq := range seqs {
-					if err := consumers.DropDLQ(ctx, d.js, seq); err != nil {
+					if err := natsx.DropDeadLetter(ctx, d.js, seq, stage); err != nil {
 						return err
 					}
 					fmt.Fprintf(env.Stdout, "dropped %d\n", seq)
@@ -187,8 +199,88 @@ Environment (replay):
 			})
 		},
 	}
+	for _, c := range []*cobra.Command{show, replay, drop} {
+		c.SetFlagErrorFunc(seqFlagError)
+	}
 	cmd.AddCommand(list, show, replay, drop)
 	return cmd
+}
+
+// seqFlagError turns the flag parser's reading of a negative sequence
+// number ("-1" as shorthand flags) into the range message.
+func seqFlagError(_ *cobra.Command, err error) error {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, " in -"); strings.HasPrefix(msg, "unknown shorthand flag") && i >= 0 {
+		if _, perr := strconv.ParseInt(msg[i+4:], 10, 64); perr == nil {
+			return usageError{fmt.Errorf("DLQ sequence %s: must be at least 1 (see dlq list)", msg[i+4:])}
+		}
+	}
+	return usageError{err}
+}
+
+// dlqSource says where an entry came from: the target and source position
+// of a sync entry, else the original subject.
+func dlqSource(e *schemas.DeadLetter) string {
+	if e.Sync != nil {
+		return e.Sync.Target + "@" + e.Sync.Position
+	}
+	if e.Subject == "" {
+		return "-"
+	}
+	return e.Subject
+}
+
+// syncReplayer replays sync entries through the mapping, loaded (and its
+// source connected) at the first sync entry only: replaying shadow and
+// compare entries needs no mapping.
+type syncReplayer struct {
+	mappingFile string
+	m           *consumers.Mapping
+	urls        map[string]string
+	src         *pgx.Conn
+	validated   map[string]bool
+}
+
+func (r *syncReplayer) replay(ctx context.Context, js jetstream.JetStream, seq uint64, entry *schemas.SyncDeadLetter) (*schemas.SyncDeadLetter, error) {
+	if entry == nil {
+		return nil, fmt.Errorf("DLQ entry %d is not a readable sync entry (see dlq show %d)", seq, seq)
+	}
+	if r.m == nil {
+		m, src, urls, err := loadMappingURLs(r.mappingFile)
+		if err != nil {
+			return nil, fmt.Errorf("DLQ entry %d is a sync entry: %w", seq, err)
+		}
+		conn, err := consumers.ConnectSource(ctx, src)
+		if err != nil {
+			return nil, fmt.Errorf("connect to source database: %w", err)
+		}
+		r.m, r.urls, r.src, r.validated = m, urls, conn, map[string]bool{}
+	}
+	t := r.m.Target(entry.Target)
+	if t == nil {
+		return nil, fmt.Errorf("DLQ entry %d: target %q is not in %s", seq, entry.Target, r.mappingFile)
+	}
+	if r.urls[t.Name] == "" {
+		return nil, &process.EnvError{Var: t.DatabaseURLEnv, Msg: "required: database URL of target " + t.Name}
+	}
+	pool, err := consumers.OpenTargetPool(ctx, r.urls[t.Name])
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	if !r.validated[t.Name] {
+		if err := r.m.Validate(ctx, t, r.src, pool); err != nil {
+			return nil, err
+		}
+		r.validated[t.Name] = true
+	}
+	return consumers.ReplayDLQ(ctx, js, seq, r.m, pool)
+}
+
+func (r *syncReplayer) close() {
+	if r.src != nil {
+		r.src.Close(context.Background())
+	}
 }
 
 type dlqDeps struct {
@@ -199,8 +291,14 @@ func parseSeqs(args []string) ([]uint64, error) {
 	var out []uint64
 	for _, a := range args {
 		n, err := strconv.ParseUint(a, 10, 64)
-		if err != nil || n == 0 {
+		if err != nil {
+			if _, ierr := strconv.ParseInt(a, 10, 64); ierr == nil {
+				return nil, usageError{fmt.Errorf("DLQ sequence %s: must be at least 1 (see dlq list)", a)}
+			}
 			return nil, usageError{fmt.Errorf("%q is not a DLQ sequence number (see dlq list)", a)}
+		}
+		if n == 0 {
+			return nil, usageError{fmt.Errorf("DLQ sequence 0: must be at least 1 (see dlq list)")}
 		}
 		out = append(out, n)
 	}

@@ -8,8 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/publisher"
+	"github.com/heal7/shadowcube/schemas"
 )
 
 func newImportCmd() *cobra.Command {
@@ -73,7 +75,13 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 			if err != nil {
 				return err
 			}
-			if err := publisher.EnsureStream(ctx, conn.JS, settings); err != nil {
+			// the tap owns LEGACY_REQUESTS' limits: import sets them only when told to
+			if settings == (natsx.StreamSettings{}) {
+				_, err = natsx.StreamForReader(ctx, conn.JS, schemas.StreamLegacyRequests)
+			} else {
+				err = publisher.EnsureStream(ctx, conn.JS, settings)
+			}
+			if err != nil {
 				return err
 			}
 			c, err := publisher.New(conn.NC, cfg, e.Log, nil)

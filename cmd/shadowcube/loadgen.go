@@ -14,15 +14,15 @@ import (
 type loadgenEnv struct {
 	SajuURL     string        `envconfig:"LOADGEN_SAJU_URL" default:"http://localhost:8000"`
 	AIURL       string        `envconfig:"LOADGEN_AI_URL"`
-	Rate        float64       `envconfig:"LOADGEN_RATE" default:"20"`
-	Duration    time.Duration `envconfig:"LOADGEN_DURATION"`
-	Count       int           `envconfig:"LOADGEN_COUNT"`
-	Concurrency int           `envconfig:"LOADGEN_CONCURRENCY" default:"4"`
-	EdgeShare   float64       `envconfig:"LOADGEN_EDGE_SHARE" default:"0.1"`
-	LunarShare  float64       `envconfig:"LOADGEN_LUNAR_SHARE" default:"0.1"`
-	UnknownTime float64       `envconfig:"LOADGEN_UNKNOWN_TIME_SHARE" default:"0.05"`
-	Users       int           `envconfig:"LOADGEN_USERS" default:"20000"`
-	Seed        uint64        `envconfig:"LOADGEN_SEED"`
+	Rate        float64       `envconfig:"LOADGEN_RATE" min:"0" default:"20"`
+	Duration    time.Duration `envconfig:"LOADGEN_DURATION" min:"0s"`
+	Count       int           `envconfig:"LOADGEN_COUNT" min:"0"`
+	Concurrency int           `envconfig:"LOADGEN_CONCURRENCY" min:"1" default:"4"`
+	EdgeShare   float64       `envconfig:"LOADGEN_EDGE_SHARE" min:"0" max:"1" default:"0.1"`
+	LunarShare  float64       `envconfig:"LOADGEN_LUNAR_SHARE" min:"0" max:"1" default:"0.1"`
+	UnknownTime float64       `envconfig:"LOADGEN_UNKNOWN_TIME_SHARE" min:"0" max:"1" default:"0.05"`
+	Users       int           `envconfig:"LOADGEN_USERS" min:"1" default:"20000"`
+	Seed        uint64        `envconfig:"LOADGEN_SEED" min:"0"`
 	DryRun      bool          `envconfig:"LOADGEN_DRY_RUN"`
 }
 

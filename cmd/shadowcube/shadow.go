@@ -17,19 +17,19 @@ import (
 type shadowEnv struct {
 	RoutesFile      string        `envconfig:"ROUTES_FILE"`
 	Durable         string        `envconfig:"SHADOW_DURABLE" default:"shadow"`
-	MaxInFlight     int           `envconfig:"SHADOW_MAX_IN_FLIGHT" default:"256"`
-	MaxAckPending   int           `envconfig:"SHADOW_MAX_ACK_PENDING" default:"0"`
-	Concurrency     int           `envconfig:"SHADOW_CONCURRENCY" default:"16"`
-	Timeout         time.Duration `envconfig:"SHADOW_TIMEOUT" default:"5s"`
-	FreshnessWait   time.Duration `envconfig:"SHADOW_FRESHNESS_WAIT" default:"10s"`
-	BreakerFailures int           `envconfig:"SHADOW_BREAKER_FAILURES" default:"5"`
-	BreakerOpen     time.Duration `envconfig:"SHADOW_BREAKER_OPEN" default:"5s"`
-	BreakerProbes   int           `envconfig:"SHADOW_BREAKER_PROBES" default:"1"`
-	MaxBodyBytes    int64         `envconfig:"SHADOW_MAX_BODY_BYTES" default:"1048576"`
-	AckWait         time.Duration `envconfig:"SHADOW_ACK_WAIT" default:"0"`
-	ResultsMaxAge   time.Duration `envconfig:"SHADOW_RESULTS_MAX_AGE" default:"0"`
-	ResultsMaxBytes int64         `envconfig:"SHADOW_RESULTS_MAX_BYTES" default:"0"`
-	ResultsReplicas int           `envconfig:"SHADOW_RESULTS_REPLICAS" default:"1"`
+	MaxInFlight     int           `envconfig:"SHADOW_MAX_IN_FLIGHT" min:"1" default:"256"`
+	MaxAckPending   int           `envconfig:"SHADOW_MAX_ACK_PENDING" min:"0" default:"0"`
+	Concurrency     int           `envconfig:"SHADOW_CONCURRENCY" min:"1" default:"16"`
+	Timeout         time.Duration `envconfig:"SHADOW_TIMEOUT" min:"1ms" default:"5s"`
+	FreshnessWait   time.Duration `envconfig:"SHADOW_FRESHNESS_WAIT" min:"1ms" default:"10s"`
+	BreakerFailures int           `envconfig:"SHADOW_BREAKER_FAILURES" min:"1" default:"5"`
+	BreakerOpen     time.Duration `envconfig:"SHADOW_BREAKER_OPEN" min:"1ms" default:"5s"`
+	BreakerProbes   int           `envconfig:"SHADOW_BREAKER_PROBES" min:"1" default:"1"`
+	MaxBodyBytes    int64         `envconfig:"SHADOW_MAX_BODY_BYTES" min:"1" default:"1048576"`
+	AckWait         time.Duration `envconfig:"SHADOW_ACK_WAIT" min:"0s" default:"0"`
+	ResultsMaxAge   time.Duration `envconfig:"SHADOW_RESULTS_MAX_AGE" min:"0s" default:"0"`
+	ResultsMaxBytes int64         `envconfig:"SHADOW_RESULTS_MAX_BYTES" min:"0" default:"0"`
+	ResultsReplicas int           `envconfig:"SHADOW_RESULTS_REPLICAS" min:"1" max:"5" default:"1"`
 	ResultsStorage  string        `envconfig:"SHADOW_RESULTS_STORAGE" default:"file"`
 }
 

@@ -15,9 +15,9 @@ import (
 type syncEnv struct {
 	MappingFile string        `envconfig:"MAPPING_FILE"`
 	Targets     string        `envconfig:"SYNC_TARGETS"`
-	MaxBatch    int           `envconfig:"SYNC_MAX_BATCH" default:"5000"`
-	AckWait     time.Duration `envconfig:"SYNC_ACK_WAIT" default:"5m"`
-	RetryMax    time.Duration `envconfig:"SYNC_RETRY_MAX" default:"5s"`
+	MaxBatch    int           `envconfig:"SYNC_MAX_BATCH" min:"1" default:"5000"`
+	AckWait     time.Duration `envconfig:"SYNC_ACK_WAIT" min:"1ms" default:"5m"`
+	RetryMax    time.Duration `envconfig:"SYNC_RETRY_MAX" min:"1ms" default:"5s"`
 }
 
 const mappingHelp = `

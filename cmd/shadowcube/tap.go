@@ -30,7 +30,7 @@ type CaptureEnv struct {
 	StripHeaders  []string `envconfig:"TAP_STRIP_HEADERS"`
 	RedactPaths   []string `envconfig:"TAP_REDACT_PATHS"`
 	RedactMode    string   `envconfig:"TAP_REDACT_MODE" default:"remove"`
-	QueueSize     int      `envconfig:"TAP_QUEUE_SIZE" default:"4096"`
+	QueueSize     int      `envconfig:"TAP_QUEUE_SIZE" min:"1" default:"4096"`
 	QueueBytes    string   `envconfig:"TAP_QUEUE_BYTES" default:"64MiB"`
 	SpillDir      string   `envconfig:"TAP_SPILL_DIR"`
 	SpillMaxBytes string   `envconfig:"TAP_SPILL_MAX_BYTES" default:"256MiB"`
@@ -184,9 +184,9 @@ type tapEnv struct {
 	UpstreamKey        string        `envconfig:"TAP_UPSTREAM_KEY"`
 	UpstreamServerName string        `envconfig:"TAP_UPSTREAM_SERVER_NAME"`
 	UpstreamInsecure   bool          `envconfig:"TAP_UPSTREAM_INSECURE"`
-	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" default:"0s"`
+	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" min:"0s" default:"0s"`
 	Rollout            bool          `envconfig:"TAP_ROLLOUT" default:"true"`
-	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" default:"8"`
+	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" min:"1" default:"8"`
 }
 
 func newTapCmd() *cobra.Command {

@@ -84,8 +84,11 @@ func StreamConfig(name string, s StreamSettings) (jetstream.StreamConfig, error)
 // another stream). Fix it by hand (nats stream edit/rm) after reading the error.
 var ErrIncompatibleStream = errors.New("existing stream has an incompatible config")
 
-// EnsureStream creates the stream, or updates it to cfg when it exists. It is
-// idempotent. A change JetStream cannot apply in place returns an error
+// EnsureStream creates the stream, or updates it to cfg when it exists. Only
+// the stage that writes a stream and owns its settings calls it (tap and
+// import: LEGACY_REQUESTS, cdc: CDC, shadow: SHADOW_RESULTS); every other
+// stage opens it with StreamForReader, so that a reader's defaults never
+// reset the limits the owner set. It is idempotent. A change JetStream cannot apply in place returns an error
 // wrapping ErrIncompatibleStream that names the field and both values.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
@@ -121,6 +124,36 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return s, nil
 }
 
+// StreamForReader opens one of the pipeline's streams for a stage that does
+// not own its settings: a reader (shadow reads LEGACY_REQUESTS, sync reads
+// CDC, compare reads SHADOW_RESULTS) or a writer of a stream nobody
+// configures (every stage dead-letters into DLQ). A missing stream is
+// created with default limits, so a reader may start before the owner; an
+// existing stream is returned as it is, never updated.
+func StreamForReader(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("look up stream %s: %w", name, err)
+	}
+	cfg, err := StreamConfig(name, StreamSettings{})
+	if err != nil {
+		return nil, err
+	}
+	s, err = js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		s, err = js.Stream(ctx, name) // created meanwhile by its owner or another reader
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s (subjects %v): %w", name, cfg.Subjects, err)
+	}
+	return s, nil
+}
+
 func streamUpToDate(have, want jetstream.StreamConfig) bool {
 	return slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge &&
 		have.MaxBytes == want.MaxBytes && have.Replicas == want.Replicas &&
@@ -142,7 +175,9 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 	return c, nil
 }
 
-// EnsureKV creates or opens a key-value bucket.
+// EnsureKV creates a key-value bucket or updates it to cfg: for the owner
+// of a bucket only (cdc's state bucket). Stages that share a bucket use
+// KVForReader.
 func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
@@ -151,6 +186,34 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		return nil, fmt.Errorf("ensure KV bucket %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
+}
+
+// KVForReader opens a key-value bucket, creating it with cfg only when it is
+// missing; an existing bucket is never updated (the shared shadowcube bucket
+// is written by sync and flags and read by shadow and tap: no stage resets
+// another's history setting).
+func KVForReader(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open KV bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// SharedKVConfig is the config of the shadowcube KV bucket (schemas.KVBucket)
+// that sync (watermarks) and flags write and shadow and tap read. Every stage
+// creates it, when missing, with this one config (KVForReader), so the
+// bucket is the same whichever stage starts first.
+func SharedKVConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: schemas.KVBucket, History: 5}
 }
 
 // withDefaultTimeout adds a 30s deadline only when the caller set none.

@@ -24,7 +24,7 @@ type Common struct {
 	NATSTLSCert  string `envconfig:"NATS_TLS_CERT" desc:"client certificate for NATS mutual TLS"`
 	NATSTLSKey   string `envconfig:"NATS_TLS_KEY" desc:"client key for NATS mutual TLS"`
 	NATSDataDir  string `envconfig:"NATS_DATA_DIR" desc:"data directory of the embedded NATS server (default: user cache dir)"`
-	NATSPort     int    `envconfig:"NATS_PORT" desc:"port of the embedded NATS server (0 = free port)"`
+	NATSPort     int    `envconfig:"NATS_PORT" min:"0" max:"65535" desc:"port of the embedded NATS server (0 = free port)"`
 	MetricsAddr  string `envconfig:"METRICS_ADDR" default:":9090" desc:"address for /metrics, /healthz and /readyz; empty disables"`
 	LogFormat    string `envconfig:"LOG_FORMAT" default:"text" desc:"log format: text or json"`
 	LogLevel     string `envconfig:"LOG_LEVEL" default:"info" desc:"log level: debug, info, warn or error"`
@@ -43,7 +43,11 @@ func (e *EnvError) Error() string {
 }
 
 // Load reads SHADOWCUBE_* variables into spec (a pointer to a struct with
-// envconfig tags). Errors name the variable and the bad value.
+// envconfig tags) and checks the `min:"N"` / `max:"N"` tags of its numeric
+// fields (ints, floats, durations such as min:"1s"): every numeric field of
+// an env struct carries at least one, so a bad number is an error, never
+// silently replaced by a default. Errors name the variable, the bad value
+// and, for a number out of range, the allowed range.
 func Load(spec any) error {
 	if err := envconfig.Process(EnvPrefix, spec); err != nil {
 		var pe *envconfig.ParseError
@@ -52,7 +56,7 @@ func Load(spec any) error {
 		}
 		return fmt.Errorf("read environment: %w", err)
 	}
-	return nil
+	return checkBounds(EnvPrefix, spec)
 }
 
 // Validate checks the common settings.
