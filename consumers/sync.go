@@ -32,6 +32,7 @@ type Sync struct {
 	cfg       Config
 	appliers  []*Applier
 	pools     []*pgxpool.Pool
+	source    *pgxpool.Pool // re-reads of rows with unchanged TOAST values
 	closeOnce sync.Once
 }
 
@@ -42,7 +43,8 @@ var SessionSettings = map[string]string{
 	"bytea_output": "hex", "extra_float_digits": "3",
 }
 
-// OpenTargetPool opens a pool to a cube database with the pinned session settings.
+// OpenTargetPool opens a pool to a cube database (or the source database,
+// for re-reads) with the pinned session settings.
 func OpenTargetPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -86,6 +88,9 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 	defer src.Close(context.Background())
 	met := NewMetrics(reg)
 	s := &Sync{cfg: cfg}
+	if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
+		return nil, fmt.Errorf("source database: %w", err)
+	}
 	for _, t := range cfg.Mapping.Targets {
 		if len(cfg.Only) > 0 && !contains(cfg.Only, t.Name) {
 			continue
@@ -105,7 +110,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 			s.Close()
 			return nil, err
 		}
-		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Stream: cfg.Stream,
+		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, Stream: cfg.Stream,
 			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax}, js, log, met)
 		if err != nil {
 			s.Close()
@@ -157,6 +162,9 @@ func (s *Sync) Close() {
 	s.closeOnce.Do(func() {
 		for _, p := range s.pools {
 			p.Close()
+		}
+		if s.source != nil {
+			s.source.Close()
 		}
 	})
 }
