@@ -141,11 +141,11 @@ targets:
 	waitCaughtUp(t, e.ctx, e.src, e.dst, "cube", "toastc", 60*time.Second)
 	waitCaughtUp(t, e.ctx, e.src, e.dst, "comp", "toastc", 60*time.Second)
 	e.exec(e.dst, `DELETE FROM d WHERE id = 3; DELETE FROM dc WHERE id = 3`) // the target lacks row 3
-	e.exec(e.src, `UPDATE d SET kind = 'paper' WHERE id = 1`)                 // enters the filter
-	e.exec(e.src, `UPDATE d SET title = 'b2' WHERE id = 2`)                   // summary reads title and body
-	e.exec(e.src, `UPDATE d SET title = 'c2' WHERE id = 3`)                   // the target lacks the row
-	e.exec(e.dst, `DELETE FROM d WHERE id = 2`)                               // old key row missing...
-	e.exec(e.src, `UPDATE d SET id = 20 WHERE id = 2`)                        // ...at the key change
+	e.exec(e.src, `UPDATE d SET kind = 'paper' WHERE id = 1`)                // enters the filter
+	e.exec(e.src, `UPDATE d SET title = 'b2' WHERE id = 2`)                  // summary reads title and body
+	e.exec(e.src, `UPDATE d SET title = 'c2' WHERE id = 3`)                  // the target lacks the row
+	e.exec(e.dst, `DELETE FROM d WHERE id = 2`)                              // old key row missing...
+	e.exec(e.src, `UPDATE d SET id = 20 WHERE id = 2`)                       // ...at the key change
 	waitCaughtUp(t, e.ctx, e.src, e.dst, "cube", "toastc", 60*time.Second)
 	waitCaughtUp(t, e.ctx, e.src, e.dst, "comp", "toastc", 60*time.Second)
 	stop()
