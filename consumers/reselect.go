@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -136,12 +138,71 @@ func (a *Applier) reselect(ctx context.Context, tm *TableMap, evs []*schemas.Cha
 		return nil, err
 	}
 	defer done()
-	rows, err := src.Query(ctx, sql, jsonArray(keys))
+	var xids []int64
+	for _, ev := range evs {
+		if ev.TxID != 0 && !slices.Contains(xids, int64(ev.TxID)) {
+			xids = append(xids, int64(ev.TxID))
+		}
+	}
+	out := make([]schemas.Row, len(evs))
+	for {
+		visible, err := a.readRows(ctx, src, tm, sql, jsonArray(keys), xids, out)
+		if err != nil {
+			return nil, fmt.Errorf("re-read rows of %s from the source: %w", tm.Source, err)
+		}
+		if visible {
+			break
+		}
+		// the transaction's commit was decoded but is not visible to new
+		// snapshots yet (the server marks it visible just after): wait
+		sleepCtx(ctx, 5*time.Millisecond)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return out, nil
+}
+
+// visibleSQL reports whether one of the source transactions ($1, 32-bit
+// xids as sent by cdc) is not visible in the current snapshot: in progress,
+// or committed after the snapshot was taken. The full xid takes the epoch
+// of the snapshot's xmax (the nearest one, modulo 2^32); an xid the server
+// has not assigned yet (age <= 0: not a real source transaction) counts as
+// visible.
+const visibleSQL = `SELECT coalesce(bool_or(age(t::text::xid) > 0 AND f >= 0 AND NOT pg_visible_in_snapshot(f::text::xid8, s)), false)
+FROM (SELECT s, pg_snapshot_xmax(s)::text::bigint AS xm FROM (SELECT pg_current_snapshot() AS s) q) m,
+     LATERAL (SELECT t, CASE WHEN f0 > xm + 2147483648 THEN f0 - 4294967296 WHEN f0 < xm - 2147483648 THEN f0 + 4294967296 ELSE f0 END AS f
+              FROM (SELECT t, ((xm >> 32) << 32) | t AS f0 FROM unnest($1::bigint[]) AS t) y) x`
+
+// readRows runs the re-read in one repeatable-read snapshot of the source
+// that sees every transaction in xids, filling out by ordinal; it reports
+// false (nothing read) when one of them is not visible yet. Logical decoding
+// may hand a commit over before the committing backend has left the
+// server's list of running transactions: a read then would see the row as
+// it was before the event.
+func (a *Applier) readRows(ctx context.Context, src DB, tm *TableMap, sql, keys string, xids []int64, out []schemas.Row) (bool, error) {
+	tx, err := src.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("re-read rows of %s from the source: %w", tm.Source, err)
+		return false, err
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return false, err
+	}
+	if len(xids) > 0 {
+		var pending bool
+		if err := tx.QueryRow(ctx, visibleSQL, xids).Scan(&pending); err != nil {
+			return false, err
+		}
+		if pending {
+			return false, nil
+		}
+	}
+	rows, err := tx.Query(ctx, sql, keys)
+	if err != nil {
+		return false, err
 	}
 	defer rows.Close()
-	out := make([]schemas.Row, len(evs))
 	vals := make([]*string, len(tm.srcCols))
 	ptrs := make([]any, len(tm.srcCols)+1)
 	for i := range vals {
@@ -151,7 +212,7 @@ func (a *Applier) reselect(ctx context.Context, tm *TableMap, evs []*schemas.Cha
 	ptrs[len(vals)] = &o
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, fmt.Errorf("re-read rows of %s from the source: %w", tm.Source, err)
+			return false, err
 		}
 		r := make(schemas.Row, len(vals))
 		for i, c := range tm.srcCols {
@@ -160,9 +221,9 @@ func (a *Applier) reselect(ctx context.Context, tm *TableMap, evs []*schemas.Cha
 		out[o] = r
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("re-read rows of %s from the source: %w", tm.Source, err)
+		return false, err
 	}
-	return out, nil
+	return true, tx.Commit(ctx)
 }
 
 // source returns the source database: the configured one, or a connection
