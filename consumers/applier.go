@@ -54,6 +54,9 @@ func (c *ApplierConfig) defaults() error {
 			return fmt.Errorf("applier config: target %s table %s: mapping not validated", c.Target.Name, tm.Source)
 		}
 	}
+	if err := c.validate(); err != nil {
+		return err
+	}
 	if c.Stream == "" {
 		c.Stream = schemas.StreamCDC
 	}
@@ -79,6 +82,27 @@ func (c *ApplierConfig) defaults() error {
 		c.PollStop = time.Second
 	}
 	return nil
+}
+
+// validate checks the numeric settings: zero means the default, a negative
+// value is an error naming the field.
+func (c *ApplierConfig) validate() error {
+	var errs []error
+	if c.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("applier config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"AckWait", c.AckWait}, {"RetryMin", c.RetryMin}, {"RetryMax", c.RetryMax}, {"Watermark", c.Watermark}, {"PollStop", c.PollStop}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("applier config: %s %s: must be positive (0: default)", d.name, d.v))
+		}
+	}
+	if c.RetryMin > 0 && c.RetryMax > 0 && c.RetryMin > c.RetryMax {
+		errs = append(errs, fmt.Errorf("applier config: RetryMin %s is above RetryMax %s", c.RetryMin, c.RetryMax))
+	}
+	return errors.Join(errs...)
 }
 
 // Applier applies the CDC stream to one target database. See the package

@@ -22,9 +22,25 @@ type Config struct {
 	Only       []string          // sync only these targets (default all)
 
 	Stream   string
-	MaxBatch int
-	AckWait  time.Duration
-	RetryMax time.Duration
+	MaxBatch int           // most source events per target transaction (0: 5000)
+	AckWait  time.Duration // JetStream ack wait (0: 5m)
+	RetryMax time.Duration // back-off bound of transient failures (0: 5s)
+}
+
+// validate checks the numeric settings: zero means the default, a negative
+// value is an error naming the field.
+func (c *Config) validate() error {
+	var errs []error
+	if c.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("sync config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
+	}
+	if c.AckWait < 0 {
+		errs = append(errs, fmt.Errorf("sync config: AckWait %s: must be positive (0: default 5m)", c.AckWait))
+	}
+	if c.RetryMax < 0 {
+		errs = append(errs, fmt.Errorf("sync config: RetryMax %s: must be positive (0: default 5s)", c.RetryMax))
+	}
+	return errors.Join(errs...)
 }
 
 // Sync runs one Applier per target.
@@ -74,6 +90,9 @@ func ConnectSource(ctx context.Context, url string) (*pgx.Conn, error) {
 func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) (*Sync, error) {
 	if cfg.Mapping == nil {
 		return nil, errors.New("sync: mapping required")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.SourceURL == "" {
 		return nil, fmt.Errorf("sync: source database URL required (%s) to validate the mapping", cfg.Mapping.Source.DatabaseURLEnv)
