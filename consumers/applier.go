@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,10 @@ type ApplierConfig struct {
 	Mapping *Mapping
 	Target  *Target
 	DB      DB // the target database (a pgxpool.Pool in production)
+	// Source is the source database, to re-read rows whose unchanged TOAST
+	// values the target cannot supply (nil: connect when needed through
+	// Mapping.Source.DatabaseURLEnv).
+	Source DB
 
 	Stream    string        // CDC stream (schemas.StreamCDC)
 	Durable   string        // durable consumer name (default "sync-<target>")
@@ -48,6 +53,9 @@ func (c *ApplierConfig) defaults() error {
 		if tm.srcCols == nil {
 			return fmt.Errorf("applier config: target %s table %s: mapping not validated", c.Target.Name, tm.Source)
 		}
+	}
+	if err := c.validate(); err != nil {
+		return err
 	}
 	if c.Stream == "" {
 		c.Stream = schemas.StreamCDC
@@ -74,6 +82,27 @@ func (c *ApplierConfig) defaults() error {
 		c.PollStop = time.Second
 	}
 	return nil
+}
+
+// validate checks the numeric settings: zero means the default, a negative
+// value is an error naming the field.
+func (c *ApplierConfig) validate() error {
+	var errs []error
+	if c.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("applier config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"AckWait", c.AckWait}, {"RetryMin", c.RetryMin}, {"RetryMax", c.RetryMax}, {"Watermark", c.Watermark}, {"PollStop", c.PollStop}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("applier config: %s %s: must be positive (0: default)", d.name, d.v))
+		}
+	}
+	if c.RetryMin > 0 && c.RetryMax > 0 && c.RetryMin > c.RetryMax {
+		errs = append(errs, fmt.Errorf("applier config: RetryMin %s is above RetryMax %s", c.RetryMin, c.RetryMax))
+	}
+	return errors.Join(errs...)
 }
 
 // Applier applies the CDC stream to one target database. See the package
@@ -635,7 +664,8 @@ func (a *Applier) retry(ctx context.Context, what string, f func() error) error 
 // exhaustion. Other database errors (constraint violations, bad data, bad SQL)
 // are permanent: retrying the same transaction cannot succeed.
 func Transient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
+	var perm *permanentError
+	if err == nil || errors.Is(err, context.Canceled) || errors.As(err, &perm) {
 		return false
 	}
 	var pe *pgconn.PgError
@@ -691,6 +721,14 @@ FROM shadowcube.applied WHERE target = $1 AND slot = $2 FOR UPDATE`, a.target, a
 	}
 	n := 0
 	b := &pgx.Batch{}
+	send := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		err := tx.SendBatch(ctx, b).Close()
+		b = &pgx.Batch{}
+		return err
+	}
 	if mode != modeSkipData {
 		stmts, count, err := a.statements(todo)
 		if err != nil {
@@ -698,7 +736,16 @@ FROM shadowcube.applied WHERE target = $1 AND slot = $2 FOR UPDATE`, a.target, a
 		}
 		n = count
 		for _, s := range stmts {
-			b.Queue(s.sql, s.args...)
+			if s.fill == nil {
+				b.Queue(s.sql, s.args...)
+				continue
+			}
+			if err := send(); err != nil {
+				return 0, err
+			}
+			if err := a.complete(ctx, tx, s, b); err != nil {
+				return 0, err
+			}
 		}
 	}
 	last := todo[len(todo)-1]
@@ -710,7 +757,7 @@ FROM shadowcube.applied WHERE target = $1 AND slot = $2 FOR UPDATE`, a.target, a
 		b.Queue(`UPDATE shadowcube.applied SET lsn = $3::pg_lsn, idx = $4, commit_time = coalesce($5, commit_time), applied_at = now()
 WHERE target = $1 AND slot = $2`, a.target, a.slot, last.pos.LSN.String(), last.pos.Idx, ct)
 	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	if err := send(); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -722,6 +769,18 @@ WHERE target = $1 AND slot = $2`, a.target, a.slot, last.pos.LSN.String(), last.
 type stmt struct {
 	sql  string
 	args []any
+	// fill, when set, makes the statement run on its own: it returns the
+	// ordinals (into fill.evs) of source rows the target cannot complete
+	// (an empty sql: all of them); those are re-read from the source and
+	// upserted whole before the next statement runs.
+	fill *fill
+}
+
+// fill is a set of update events whose new version lacks unchanged TOAST
+// values the target needs.
+type fill struct {
+	tm  *TableMap
+	evs []*schemas.ChangeEvent
 }
 
 type groupKind int
@@ -729,6 +788,7 @@ type groupKind int
 const (
 	gUpsert groupKind = iota
 	gRemove
+	gInPlace // updates of existing rows that leave unchanged TOAST values alone
 )
 
 // group is a run of same-kind changes to one table, applied by one statement.
@@ -738,12 +798,39 @@ type group struct {
 	excluded map[string]bool
 	sig      string
 	rows     [][]byte
+	evs      []*schemas.ChangeEvent // gInPlace: the event of each row
 	keys     map[string]int
+}
+
+// jsonArray joins JSON objects into one JSON array (a statement parameter).
+func jsonArray(rows [][]byte) string {
+	size := 2
+	for _, r := range rows {
+		size += len(r) + 1
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, '[')
+	for i, r := range rows {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, r...)
+	}
+	return string(append(buf, ']'))
 }
 
 // statements turns units into SQL, keeping order: consecutive changes of the
 // same kind to the same table share one statement; a row changed twice in
 // such a run keeps only its newest version.
+//
+// Updates whose new version carries every mapped value are upserts. An
+// update with unchanged TOAST values (not sent by the source) never goes
+// through an insert: it updates the target row in place, setting only what
+// the event carries (a key change moves the row to its new key in place).
+// Where the target cannot supply the missing values (it lacks the row, the
+// row enters the where filter, the filter or a mapped expression reads an
+// unchanged value together with sent ones) the row is re-read from the
+// source by key (see Applier.reselect).
 func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 	var out []stmt
 	var g *group
@@ -753,54 +840,71 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 			g = nil
 			return
 		}
-		size := 2
-		for _, r := range g.rows {
-			size += len(r) + 1
-		}
-		buf := make([]byte, 0, size)
-		buf = append(buf, '[')
-		for i, r := range g.rows {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = append(buf, r...)
-		}
-		buf = append(buf, ']')
-		param := string(buf)
-		if g.kind == gUpsert {
-			out = append(out, stmt{g.tm.upsertSQL(g.excluded), []any{param}})
+		param := jsonArray(g.rows)
+		switch g.kind {
+		case gUpsert:
+			out = append(out, stmt{sql: g.tm.upsertSQL(g.excluded), args: []any{param}})
 			if s := g.tm.filteredOutSQL(); s != "" {
-				out = append(out, stmt{s, []any{param}})
+				out = append(out, stmt{sql: s, args: []any{param}})
 			}
-		} else if s := g.tm.deleteSQL(); s != "" {
-			out = append(out, stmt{s, []any{param}})
+		case gInPlace:
+			out = append(out, stmt{sql: g.tm.updateInPlaceSQL(g.excluded), args: []any{param}, fill: &fill{tm: g.tm, evs: g.evs}})
+			if s := g.tm.filteredOutSQL(); s != "" {
+				out = append(out, stmt{sql: s, args: []any{param}})
+			}
+		default:
+			if s := g.tm.deleteSQL(); s != "" {
+				out = append(out, stmt{sql: s, args: []any{param}})
+			}
 		}
 		g = nil
 	}
-	add := func(tm *TableMap, kind groupKind, excluded map[string]bool, row schemas.Row, ct time.Time, key string) {
+	add := func(tm *TableMap, kind groupKind, excluded map[string]bool, ev *schemas.ChangeEvent, row schemas.Row, key string) {
 		sig := ""
-		if kind == gUpsert {
+		if kind != gRemove {
 			sig = excludedSig(excluded)
 		}
 		if g == nil || g.tm != tm || g.kind != kind || g.sig != sig || (key == "" && len(g.rows) > 0) {
 			flush()
 			g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
 		}
-		js := rowJSON(tm, row, ct)
+		var js []byte
+		if kind == gInPlace {
+			js = rowJSONOrd(tm, row, ev.CommitTime, len(g.rows))
+		} else {
+			js = rowJSON(tm, row, ev.CommitTime)
+		}
 		if key != "" {
 			if i, ok := g.keys[key]; ok {
 				if tm.Where == "" {
-					g.rows[i] = js // the newer version replaces the older: same end state
+					// the newer version replaces the older: same end state
+					// (in place: both carry the same columns, same signature)
+					if kind == gInPlace {
+						g.rows[i], g.evs[i] = rowJSONOrd(tm, row, ev.CommitTime, i), ev
+					} else {
+						g.rows[i] = js
+					}
 					return
 				}
 				// with a filter the older version may matter (it may have been
 				// in the subset, then left it): keep both, in order
 				flush()
 				g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
+				if kind == gInPlace {
+					js = rowJSONOrd(tm, row, ev.CommitTime, 0)
+				}
 			}
 			g.keys[key] = len(g.rows)
 		}
 		g.rows = append(g.rows, js)
+		if kind == gInPlace {
+			g.evs = append(g.evs, ev)
+		}
+	}
+	// single appends a statement of its own (after the current group).
+	single := func(st stmt) {
+		flush()
+		out = append(out, st)
 	}
 	for _, t := range units {
 		for _, ev := range t.events {
@@ -811,15 +915,37 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 					continue
 				}
 				count++
-				if ev.Op == schemas.OpUpdate && ev.Old != nil && keyChanged(tm, ev) {
-					// the old key row goes whatever the delete policy: the row was re-keyed, not deleted
-					oldTM := tm
-					if oldTM.Delete != DeleteHard {
-						oldTM = hardDeleteView(tm)
+				rekey := ev.Op == schemas.OpUpdate && ev.Old != nil && keyChanged(tm, ev)
+				excluded := excludedFor(tm, ev.Unchanged)
+				whereReads := len(ev.Unchanged) > 0 && slices.ContainsFunc(tm.whereDeps, func(c string) bool { return slices.Contains(ev.Unchanged, c) })
+				if ev.Op != schemas.OpUpdate || len(excluded) == 0 && !whereReads {
+					// the event carries every value the mapping reads
+					if rekey {
+						// the old key row goes whatever the delete policy: the row was re-keyed, not deleted
+						add(hardDeleteView(tm), gRemove, nil, ev, ev.Old, rowKey(tm, ev, ev.Old))
 					}
-					add(oldTM, gRemove, nil, ev.Old, ev.CommitTime, rowKey(tm, ev, ev.Old))
+					add(tm, gUpsert, nil, ev, ev.New, rowKey(tm, ev, ev.New))
+					continue
 				}
-				add(tm, gUpsert, excludedFor(tm, ev.Unchanged), ev.New, ev.CommitTime, rowKey(tm, ev, ev.New))
+				if whereReads || mixedRead(tm, ev, excluded, rekey) {
+					// the target cannot compute the row: complete it from the source
+					if rekey {
+						add(hardDeleteView(tm), gRemove, nil, ev, ev.Old, rowKey(tm, ev, ev.Old))
+					}
+					single(stmt{fill: &fill{tm: tm, evs: []*schemas.ChangeEvent{ev}}})
+					continue
+				}
+				if rekey {
+					nw := jsonArray([][]byte{rowJSONOrd(tm, ev.New, ev.CommitTime, 0)})
+					old := jsonArray([][]byte{rowJSON(tm, ev.Old, ev.CommitTime)})
+					single(stmt{sql: tm.staleNewKeySQL(), args: []any{nw, old}})
+					out = append(out, stmt{sql: tm.rekeySQL(excluded), args: []any{nw, old}, fill: &fill{tm: tm, evs: []*schemas.ChangeEvent{ev}}})
+					if s := tm.rekeyedOutSQL(); s != "" {
+						out = append(out, stmt{sql: s, args: []any{nw, old}})
+					}
+					continue
+				}
+				add(tm, gInPlace, excluded, ev, ev.New, rowKey(tm, ev, ev.New))
 			case schemas.OpDelete:
 				tm := a.cfg.Target.table(ev.Schema, ev.Table)
 				if tm == nil || tm.Delete == DeleteIgnore {
@@ -830,7 +956,7 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 				if row == nil {
 					row = ev.New
 				}
-				add(tm, gRemove, nil, row, ev.CommitTime, rowKey(tm, ev, row))
+				add(tm, gRemove, nil, ev, row, rowKey(tm, ev, row))
 			case schemas.OpTruncate:
 				// cdc publishes one truncate event per truncated table: truncate
 				// only this event's table (Truncate.Tables when it names none).
@@ -849,9 +975,8 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 						continue
 					}
 					if sql := tm.truncateSQL(restart); sql != "" {
-						flush()
 						count++
-						out = append(out, stmt{sql: sql})
+						single(stmt{sql: sql})
 					}
 				}
 			case schemas.OpSchema:
@@ -864,6 +989,24 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 	}
 	flush()
 	return out, count, nil
+}
+
+// mixedRead reports whether a target column left alone (excluded: it reads
+// an unchanged TOAST value) also reads a value the event sent, which may have
+// changed: a non-key column, or a key column of a re-keyed row. The stored
+// value is then stale and the target cannot recompute it.
+func mixedRead(tm *TableMap, ev *schemas.ChangeEvent, excluded map[string]bool, rekey bool) bool {
+	for c := range excluded {
+		for _, d := range tm.deps[c] {
+			if slices.Contains(ev.Unchanged, d) {
+				continue
+			}
+			if rekey || !slices.Contains(ev.Key, d) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // hardDeleteView is tm with the hard delete policy (for primary-key changes).
@@ -946,6 +1089,16 @@ func keyChanged(tm *TableMap, ev *schemas.ChangeEvent) bool {
 		}
 	}
 	return false
+}
+
+// rowJSONOrd is rowJSON with the row's ordinal in its statement.
+func rowJSONOrd(tm *TableMap, row schemas.Row, ct time.Time, ord int) []byte {
+	b := rowJSON(tm, row, ct)
+	b = append(b[:len(b)-1], ',')
+	b = jsonenc.AppendString(b, ordColumn)
+	b = append(b, ':', '"')
+	b = strconv.AppendInt(b, int64(ord), 10)
+	return append(b, '"', '}')
 }
 
 func rowJSON(tm *TableMap, row schemas.Row, ct time.Time) []byte {

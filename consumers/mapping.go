@@ -69,13 +69,14 @@ type TableMap struct {
 	DeleteLine   int
 
 	// resolved by Validate
-	srcCols   []srcColumn       // source columns in table order
-	tgtTypes  map[string]string // target column -> format_type
-	softValue string            // SQL of the soft-delete mark ($2 = commit time)
-	softClear string            // SQL value clearing the mark on upsert
-	deps      map[string][]string
-	plainKey  []string  // source column per key column when key exprs are plain columns
-	hardView  *TableMap // this table with the hard delete policy (primary-key changes)
+	srcCols   []srcColumn         // source columns in table order
+	tgtTypes  map[string]string   // target column -> format_type
+	softValue string              // SQL of the soft-delete mark ($2 = commit time)
+	softClear string              // SQL value clearing the mark on upsert
+	deps      map[string][]string // target column -> source columns its expression reads
+	whereDeps []string            // source columns the where filter reads
+	plainKey  []string            // source column per key column when key exprs are plain columns
+	hardView  *TableMap           // this table with the hard delete policy (primary-key changes)
 }
 
 // ColumnMap is one target column and the SQL expression computing it from

@@ -22,9 +22,25 @@ type Config struct {
 	Only       []string          // sync only these targets (default all)
 
 	Stream   string
-	MaxBatch int
-	AckWait  time.Duration
-	RetryMax time.Duration
+	MaxBatch int           // most source events per target transaction (0: 5000)
+	AckWait  time.Duration // JetStream ack wait (0: 5m)
+	RetryMax time.Duration // back-off bound of transient failures (0: 5s)
+}
+
+// validate checks the numeric settings: zero means the default, a negative
+// value is an error naming the field.
+func (c *Config) validate() error {
+	var errs []error
+	if c.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("sync config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
+	}
+	if c.AckWait < 0 {
+		errs = append(errs, fmt.Errorf("sync config: AckWait %s: must be positive (0: default 5m)", c.AckWait))
+	}
+	if c.RetryMax < 0 {
+		errs = append(errs, fmt.Errorf("sync config: RetryMax %s: must be positive (0: default 5s)", c.RetryMax))
+	}
+	return errors.Join(errs...)
 }
 
 // Sync runs one Applier per target.
@@ -32,6 +48,7 @@ type Sync struct {
 	cfg       Config
 	appliers  []*Applier
 	pools     []*pgxpool.Pool
+	source    *pgxpool.Pool // re-reads of rows with unchanged TOAST values
 	closeOnce sync.Once
 }
 
@@ -42,7 +59,8 @@ var SessionSettings = map[string]string{
 	"bytea_output": "hex", "extra_float_digits": "3",
 }
 
-// OpenTargetPool opens a pool to a cube database with the pinned session settings.
+// OpenTargetPool opens a pool to a cube database (or the source database,
+// for re-reads) with the pinned session settings.
 func OpenTargetPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -73,6 +91,9 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 	if cfg.Mapping == nil {
 		return nil, errors.New("sync: mapping required")
 	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	if cfg.SourceURL == "" {
 		return nil, fmt.Errorf("sync: source database URL required (%s) to validate the mapping", cfg.Mapping.Source.DatabaseURLEnv)
 	}
@@ -86,6 +107,9 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 	defer src.Close(context.Background())
 	met := NewMetrics(reg)
 	s := &Sync{cfg: cfg}
+	if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
+		return nil, fmt.Errorf("source database: %w", err)
+	}
 	for _, t := range cfg.Mapping.Targets {
 		if len(cfg.Only) > 0 && !contains(cfg.Only, t.Name) {
 			continue
@@ -105,7 +129,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 			s.Close()
 			return nil, err
 		}
-		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Stream: cfg.Stream,
+		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, Stream: cfg.Stream,
 			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax}, js, log, met)
 		if err != nil {
 			s.Close()
@@ -157,6 +181,9 @@ func (s *Sync) Close() {
 	s.closeOnce.Do(func() {
 		for _, p := range s.pools {
 			p.Close()
+		}
+		if s.source != nil {
+			s.source.Close()
 		}
 	})
 }

@@ -142,6 +142,7 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 	for _, c := range tm.Columns {
 		tm.deps[c.Name] = referencedColumns(c.Expr, srcNames)
 	}
+	tm.whereDeps = referencedColumns(tm.Where, srcNames)
 	tm.plainKey, tm.hardView = nil, nil
 	for _, c := range tm.Columns[:len(tm.Key)] {
 		name := plainColumn(c.Expr)
@@ -158,12 +159,17 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 		return fmt.Errorf("validate target %s: %w", t.Name, err)
 	}
 	defer tx.Rollback(ctx)
+	// check runs sql on zero rows ($2, used by the key-change statements, too)
 	check := func(sql string) error {
 		sp, err := tx.Begin(ctx)
 		if err != nil {
 			return err
 		}
-		_, err = sp.Exec(ctx, sql, "[]")
+		args := []any{"[]"}
+		if strings.Contains(sql, "$2") {
+			args = append(args, "[]")
+		}
+		_, err = sp.Exec(ctx, sql, args...)
 		if rerr := sp.Rollback(ctx); rerr != nil && err == nil {
 			err = rerr
 		}
@@ -181,7 +187,8 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 			return merr(tm.WhereLine, "", "where %q: %s", tm.Where, pgMessage(err))
 		}
 	}
-	for _, sql := range []string{tm.upsertSQL(nil), tm.deleteSQL(), tm.filteredOutSQL()} {
+	for _, sql := range []string{tm.upsertSQL(nil), tm.deleteSQL(), tm.filteredOutSQL(), tm.updateInPlaceSQL(nil), tm.rekeySQL(nil),
+		tm.staleNewKeySQL(), tm.rekeyedOutSQL()} {
 		if sql == "" {
 			continue // delete: ignore
 		}
