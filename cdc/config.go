@@ -16,7 +16,9 @@ const (
 	// HeartbeatTable upserts a row of a tiny table in the source every
 	// Heartbeat interval; the table is in the publication, so heartbeats flow
 	// through the stream like any change and let consumers advance their
-	// freshness watermark while legacy is idle.
+	// freshness watermark while legacy is idle. The table lives in
+	// shadowcube's own schema (DefaultHeartbeatTable), never in a user
+	// schema: cdc creates the schema "shadowcube" when it is missing.
 	HeartbeatTable = "table"
 	// HeartbeatMessage emits a non-transactional logical message; it only
 	// lets the slot advance, nothing is published.
@@ -24,6 +26,15 @@ const (
 	// HeartbeatOff disables heartbeats.
 	HeartbeatOff = "off"
 )
+
+// DefaultHeartbeatTable is the heartbeat table of mode table unless
+// configured: in a schema of shadowcube's own, so an API generated from the
+// user's schemas (GraphQL or REST over PostgreSQL) never shows it.
+const DefaultHeartbeatTable = OwnSchema + ".heartbeat"
+
+// OwnSchema is the schema cdc creates (when missing) for its heartbeat
+// table. A heartbeat table in any other schema needs that schema to exist.
+const OwnSchema = "shadowcube"
 
 // OriginPrefix is the prefix of the transactional logical message that marks
 // a transaction written by shadowcube's sync stage:
@@ -46,7 +57,7 @@ type Config struct {
 
 	Heartbeat      time.Duration // heartbeat interval; default 1s
 	HeartbeatMode  string        // table (default), message or off
-	HeartbeatTable string        // default "public.shadowcube_heartbeat"
+	HeartbeatTable string        // default DefaultHeartbeatTable ("shadowcube.heartbeat")
 
 	Window          int           // events published and not yet acknowledged by JetStream; default 4096
 	PublishTimeout  time.Duration // a publish not acknowledged within it fails the session; default 10s
@@ -103,7 +114,7 @@ func (c Config) withDefaults() (Config, error) {
 		errs = append(errs, fmt.Errorf("heartbeat mode %q: want table, message or off", c.HeartbeatMode))
 	}
 	if c.HeartbeatTable == "" {
-		c.HeartbeatTable = "public.shadowcube_heartbeat"
+		c.HeartbeatTable = DefaultHeartbeatTable
 	}
 	if _, _, ok := splitTable(c.HeartbeatTable); !ok {
 		errs = append(errs, fmt.Errorf("heartbeat table %q: want schema.table", c.HeartbeatTable))

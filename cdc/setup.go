@@ -25,6 +25,9 @@ var (
 	// ErrNoKey: a published table has neither a primary key nor a usable
 	// REPLICA IDENTITY, so updates and deletes cannot be identified.
 	ErrNoKey = errors.New("published table without key")
+	// ErrMissingSchema: the schema of the configured heartbeat table does
+	// not exist (cdc creates only its own schema, OwnSchema).
+	ErrMissingSchema = errors.New("schema missing on the source")
 	// ErrPublication: the publication is missing tables or cannot be made.
 	ErrPublication = errors.New("publication problem")
 	// ErrSlotLost: the slot was invalidated (wal_status = lost) or dropped
@@ -123,14 +126,69 @@ func (r *Reader) checkSource(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("read current database: %w", err)
 	}
 	if r.cfg.HeartbeatMode == HeartbeatTable {
-		if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (slot text PRIMARY KEY, beat_at timestamptz NOT NULL)", r.heartbeatIdent())); err != nil {
-			return fatal(fmt.Errorf("%w: create heartbeat table %s: %v (create it yourself, or use heartbeat mode message or off)", ErrPrivilege, r.cfg.HeartbeatTable, err))
+		if err := r.ensureHeartbeatTable(ctx, conn, role); err != nil {
+			return err
 		}
 	}
 	if err := r.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
 	return r.checkKeys(ctx, conn)
+}
+
+// ensureHeartbeatTable creates the heartbeat table when missing, and its
+// schema when that is shadowcube's own (OwnSchema). Existing objects are
+// looked up first: CREATE ... IF NOT EXISTS checks the CREATE privilege
+// before it looks, and would fail for a role that may use what an
+// administrator made for it.
+func (r *Reader) ensureHeartbeatTable(ctx context.Context, conn *pgx.Conn, role string) error {
+	schema, table, _ := splitTable(r.cfg.HeartbeatTable)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema).Scan(&exists); err != nil {
+		return fmt.Errorf("look up schema %s: %w", schema, err)
+	}
+	schemaIdent := pgx.Identifier{schema}.Sanitize()
+	if !exists && schema != OwnSchema {
+		return fatal(fmt.Errorf("%w: schema %s of the heartbeat table %s does not exist: create it (CREATE SCHEMA %s AUTHORIZATION %s), set SHADOWCUBE_CDC_HEARTBEAT_TABLE to a table in an existing schema (default %s, in a schema cdc creates), or use heartbeat mode message",
+			ErrMissingSchema, schemaIdent, r.cfg.HeartbeatTable, schemaIdent, pgx.Identifier{role}.Sanitize(), DefaultHeartbeatTable))
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schemaIdent); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42P06" { // created meanwhile
+				exists = true
+			} else if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+				return fatal(fmt.Errorf("%w: create schema %s for the heartbeat table: %v: grant it with GRANT CREATE ON DATABASE %s TO %s, or have an administrator run CREATE SCHEMA %s AUTHORIZATION %s; or use heartbeat mode message",
+					ErrPrivilege, schemaIdent, err, pgx.Identifier{r.db}.Sanitize(), pgx.Identifier{role}.Sanitize(), schemaIdent, pgx.Identifier{role}.Sanitize()))
+			} else {
+				return fatal(fmt.Errorf("create schema %s for the heartbeat table: %w", schemaIdent, err))
+			}
+		}
+		if !exists {
+			r.log.Info("created schema for the heartbeat table", "schema", schema)
+		}
+	}
+	var found bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", r.heartbeatIdent()).Scan(&found); err != nil {
+		return fmt.Errorf("look up heartbeat table %s: %w", r.cfg.HeartbeatTable, err)
+	}
+	if found {
+		return nil
+	}
+	_, err := conn.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (slot text PRIMARY KEY, beat_at timestamptz NOT NULL)", r.heartbeatIdent()))
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		r.log.Info("created heartbeat table", "table", schema+"."+table)
+		return nil
+	case errors.As(err, &pgErr) && pgErr.Code == "3F000":
+		return fatal(fmt.Errorf("%w: create heartbeat table %s: %v: create the schema, or use heartbeat mode message", ErrMissingSchema, r.cfg.HeartbeatTable, err))
+	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		return fatal(fmt.Errorf("%w: create heartbeat table %s: %v: run GRANT CREATE ON SCHEMA %s TO %s, or create the table yourself (slot text PRIMARY KEY, beat_at timestamptz NOT NULL), or use heartbeat mode message",
+			ErrPrivilege, r.cfg.HeartbeatTable, err, schemaIdent, pgx.Identifier{role}.Sanitize()))
+	default:
+		return fatal(fmt.Errorf("create heartbeat table %s: %w", r.cfg.HeartbeatTable, err))
+	}
 }
 
 func (r *Reader) heartbeatIdent() string {

@@ -20,7 +20,7 @@ type cdcEnv struct {
 	IgnoreOrigins     string        `envconfig:"CDC_IGNORE_ORIGINS"`
 	Heartbeat         time.Duration `envconfig:"CDC_HEARTBEAT" default:"1s"`
 	HeartbeatMode     string        `envconfig:"CDC_HEARTBEAT_MODE" default:"table"`
-	HeartbeatTable    string        `envconfig:"CDC_HEARTBEAT_TABLE" default:"public.shadowcube_heartbeat"`
+	HeartbeatTable    string        `envconfig:"CDC_HEARTBEAT_TABLE" default:"shadowcube.heartbeat"`
 	Window            int           `envconfig:"CDC_WINDOW" default:"4096"`
 	PublishTimeout    time.Duration `envconfig:"CDC_PUBLISH_TIMEOUT" default:"10s"`
 	StatusInterval    time.Duration `envconfig:"CDC_STATUS_INTERVAL" default:"1s"`
@@ -48,8 +48,10 @@ the JetStream stream CDC on cdc.<db>.<schema>.<table>.
 
 Set-up (every start): checks wal_level = logical, the REPLICATION privilege and
 that every published table has a primary key or REPLICA IDENTITY FULL; creates
-the publication when missing (FOR TABLE the configured tables plus the
-heartbeat table, or FOR ALL TABLES) and a persistent pgoutput slot.
+the schema shadowcube and its heartbeat table (mode table) and the publication
+when missing (FOR TABLE the configured tables plus the heartbeat table, or FOR
+ALL TABLES) and a persistent pgoutput slot. Nothing is created in your own
+schemas.
 On the first start (or --resnapshot) the slot is created with an exported
 snapshot and every published table is copied inside it (op=snapshot events),
 then changes stream from the slot's consistent point: nothing missed or
@@ -82,9 +84,13 @@ Environment:
   SHADOWCUBE_CDC_HEARTBEAT        heartbeat interval (1s)
   SHADOWCUBE_CDC_HEARTBEAT_MODE   table: upsert a row of the heartbeat table (published like any
                                   change, lets consumers advance their watermark when legacy is
-                                  idle); message: pg_logical_emit_message (only advances the slot);
-                                  off (table)
-  SHADOWCUBE_CDC_HEARTBEAT_TABLE  heartbeat table, created when missing (public.shadowcube_heartbeat)
+                                  idle); message: pg_logical_emit_message(false, ...), no table at
+                                  all (only advances the slot; sync watermarks then move only with
+                                  legacy's own changes); off (table)
+  SHADOWCUBE_CDC_HEARTBEAT_TABLE  heartbeat table of mode table, created when missing
+                                  (shadowcube.heartbeat: cdc creates the schema shadowcube, so
+                                  nothing appears in your own schemas; a table in another schema
+                                  needs that schema to exist)
   SHADOWCUBE_CDC_WINDOW           events in flight to JetStream at most (4096)
   SHADOWCUBE_CDC_PUBLISH_TIMEOUT  a publish not acknowledged within it restarts the session from
                                   the last durable LSN (10s)
