@@ -68,6 +68,11 @@ type Config struct {
 	DecodingWorkMem string        // logical_decoding_work_mem for the replication session (e.g. "64MB"); "" = server setting
 	SlotCheck       time.Duration // interval of slot health and lag checks; default 10s
 	RetryMax        time.Duration // longest back-off between session retries; default 30s
+	// StartupTimeout bounds the one attempt to reach the source at start-up
+	// (SHADOWCUBE_STARTUP_TIMEOUT): Run fails when the source cannot be
+	// reached within it. Once the source was reached, failures are retried
+	// with back-off, each connect attempt bounded by it. Default 10s.
+	StartupTimeout time.Duration
 
 	Stream natsx.StreamSettings // settings of the CDC stream
 }
@@ -146,8 +151,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RetryMax == 0 {
 		c.RetryMax = 30 * time.Second
 	}
-	if c.PublishTimeout < 0 || c.StatusInterval < 0 || c.SlotCheck < 0 || c.RetryMax < 0 {
-		errs = append(errs, errors.New("durations must be positive"))
+	if c.StartupTimeout == 0 {
+		c.StartupTimeout = 10 * time.Second
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"PublishTimeout", c.PublishTimeout}, {"StatusInterval", c.StatusInterval}, {"SlotCheck", c.SlotCheck}, {"RetryMax", c.RetryMax}, {"StartupTimeout", c.StartupTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.v))
+		}
 	}
 	return c, errors.Join(errs...)
 }

@@ -72,7 +72,9 @@ func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
 		cfg.RuntimeParams[k] = v
 	}
 	cfg.RuntimeParams["application_name"] = "shadowcube-cdc-" + r.cfg.Slot
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	cctx, cancel := r.connectCtx(ctx)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to source %s: %w", redactURL(r.cfg.DatabaseURL), err)
 	}
@@ -92,7 +94,9 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	if r.cfg.DecodingWorkMem != "" {
 		cfg.RuntimeParams["logical_decoding_work_mem"] = r.cfg.DecodingWorkMem
 	}
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	cctx, cancel := r.connectCtx(ctx)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(cctx, cfg)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
@@ -102,6 +106,15 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 		return nil, fmt.Errorf("replication connection to source %s: %w", redactURL(r.cfg.DatabaseURL), err)
 	}
 	return conn, nil
+}
+
+// connectCtx bounds one connection attempt: by the start-up deadline until
+// the source was reached once, by StartupTimeout afterwards.
+func (r *Reader) connectCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if !r.sourceReady.Load() && !r.startBy.IsZero() {
+		return context.WithDeadline(ctx, r.startBy)
+	}
+	return context.WithTimeout(ctx, r.cfg.StartupTimeout)
 }
 
 // checkSource verifies wal_level, privileges, publication and keys, and

@@ -69,6 +69,13 @@ only once JetStream stored every event up to it. Values keep PostgreSQL's
 exact text form (TimeZone=UTC, DateStyle=ISO, bytea hex, extra_float_digits=3).
 Truncate is published as one event per truncated table.
 
+Start-up makes one attempt, bounded by SHADOWCUBE_STARTUP_TIMEOUT (10s), to reach
+NATS and the source database, and exits with an error naming the (redacted)
+address when either cannot be reached. Once started, a lost source or NATS
+connection is retried with back-off, one WARN line per attempt
+(shadowcube_cdc_session_failures_total, shadowcube_nats_reconnect_attempts_total).
+Passwords in URLs are never logged.
+
 Flags (each overrides its environment variable):
   --resnapshot   SHADOWCUBE_CDC_RESNAPSHOT   drop the slot and copy every table again (false)
 
@@ -130,13 +137,14 @@ shadowcube_cdc_snapshot_rows_total{table}, shadowcube_cdc_snapshot_tables(_done)
 			if err != nil {
 				return err
 			}
+			startup, _ := env.Common.StartupTimeout() // validated by setup
 			r, err := cdc.New(cdc.Config{
 				DatabaseURL: e.SourceDatabaseURL, Slot: e.Slot, Publication: e.Publication,
 				Tables: splitList(e.Tables), Resnapshot: e.Resnapshot, IgnoreOrigins: splitList(e.IgnoreOrigins),
 				Heartbeat: e.Heartbeat, HeartbeatMode: e.HeartbeatMode, HeartbeatTable: e.HeartbeatTable,
 				Window: e.Window, PublishTimeout: e.PublishTimeout, StatusInterval: e.StatusInterval,
 				SpillThreshold: e.SpillThreshold, SpillDir: e.SpillDir, NoStreaming: e.NoStreaming,
-				DecodingWorkMem: e.DecodingWorkMem, SlotCheck: e.SlotCheck,
+				DecodingWorkMem: e.DecodingWorkMem, SlotCheck: e.SlotCheck, StartupTimeout: startup,
 				Stream: natsx.StreamSettings{MaxAge: e.StreamMaxAge, MaxBytes: e.StreamMaxBytes, Replicas: e.StreamReplicas,
 					Storage: e.StreamStorage, Duplicates: e.StreamDuplicates},
 			}, conn.JS, env.Log, env.Reg)
