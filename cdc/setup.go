@@ -66,7 +66,7 @@ var pinnedParams = map[string]string{
 func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(r.cfg.DatabaseURL)
 	if err != nil {
-		return nil, fatal(fmt.Errorf("source database URL: %w", err))
+		return nil, fatal(parseError(err))
 	}
 	for k, v := range pinnedParams {
 		cfg.RuntimeParams[k] = v
@@ -84,7 +84,7 @@ func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
 func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(r.cfg.DatabaseURL)
 	if err != nil {
-		return nil, fatal(fmt.Errorf("source database URL: %w", err))
+		return nil, fatal(parseError(err))
 	}
 	for k, v := range pinnedParams {
 		cfg.RuntimeParams[k] = v
@@ -453,6 +453,19 @@ func (r *Reader) createSlot(ctx context.Context, repl *pgconn.PgConn, meta *pgx.
 	return res, nil
 }
 
+// parseError reports a source URL that does not parse without quoting it:
+// pgx masks the password, but not other secrets (sslpassword, a token in a
+// query parameter).
+func parseError(err error) error {
+	msg := err.Error()
+	if i := strings.Index(msg, "`: "); strings.HasPrefix(msg, "cannot parse `") && i >= 0 {
+		msg = msg[i+3:]
+	}
+	return fmt.Errorf("source database URL (SHADOWCUBE_SOURCE_DATABASE_URL) cannot be parsed: %s", msg)
+}
+
+// redactURL names a source for logs and errors: host, port, database and
+// user, never a password or any other parameter.
 func redactURL(u string) string {
 	cfg, err := pgconn.ParseConfig(u)
 	if err != nil {

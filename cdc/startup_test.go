@@ -124,6 +124,32 @@ func TestStartupFailsFast(t *testing.T) {
 	}
 }
 
+// TestSourceURLParseErrorRedacted: a source URL that does not parse is
+// reported without any of its secrets (pgx masks only the password).
+func TestSourceURLParseErrorRedacted(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	for _, dsn := range []string{
+		"postgres://cdc:" + secret + "@127.0.0.1:notaport/legacy",
+		"postgres://cdc@127.0.0.1/legacy?sslpassword=" + secret + "&sslmode=bogus",
+		"host=127.0.0.1 password=" + secret + " port=x",
+	} {
+		log, buf := testenv.CaptureLogger(t)
+		r, err := New(Config{DatabaseURL: dsn, Slot: "parse"}, js, log, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.Run(testenv.Context(t, time.Minute))
+		if err == nil || !strings.Contains(err.Error(), "SHADOWCUBE_SOURCE_DATABASE_URL") {
+			t.Fatalf("Run error %v does not name SHADOWCUBE_SOURCE_DATABASE_URL", err)
+		}
+		if strings.Contains(err.Error(), secret) || strings.Contains(buf.String(), secret) {
+			t.Fatalf("secret in error or log:\nerror: %v\nlog: %s", err, buf.String())
+		}
+		t.Log(err)
+	}
+}
+
 // TestCLIStartupFailsFast: `shadowcube cdc` exits with an error within
 // SHADOWCUBE_STARTUP_TIMEOUT when NATS is a port that accepts but is not
 // NATS (it hung 30 s and printed the password) and when the source is
