@@ -8,7 +8,7 @@ import (
 )
 
 // TestAbruptStops interrupts an in-process reader under load at random
-// points, six times: the replication connection is terminated by the server
+// points after it streamed, six times: the replication connection is terminated by the server
 // (no goodbye, no final status update), or Run is cancelled and a new Reader
 // started at once. The stream, de-duplicated by (commit LSN, index), must
 // equal the committed changes in order.
@@ -28,11 +28,17 @@ func TestAbruptStops(t *testing.T) {
 	admin := e.connect(t)
 	rng := rand.New(rand.NewPCG(5, 6))
 	for round := range 6 {
-		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+		// Each fault hits a reader that streams: one that streamed a
+		// transaction committed after the previous fault.
+		waitStreamedAfter(t, e, gen, 60*time.Second)
+		time.Sleep(time.Duration(rng.IntN(800)) * time.Millisecond)
 		if round%2 == 0 {
 			var n int
 			if err := admin.QueryRow(context.Background(), "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = 'abrupt' AND active_pid IS NOT NULL").Scan(&n); err != nil {
 				t.Fatal(err)
+			}
+			if n != 1 {
+				t.Fatalf("round %d: terminated %d walsenders, want the reader's one", round, n)
 			}
 			t.Logf("round %d: terminated %d walsender(s)", round, n)
 		} else {

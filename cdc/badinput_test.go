@@ -79,7 +79,7 @@ func TestBadInput(t *testing.T) {
 		cfg.Tables = nil
 		wantErr(t, e.runErr(t, cfg), ErrPublication, "FOR ALL TABLES", "superuser")
 		// An existing publication that lacks a configured table.
-		e.exec(t, "CREATE PUBLICATION pub_nopub FOR TABLE shadowcube_heartbeat")
+		e.exec(t, "CREATE PUBLICATION pub_nopub FOR TABLE "+DefaultHeartbeatTable)
 		cfg.Tables = []string{"public.owned_by_admin"}
 		wantErr(t, e.runErr(t, cfg), ErrPublication, "does not publish public.owned_by_admin", "ALTER PUBLICATION")
 	})

@@ -16,7 +16,9 @@ const (
 	// HeartbeatTable upserts a row of a tiny table in the source every
 	// Heartbeat interval; the table is in the publication, so heartbeats flow
 	// through the stream like any change and let consumers advance their
-	// freshness watermark while legacy is idle.
+	// freshness watermark while legacy is idle. The table lives in
+	// shadowcube's own schema (DefaultHeartbeatTable), never in a user
+	// schema: cdc creates the schema "shadowcube" when it is missing.
 	HeartbeatTable = "table"
 	// HeartbeatMessage emits a non-transactional logical message; it only
 	// lets the slot advance, nothing is published.
@@ -24,6 +26,15 @@ const (
 	// HeartbeatOff disables heartbeats.
 	HeartbeatOff = "off"
 )
+
+// DefaultHeartbeatTable is the heartbeat table of mode table unless
+// configured: in a schema of shadowcube's own, so an API generated from the
+// user's schemas (GraphQL or REST over PostgreSQL) never shows it.
+const DefaultHeartbeatTable = OwnSchema + ".heartbeat"
+
+// OwnSchema is the schema cdc creates (when missing) for its heartbeat
+// table. A heartbeat table in any other schema needs that schema to exist.
+const OwnSchema = "shadowcube"
 
 // OriginPrefix is the prefix of the transactional logical message that marks
 // a transaction written by shadowcube's sync stage:
@@ -46,7 +57,7 @@ type Config struct {
 
 	Heartbeat      time.Duration // heartbeat interval; default 1s
 	HeartbeatMode  string        // table (default), message or off
-	HeartbeatTable string        // default "public.shadowcube_heartbeat"
+	HeartbeatTable string        // default DefaultHeartbeatTable ("shadowcube.heartbeat")
 
 	Window          int           // events published and not yet acknowledged by JetStream; default 4096
 	PublishTimeout  time.Duration // a publish not acknowledged within it fails the session; default 10s
@@ -57,6 +68,11 @@ type Config struct {
 	DecodingWorkMem string        // logical_decoding_work_mem for the replication session (e.g. "64MB"); "" = server setting
 	SlotCheck       time.Duration // interval of slot health and lag checks; default 10s
 	RetryMax        time.Duration // longest back-off between session retries; default 30s
+	// StartupTimeout bounds the one attempt to reach the source at start-up
+	// (SHADOWCUBE_STARTUP_TIMEOUT): Run fails when the source cannot be
+	// reached within it. Once the source was reached, failures are retried
+	// with back-off, each connect attempt bounded by it. Default 10s.
+	StartupTimeout time.Duration
 
 	Stream natsx.StreamSettings // settings of the CDC stream
 }
@@ -103,7 +119,7 @@ func (c Config) withDefaults() (Config, error) {
 		errs = append(errs, fmt.Errorf("heartbeat mode %q: want table, message or off", c.HeartbeatMode))
 	}
 	if c.HeartbeatTable == "" {
-		c.HeartbeatTable = "public.shadowcube_heartbeat"
+		c.HeartbeatTable = DefaultHeartbeatTable
 	}
 	if _, _, ok := splitTable(c.HeartbeatTable); !ok {
 		errs = append(errs, fmt.Errorf("heartbeat table %q: want schema.table", c.HeartbeatTable))
@@ -135,8 +151,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RetryMax == 0 {
 		c.RetryMax = 30 * time.Second
 	}
-	if c.PublishTimeout < 0 || c.StatusInterval < 0 || c.SlotCheck < 0 || c.RetryMax < 0 {
-		errs = append(errs, errors.New("durations must be positive"))
+	if c.StartupTimeout == 0 {
+		c.StartupTimeout = 10 * time.Second
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"PublishTimeout", c.PublishTimeout}, {"StatusInterval", c.StatusInterval}, {"SlotCheck", c.SlotCheck}, {"RetryMax", c.RetryMax}, {"StartupTimeout", c.StartupTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.v))
+		}
 	}
 	return c, errors.Join(errs...)
 }

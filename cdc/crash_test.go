@@ -1,7 +1,6 @@
 package cdc
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -118,20 +117,44 @@ func (g *loadGen) committed() []wantTx {
 
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *testenv.Buffer
 }
 
 func startProc(t testing.TB, bin string, env []string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, "cdc")
 	cmd.Env = append(os.Environ(), env...)
-	var buf bytes.Buffer
-	cmd.Stderr = &buf
-	cmd.Stdout = &buf
+	buf := &testenv.Buffer{}
+	cmd.Stderr = buf
+	cmd.Stdout = buf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start shadowcube cdc: %v", err)
 	}
-	return &proc{cmd: cmd, stderr: &buf}
+	return &proc{cmd: cmd, stderr: buf}
+}
+
+// waitStreamedAfter waits until the stream holds a load transaction
+// committed after the call: proof that the reader running now streams
+// changes (not merely started or connected), so a fault injected next hits a
+// streaming reader.
+func waitStreamedAfter(t testing.TB, e *env, gen *loadGen, d time.Duration) {
+	t.Helper()
+	floor := 0
+	if c := gen.committed(); len(c) > 0 {
+		floor = c[len(c)-1].seq
+	}
+	deadline := time.Now().Add(d)
+	for {
+		for seq := range streamedSeqs(t, e) {
+			if seq > floor {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no transaction committed after %d streamed within %s", floor, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (e *env) procEnv(slot string) []string {
@@ -166,7 +189,10 @@ func streamedSeqs(t testing.TB, e *env) map[int]schemas.LSN {
 
 // TestCrashKill9 kills a real `shadowcube cdc` process with SIGKILL at random
 // points under a steady insert/update/delete load, five times, restarting it
-// each time. After each kill, every transaction that ended before the slot's
+// each time. Every kill lands on a process that streamed: before each kill
+// the test waits until a transaction committed after the previous kill is
+// in JetStream, and it counts those rounds (all five must be). After each
+// kill, every transaction that ended before the slot's
 // confirmed_flush_lsn must be in JetStream; at the end the stream,
 // de-duplicated by (commit LSN, index), must equal the committed changes
 // exactly and in order.
@@ -199,8 +225,12 @@ func TestCrashKill9(t *testing.T) {
 	defer func() { stopLoad(); <-loadDone }()
 
 	rng := rand.New(rand.NewPCG(3, 4))
+	streamedRounds := 0
 	for round := 1; round <= 5; round++ {
-		time.Sleep(time.Duration(400+rng.IntN(1200)) * time.Millisecond)
+		// The process of this round (new after a kill) streams first.
+		waitStreamedAfter(t, e, gen, 90*time.Second)
+		streamedRounds++
+		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatalf("kill: %v", err)
 		}
@@ -216,8 +246,11 @@ func TestCrashKill9(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("round %d: killed; confirmed_flush_lsn %s covers %d transactions, all stored; %d in stream", round, confirmed, checked, len(seqs))
+		t.Logf("round %d: killed a streaming process; confirmed_flush_lsn %s covers %d transactions, all stored; %d in stream", round, confirmed, checked, len(seqs))
 		p = startProc(t, bin, e.procEnv(slot))
+	}
+	if streamedRounds != 5 {
+		t.Fatalf("%d of 5 kills hit a process that streamed", streamedRounds)
 	}
 	time.Sleep(500 * time.Millisecond)
 	stopLoad()
@@ -258,7 +291,7 @@ func compareStream(t *testing.T, e *env, want []wantTx, nSnap int) {
 	var prev key
 	for _, g := range all {
 		ev := g.ev
-		if ev.Table == "shadowcube_heartbeat" {
+		if isHeartbeat(ev) {
 			continue
 		}
 		if ev.Op == schemas.OpSnapshot {

@@ -45,9 +45,12 @@
 //     identity, name) differs from the one this process saw before; the
 //     event's Columns are the new shape. After a process restart the first
 //     relation message of each table is not announced.
-//   - Heartbeat mode table upserts public.shadowcube_heartbeat(slot, beat_at)
-//     every Heartbeat: those changes are ordinary events of that table and let
-//     consumers advance their freshness watermark while legacy is idle.
+//   - Heartbeat mode table (the default) upserts shadowcube.heartbeat(slot,
+//     beat_at) every Heartbeat, in a schema of shadowcube's own that cdc
+//     creates, never in a user schema: those changes are ordinary events of
+//     that table and let consumers advance their freshness watermark while
+//     legacy is idle. Mode message emits a non-transactional logical message
+//     (no table at all; the slot advances but nothing is published).
 //   - Transactions that start with
 //     pg_logical_emit_message(true, 'shadowcube.origin', x), x in
 //     Config.IgnoreOrigins, are not published at all.

@@ -177,11 +177,19 @@ func readAll(t testing.TB, js jetstream.JetStream, filter string) []got {
 	}
 }
 
+// isHeartbeat reports whether ev is a row of the default heartbeat table.
+func isHeartbeat(ev *schemas.ChangeEvent) bool {
+	return ev.Schema+"."+ev.Table == DefaultHeartbeatTable
+}
+
+// heartbeatSubject matches the heartbeat events of every database.
+const heartbeatSubject = "cdc.*." + DefaultHeartbeatTable
+
 // userEvents drops heartbeat events.
 func userEvents(gs []got) []got {
 	var out []got
 	for _, g := range gs {
-		if g.ev.Table != "shadowcube_heartbeat" {
+		if !isHeartbeat(g.ev) {
 			out = append(out, g)
 		}
 	}
@@ -224,7 +232,7 @@ func subjectCount(t testing.TB, js jetstream.JetStream, filter string) int {
 	}
 	total := 0
 	for subj, c := range info.State.Subjects {
-		if !strings.HasSuffix(subj, ".shadowcube_heartbeat") {
+		if !strings.HasSuffix(subj, "."+DefaultHeartbeatTable) {
 			total += int(c)
 		}
 	}

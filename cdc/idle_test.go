@@ -10,15 +10,20 @@ import (
 
 // TestIdleSlotAdvances: with no change in the source database but WAL written
 // by another database of the same server, the slot's confirmed_flush_lsn
-// must follow the server's WAL (no WAL pinned by an idle reader), in heartbeat
-// modes message and off; nothing is published for either.
+// must follow the server's WAL (no WAL pinned by an idle reader), in every
+// heartbeat mode: the default (table), message and off; nothing but
+// heartbeats is published, and only the default mode publishes those.
 func TestIdleSlotAdvances(t *testing.T) {
-	for _, mode := range []string{HeartbeatMessage, HeartbeatOff} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []string{"", HeartbeatMessage, HeartbeatOff} {
+		name := mode
+		if name == "" {
+			name = "default"
+		}
+		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			other := testenv.Connect(t, testenv.Postgres(t).NewDatabase(t))
 			e.exec(t, "CREATE TABLE quiet (id int PRIMARY KEY)")
-			cfg := e.config("idle_" + mode)
+			cfg := e.config("idle_" + name)
 			cfg.HeartbeatMode = mode
 			run := e.start(t, cfg)
 			waitSlot(t, e, cfg.Slot)
@@ -38,6 +43,10 @@ func TestIdleSlotAdvances(t *testing.T) {
 			run.stop(t)
 			if n := subjectCount(t, e.js, "cdc.>"); n != 0 {
 				t.Fatalf("%d events published by an idle source", n)
+			}
+			beats := len(readAll(t, e.js, heartbeatSubject))
+			if (mode == "") != (beats > 0) {
+				t.Fatalf("mode %s published %d heartbeat events", name, beats)
 			}
 		})
 	}

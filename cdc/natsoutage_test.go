@@ -134,7 +134,7 @@ func checkCovered(t *testing.T, all []got, want []wantTx, obs []observation) {
 	seqLSN := map[int]schemas.LSN{}
 	for _, g := range all {
 		ev := g.ev
-		if ev.Op == schemas.OpSnapshot || ev.Table == "shadowcube_heartbeat" {
+		if ev.Op == schemas.OpSnapshot || isHeartbeat(ev) {
 			continue
 		}
 		k := fmt.Sprintf("%s:%d/%d", ev.CommitLSN, ev.Index, ev.TxSize)

@@ -50,7 +50,8 @@ type Reader struct {
 	sourceReady atomic.Bool // checkSource passed once: the heartbeat table exists
 	running     atomic.Bool
 
-	resnapshotStarted bool // Config.Resnapshot is done or recorded as in progress
+	resnapshotStarted bool      // Config.Resnapshot is done or recorded as in progress
+	startBy           time.Time // deadline of the start-up attempt to reach the source
 }
 
 // New validates cfg and returns a Reader publishing through js. reg may be
@@ -105,9 +106,11 @@ func (r *Reader) Run(ctx context.Context) error {
 	}()
 
 	failures := 0
+	r.startBy = time.Now().Add(r.cfg.StartupTimeout)
 	for {
 		started := time.Now()
 		err := r.setupNATS(runCtx, streamCfg)
+		natsFailed := err != nil
 		if err == nil {
 			err = r.session(runCtx, r.cfg.Resnapshot && !r.resnapshotStarted)
 		}
@@ -123,6 +126,15 @@ func (r *Reader) Run(ctx context.Context) error {
 		if isFatal(err) {
 			return fmt.Errorf("cdc: %w", err)
 		}
+		if !r.sourceReady.Load() && natsFailed {
+			return fmt.Errorf("cdc: start-up failed: %w; check that NATS runs JetStream and this account may create streams and key-value buckets", err)
+		}
+		if !r.sourceReady.Load() {
+			// Start-up: one bounded attempt, then a clear error; retrying
+			// forever would hide a wrong URL or a source that is down.
+			return fmt.Errorf("cdc: start-up failed (one attempt, bounded by %s): %w; check that PostgreSQL at %s is up and accepts this role's connections from here, including replication connections (pg_hba.conf, password, firewall), and SHADOWCUBE_SOURCE_DATABASE_URL; SHADOWCUBE_STARTUP_TIMEOUT sets the bound; once started, cdc retries with back-off",
+				r.cfg.StartupTimeout, err, redactURL(r.cfg.DatabaseURL))
+		}
 		r.m.failures.Inc()
 		if time.Since(started) > time.Minute {
 			failures = 0
@@ -130,7 +142,7 @@ func (r *Reader) Run(ctx context.Context) error {
 		failures++
 		wait := min(time.Duration(1<<min(failures, 10))*125*time.Millisecond, r.cfg.RetryMax)
 		wait = wait/2 + rand.N(wait/2+1)
-		r.log.Warn("replication session ended; retrying", "err", err, "retry_in", wait.Round(time.Millisecond), "lsn", schemas.LSN(r.durable.Load()).String())
+		r.log.Warn("replication session ended; retrying", "err", err, "attempt", failures, "retry_in", wait.Round(time.Millisecond), "lsn", schemas.LSN(r.durable.Load()).String())
 		select {
 		case <-runCtx.Done():
 		case <-time.After(wait):

@@ -25,6 +25,9 @@ var (
 	// ErrNoKey: a published table has neither a primary key nor a usable
 	// REPLICA IDENTITY, so updates and deletes cannot be identified.
 	ErrNoKey = errors.New("published table without key")
+	// ErrMissingSchema: the schema of the configured heartbeat table does
+	// not exist (cdc creates only its own schema, OwnSchema).
+	ErrMissingSchema = errors.New("schema missing on the source")
 	// ErrPublication: the publication is missing tables or cannot be made.
 	ErrPublication = errors.New("publication problem")
 	// ErrSlotLost: the slot was invalidated (wal_status = lost) or dropped
@@ -63,13 +66,15 @@ var pinnedParams = map[string]string{
 func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(r.cfg.DatabaseURL)
 	if err != nil {
-		return nil, fatal(fmt.Errorf("source database URL: %w", err))
+		return nil, fatal(parseError(err))
 	}
 	for k, v := range pinnedParams {
 		cfg.RuntimeParams[k] = v
 	}
 	cfg.RuntimeParams["application_name"] = "shadowcube-cdc-" + r.cfg.Slot
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	cctx, cancel := r.connectCtx(ctx)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to source %s: %w", redactURL(r.cfg.DatabaseURL), err)
 	}
@@ -79,7 +84,7 @@ func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
 func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(r.cfg.DatabaseURL)
 	if err != nil {
-		return nil, fatal(fmt.Errorf("source database URL: %w", err))
+		return nil, fatal(parseError(err))
 	}
 	for k, v := range pinnedParams {
 		cfg.RuntimeParams[k] = v
@@ -89,7 +94,9 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	if r.cfg.DecodingWorkMem != "" {
 		cfg.RuntimeParams["logical_decoding_work_mem"] = r.cfg.DecodingWorkMem
 	}
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	cctx, cancel := r.connectCtx(ctx)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(cctx, cfg)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
@@ -99,6 +106,15 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 		return nil, fmt.Errorf("replication connection to source %s: %w", redactURL(r.cfg.DatabaseURL), err)
 	}
 	return conn, nil
+}
+
+// connectCtx bounds one connection attempt: by the start-up deadline until
+// the source was reached once, by StartupTimeout afterwards.
+func (r *Reader) connectCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if !r.sourceReady.Load() && !r.startBy.IsZero() {
+		return context.WithDeadline(ctx, r.startBy)
+	}
+	return context.WithTimeout(ctx, r.cfg.StartupTimeout)
 }
 
 // checkSource verifies wal_level, privileges, publication and keys, and
@@ -123,14 +139,69 @@ func (r *Reader) checkSource(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("read current database: %w", err)
 	}
 	if r.cfg.HeartbeatMode == HeartbeatTable {
-		if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (slot text PRIMARY KEY, beat_at timestamptz NOT NULL)", r.heartbeatIdent())); err != nil {
-			return fatal(fmt.Errorf("%w: create heartbeat table %s: %v (create it yourself, or use heartbeat mode message or off)", ErrPrivilege, r.cfg.HeartbeatTable, err))
+		if err := r.ensureHeartbeatTable(ctx, conn, role); err != nil {
+			return err
 		}
 	}
 	if err := r.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
 	return r.checkKeys(ctx, conn)
+}
+
+// ensureHeartbeatTable creates the heartbeat table when missing, and its
+// schema when that is shadowcube's own (OwnSchema). Existing objects are
+// looked up first: CREATE ... IF NOT EXISTS checks the CREATE privilege
+// before it looks, and would fail for a role that may use what an
+// administrator made for it.
+func (r *Reader) ensureHeartbeatTable(ctx context.Context, conn *pgx.Conn, role string) error {
+	schema, table, _ := splitTable(r.cfg.HeartbeatTable)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema).Scan(&exists); err != nil {
+		return fmt.Errorf("look up schema %s: %w", schema, err)
+	}
+	schemaIdent := pgx.Identifier{schema}.Sanitize()
+	if !exists && schema != OwnSchema {
+		return fatal(fmt.Errorf("%w: schema %s of the heartbeat table %s does not exist: create it (CREATE SCHEMA %s AUTHORIZATION %s), set SHADOWCUBE_CDC_HEARTBEAT_TABLE to a table in an existing schema (default %s, in a schema cdc creates), or use heartbeat mode message",
+			ErrMissingSchema, schemaIdent, r.cfg.HeartbeatTable, schemaIdent, pgx.Identifier{role}.Sanitize(), DefaultHeartbeatTable))
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schemaIdent); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42P06" { // created meanwhile
+				exists = true
+			} else if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+				return fatal(fmt.Errorf("%w: create schema %s for the heartbeat table: %v: grant it with GRANT CREATE ON DATABASE %s TO %s, or have an administrator run CREATE SCHEMA %s AUTHORIZATION %s; or use heartbeat mode message",
+					ErrPrivilege, schemaIdent, err, pgx.Identifier{r.db}.Sanitize(), pgx.Identifier{role}.Sanitize(), schemaIdent, pgx.Identifier{role}.Sanitize()))
+			} else {
+				return fatal(fmt.Errorf("create schema %s for the heartbeat table: %w", schemaIdent, err))
+			}
+		}
+		if !exists {
+			r.log.Info("created schema for the heartbeat table", "schema", schema)
+		}
+	}
+	var found bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", r.heartbeatIdent()).Scan(&found); err != nil {
+		return fmt.Errorf("look up heartbeat table %s: %w", r.cfg.HeartbeatTable, err)
+	}
+	if found {
+		return nil
+	}
+	_, err := conn.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (slot text PRIMARY KEY, beat_at timestamptz NOT NULL)", r.heartbeatIdent()))
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		r.log.Info("created heartbeat table", "table", schema+"."+table)
+		return nil
+	case errors.As(err, &pgErr) && pgErr.Code == "3F000":
+		return fatal(fmt.Errorf("%w: create heartbeat table %s: %v: create the schema, or use heartbeat mode message", ErrMissingSchema, r.cfg.HeartbeatTable, err))
+	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		return fatal(fmt.Errorf("%w: create heartbeat table %s: %v: run GRANT CREATE ON SCHEMA %s TO %s, or create the table yourself (slot text PRIMARY KEY, beat_at timestamptz NOT NULL), or use heartbeat mode message",
+			ErrPrivilege, r.cfg.HeartbeatTable, err, schemaIdent, pgx.Identifier{role}.Sanitize()))
+	default:
+		return fatal(fmt.Errorf("create heartbeat table %s: %w", r.cfg.HeartbeatTable, err))
+	}
 }
 
 func (r *Reader) heartbeatIdent() string {
@@ -382,6 +453,19 @@ func (r *Reader) createSlot(ctx context.Context, repl *pgconn.PgConn, meta *pgx.
 	return res, nil
 }
 
+// parseError reports a source URL that does not parse without quoting it:
+// pgx masks the password, but not other secrets (sslpassword, a token in a
+// query parameter).
+func parseError(err error) error {
+	msg := err.Error()
+	if i := strings.Index(msg, "`: "); strings.HasPrefix(msg, "cannot parse `") && i >= 0 {
+		msg = msg[i+3:]
+	}
+	return fmt.Errorf("source database URL (SHADOWCUBE_SOURCE_DATABASE_URL) cannot be parsed: %s", msg)
+}
+
+// redactURL names a source for logs and errors: host, port, database and
+// user, never a password or any other parameter.
 func redactURL(u string) string {
 	cfg, err := pgconn.ParseConfig(u)
 	if err != nil {

@@ -214,7 +214,7 @@ func waitHeartbeat(t testing.TB, js jetstream.JetStream) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, g := range readAll(t, js, "cdc.*.public.shadowcube_heartbeat") {
+		for _, g := range readAll(t, js, heartbeatSubject) {
 			if g.ev.Op != schemas.OpSnapshot {
 				return
 			}

@@ -20,7 +20,7 @@ type cdcEnv struct {
 	IgnoreOrigins     string        `envconfig:"CDC_IGNORE_ORIGINS"`
 	Heartbeat         time.Duration `envconfig:"CDC_HEARTBEAT" min:"1ms" default:"1s"`
 	HeartbeatMode     string        `envconfig:"CDC_HEARTBEAT_MODE" default:"table"`
-	HeartbeatTable    string        `envconfig:"CDC_HEARTBEAT_TABLE" default:"public.shadowcube_heartbeat"`
+	HeartbeatTable    string        `envconfig:"CDC_HEARTBEAT_TABLE" default:"shadowcube.heartbeat"`
 	Window            int           `envconfig:"CDC_WINDOW" min:"1" default:"4096"`
 	PublishTimeout    time.Duration `envconfig:"CDC_PUBLISH_TIMEOUT" min:"1ms" default:"10s"`
 	StatusInterval    time.Duration `envconfig:"CDC_STATUS_INTERVAL" min:"1ms" default:"1s"`
@@ -48,8 +48,10 @@ the JetStream stream CDC on cdc.<db>.<schema>.<table>.
 
 Set-up (every start): checks wal_level = logical, the REPLICATION privilege and
 that every published table has a primary key or REPLICA IDENTITY FULL; creates
-the publication when missing (FOR TABLE the configured tables plus the
-heartbeat table, or FOR ALL TABLES) and a persistent pgoutput slot.
+the schema shadowcube and its heartbeat table (mode table) and the publication
+when missing (FOR TABLE the configured tables plus the heartbeat table, or FOR
+ALL TABLES) and a persistent pgoutput slot. Nothing is created in your own
+schemas.
 On the first start (or --resnapshot) the slot is created with an exported
 snapshot and every published table is copied inside it (op=snapshot events),
 then changes stream from the slot's consistent point: nothing missed or
@@ -67,6 +69,13 @@ only once JetStream stored every event up to it. Values keep PostgreSQL's
 exact text form (TimeZone=UTC, DateStyle=ISO, bytea hex, extra_float_digits=3).
 Truncate is published as one event per truncated table.
 
+Start-up makes one attempt, bounded by SHADOWCUBE_STARTUP_TIMEOUT (10s), to reach
+NATS and the source database, and exits with an error naming the (redacted)
+address when either cannot be reached. Once started, a lost source or NATS
+connection is retried with back-off, one WARN line per attempt
+(shadowcube_cdc_session_failures_total, shadowcube_nats_reconnect_attempts_total).
+Passwords in URLs are never logged.
+
 Flags (each overrides its environment variable):
   --resnapshot   SHADOWCUBE_CDC_RESNAPSHOT   drop the slot and copy every table again (false)
 
@@ -82,9 +91,13 @@ Environment:
   SHADOWCUBE_CDC_HEARTBEAT        heartbeat interval (1s)
   SHADOWCUBE_CDC_HEARTBEAT_MODE   table: upsert a row of the heartbeat table (published like any
                                   change, lets consumers advance their watermark when legacy is
-                                  idle); message: pg_logical_emit_message (only advances the slot);
-                                  off (table)
-  SHADOWCUBE_CDC_HEARTBEAT_TABLE  heartbeat table, created when missing (public.shadowcube_heartbeat)
+                                  idle); message: pg_logical_emit_message(false, ...), no table at
+                                  all (only advances the slot; sync watermarks then move only with
+                                  legacy's own changes); off (table)
+  SHADOWCUBE_CDC_HEARTBEAT_TABLE  heartbeat table of mode table, created when missing
+                                  (shadowcube.heartbeat: cdc creates the schema shadowcube, so
+                                  nothing appears in your own schemas; a table in another schema
+                                  needs that schema to exist)
   SHADOWCUBE_CDC_WINDOW           events in flight to JetStream at most (4096)
   SHADOWCUBE_CDC_PUBLISH_TIMEOUT  a publish not acknowledged within it restarts the session from
                                   the last durable LSN (10s)
@@ -124,13 +137,14 @@ shadowcube_cdc_snapshot_rows_total{table}, shadowcube_cdc_snapshot_tables(_done)
 			if err != nil {
 				return err
 			}
+			startup, _ := env.Common.StartupTimeout() // validated by setup
 			r, err := cdc.New(cdc.Config{
 				DatabaseURL: e.SourceDatabaseURL, Slot: e.Slot, Publication: e.Publication,
 				Tables: splitList(e.Tables), Resnapshot: e.Resnapshot, IgnoreOrigins: splitList(e.IgnoreOrigins),
 				Heartbeat: e.Heartbeat, HeartbeatMode: e.HeartbeatMode, HeartbeatTable: e.HeartbeatTable,
 				Window: e.Window, PublishTimeout: e.PublishTimeout, StatusInterval: e.StatusInterval,
 				SpillThreshold: e.SpillThreshold, SpillDir: e.SpillDir, NoStreaming: e.NoStreaming,
-				DecodingWorkMem: e.DecodingWorkMem, SlotCheck: e.SlotCheck,
+				DecodingWorkMem: e.DecodingWorkMem, SlotCheck: e.SlotCheck, StartupTimeout: startup,
 				Stream: natsx.StreamSettings{MaxAge: e.StreamMaxAge, MaxBytes: e.StreamMaxBytes, Replicas: e.StreamReplicas,
 					Storage: e.StreamStorage, Duplicates: e.StreamDuplicates},
 			}, conn.JS, env.Log, env.Reg)

@@ -26,7 +26,10 @@ Environment (all commands):
                                TLS to NATS (CA bundle; client cert and key for mutual TLS)
   SHADOWCUBE_NATS_DATA_DIR     embedded server data directory (default: user cache dir)
   SHADOWCUBE_NATS_PORT         embedded server port (default: a free port)
-  SHADOWCUBE_METRICS_ADDR      /metrics, /healthz, /readyz address (default :9090; empty disables)
+  SHADOWCUBE_METRICS_ADDR      /metrics, /healthz, /readyz address (default 127.0.0.1:9090, loopback only;
+                               :9090 listens on every interface; empty disables)
+  SHADOWCUBE_STARTUP_TIMEOUT   bound of the one connection attempt at start-up to NATS (and to the
+                               source database for cdc); once running, connections are retried (default 10s)
   SHADOWCUBE_LOG_FORMAT        text or json (default text)
   SHADOWCUBE_LOG_LEVEL         debug, info, warn or error (default info)
   SHADOWCUBE_SHUTDOWN_TIMEOUT  how long a graceful stop may drain (default 20s)`
@@ -84,7 +87,9 @@ func setup(cmd *cobra.Command, component string, serveOps bool) (context.Context
 func (e *Env) ConnectNATS(ctx context.Context) (*natsx.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, err := natsx.Connect(ctx, e.Common.NATS("shadowcube-"+e.component), e.Log)
+	cfg := e.Common.NATS("shadowcube-" + e.component)
+	cfg.Registerer = e.Reg
+	conn, err := natsx.Connect(ctx, cfg, e.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -7,14 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -30,6 +34,15 @@ type Config struct {
 	TLSKey   string // client key
 	Name     string // connection name shown by the server
 
+	// ConnectTimeout bounds the one connection attempt at start-up
+	// (SHADOWCUBE_STARTUP_TIMEOUT); default DefaultConnectTimeout. A sooner
+	// deadline of Connect's context bounds it too. Once connected, the
+	// client reconnects forever with back-off.
+	ConnectTimeout time.Duration
+	// Registerer, when set, gets the reconnect metrics
+	// (shadowcube_nats_reconnect_attempts_total, shadowcube_nats_reconnects_total).
+	Registerer prometheus.Registerer
+
 	DataDir      string // embedded server store; default <user cache dir>/shadowcube/nats
 	EmbeddedHost string // embedded server listen host; default 127.0.0.1
 	EmbeddedPort int    // embedded server port; 0 = a free port
@@ -44,12 +57,28 @@ type Conn struct {
 	once   sync.Once
 }
 
+// DefaultConnectTimeout bounds the start-up connection attempt unless
+// Config.ConnectTimeout says otherwise.
+const DefaultConnectTimeout = 10 * time.Second
+
 // Connect connects to cfg.URL, or starts an embedded JetStream server when it
-// is empty. Errors say which address failed and what to check.
+// is empty. It makes one attempt, bounded by cfg.ConnectTimeout and ctx, and
+// fails with an error that names the (redacted) URL and what to check; a
+// server that accepts the connection but does not speak NATS fails at the
+// bound too. URLs are redacted in every error and log line.
 func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	bound := cfg.ConnectTimeout
+	if bound <= 0 {
+		bound = DefaultConnectTimeout
+	}
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < bound {
+		bound = max(time.Until(deadline), time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
 	c := &Conn{}
 	url := cfg.URL
 	if url == "" {
@@ -61,35 +90,157 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 		url = srv.ClientURL()
 		log.Info("started embedded NATS JetStream server", "url", url, "store", srv.StoreDir())
 	}
-	opts, err := clientOptions(cfg, log)
+	shown := RedactURL(url)
+	opts, err := clientOptions(cfg, shown, log)
 	if err != nil {
 		c.shutdownServer()
 		return nil, err
 	}
-	if deadline, ok := ctx.Deadline(); ok {
-		opts = append(opts, nats.Timeout(time.Until(deadline)))
+	opts = append(opts, nats.Timeout(bound))
+	type result struct {
+		nc  *nats.Conn
+		err error
 	}
-	nc, err := nats.Connect(url, opts...)
+	done := make(chan result, 1)
+	go func() {
+		nc, err := nats.Connect(url, opts...)
+		done <- result{nc, err}
+	}()
+	var nc *nats.Conn
+	select {
+	case r := <-done:
+		nc, err = r.nc, r.err
+	case <-ctx.Done():
+		err = fmt.Errorf("no NATS server answered within %s", bound)
+		go func() { // the attempt ends at its own timeout; drop what it made
+			if r := <-done; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+	}
 	if err != nil {
 		c.shutdownServer()
-		return nil, fmt.Errorf("connect to NATS at %s: %w (is the server running? set SHADOWCUBE_NATS_URL, or leave it empty for an embedded server)", url, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w (one attempt, bounded by %s: check that a NATS server with JetStream listens at that host and port and that the URL's credentials and TLS settings are right for it; set SHADOWCUBE_NATS_URL, or leave it empty for an embedded server; SHADOWCUBE_STARTUP_TIMEOUT sets the bound)",
+			shown, scrub(err, url), bound)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		c.shutdownServer()
-		return nil, fmt.Errorf("open JetStream on %s: %w", url, err)
+		return nil, fmt.Errorf("open JetStream on %s: %w", shown, scrub(err, url))
 	}
 	if _, err := js.AccountInfo(ctx); err != nil {
 		nc.Close()
 		c.shutdownServer()
-		return nil, fmt.Errorf("NATS at %s has no JetStream for this account (start nats-server with -js): %w", url, err)
+		return nil, fmt.Errorf("NATS at %s has no JetStream for this account (start nats-server with -js), or did not answer within %s: %w", shown, bound, scrub(err, url))
 	}
 	c.NC, c.JS = nc, js
 	return c, nil
 }
 
-func clientOptions(cfg Config, log *slog.Logger) ([]nats.Option, error) {
+// RedactURL returns a NATS URL (or a comma-separated list of them) fit for
+// logs and errors: a password or a token in the user part is replaced by
+// xxxxx, and query strings and fragments are dropped.
+func RedactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = redactOne(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
+}
+
+func redactOne(s string) string {
+	if s == "" {
+		return s
+	}
+	raw := s
+	if !strings.Contains(raw, "://") {
+		raw = "nats://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx") // a user part alone is a token
+		}
+	}
+	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = "", false, "", ""
+	return u.String()
+}
+
+// scrub removes the secrets of rawURL (password, token, query) from err's
+// text, keeping err when it holds none.
+func scrub(err error, rawURL string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	clean := msg
+	for _, p := range strings.Split(rawURL, ",") {
+		raw := strings.TrimSpace(p)
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw
+		}
+		u, perr := url.Parse(raw)
+		if perr != nil {
+			continue
+		}
+		var secrets []string
+		if u.User != nil {
+			if pw, ok := u.User.Password(); ok {
+				secrets = append(secrets, pw)
+			} else {
+				secrets = append(secrets, u.User.Username())
+			}
+		}
+		secrets = append(secrets, u.RawQuery)
+		for _, sec := range secrets {
+			if sec != "" {
+				clean = strings.ReplaceAll(clean, sec, "xxxxx")
+			}
+		}
+	}
+	if clean == msg {
+		return err
+	}
+	return errors.New(clean)
+}
+
+// reconnectMetrics are shared by every connection of the process.
+var (
+	reconnectAttempts = prometheus.NewCounter(prometheus.CounterOpts{Name: "shadowcube_nats_reconnect_attempts_total",
+		Help: "Failed attempts to reconnect to NATS after a lost connection."})
+	reconnects = prometheus.NewCounter(prometheus.CounterOpts{Name: "shadowcube_nats_reconnects_total",
+		Help: "Reconnections to NATS after a lost connection."})
+)
+
+func register(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	for _, c := range []prometheus.Collector{reconnectAttempts, reconnects} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				panic(err)
+			}
+		}
+	}
+}
+
+// reconnectDelay is the back-off between reconnect rounds: 250 ms doubling
+// up to 4 s, with jitter.
+func reconnectDelay(attempts int) time.Duration {
+	d := min(250*time.Millisecond<<min(max(attempts-1, 0), 4), 4*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+func clientOptions(cfg Config, shown string, log *slog.Logger) ([]nats.Option, error) {
+	register(cfg.Registerer)
 	name := cfg.Name
 	if name == "" {
 		name = "shadowcube"
@@ -97,17 +248,22 @@ func clientOptions(cfg Config, log *slog.Logger) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.CustomReconnectDelay(reconnectDelay),
 		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if err == nil && nc.IsClosed() {
 				log.Debug("NATS connection closed")
 				return
 			}
-			log.Warn("NATS disconnected", "err", err)
+			log.Warn("NATS disconnected; reconnecting with back-off", "url", shown, "err", scrub(err, cfg.URL))
+		}),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+			reconnectAttempts.Inc()
+			log.Warn("NATS reconnect attempt failed", "url", shown, "err", scrub(err, cfg.URL))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS reconnected", "url", nc.ConnectedUrl())
+			reconnects.Inc()
+			log.Info("NATS reconnected", "url", RedactURL(nc.ConnectedUrl()))
 		}),
 	}
 	for _, f := range []struct{ env, path string }{
@@ -160,12 +316,12 @@ func clientOptions(cfg Config, log *slog.Logger) ([]nats.Option, error) {
 func (c *Conn) Embedded() bool { return c.server != nil }
 
 // ClientURL is the URL other processes can use to reach the embedded server,
-// or the connected URL.
+// or the connected URL with its password redacted (fit for logs).
 func (c *Conn) ClientURL() string {
 	if c.server != nil {
 		return c.server.ClientURL()
 	}
-	return c.NC.ConnectedUrl()
+	return RedactURL(c.NC.ConnectedUrl())
 }
 
 // Close drains the connection (flushing pending publishes) and stops the

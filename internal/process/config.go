@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -25,10 +26,11 @@ type Common struct {
 	NATSTLSKey   string `envconfig:"NATS_TLS_KEY" desc:"client key for NATS mutual TLS"`
 	NATSDataDir  string `envconfig:"NATS_DATA_DIR" desc:"data directory of the embedded NATS server (default: user cache dir)"`
 	NATSPort     int    `envconfig:"NATS_PORT" min:"0" max:"65535" desc:"port of the embedded NATS server (0 = free port)"`
-	MetricsAddr  string `envconfig:"METRICS_ADDR" default:":9090" desc:"address for /metrics, /healthz and /readyz; empty disables"`
+	MetricsAddr  string `envconfig:"METRICS_ADDR" default:"127.0.0.1:9090" desc:"address for /metrics, /healthz and /readyz (loopback only by default; :9090 for every interface); empty disables"`
 	LogFormat    string `envconfig:"LOG_FORMAT" default:"text" desc:"log format: text or json"`
 	LogLevel     string `envconfig:"LOG_LEVEL" default:"info" desc:"log level: debug, info, warn or error"`
 	ShutdownWait string `envconfig:"SHUTDOWN_TIMEOUT" default:"20s" desc:"how long a graceful stop may drain before exiting"`
+	StartupWait  string `envconfig:"STARTUP_TIMEOUT" default:"10s" desc:"bound of the one connection attempt at start-up (NATS, source database)"`
 }
 
 // EnvError names an environment variable with a bad value.
@@ -72,7 +74,7 @@ func (c *Common) Validate() error {
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-			errs = append(errs, &EnvError{Var: "SHADOWCUBE_METRICS_ADDR", Value: c.MetricsAddr, Msg: "want host:port, e.g. :9090"})
+			errs = append(errs, &EnvError{Var: "SHADOWCUBE_METRICS_ADDR", Value: c.MetricsAddr, Msg: "want host:port, e.g. 127.0.0.1:9090"})
 		}
 	}
 	if c.NATSURL != "" && !strings.Contains(c.NATSURL, "://") && !strings.Contains(c.NATSURL, ":") {
@@ -84,15 +86,31 @@ func (c *Common) Validate() error {
 	if _, err := c.ShutdownTimeout(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := c.StartupTimeout(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// StartupTimeout parses SHADOWCUBE_STARTUP_TIMEOUT: the bound of the one
+// connection attempt a command makes at start-up (an unreachable NATS or
+// database fails the start within it; once running, connections are retried).
+func (c *Common) StartupTimeout() (time.Duration, error) {
+	d, err := time.ParseDuration(c.StartupWait)
+	if err != nil || d <= 0 {
+		return 0, &EnvError{Var: "SHADOWCUBE_STARTUP_TIMEOUT", Value: c.StartupWait, Msg: "want a positive duration like 10s"}
+	}
+	return d, nil
 }
 
 // NATS returns the NATS connection settings.
 func (c *Common) NATS(name string) natsx.Config {
+	startup, _ := c.StartupTimeout() // 0 (natsx's default) when invalid; Validate reports it
 	return natsx.Config{
 		URL: c.NATSURL, Creds: c.NATSCreds, NKeyFile: c.NATSNKey,
 		TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
 		Name: name, DataDir: c.NATSDataDir, EmbeddedPort: c.NATSPort,
+		ConnectTimeout: startup,
 	}
 }
 

@@ -41,7 +41,7 @@ func TestLoadAndValidate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
 				}
-				if c.MetricsAddr != ":9090" || c.LogFormat != "text" {
+				if c.MetricsAddr != "127.0.0.1:9090" || c.LogFormat != "text" {
 					t.Fatalf("defaults not applied: %+v", c)
 				}
 				return

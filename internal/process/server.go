@@ -39,7 +39,12 @@ type OpsServer struct {
 }
 
 // StartOpsServer listens on addr and serves until Close.
+// SHADOWCUBE_METRICS_ADDR defaults to 127.0.0.1:9090: metrics and health
+// are not exposed beyond the host unless configured. log may be nil.
 func StartOpsServer(addr string, reg *prometheus.Registry, log *slog.Logger) (*OpsServer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics server: listen on %s (SHADOWCUBE_METRICS_ADDR): %w", addr, err)

@@ -12,13 +12,21 @@ import (
 // test was doing, a passing one stays quiet.
 func Logger(t testing.TB) *slog.Logger {
 	t.Helper()
+	log, _ := CaptureLogger(t)
+	return log
+}
+
+// CaptureLogger is Logger plus the buffer it writes to, for tests that check
+// what was logged (e.g. that no secret was).
+func CaptureLogger(t testing.TB) (*slog.Logger, *Buffer) {
+	t.Helper()
 	w := &Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log of the components under test:\n%s", w.String())
 		}
 	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})), w
 }
 
 // Buffer is a bytes.Buffer safe to write from one goroutine (a logger, a
