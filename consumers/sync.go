@@ -25,6 +25,8 @@ type Config struct {
 	MaxBatch int
 	AckWait  time.Duration
 	RetryMax time.Duration
+
+	SequenceInterval time.Duration // how often cube sequences are moved past the values in use (default 30s; sequences.go)
 }
 
 // Sync runs one Applier per target.
@@ -33,6 +35,7 @@ type Sync struct {
 	appliers  []*Applier
 	pools     []*pgxpool.Pool
 	closeOnce sync.Once
+	seq       *sequenceSyncer // sequences.go
 }
 
 // SessionSettings pins the session settings that make text values exact and
@@ -85,7 +88,11 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 	}
 	defer src.Close(context.Background())
 	met := NewMetrics(reg)
-	s := &Sync{cfg: cfg}
+	seq, err := newSequenceSyncer(cfg, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sync{cfg: cfg, seq: seq}
 	for _, t := range cfg.Mapping.Targets {
 		if len(cfg.Only) > 0 && !contains(cfg.Only, t.Name) {
 			continue
@@ -138,6 +145,8 @@ func (s *Sync) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(s.appliers))
+	wg.Add(1)
+	go func() { defer wg.Done(); s.seq.run(ctx, s.appliers) }() // sequence positions (sequences.go)
 	for i, a := range s.appliers {
 		wg.Add(1)
 		go func() {
