@@ -2,7 +2,9 @@ package consumers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,12 +18,69 @@ type ReconcileConfig struct {
 	Target   *Target
 	Source   DB
 	Dest     DB
-	Tables   []string                            // source or target table names to compare (default all)
+	Tables   []string                            // source or target table names to compare (default all); each must name a table of Target
 	LeafRows int64                               // ranges at most this big are compared row by row (default 1000)
-	Fanout   int                                 // sub-ranges per bisection step (default 8)
+	Fanout   int                                 // sub-ranges per bisection step (default 8; at least 2)
 	Settle   time.Duration                       // wait up to this for the target to catch up, then re-check differing rows (0: no re-check)
 	MaxDiffs int                                 // most differences kept per table (default 1000; all are counted)
 	OnSettle func(table string, differences int) // called before waiting for Settle (progress reports)
+
+	// SkipSequences leaves out the check that each sequence feeding a mapped
+	// target column (serial, identity, or a nextval default) is past the
+	// column's largest value.
+	SkipSequences bool
+}
+
+// validate rejects out-of-range settings (zero means default) and table
+// names that match no table of the target.
+func (c *ReconcileConfig) validate() error {
+	var errs []error
+	if c.Mapping == nil || c.Target == nil || c.Source == nil || c.Dest == nil {
+		errs = append(errs, errors.New("Mapping, Target, Source and Dest are required"))
+	}
+	if c.LeafRows < 0 {
+		errs = append(errs, fmt.Errorf("LeafRows %d: must be at least 1 (0: default 1000)", c.LeafRows))
+	}
+	if c.Fanout < 0 || c.Fanout == 1 {
+		errs = append(errs, fmt.Errorf("Fanout %d: must be at least 2 (0: default 8)", c.Fanout))
+	}
+	if c.Settle < 0 {
+		errs = append(errs, fmt.Errorf("Settle %s: must not be negative (0: no re-check)", c.Settle))
+	}
+	if c.MaxDiffs < 0 {
+		errs = append(errs, fmt.Errorf("MaxDiffs %d: must be at least 1 (0: default 1000)", c.MaxDiffs))
+	}
+	if c.Target != nil {
+		for _, name := range c.Tables {
+			if !slices.ContainsFunc(c.Target.Tables, func(tm *TableMap) bool { return tm.Matches(name) }) {
+				errs = append(errs, fmt.Errorf("table %q: target %s maps no such table (known: %s)", name, c.Target.Name, strings.Join(c.Target.TableNames(), ", ")))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reconcile config: %w", err)
+	}
+	return nil
+}
+
+// Matches reports whether name designates this table: its source or target
+// name, qualified (schema.table) or bare.
+func (tm *TableMap) Matches(name string) bool {
+	return name == tm.Source || name == tm.Target || name == tm.SourceTable || name == tm.TargetTable
+}
+
+// TableNames lists the target's tables as "source -> target" (or one name
+// when both are the same), for messages that list what a name could be.
+func (t *Target) TableNames() []string {
+	var out []string
+	for _, tm := range t.Tables {
+		if tm.Source == tm.Target {
+			out = append(out, tm.Source)
+		} else {
+			out = append(out, tm.Source+" -> "+tm.Target)
+		}
+	}
+	return out
 }
 
 // RowDiff kinds.
@@ -56,7 +115,14 @@ type TableReport struct {
 	Differences int       `json:"differences"`
 	InFlight    int       `json:"in_flight"`
 	Diffs       []RowDiff `json:"diffs,omitempty"`
-	Queries     int       `json:"queries"`
+	Queries     int       `json:"queries"` // SQL statements the comparison ran (both sides)
+	// CaughtUp is true when, under Settle, the target's checkpoint passed the
+	// source position seen at the start before the re-check (false: Settle
+	// expired first, or there was nothing to re-check).
+	CaughtUp bool `json:"caught_up,omitempty"`
+	// Sequences are the sequences feeding mapped target columns; each one
+	// Behind its column's largest value counts as a difference.
+	Sequences []SequenceCheck `json:"sequences,omitempty"`
 }
 
 type side struct {
@@ -76,20 +142,26 @@ type reconciler struct {
 // Reconcile compares every selected table of the target, source through the
 // mapping against target, by counts, then checksums over key ranges bisected
 // down to rows; it never holds more than LeafRows rows of a side in memory.
+//
+// It returns an error for an invalid configuration (a name in Tables that
+// matches no table of the target included), so a typo never passes as "no
+// differences": every returned report is a table that was compared.
 func Reconcile(ctx context.Context, cfg ReconcileConfig) ([]TableReport, error) {
-	if cfg.LeafRows <= 0 {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.LeafRows == 0 {
 		cfg.LeafRows = 1000
 	}
-	if cfg.Fanout < 2 {
+	if cfg.Fanout == 0 {
 		cfg.Fanout = 8
 	}
-	if cfg.MaxDiffs <= 0 {
+	if cfg.MaxDiffs == 0 {
 		cfg.MaxDiffs = 1000
 	}
 	var out []TableReport
 	for _, tm := range cfg.Target.Tables {
-		if len(cfg.Tables) > 0 && !contains(cfg.Tables, tm.Source) && !contains(cfg.Tables, tm.Target) &&
-			!contains(cfg.Tables, tm.SourceTable) && !contains(cfg.Tables, tm.TargetTable) {
+		if len(cfg.Tables) > 0 && !slices.ContainsFunc(cfg.Tables, tm.Matches) {
 			continue
 		}
 		if tm.srcCols == nil {
@@ -100,6 +172,9 @@ func Reconcile(ctx context.Context, cfg ReconcileConfig) ([]TableReport, error) 
 			return nil, fmt.Errorf("reconcile %s -> %s: %w", tm.Source, tm.Target, err)
 		}
 		out = append(out, *r.rep)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("reconcile target %s: no table compared", cfg.Target.Name)
 	}
 	return out, nil
 }
@@ -161,7 +236,12 @@ func (r *reconciler) run(ctx context.Context) error {
 		}
 	}
 	if r.rep.Differences > 0 && r.cfg.Settle > 0 {
-		return r.recheck(ctx, startLSN)
+		if err := r.recheck(ctx, startLSN); err != nil {
+			return err
+		}
+	}
+	if !r.cfg.SkipSequences {
+		return r.sequences(ctx)
 	}
 	return nil
 }
@@ -415,10 +495,18 @@ func (r *reconciler) recheck(ctx context.Context, startLSN string) error {
 		var caught bool
 		err := r.cfg.Dest.QueryRow(ctx, `SELECT coalesce(bool_or(lsn >= $2::pg_lsn), false) FROM shadowcube.applied WHERE target = $1`,
 			r.cfg.Target.Name, startLSN).Scan(&caught)
-		if err != nil || caught {
+		if err != nil {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		if caught {
+			r.rep.CaughtUp = true
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	var kept []RowDiff
 	r.rep.Differences -= len(r.rep.Diffs)

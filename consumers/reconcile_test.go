@@ -1,14 +1,42 @@
 package consumers
 
 import (
+	"context"
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/heal7/shadowcube/schemas"
 )
+
+// countingDB is a real connection that counts the statements sent through
+// it, so a test can bound the work reconcile does independently of the
+// reconciler's own Queries count.
+type countingDB struct {
+	DB
+	n atomic.Int64
+}
+
+func (c *countingDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c.n.Add(1)
+	return c.DB.Exec(ctx, sql, args...)
+}
+
+func (c *countingDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	c.n.Add(1)
+	return c.DB.Query(ctx, sql, args...)
+}
+
+func (c *countingDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	c.n.Add(1)
+	return c.DB.QueryRow(ctx, sql, args...)
+}
 
 func reconcileAll(t *testing.T, e *env, m *Mapping, leaf int64) []TableReport {
 	t.Helper()
@@ -45,10 +73,19 @@ func TestReconcileFindsPlantedDrift(t *testing.T) {
 	if len(reps) != 1 || reps[0].Differences != 0 || reps[0].SourceRows != reps[0].TargetRows {
 		t.Fatalf("clean tables: %+v", reps)
 	}
+	// equal tables: one checksum per side and the sequence catalog query
+	if reps[0].Queries != 3 {
+		t.Fatalf("clean tables took %d queries, want 3", reps[0].Queries)
+	}
 	e.exec(e.dst, `UPDATE items SET name = 'drift' WHERE id = 1234`)
 	e.exec(e.dst, `DELETE FROM items WHERE id = 2345`)
 	e.exec(e.dst, `INSERT INTO items VALUES (999999, 'extra', 1, now())`)
-	reps = reconcileAll(t, e, m, 100)
+	src, dst := &countingDB{DB: e.src}, &countingDB{DB: e.dst}
+	const leaf, fanout = 100, 4
+	reps, err := Reconcile(e.ctx, ReconcileConfig{Mapping: m, Target: m.Targets[0], Source: src, Dest: dst, LeafRows: leaf, Fanout: fanout})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := reps[0]
 	var got []string
 	for _, d := range r.Diffs {
@@ -63,10 +100,25 @@ func TestReconcileFindsPlantedDrift(t *testing.T) {
 	if r.Differences != 3 || strings.Join(got, " ") != want {
 		t.Fatalf("diffs = %q (%d), want %q", got, r.Differences, want)
 	}
-	if full := 2 * 3; r.Queries < full {
-		t.Fatalf("queries = %d: bisection did not run", r.Queries)
+	// Upper bound: the two whole-table checksums; per differing range and
+	// level one boundary query and a checksum per side of each of the fanout
+	// sub-ranges; one row fetch per side per differing leaf; the sequence
+	// catalog query. Levels: splits (at quantiles of the larger side) until a
+	// range holds at most leaf rows, each side off by at most the 3 differences.
+	levels := 0
+	for size := r.SourceRows + 3; size > leaf; size = (size+fanout-1)/fanout + 3 {
+		levels++
 	}
-	t.Logf("%d rows: %d queries to find 3 differences", r.SourceRows, r.Queries)
+	bound := 2 + 3*levels*(1+2*fanout) + 3*2 + 1
+	counted := int(src.n.Load() + dst.n.Load())
+	if counted != r.Queries {
+		t.Fatalf("statements sent = %d, report says %d", counted, r.Queries)
+	}
+	if counted > bound || counted < 2+3*2 {
+		t.Fatalf("%d queries for 3 differences in %d rows: want between %d and %d (bisection, not a scan of every leaf)",
+			counted, r.SourceRows, 2+3*2, bound)
+	}
+	t.Logf("%d rows: %d queries to find 3 differences (bound %d)", r.SourceRows, counted, bound)
 }
 
 // TestReconcileSajuMapping reconciles through SQL expressions (jsonb
@@ -101,7 +153,10 @@ func TestReconcileSajuMapping(t *testing.T) {
 
 // TestReconcileInFlight: rows the target has not received yet when reconcile
 // starts are reported as in flight (not differences) once sync catches up
-// within --settle; real drift stays a difference.
+// within --settle; real drift stays a difference. The settle window is long:
+// reconcile re-checks as soon as the target's checkpoint passes the source
+// WAL position it saw at the start (CaughtUp), not when the window ends, so
+// the test waits on that event and a slow machine cannot fail it.
 func TestReconcileInFlight(t *testing.T) {
 	e := newEnv(t)
 	e.exec(e.src, `CREATE TABLE items (id bigint PRIMARY KEY, v text)`)
@@ -119,6 +174,17 @@ func TestReconcileInFlight(t *testing.T) {
 	f := e.cdc("s1")
 	e.exec(e.src, `INSERT INTO items VALUES (51, 'new')`)
 	r, c := f.row("items", "id = 51")
+	// the fake transaction commits well after the WAL position reconcile
+	// will read at its start, as a real one would
+	var walLSN string
+	if err := e.src.QueryRow(e.ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&walLSN); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := schemas.ParseLSN(walLSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.lsn = cur + 1<<30
 	f.tx(f.ev(schemas.OpInsert, "public.items", r, nil, c))
 	dst := connectPinned(t, e.dstURL)
 	type result struct {
@@ -128,7 +194,7 @@ func TestReconcileInFlight(t *testing.T) {
 	done := make(chan result, 1)
 	settling := make(chan int, 1)
 	go func() {
-		reps, err := Reconcile(e.ctx, ReconcileConfig{Mapping: m, Target: m.Targets[0], Source: e.src, Dest: dst, Settle: 3 * time.Second,
+		reps, err := Reconcile(e.ctx, ReconcileConfig{Mapping: m, Target: m.Targets[0], Source: e.src, Dest: dst, Settle: 10 * time.Minute,
 			OnSettle: func(_ string, n int) { settling <- n }})
 		done <- result{reps, err}
 	}()
@@ -142,7 +208,7 @@ func TestReconcileInFlight(t *testing.T) {
 	}
 	reps := res.reps
 	r0 := reps[0]
-	if r0.Differences != 1 || r0.InFlight != 1 || len(r0.Diffs) != 2 {
+	if r0.Differences != 1 || r0.InFlight != 1 || len(r0.Diffs) != 2 || !r0.CaughtUp {
 		t.Fatalf("report = %+v", r0)
 	}
 	for _, d := range r0.Diffs {

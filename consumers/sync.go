@@ -25,6 +25,8 @@ type Config struct {
 	MaxBatch int           // most source events per target transaction (0: 5000)
 	AckWait  time.Duration // JetStream ack wait (0: 5m)
 	RetryMax time.Duration // back-off bound of transient failures (0: 5s)
+
+	SequenceInterval time.Duration // how often cube sequences are moved past the values in use (default 30s; sequences.go)
 }
 
 // validate checks the numeric settings: zero means the default, a negative
@@ -50,6 +52,7 @@ type Sync struct {
 	pools     []*pgxpool.Pool
 	source    *pgxpool.Pool // re-reads of rows with unchanged TOAST values
 	closeOnce sync.Once
+	seq       *sequenceSyncer // sequences.go
 }
 
 // SessionSettings pins the session settings that make text values exact and
@@ -106,7 +109,11 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 	}
 	defer src.Close(context.Background())
 	met := NewMetrics(reg)
-	s := &Sync{cfg: cfg}
+	seq, err := newSequenceSyncer(cfg, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sync{cfg: cfg, seq: seq}
 	if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
 		return nil, fmt.Errorf("source database: %w", err)
 	}
@@ -162,6 +169,8 @@ func (s *Sync) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(s.appliers))
+	wg.Add(1)
+	go func() { defer wg.Done(); s.seq.run(ctx, s.appliers) }() // sequence positions (sequences.go)
 	for i, a := range s.appliers {
 		wg.Add(1)
 		go func() {

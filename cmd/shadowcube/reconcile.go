@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +21,7 @@ func newReconcileCmd() *cobra.Command {
 	var leaf int64
 	var settle time.Duration
 	var maxDiffs int
+	var noSequences bool
 	cmd := &cobra.Command{
 		Use:   "reconcile",
 		Short: "Prove a cube database holds what the legacy database holds, through the mapping",
@@ -29,7 +33,16 @@ they differ, down to ranges of --leaf-rows rows compared row by row. It never
 loads a table whole. It prints missing rows (in the source, not in the target),
 extra rows (in the target only; not reported under delete: ignore), and changed
 rows with the differing columns and both values. Soft-deleted target rows count
-as deleted. Exit status 1 when any difference remains, 0 when none.
+as deleted. It also checks every sequence feeding a mapped target column
+(serial, identity, or a nextval default): one whose next value is not past the
+column's largest value in the cube is a difference (the cube's next own insert
+would collide with a synced row; sync moves sequences periodically and
+'shadowcube sync --sequences' moves them at once).
+
+Exit status: 0 when every selected table was compared and none differs;
+1 when any difference remains (or no table was compared); 2 for bad usage:
+an unknown --target or --table (the message lists the known ones), an
+out-of-range number.
 
 While sync runs, rows changed during the comparison may differ for a moment:
 with --settle D, reconcile waits (at most D) until the target's checkpoint
@@ -42,9 +55,10 @@ Flags:
   --table T          compare only this table (source or target name; repeatable)
   --target NAME      compare only this target (repeatable)
   --format text|json output (text); json: {"tables":[...],"differences":N}
-  --leaf-rows N      range size compared row by row (1000)
-  --settle D         wait for sync to catch up and re-check differing rows (0: off)
-  --max-diffs N      differences listed per table (1000; all are counted)
+  --leaf-rows N      range size compared row by row (1000; at least 1)
+  --settle D         wait for sync to catch up and re-check differing rows (0: off; not negative)
+  --max-diffs N      differences listed per table (1000; at least 1; all are counted)
+  --no-sequences     skip the sequence check
 
 Environment:
   SHADOWCUBE_SOURCE_DATABASE_URL  legacy PostgreSQL (or the mapping's source.database_url_env)
@@ -61,7 +75,14 @@ Environment:
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("--format %q: want text or json", format)}
 			}
+			if err := reconcileFlags(leaf, settle, maxDiffs); err != nil {
+				return err
+			}
 			m, src, urls, err := loadMappingURLs(e.MappingFile)
+			if err != nil {
+				return err
+			}
+			selected, err := reconcileSelect(m, targets, tables)
 			if err != nil {
 				return err
 			}
@@ -77,10 +98,8 @@ Environment:
 			defer srcConn.Close(context.Background())
 			var all []consumers.TableReport
 			total := 0
-			for _, t := range m.Targets {
-				if len(targets) > 0 && !reconcileContains(targets, t.Name) {
-					continue
-				}
+			for _, sel := range selected {
+				t := sel.target
 				if urls[t.Name] == "" {
 					return &process.EnvError{Var: t.DatabaseURLEnv, Msg: "required: database URL of target " + t.Name}
 				}
@@ -92,7 +111,7 @@ Environment:
 				if err == nil {
 					var reps []consumers.TableReport
 					reps, err = consumers.Reconcile(ctx, consumers.ReconcileConfig{Mapping: m, Target: t, Source: srcConn, Dest: dst,
-						Tables: tables, LeafRows: leaf, Settle: settle, MaxDiffs: maxDiffs,
+						Tables: sel.tables, LeafRows: leaf, Settle: settle, MaxDiffs: maxDiffs, SkipSequences: noSequences,
 						OnSettle: func(table string, n int) {
 							env.Log.Info("differences found; waiting for sync to catch up before re-checking them",
 								"table", table, "differences", n, "settle", settle)
@@ -103,6 +122,10 @@ Environment:
 				if err != nil {
 					return err
 				}
+			}
+			if len(all) == 0 {
+				// unreachable through the checks above; never let it pass as "no differences"
+				return &exitError{code: 1, err: fmt.Errorf("reconcile: no table compared")}
 			}
 			for _, r := range all {
 				total += r.Differences
@@ -124,6 +147,15 @@ Environment:
 							fmt.Fprintf(env.Stdout, "    %s: source %s, target %s\n", c.Column, showVal(c.Source), showVal(c.Target))
 						}
 					}
+					for _, q := range r.Sequences {
+						switch {
+						case q.Behind:
+							fmt.Fprintf(env.Stdout, "  sequence behind: %s (column %s) next value %d, largest %s %d: %s\n",
+								q.Sequence, q.Column, q.Next, q.Column, *q.MaxValue, q.Fix)
+						case q.Skipped != "":
+							fmt.Fprintf(env.Stdout, "  sequence %s (column %s) not checked: %s\n", q.Sequence, q.Column, q.Skipped)
+						}
+					}
 				}
 			}
 			if total > 0 {
@@ -139,16 +171,76 @@ Environment:
 	cmd.Flags().Int64Var(&leaf, "leaf-rows", 1000, "range size compared row by row")
 	cmd.Flags().DurationVar(&settle, "settle", 0, "wait up to this for sync to catch up, then re-check differing rows")
 	cmd.Flags().IntVar(&maxDiffs, "max-diffs", 1000, "differences listed per table")
+	cmd.Flags().BoolVar(&noSequences, "no-sequences", false, "skip the check of sequences feeding mapped columns")
 	return cmd
 }
 
-func reconcileContains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+// reconcileFlags rejects out-of-range numbers (exit status 2).
+func reconcileFlags(leaf int64, settle time.Duration, maxDiffs int) error {
+	var errs []error
+	if leaf < 1 {
+		errs = append(errs, fmt.Errorf("--leaf-rows %d: must be at least 1", leaf))
+	}
+	if settle < 0 {
+		errs = append(errs, fmt.Errorf("--settle %s: must be 0 (off) or positive", settle))
+	}
+	if maxDiffs < 1 {
+		errs = append(errs, fmt.Errorf("--max-diffs %d: must be at least 1", maxDiffs))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+type reconcileTarget struct {
+	target *consumers.Target
+	tables []string // names given with --table that this target maps (nil: all)
+}
+
+// reconcileSelect resolves --target and --table against the mapping. An
+// unknown target, or a table that no selected target maps, is a usage error
+// listing the known ones: a typo must never compare nothing and pass.
+func reconcileSelect(m *consumers.Mapping, targets, tables []string) ([]reconcileTarget, error) {
+	var known []string
+	for _, t := range m.Targets {
+		known = append(known, t.Name)
+	}
+	for _, name := range targets {
+		if m.Target(name) == nil {
+			return nil, usageError{fmt.Errorf("--target %s: no such target in %s (known: %s)", name, m.File, strings.Join(known, ", "))}
 		}
 	}
-	return false
+	var out []reconcileTarget
+	matched := map[string]bool{}
+	var tableNames []string
+	for _, t := range m.Targets {
+		if len(targets) > 0 && !slices.Contains(targets, t.Name) {
+			continue
+		}
+		for _, n := range t.TableNames() {
+			tableNames = append(tableNames, t.Name+": "+n)
+		}
+		sel := reconcileTarget{target: t}
+		if len(tables) > 0 {
+			for _, name := range tables {
+				if slices.ContainsFunc(t.Tables, func(tm *consumers.TableMap) bool { return tm.Matches(name) }) {
+					sel.tables = append(sel.tables, name)
+					matched[name] = true
+				}
+			}
+			if len(sel.tables) == 0 {
+				continue
+			}
+		}
+		out = append(out, sel)
+	}
+	for _, name := range tables {
+		if !matched[name] {
+			return nil, usageError{fmt.Errorf("--table %s: no selected target maps such a table (known: %s)", name, strings.Join(tableNames, "; "))}
+		}
+	}
+	return out, nil
 }
 
 func showVal(v *string) string {
