@@ -228,16 +228,20 @@ func (c *Capturer) RolloutBucket(userID string) int { return c.priv.identify(use
 
 // decision is what the capture path decided for one request.
 type decision struct {
-	route   string
-	r       *routes.Route // nil for unmatched
-	userID  string
-	id      identity
-	idDone  bool
-	capture bool
-	m       *routeMetrics
+	route     string
+	r         *routes.Route // nil for unmatched
+	userID    string
+	verified  bool // userID came from a trusted proxy or a verified JWT
+	id        identity
+	idDone    bool
+	capture   bool
+	captureID string // set by the tap when capture is true
+	m         *routeMetrics
 }
 
-func (c *Capturer) decide(method, path string, h http.Header) decision {
+// decide chooses route, identity and capture for a request. trustedPeer says
+// the request came from a trusted proxy, whose user header is believed.
+func (c *Capturer) decide(method, path string, h http.Header, trustedPeer bool) decision {
 	d := decision{route: OtherRoute}
 	sample := 1.0
 	if c.cfg.Routes != nil {
@@ -246,7 +250,7 @@ func (c *Capturer) decide(method, path string, h http.Header) decision {
 		}
 	}
 	d.m = c.m.route(d.route)
-	d.userID = c.priv.userID(h)
+	d.userID, d.verified = c.priv.userID(h, trustedPeer, time.Time{})
 	if d.userID != "" && sample > 0 && sample < 1 {
 		d.ident(c.priv)
 	}
@@ -271,6 +275,7 @@ func (c *Capturer) decide(method, path string, h http.Header) decision {
 func (d *decision) ident(p *privacy) identity {
 	if !d.idDone {
 		d.id, d.idDone = p.identify(d.userID), true
+		d.id.verified = d.verified && d.id.hasKey
 	}
 	return d.id
 }
@@ -613,12 +618,15 @@ func (c *Capturer) replaySpill() {
 }
 
 // sanitize removes what must not be published. For events that did not come
-// through decide (import), it also derives the user key from the raw id.
+// through decide (import), it also derives the user key from the raw id (the
+// import file is the operator's: its user header is believed, tokens are
+// checked as of the capture time).
 func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned bool) {
 	p := c.priv
+	reqType := ev.Headers.Get("Content-Type")
 	if !clean {
 		if ev.UserKey == "" {
-			if id := p.userID(ev.Headers); id != "" {
+			if id, _ := p.userID(ev.Headers, true, ev.CapturedAt); id != "" {
 				ev.UserKey = p.UserKey(id)
 			}
 		}
@@ -629,13 +637,14 @@ func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned bool) {
 	} else {
 		ev.Response.Headers = p.headers(ev.Response.Headers)
 	}
-	if len(p.paths) > 0 {
-		var dropped bool
-		if ev.Body, dropped = p.body(ev.Body, ev.BodyTruncated, ev.Headers.Get("Content-Type")); dropped {
-			ev.BodyTruncated = true
-		}
-		if ev.Response.Body, dropped = p.body(ev.Response.Body, ev.Response.BodyTruncated, ev.Response.Headers.Get("Content-Type")); dropped {
-			ev.Response.BodyTruncated = true
-		}
+	ev.Query = p.rules.Query(ev.Query)
+	var dropped bool
+	if ev.Body, dropped = p.rules.Body(ev.Body, ev.BodyTruncated, reqType); dropped {
+		ev.BodyTruncated = true
+		c.m.bodyDropped.Inc()
+	}
+	if ev.Response.Body, dropped = p.rules.Body(ev.Response.Body, ev.Response.BodyTruncated, ev.Response.Headers.Get("Content-Type")); dropped {
+		ev.Response.BodyTruncated = true
+		c.m.bodyDropped.Inc()
 	}
 }

@@ -20,6 +20,8 @@ type metrics struct {
 	upstream       *prometheus.HistogramVec
 	drops          *prometheus.CounterVec
 	published      prometheus.Counter
+	bodyDropped    prometheus.Counter
+	captureUp      prometheus.Gauge
 	cubeFallback   prometheus.Counter
 	queueDepth     prometheus.Gauge
 	publishSeconds prometheus.Histogram
@@ -60,6 +62,12 @@ func newMetrics(reg prometheus.Registerer, service string, svc *routes.Service) 
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shadowcube_tap_published_total", Help: "Request events acknowledged by JetStream.",
 		}),
+		bodyDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shadowcube_tap_bodies_dropped_total", Help: "Captured bodies removed because they could not be redacted safely (truncated or malformed JSON while redaction paths are set); the event is marked truncated.",
+		}),
+		captureUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shadowcube_tap_capture_up", Help: "1 when the capturer has a NATS connection to publish to, 0 while capture is down (requests are still proxied; captures are dropped or spilled).",
+		}),
 		cubeFallback: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shadowcube_tap_cube_fallback_total", Help: "Rolled-out users answered by the legacy service because the cube gave no answer.",
 		}),
@@ -73,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, service string, svc *routes.Service) 
 		routes: map[string]*routeMetrics{},
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{m.requests, m.captured, m.bytes, m.upstream, m.drops, m.published, m.cubeFallback, m.queueDepth, m.publishSeconds} {
+		for _, col := range []prometheus.Collector{m.requests, m.captured, m.bytes, m.upstream, m.drops, m.published, m.bodyDropped, m.captureUp, m.cubeFallback, m.queueDepth, m.publishSeconds} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("register capture metrics: %w", err)
 			}

@@ -18,7 +18,7 @@ import (
 // TestMiddlewareCapture: the middleware leaves the answer untouched
 // (status, headers, streamed body) and captures it like the tap.
 func TestMiddlewareCapture(t *testing.T) {
-	e := newEnv(t, Config{Routes: testService(t), MaxBody: 16})
+	e := newEnv(t, Config{Routes: testService(t), MaxBody: 16, Privacy: PrivacyConfig{AllowHeaders: []string{"X-Echo"}}})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Echo", "1")
@@ -69,7 +69,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
-	c, err := New(e.nc, Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte("x")}, Spill: SpillConfig{Dir: t.TempDir()}}, nil, nil)
+	c, err := New(e.nc, Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte(testSecret)}, Spill: SpillConfig{Dir: t.TempDir()}}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

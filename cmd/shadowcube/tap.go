@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -14,29 +15,33 @@ import (
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/redact"
 	"github.com/heal7/shadowcube/internal/routes"
 	"github.com/heal7/shadowcube/publisher"
 )
 
 // CaptureEnv is the configuration shared by tap and import.
 type CaptureEnv struct {
-	Service       string   `envconfig:"TAP_SERVICE"`
-	MaxBody       string   `envconfig:"TAP_MAX_BODY" default:"1MiB"`
-	RoutesFile    string   `envconfig:"ROUTES_FILE"`
-	UserKeySecret string   `envconfig:"USER_KEY_SECRET"`
-	UserHeader    string   `envconfig:"TAP_USER_HEADER" default:"X-User-Id"`
-	UserCookie    string   `envconfig:"TAP_USER_COOKIE"`
-	UserJWTClaim  string   `envconfig:"TAP_USER_JWT_CLAIM"`
-	StripHeaders  []string `envconfig:"TAP_STRIP_HEADERS"`
-	RedactPaths   []string `envconfig:"TAP_REDACT_PATHS"`
-	RedactMode    string   `envconfig:"TAP_REDACT_MODE" default:"remove"`
-	QueueSize     int      `envconfig:"TAP_QUEUE_SIZE" default:"4096"`
-	QueueBytes    string   `envconfig:"TAP_QUEUE_BYTES" default:"64MiB"`
-	SpillDir      string   `envconfig:"TAP_SPILL_DIR"`
-	SpillMaxBytes string   `envconfig:"TAP_SPILL_MAX_BYTES" default:"256MiB"`
-	StreamMaxAge  string   `envconfig:"LEGACY_REQUESTS_MAX_AGE"`
-	StreamMaxSize string   `envconfig:"LEGACY_REQUESTS_MAX_BYTES"`
-	StreamDupes   string   `envconfig:"LEGACY_REQUESTS_DUPLICATES"`
+	redact.Env
+	Service        string `envconfig:"TAP_SERVICE"`
+	MaxBody        string `envconfig:"TAP_MAX_BODY" default:"1MiB"`
+	RoutesFile     string `envconfig:"ROUTES_FILE"`
+	UserHeader     string `envconfig:"TAP_USER_HEADER" default:"X-User-Id"`
+	TrustedProxies string `envconfig:"TAP_TRUSTED_PROXIES" default:"127.0.0.0/8,::1/128"`
+	UserCookie     string `envconfig:"TAP_USER_COOKIE"`
+	UserJWTClaim   string `envconfig:"TAP_USER_JWT_CLAIM"`
+	JWTHS256Secret string `envconfig:"TAP_JWT_HS256_SECRET"`
+	JWTPublicKey   string `envconfig:"TAP_JWT_PUBLIC_KEY"`
+	JWTJWKS        string `envconfig:"TAP_JWT_JWKS"`
+	JWTAudience    string `envconfig:"TAP_JWT_AUDIENCE"`
+	JWTIssuer      string `envconfig:"TAP_JWT_ISSUER"`
+	QueueSize      int    `envconfig:"TAP_QUEUE_SIZE" default:"4096" min:"1"`
+	QueueBytes     string `envconfig:"TAP_QUEUE_BYTES" default:"64MiB"`
+	SpillDir       string `envconfig:"TAP_SPILL_DIR"`
+	SpillMaxBytes  string `envconfig:"TAP_SPILL_MAX_BYTES" default:"256MiB"`
+	StreamMaxAge   string `envconfig:"LEGACY_REQUESTS_MAX_AGE"`
+	StreamMaxSize  string `envconfig:"LEGACY_REQUESTS_MAX_BYTES"`
+	StreamDupes    string `envconfig:"LEGACY_REQUESTS_DUPLICATES"`
 }
 
 const captureEnvHelp = `
@@ -45,14 +50,18 @@ const captureEnvHelp = `
                                 truncated and flagged (default 1MiB; units B, KiB, MiB) (--max-body)
   SHADOWCUBE_ROUTES_FILE        routes file: route templates, per-route sample share and capture: false,
                                 the service's cube_url (--routes; without it every path is /_other)
-  SHADOWCUBE_USER_KEY_SECRET    HMAC-SHA256 secret turning user ids into user keys (required)
-  SHADOWCUBE_TAP_USER_HEADER    header holding the raw user id (default X-User-Id; never published)
-  SHADOWCUBE_TAP_USER_COOKIE    cookie holding the user id when the header is absent (default none)
-  SHADOWCUBE_TAP_USER_JWT_CLAIM claim of the bearer JWT holding the user id, e.g. sub (default none)
-  SHADOWCUBE_TAP_STRIP_HEADERS  comma list of headers to drop, besides Authorization, Proxy-Authorization,
-                                Cookie, Set-Cookie, X-Api-Key, X-Auth-Token and the user header
-  SHADOWCUBE_TAP_REDACT_PATHS   comma list of JSON body paths to redact, e.g. $.email,$.cards[*].number
-  SHADOWCUBE_TAP_REDACT_MODE    remove (default) or hmac (value replaced by hmac-sha256:<hex>)
+  SHADOWCUBE_TAP_USER_HEADER    header holding the raw user id, set by a trusted proxy (default X-User-Id;
+                                never published; removed from requests of other peers)
+  SHADOWCUBE_TAP_TRUSTED_PROXIES comma list of CIDRs whose user header is believed (default
+                                127.0.0.0/8,::1/128; "none": nobody)
+  SHADOWCUBE_TAP_USER_COOKIE    cookie holding the user id when no verified identity is found (default none;
+                                gives a user key, never a rollout: the client chooses it)
+  SHADOWCUBE_TAP_USER_JWT_CLAIM claim of the bearer JWT holding the user id (default sub when a JWT key is set)
+  SHADOWCUBE_TAP_JWT_HS256_SECRET  HS256 key (at least 32 bytes) verifying bearer JWTs, or
+  SHADOWCUBE_TAP_JWT_PUBLIC_KEY    PEM file of the RSA (RS256) or EC P-256 (ES256) public key, or
+  SHADOWCUBE_TAP_JWT_JWKS          JWKS file (RSA / EC P-256 keys by kid); tokens need a valid exp
+  SHADOWCUBE_TAP_JWT_AUDIENCE, SHADOWCUBE_TAP_JWT_ISSUER   required aud and iss of the tokens (default: any)
+  Only a verified identity (trusted proxy header or verified JWT) is ever rolled out to the cube.` + redact.EnvHelp + `
   SHADOWCUBE_TAP_QUEUE_SIZE     events the in-memory publish queue holds (default 4096)
   SHADOWCUBE_TAP_QUEUE_BYTES    body bytes the queue holds (default 64MiB); beyond either, captures are dropped
   SHADOWCUBE_TAP_SPILL_DIR      directory of the optional on-disk spill for events NATS did not take (default off)
@@ -90,8 +99,31 @@ func (c *CaptureEnv) capturerConfig() (publisher.Config, *routes.File, error) {
 		QueueSize: c.QueueSize,
 		Privacy: publisher.PrivacyConfig{
 			Secret: []byte(c.UserKeySecret), UserHeader: c.UserHeader, UserCookie: c.UserCookie,
-			UserJWTClaim: c.UserJWTClaim, StripHeaders: c.StripHeaders, RedactPaths: c.RedactPaths, RedactMode: c.RedactMode,
+			TrustedProxies: splitList(c.TrustedProxies),
+			AllowHeaders:   c.AllowHeaders, StripHeaders: c.StripHeaders,
+			RedactPaths: c.RedactPaths, RedactParams: c.RedactParams, RedactMode: c.RedactMode,
+			JWT: publisher.JWTConfig{Claim: c.UserJWTClaim, Audience: c.JWTAudience, Issuer: c.JWTIssuer},
 		},
+	}
+	if cfg.Privacy.TrustedProxies == nil {
+		cfg.Privacy.TrustedProxies = []string{} // empty: nobody
+	}
+	if c.JWTHS256Secret != "" {
+		cfg.Privacy.JWT.HS256Secret = []byte(c.JWTHS256Secret)
+	}
+	for _, f := range []struct {
+		env, path string
+		dst       *[]byte
+	}{{"SHADOWCUBE_TAP_JWT_PUBLIC_KEY", c.JWTPublicKey, &cfg.Privacy.JWT.PublicKeyPEM}, {"SHADOWCUBE_TAP_JWT_JWKS", c.JWTJWKS, &cfg.Privacy.JWT.JWKS}} {
+		if f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			errs = append(errs, &process.EnvError{Var: f.env, Value: f.path, Msg: err.Error()})
+			continue
+		}
+		*f.dst = b
 	}
 	var err error
 	if cfg.MaxBody, err = parseSize("SHADOWCUBE_TAP_MAX_BODY", c.MaxBody); err != nil {
@@ -106,8 +138,11 @@ func (c *CaptureEnv) capturerConfig() (publisher.Config, *routes.File, error) {
 			errs = append(errs, err)
 		}
 	}
-	if c.UserKeySecret == "" {
-		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_USER_KEY_SECRET", Msg: "required: the HMAC secret for user keys (e.g. 32 random bytes, hex)"})
+	switch {
+	case c.UserKeySecret == "":
+		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_USER_KEY_SECRET", Msg: "required: the HMAC secret for user keys, at least 32 bytes (e.g. `openssl rand -hex 32`)"})
+	case len(c.UserKeySecret) < redact.MinSecretLen:
+		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_USER_KEY_SECRET", Value: "(hidden)", Msg: fmt.Sprintf("%d bytes: want at least %d (e.g. `openssl rand -hex 32`)", len(c.UserKeySecret), redact.MinSecretLen)})
 	}
 	if c.Service == "" {
 		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_TAP_SERVICE", Msg: "required: the legacy service name (or --service)"})
