@@ -133,8 +133,7 @@ type Capturer struct {
 	cfg  Config
 	priv *privacy
 	log  *slog.Logger
-	js   jetstream.JetStream
-	nc   *nats.Conn
+	link atomic.Pointer[natsLink] // nil until attached: capture is down, requests are still served
 	m    *metrics
 
 	queue      chan *item
@@ -153,6 +152,15 @@ type Capturer struct {
 	spill *spill
 }
 
+// natsLink is the connection the capturer publishes through.
+type natsLink struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// errNotConnected is the error of captures made before Attach.
+var errNotConnected = errors.New("capture: not connected to NATS yet")
+
 type item struct {
 	ev    *schemas.RequestEvent
 	clean bool  // request headers already stripped (else stripped, and the user key derived when missing, off the user path)
@@ -161,14 +169,13 @@ type item struct {
 	m     *routeMetrics
 }
 
-// New starts a Capturer publishing through nc. reg may be nil (no metrics
-// exported). Close stops it.
+// New starts a Capturer publishing through nc. nc may be nil: the capturer
+// then runs detached (every capture is dropped with reason nats_unavailable,
+// or spilled) until Attach hands it a connection — a tap must serve users
+// while NATS is down. reg may be nil (no metrics exported). Close stops it.
 func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Capturer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("capture config: %w", err)
-	}
-	if nc == nil {
-		return nil, errors.New("capture: no NATS connection")
 	}
 	priv, err := newPrivacy(cfg.Privacy)
 	if err != nil {
@@ -181,33 +188,78 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer)
 		cfg:   cfg,
 		priv:  priv,
 		log:   log.With("stage", "tap", "service", cfg.Service),
-		nc:    nc,
 		queue: make(chan *item, cfg.QueueSize),
 		free:  make(chan []byte, freeBufs),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	c.m, err = newMetrics(reg, cfg.Service, cfg.Routes)
+	c.m, err = newMetrics(reg, cfg.Service, cfg.Routes, c.up)
 	if err != nil {
 		return nil, err
 	}
-	c.js, err = jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
-		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
-		jetstream.WithPublishAsyncAckHandler(c.onAck),
-		jetstream.WithPublishAsyncErrHandler(c.onErr),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("capture: JetStream: %w", err)
+	if nc != nil {
+		if err := c.Attach(nc); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Spill.Dir != "" {
 		c.spill, err = openSpill(cfg.Spill, c.log)
 		if err != nil {
+			c.detach()
 			return nil, err
 		}
 	}
 	go c.run()
 	return c, nil
+}
+
+// Attach gives a detached capturer (New with a nil connection) its NATS
+// connection; captures are published from now on. Only the first call
+// attaches; later ones return an error.
+func (c *Capturer) Attach(nc *nats.Conn) error {
+	if nc == nil {
+		return errors.New("capture: attach: no NATS connection")
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(c.cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(c.cfg.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(c.onAck),
+		jetstream.WithPublishAsyncErrHandler(c.onErr),
+	)
+	if err != nil {
+		return fmt.Errorf("capture: JetStream: %w", err)
+	}
+	if !c.link.CompareAndSwap(nil, &natsLink{nc: nc, js: js}) {
+		return errors.New("capture: already attached to NATS")
+	}
+	return nil
+}
+
+// Connected reports whether captures can be published now: attached, and
+// the connection is up.
+func (c *Capturer) Connected() bool {
+	l := c.link.Load()
+	return l != nil && l.nc.IsConnected()
+}
+
+func (c *Capturer) up() float64 {
+	if c.Connected() {
+		return 1
+	}
+	return 0
+}
+
+func (c *Capturer) pending() int {
+	if l := c.link.Load(); l != nil {
+		return l.js.PublishAsyncPending()
+	}
+	return 0
+}
+
+func (c *Capturer) detach() {
+	if l := c.link.Load(); l != nil {
+		l.js.CleanupPublisher() // the async-ack subscription and its goroutine
+	}
 }
 
 // EnsureStream creates or updates the LEGACY_REQUESTS stream.
@@ -356,12 +408,12 @@ func (c *Capturer) Flush(ctx context.Context) error {
 	for {
 		// inflight counts events from submit until NATS has them; read it
 		// before the pending acks, which take over from it.
-		if c.inflight.Load() == 0 && c.js.PublishAsyncPending() == 0 && (c.spill == nil || c.spill.empty()) {
+		if c.inflight.Load() == 0 && c.pending() == 0 && (c.spill == nil || c.spill.empty() || c.link.Load() == nil) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("capture flush: %d queued, %d awaiting ack: %w", len(c.queue), c.js.PublishAsyncPending(), ctx.Err())
+			return fmt.Errorf("capture flush: %d queued, %d awaiting ack: %w", len(c.queue), c.pending(), ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -386,7 +438,7 @@ func (c *Capturer) Close() error {
 		if c.spill != nil {
 			c.spill.close()
 		}
-		c.js.CleanupPublisher() // the async-ack subscription and its goroutine
+		c.detach()
 	})
 	return nil
 }
@@ -448,9 +500,11 @@ func (c *Capturer) run() {
 				clear(batch)
 				clear(msgs)
 			}
-			select {
-			case <-c.js.PublishAsyncComplete():
-			case <-time.After(c.cfg.AckTimeout):
+			if l := c.link.Load(); l != nil {
+				select {
+				case <-l.js.PublishAsyncComplete():
+				case <-time.After(c.cfg.AckTimeout):
+				}
 			}
 			return
 		}
@@ -523,9 +577,15 @@ func (c *Capturer) publish(msg *nats.Msg) {
 	// Too many acks outstanding is back-pressure, not failure: wait (the
 	// queue in front absorbs or drops new captures meanwhile), but no longer
 	// than an ack may take.
+	l := c.link.Load()
+	if l == nil {
+		c.latency.Delete(msg)
+		c.failed(msg, DropNATS, errNotConnected)
+		return
+	}
 	deadline := time.Now().Add(c.cfg.AckTimeout)
 	for {
-		_, err := c.js.PublishMsgAsync(msg)
+		_, err := l.js.PublishMsgAsync(msg)
 		if err == nil {
 			return
 		}
@@ -598,14 +658,15 @@ func (c *Capturer) failed(msg *nats.Msg, reason string, err error) {
 
 // replaySpill re-publishes spilled events while NATS is connected.
 func (c *Capturer) replaySpill() {
-	if c.spill.empty() || !c.nc.IsConnected() {
+	l := c.link.Load()
+	if c.spill.empty() || l == nil || !l.nc.IsConnected() {
 		return
 	}
 	// A short slice per tick, so the live queue keeps moving.
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	n, err := c.spill.replay(ctx, func(ctx context.Context, m *nats.Msg) error {
-		_, err := c.js.PublishMsg(ctx, m)
+		_, err := l.js.PublishMsg(ctx, m)
 		if err == nil {
 			c.published.Add(1)
 			c.m.published.Inc()

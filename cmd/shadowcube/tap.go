@@ -9,7 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/spf13/cobra"
 
@@ -221,7 +225,20 @@ type tapEnv struct {
 	UpstreamInsecure   bool          `envconfig:"TAP_UPSTREAM_INSECURE"`
 	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" default:"0s"`
 	Rollout            bool          `envconfig:"TAP_ROLLOUT" default:"true"`
-	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" default:"8"`
+	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" default:"8" min:"1"`
+	EchoID             bool          `envconfig:"TAP_ECHO_ID"`
+}
+
+// lateRollout follows the flag watcher once NATS is connected; 0% before.
+type lateRollout struct {
+	w atomic.Pointer[publisher.FlagWatcher]
+}
+
+func (r *lateRollout) Percent() int {
+	if w := r.w.Load(); w != nil {
+		return w.Percent()
+	}
+	return 0
 }
 
 func newTapCmd() *cobra.Command {
@@ -236,10 +253,16 @@ in-memory queue to the LEGACY_REQUESTS stream, subject
 legacy.req.<service>.<route template>, with Nats-Msg-Id = the capture id. When
 NATS is down or slow the queue fills and new captures are dropped and counted
 (shadowcube_tap_dropped_total{reason}); the user path never waits or fails.
+A tap started while NATS is unreachable starts anyway: it proxies every
+request, drops (or spills) and counts captures, keeps connecting in the
+background (shadowcube_tap_capture_up is 0 meanwhile, /readyz stays ready)
+and captures once NATS answers.
 
-Privacy: the raw user id becomes user_key = hmac-sha256 of it; credentials and
-configured headers are dropped; configured JSON body paths are removed or
-HMAC'd. X-Truth-Label, traceparent and other headers are kept.
+Privacy: the raw user id becomes user_key = hmac-sha256 of it. Only allowed
+headers are published (a safe default list, e.g. Content-Type, Traceparent,
+X-Truth-Label, plus SHADOWCUBE_TAP_ALLOW_HEADERS); token-like query parameters
+and form fields are removed or HMAC'd, and configured JSON body paths in every
+JSON value of a body. A client's X-Shadow-Request header is removed.
 
 Rollout: the tap watches the KV key rollout.<service> (see 'shadowcube flags').
 A user whose hash(user key) mod 100 < percent is served by the cube instead;
@@ -274,7 +297,9 @@ Environment:
   SHADOWCUBE_TAP_UPSTREAM_INSECURE     true: do not verify the upstream certificate (tests only)
   SHADOWCUBE_TAP_UPSTREAM_TIMEOUT      wait for the upstream's response headers, e.g. 30s (default 0: none)
   SHADOWCUBE_TAP_ROLLOUT        false: ignore rollout flags (default true when a cube URL is known)
-  SHADOWCUBE_TAP_LEGACY_WORKERS background legacy calls for rolled-out users in flight (default 8)` + captureEnvHelp + commonEnvHelp,
+  SHADOWCUBE_TAP_LEGACY_WORKERS background legacy calls for rolled-out users in flight (default 8)
+  SHADOWCUBE_TAP_ECHO_ID        true: answer captured requests with X-Shadowcube-Capture-Id: <capture id>, to look
+                                up their verdict with 'compare show <id>' (default false: answers unchanged)` + captureEnvHelp + commonEnvHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var te tapEnv
@@ -319,14 +344,21 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 		return err
 	}
 	defer e.Close()
-	conn, err := e.ConnectNATS(ctx)
-	if err != nil {
-		return err
-	}
-	if err := publisher.EnsureStream(ctx, conn.JS, settings); err != nil {
-		return err
-	}
-	c, err := publisher.New(conn.NC, cfg, e.Log, e.Reg)
+	// NATS is connected in the background: a tap restarted during a NATS
+	// outage must still serve users. Until it connects, captures are
+	// dropped (or spilled) and counted, rollout stays at 0%, /readyz stays
+	// ready (proxying works) and shadowcube_tap_capture_up is 0.
+	var conn atomic.Pointer[natsx.Conn]
+	rollout := &lateRollout{}
+	defer func() {
+		if w := rollout.w.Load(); w != nil {
+			w.Close()
+		}
+		if cn := conn.Load(); cn != nil {
+			cn.Close()
+		}
+	}()
+	c, err := publisher.New(nil, cfg, e.Log, e.Reg)
 	if err != nil {
 		return err
 	}
@@ -339,28 +371,57 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 		return err
 	}
 	tr.ResponseHeaderTimeout = te.UpstreamTimeout
-	tcfg := publisher.TapConfig{Upstream: te.Upstream, Cube: te.CubeURL, Transport: tr, LegacyWorkers: te.LegacyWorkers, Log: e.Log}
+	tcfg := publisher.TapConfig{Upstream: te.Upstream, Cube: te.CubeURL, Transport: tr, LegacyWorkers: te.LegacyWorkers, Log: e.Log, EchoID: te.EchoID}
 	if tcfg.Cube == "" && cfg.Routes != nil {
 		tcfg.Cube = cfg.Routes.CubeURL
 	}
-	if te.Rollout && tcfg.Cube != "" {
-		flags, err := publisher.OpenFlags(ctx, conn.JS)
-		if err != nil {
-			return err
-		}
-		w, err := publisher.WatchFlag(ctx, flags.KV(), cfg.Service, e.Log)
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		tcfg.Rollout = w
-		e.Log.Info("following rollout flag", "key", publisher.FlagKey(cfg.Service), "percent", w.Percent(), "cube", tcfg.Cube)
+	useRollout := te.Rollout && tcfg.Cube != ""
+	if useRollout {
+		tcfg.Rollout = rollout
 	}
 	tap, err := publisher.NewTap(c, tcfg)
 	if err != nil {
 		return err
 	}
 	defer tap.Close()
+	lctx, stopLoop := context.WithCancel(ctx)
+	var loop sync.WaitGroup
+	loop.Add(1)
+	go func() {
+		defer loop.Done()
+		err := c.ConnectLoop(lctx, func(ctx context.Context) (*nats.Conn, error) {
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			cn, err := natsx.Connect(actx, e.Common.NATS("shadowcube-tap"), e.Log)
+			if err != nil {
+				return nil, err
+			}
+			if err := publisher.EnsureStream(actx, cn.JS, settings); err != nil {
+				cn.Close()
+				return nil, err
+			}
+			if useRollout {
+				flags, err := publisher.OpenFlags(actx, cn.JS)
+				if err != nil {
+					cn.Close()
+					return nil, err
+				}
+				w, err := publisher.WatchFlag(lctx, flags.KV(), cfg.Service, e.Log)
+				if err != nil {
+					cn.Close()
+					return nil, err
+				}
+				rollout.w.Store(w)
+				e.Log.Info("following rollout flag", "key", publisher.FlagKey(cfg.Service), "percent", w.Percent(), "cube", redact.URLString(tcfg.Cube))
+			}
+			conn.Store(cn)
+			return cn.NC, nil
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			e.Log.Error("capture stays down", "err", err)
+		}
+	}()
+	defer func() { stopLoop(); loop.Wait() }()
 	ln, err := net.Listen("tcp", te.Listen)
 	if err != nil {
 		return fmt.Errorf("SHADOWCUBE_TAP_LISTEN=%s: %w", te.Listen, err)
@@ -368,7 +429,7 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 	srv := &http.Server{Handler: tap, ReadHeaderTimeout: 30 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	e.Log.Info("tap listening", "addr", ln.Addr().String(), "upstream", te.Upstream, "service", cfg.Service)
+	e.Log.Info("tap listening", "addr", ln.Addr().String(), "upstream", redact.URLString(te.Upstream), "service", cfg.Service)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("tap server: %w", err)

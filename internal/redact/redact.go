@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/heal7/shadowcube/schemas"
@@ -558,3 +559,27 @@ type cleanErr struct {
 
 func (e *cleanErr) Error() string { return e.msg }
 func (e *cleanErr) Unwrap() error { return e.cause }
+
+var userinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s"']+@`)
+
+// Text masks the user-info part (user:password@) of every URL in s, for
+// error texts that embed a URL (NATS and database connection errors).
+func Text(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	return userinfo.ReplaceAllString(s, "${1}REDACTED@")
+}
+
+// Secrets is Err, then Text over the message.
+func Secrets(err error) error {
+	if err == nil {
+		return nil
+	}
+	err = Err(err)
+	msg := err.Error()
+	if clean := Text(msg); clean != msg {
+		return &cleanErr{msg: clean, cause: errors.Unwrap(err)}
+	}
+	return err
+}

@@ -146,3 +146,10 @@ func TestURLAndErr(t *testing.T) {
 		t.Errorf("Err = %s", s)
 	}
 }
+
+func TestText(t *testing.T) {
+	err := fmt.Errorf("connect to NATS at nats://user:s3cret@127.0.0.1:4222, tls://a:b@h: refused")
+	if s := Secrets(err).Error(); strings.Contains(s, "s3cret") || strings.Contains(s, "a:b@") || !strings.Contains(s, "nats://REDACTED@127.0.0.1:4222") {
+		t.Errorf("Secrets = %s", s)
+	}
+}
