@@ -154,7 +154,10 @@ func TestTapCommandNATSDownAtStart(t *testing.T) {
 			}
 		}
 		return len(got) >= 30
-	}, func() string { _, m := httpGet("http://" + metrics + "/metrics"); return fmt.Sprintf("%d events captured after NATS started; log:\n%s\n%s", len(got), errb.String(), m) })
+	}, func() string {
+		_, m := httpGet("http://" + metrics + "/metrics")
+		return fmt.Sprintf("%d events captured after NATS started; log:\n%s\n%s", len(got), errb.String(), m)
+	})
 	for id := range ids {
 		if !got[id] {
 			t.Errorf("echoed capture id %s is not in LEGACY_REQUESTS", id)
