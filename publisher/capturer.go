@@ -133,8 +133,7 @@ type Capturer struct {
 	cfg  Config
 	priv *privacy
 	log  *slog.Logger
-	js   jetstream.JetStream
-	nc   *nats.Conn
+	link atomic.Pointer[natsLink] // nil until attached: capture is down, requests are still served
 	m    *metrics
 
 	queue      chan *item
@@ -153,6 +152,15 @@ type Capturer struct {
 	spill *spill
 }
 
+// natsLink is the connection the capturer publishes through.
+type natsLink struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// errNotConnected is the error of captures made before Attach.
+var errNotConnected = errors.New("capture: not connected to NATS yet")
+
 type item struct {
 	ev    *schemas.RequestEvent
 	clean bool  // request headers already stripped (else stripped, and the user key derived when missing, off the user path)
@@ -161,14 +169,13 @@ type item struct {
 	m     *routeMetrics
 }
 
-// New starts a Capturer publishing through nc. reg may be nil (no metrics
-// exported). Close stops it.
+// New starts a Capturer publishing through nc. nc may be nil: the capturer
+// then runs detached (every capture is dropped with reason nats_unavailable,
+// or spilled) until Attach hands it a connection — a tap must serve users
+// while NATS is down. reg may be nil (no metrics exported). Close stops it.
 func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Capturer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("capture config: %w", err)
-	}
-	if nc == nil {
-		return nil, errors.New("capture: no NATS connection")
 	}
 	priv, err := newPrivacy(cfg.Privacy)
 	if err != nil {
@@ -181,33 +188,78 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer)
 		cfg:   cfg,
 		priv:  priv,
 		log:   log.With("stage", "tap", "service", cfg.Service),
-		nc:    nc,
 		queue: make(chan *item, cfg.QueueSize),
 		free:  make(chan []byte, freeBufs),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	c.m, err = newMetrics(reg, cfg.Service, cfg.Routes)
+	c.m, err = newMetrics(reg, cfg.Service, cfg.Routes, c.up)
 	if err != nil {
 		return nil, err
 	}
-	c.js, err = jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
-		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
-		jetstream.WithPublishAsyncAckHandler(c.onAck),
-		jetstream.WithPublishAsyncErrHandler(c.onErr),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("capture: JetStream: %w", err)
+	if nc != nil {
+		if err := c.Attach(nc); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Spill.Dir != "" {
 		c.spill, err = openSpill(cfg.Spill, c.log)
 		if err != nil {
+			c.detach()
 			return nil, err
 		}
 	}
 	go c.run()
 	return c, nil
+}
+
+// Attach gives a detached capturer (New with a nil connection) its NATS
+// connection; captures are published from now on. Only the first call
+// attaches; later ones return an error.
+func (c *Capturer) Attach(nc *nats.Conn) error {
+	if nc == nil {
+		return errors.New("capture: attach: no NATS connection")
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(c.cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(c.cfg.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(c.onAck),
+		jetstream.WithPublishAsyncErrHandler(c.onErr),
+	)
+	if err != nil {
+		return fmt.Errorf("capture: JetStream: %w", err)
+	}
+	if !c.link.CompareAndSwap(nil, &natsLink{nc: nc, js: js}) {
+		return errors.New("capture: already attached to NATS")
+	}
+	return nil
+}
+
+// Connected reports whether captures can be published now: attached, and
+// the connection is up.
+func (c *Capturer) Connected() bool {
+	l := c.link.Load()
+	return l != nil && l.nc.IsConnected()
+}
+
+func (c *Capturer) up() float64 {
+	if c.Connected() {
+		return 1
+	}
+	return 0
+}
+
+func (c *Capturer) pending() int {
+	if l := c.link.Load(); l != nil {
+		return l.js.PublishAsyncPending()
+	}
+	return 0
+}
+
+func (c *Capturer) detach() {
+	if l := c.link.Load(); l != nil {
+		l.js.CleanupPublisher() // the async-ack subscription and its goroutine
+	}
 }
 
 // EnsureStream creates or updates the LEGACY_REQUESTS stream.
@@ -228,16 +280,20 @@ func (c *Capturer) RolloutBucket(userID string) int { return c.priv.identify(use
 
 // decision is what the capture path decided for one request.
 type decision struct {
-	route   string
-	r       *routes.Route // nil for unmatched
-	userID  string
-	id      identity
-	idDone  bool
-	capture bool
-	m       *routeMetrics
+	route     string
+	r         *routes.Route // nil for unmatched
+	userID    string
+	verified  bool // userID came from a trusted proxy or a verified JWT
+	id        identity
+	idDone    bool
+	capture   bool
+	captureID string // set by the tap when capture is true
+	m         *routeMetrics
 }
 
-func (c *Capturer) decide(method, path string, h http.Header) decision {
+// decide chooses route, identity and capture for a request. trustedPeer says
+// the request came from a trusted proxy, whose user header is believed.
+func (c *Capturer) decide(method, path string, h http.Header, trustedPeer bool) decision {
 	d := decision{route: OtherRoute}
 	sample := 1.0
 	if c.cfg.Routes != nil {
@@ -246,7 +302,7 @@ func (c *Capturer) decide(method, path string, h http.Header) decision {
 		}
 	}
 	d.m = c.m.route(d.route)
-	d.userID = c.priv.userID(h)
+	d.userID, d.verified = c.priv.userID(h, trustedPeer, time.Time{})
 	if d.userID != "" && sample > 0 && sample < 1 {
 		d.ident(c.priv)
 	}
@@ -271,6 +327,7 @@ func (c *Capturer) decide(method, path string, h http.Header) decision {
 func (d *decision) ident(p *privacy) identity {
 	if !d.idDone {
 		d.id, d.idDone = p.identify(d.userID), true
+		d.id.verified = d.verified && d.id.hasKey
 	}
 	return d.id
 }
@@ -351,12 +408,12 @@ func (c *Capturer) Flush(ctx context.Context) error {
 	for {
 		// inflight counts events from submit until NATS has them; read it
 		// before the pending acks, which take over from it.
-		if c.inflight.Load() == 0 && c.js.PublishAsyncPending() == 0 && (c.spill == nil || c.spill.empty()) {
+		if c.inflight.Load() == 0 && c.pending() == 0 && (c.spill == nil || c.spill.empty() || c.link.Load() == nil) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("capture flush: %d queued, %d awaiting ack: %w", len(c.queue), c.js.PublishAsyncPending(), ctx.Err())
+			return fmt.Errorf("capture flush: %d queued, %d awaiting ack: %w", len(c.queue), c.pending(), ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -381,7 +438,7 @@ func (c *Capturer) Close() error {
 		if c.spill != nil {
 			c.spill.close()
 		}
-		c.js.CleanupPublisher() // the async-ack subscription and its goroutine
+		c.detach()
 	})
 	return nil
 }
@@ -443,9 +500,11 @@ func (c *Capturer) run() {
 				clear(batch)
 				clear(msgs)
 			}
-			select {
-			case <-c.js.PublishAsyncComplete():
-			case <-time.After(c.cfg.AckTimeout):
+			if l := c.link.Load(); l != nil {
+				select {
+				case <-l.js.PublishAsyncComplete():
+				case <-time.After(c.cfg.AckTimeout):
+				}
 			}
 			return
 		}
@@ -518,9 +577,15 @@ func (c *Capturer) publish(msg *nats.Msg) {
 	// Too many acks outstanding is back-pressure, not failure: wait (the
 	// queue in front absorbs or drops new captures meanwhile), but no longer
 	// than an ack may take.
+	l := c.link.Load()
+	if l == nil {
+		c.latency.Delete(msg)
+		c.failed(msg, DropNATS, errNotConnected)
+		return
+	}
 	deadline := time.Now().Add(c.cfg.AckTimeout)
 	for {
-		_, err := c.js.PublishMsgAsync(msg)
+		_, err := l.js.PublishMsgAsync(msg)
 		if err == nil {
 			return
 		}
@@ -593,14 +658,15 @@ func (c *Capturer) failed(msg *nats.Msg, reason string, err error) {
 
 // replaySpill re-publishes spilled events while NATS is connected.
 func (c *Capturer) replaySpill() {
-	if c.spill.empty() || !c.nc.IsConnected() {
+	l := c.link.Load()
+	if c.spill.empty() || l == nil || !l.nc.IsConnected() {
 		return
 	}
 	// A short slice per tick, so the live queue keeps moving.
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	n, err := c.spill.replay(ctx, func(ctx context.Context, m *nats.Msg) error {
-		_, err := c.js.PublishMsg(ctx, m)
+		_, err := l.js.PublishMsg(ctx, m)
 		if err == nil {
 			c.published.Add(1)
 			c.m.published.Inc()
@@ -613,12 +679,15 @@ func (c *Capturer) replaySpill() {
 }
 
 // sanitize removes what must not be published. For events that did not come
-// through decide (import), it also derives the user key from the raw id.
+// through decide (import), it also derives the user key from the raw id (the
+// import file is the operator's: its user header is believed, tokens are
+// checked as of the capture time).
 func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned bool) {
 	p := c.priv
+	reqType := ev.Headers.Get("Content-Type")
 	if !clean {
 		if ev.UserKey == "" {
-			if id := p.userID(ev.Headers); id != "" {
+			if id, _ := p.userID(ev.Headers, true, ev.CapturedAt); id != "" {
 				ev.UserKey = p.UserKey(id)
 			}
 		}
@@ -629,13 +698,14 @@ func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned bool) {
 	} else {
 		ev.Response.Headers = p.headers(ev.Response.Headers)
 	}
-	if len(p.paths) > 0 {
-		var dropped bool
-		if ev.Body, dropped = p.body(ev.Body, ev.BodyTruncated, ev.Headers.Get("Content-Type")); dropped {
-			ev.BodyTruncated = true
-		}
-		if ev.Response.Body, dropped = p.body(ev.Response.Body, ev.Response.BodyTruncated, ev.Response.Headers.Get("Content-Type")); dropped {
-			ev.Response.BodyTruncated = true
-		}
+	ev.Query = p.rules.Query(ev.Query)
+	var dropped bool
+	if ev.Body, dropped = p.rules.Body(ev.Body, ev.BodyTruncated, reqType); dropped {
+		ev.BodyTruncated = true
+		c.m.bodyDropped.Inc()
+	}
+	if ev.Response.Body, dropped = p.rules.Body(ev.Response.Body, ev.Response.BodyTruncated, ev.Response.Headers.Get("Content-Type")); dropped {
+		ev.Response.BodyTruncated = true
+		c.m.bodyDropped.Inc()
 	}
 }

@@ -100,9 +100,19 @@ func OpenFlags(ctx context.Context, js jetstream.JetStream) (*Flags, error) {
 // KV returns the bucket.
 func (f *Flags) KV() jetstream.KeyValue { return f.kv }
 
-func validService(s string) error {
-	if strings.TrimSpace(s) == "" {
-		return errors.New("service name is empty")
+func validService(s string) error { return ValidServiceName(s) }
+
+// ValidServiceName checks a service name for a rollout flag: 1 to 64
+// letters, digits, '-' and '_' (what a KV key and a subject token hold as
+// they are).
+func ValidServiceName(s string) error {
+	if s == "" {
+		return errors.New("service name is empty: use 1 to 64 letters, digits, '-' and '_'")
+	}
+	if len(s) > 64 || strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}) >= 0 {
+		return fmt.Errorf("service name %q: use 1 to 64 letters, digits, '-' and '_'", s)
 	}
 	return nil
 }

@@ -3,7 +3,16 @@ package publisher
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/heal7/shadowcube/internal/redact"
 )
 
 // FuzzHAREntry: any HAR entry either fails with an error or gives an event
@@ -23,36 +32,93 @@ func FuzzHAREntry(f *testing.F) {
 	})
 }
 
-// FuzzRedact: redaction never panics, and its output is valid JSON without
-// the redacted value whenever it does not drop the body.
+// FuzzRedact: a value planted at a redacted path, after any prefix of JSON
+// values (NDJSON or concatenated), never survives redaction: the body is
+// either dropped or valid JSON values without the value, in remove and hmac
+// mode alike. Query strings and form bodies lose a planted token the same way.
 func FuzzRedact(f *testing.F) {
-	f.Add([]byte(`{"a":{"b":"SECRET"},"c":[{"b":"SECRET"}]}`), false)
-	f.Add([]byte(`[{"a":{"b":"SECRET"}}]`), true)
-	f.Add([]byte(`{"a":`), false)
-	p, err := newPrivacy(PrivacyConfig{Secret: []byte("k"), RedactPaths: []string{"$.a.b", "$.c[*].b", "$[*].a.b"}})
-	if err != nil {
-		f.Fatal(err)
+	f.Add([]byte(`{"x":1}`), "k", "v", false)
+	f.Add([]byte(`[{"a":{"b":1}}] {"c":[{"b":2}]}`), "a", "{", true)
+	f.Add([]byte(`{"a":`), "", "", false)
+	f.Add([]byte(``), "password", "x", true)
+	paths := []string{"$.a.b", "$.c[*].b", "$[*].a.b", "$.password"}
+	var rules [2]*redact.Rules
+	for i, mode := range []string{RedactRemove, RedactHMAC} {
+		p, err := newPrivacy(PrivacyConfig{Secret: []byte(testSecret), RedactPaths: paths, RedactMode: mode})
+		if err != nil {
+			f.Fatal(err)
+		}
+		rules[i] = p.rules
 	}
-	f.Fuzz(func(t *testing.T, body []byte, hmacMode bool) {
-		p.hmacMode = hmacMode
-		out, dropped := p.body(body, false, "application/json")
+	const planted = "PLANTED-7f3a"
+	f.Fuzz(func(t *testing.T, prefix []byte, key, val string, hmacMode bool) {
+		if bytes.Contains(prefix, []byte("PLANTED")) || strings.Contains(key+val, "PLANTED") {
+			return
+		}
+		r := rules[0]
+		if hmacMode {
+			r = rules[1]
+		}
+		doc, _ := json.Marshal(map[string]any{"a": map[string]any{"b": planted}, "c": []any{map[string]any{"b": planted}}, "password": planted, "x" + key: val})
+		body := append(append(bytes.Clone(prefix), '\n'), doc...)
+		out, dropped := r.Body(body, false, "application/json")
 		if dropped {
 			if out != nil {
 				t.Fatal("dropped body returned")
 			}
-			return
+		} else {
+			if bytes.Contains(out, []byte(planted)) {
+				t.Fatalf("planted value survived: %q", out)
+			}
+			dec := json.NewDecoder(bytes.NewReader(out))
+			for {
+				var v any
+				if err := dec.Decode(&v); err == io.EOF {
+					break
+				} else if err != nil {
+					t.Fatalf("invalid JSON %q: %v", out, err)
+				}
+			}
 		}
-		if !bytes.Equal(out, body) && !json.Valid(out) {
-			t.Fatalf("invalid JSON %q", out)
+		q := url.Values{key: {val}, "access_token": {planted}, "PassWord": {planted}}.Encode()
+		if got := r.Query(q); strings.Contains(got, planted) {
+			t.Fatalf("query %q redacted to %q", q, got)
+		}
+		if got, _ := r.Body([]byte(q), false, "application/x-www-form-urlencoded"); bytes.Contains(got, []byte(planted)) {
+			t.Fatalf("form %q redacted to %q", q, got)
 		}
 	})
 }
 
-// FuzzJWTClaim: any Authorization value is handled without panic.
+// FuzzJWTClaim: any Authorization value is handled without panic, and a
+// token not signed with the configured key (alg none, another key, a
+// mangled signature) never yields a user id.
 func FuzzJWTClaim(f *testing.F) {
-	f.Add("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln")
-	f.Add("Bearer a.b")
-	f.Fuzz(func(t *testing.T, authz string) {
-		_ = jwtClaim(authz, "sub")
+	f.Add("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln", `{"sub":"u","exp":9999999999}`, "none")
+	f.Add("Bearer a.b", `{"sub":1}`, "HS256")
+	v, err := newVerifier(JWTConfig{HS256Secret: []byte(testSecret)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	other := []byte("another-secret-of-thirty-two-bytes!!")
+	f.Fuzz(func(t *testing.T, authz, claims, alg string) {
+		if id := v.userID(authz, time.Time{}); id != "" {
+			// Only a token signed with testSecret may pass; the fuzzer cannot forge one.
+			t.Fatalf("unsigned Authorization %q gave user %q", authz, id)
+		}
+		hdr := b64url(`{"alg":` + strconv.Quote(alg) + `,"typ":"JWT"}`)
+		body := b64url(claims)
+		for _, tok := range []string{hdr + "." + body + ".", hdr + "." + body + "." + b64url("sig")} {
+			if id := v.userID("Bearer "+tok, time.Time{}); id != "" {
+				t.Fatalf("forged token %q gave user %q", tok, id)
+			}
+		}
+		var mc jwt.MapClaims
+		if json.Unmarshal([]byte(claims), &mc) == nil {
+			signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, mc).SignedString(other)
+			if err == nil && v.userID("Bearer "+signed, time.Time{}) != "" {
+				t.Fatalf("token signed with another key accepted: %s", claims)
+			}
+		}
 	})
 }

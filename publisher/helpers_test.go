@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"testing"
 	"time"
@@ -21,7 +23,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
-const testSecret = "test-secret-do-not-use"
+const testSecret = "test-secret-do-not-use-0123456789abcdef"
 
 const testRoutes = `
 services:
@@ -58,6 +60,12 @@ type env struct {
 
 func newEnv(tb testing.TB, cfg Config) *env {
 	tb.Helper()
+	return newEnvLog(tb, cfg, nil)
+}
+
+// newEnvLog is newEnv with the capturer logging to log.
+func newEnvLog(tb testing.TB, cfg Config, log *slog.Logger) *env {
+	tb.Helper()
 	n := testenv.StartNATS(tb)
 	nc, js := n.Connect(tb)
 	ctx := testenv.Context(tb, 30*time.Second)
@@ -70,12 +78,29 @@ func newEnv(tb testing.TB, cfg Config) *env {
 	if cfg.Privacy.Secret == nil {
 		cfg.Privacy.Secret = []byte(testSecret)
 	}
-	c, err := New(nc, cfg, nil, nil)
+	c, err := New(nc, cfg, log, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
 	return &env{nats: n, nc: nc, js: js, c: c}
+}
+
+// slogText is a debug-level text logger writing to w.
+func slogText(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// waitFor polls cond until it holds or timeout passes (then fails with what()).
+func waitFor(tb testing.TB, timeout time.Duration, cond func() bool, what func() string) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s: %s", timeout, what())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (e *env) flush(tb testing.TB) {

@@ -25,9 +25,31 @@ func importFile(t *testing.T, e *env, path string, cfg ImportConfig) (ImportResu
 	return res, err
 }
 
+func mustOpen(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 func TestImportJSONL(t *testing.T) {
 	e := newEnv(t, Config{Routes: testService(t)})
-	res, err := importFile(t, e, "testdata/traffic.jsonl", ImportConfig{})
+	// Without --keyed-user-keys a record carrying a user_key is bad (line 3),
+	// and a raw id in user_key (line 10) is bad either way. On the old code
+	// both were published as they were.
+	plain, err := e.c.Import(testenv.Context(t, 30*time.Second), "traffic.jsonl", mustOpen(t, "testdata/traffic.jsonl"), ImportConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Events != 3 || len(plain.Bad) != 5 || plain.Bad[0].Line != 3 || !strings.Contains(plain.Bad[0].Msg, "--keyed-user-keys") ||
+		plain.Bad[4].Line != 10 || strings.Contains(plain.Bad[4].Msg, "RAW-ALICE") {
+		t.Fatalf("without --keyed-user-keys: events %d, bad %v", plain.Events, plain.Bad)
+	}
+	e.flush(t)
+	res, err := importFile(t, e, "testdata/traffic.jsonl", ImportConfig{KeyedUserKeys: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,8 +60,8 @@ func TestImportJSONL(t *testing.T) {
 			t.Errorf("error does not name the file: %v", b)
 		}
 	}
-	if res.Events != 4 || len(lines) != 3 || lines[0] != 4 || lines[1] != 7 || lines[2] != 8 {
-		t.Fatalf("events %d, bad lines %v (%v); want 4 events, bad lines [4 7 8]", res.Events, lines, res.Bad)
+	if res.Events != 4 || len(lines) != 4 || lines[0] != 4 || lines[1] != 7 || lines[2] != 8 || lines[3] != 10 {
+		t.Fatalf("events %d, bad lines %v (%v); want 4 events, bad lines [4 7 8 10]", res.Events, lines, res.Bad)
 	}
 	evs := events(t, e.js)
 	if len(evs) != 4 {
@@ -57,26 +79,26 @@ func TestImportJSONL(t *testing.T) {
 		g.Headers.Get("X-User-Id") != "" || g.Response.Headers.Get("Set-Cookie") != "" || g.Headers.Get("X-Truth-Label") != "fire" {
 		t.Errorf("GET: %+v", g)
 	}
-	if p := byPath["POST /api/saju/chart"]; p.UserKey != "hmac-sha256:already-hashed" || p.Route != "/api/saju/chart" {
+	if p := byPath["POST /api/saju/chart"]; p.UserKey != "hmac-sha256:"+strings.Repeat("ab", 32) || p.Route != "/api/saju/chart" {
 		t.Errorf("POST: %+v", p)
 	}
 	if d := byPath["DELETE /api/saju/chart/9"]; d.ID != "given-id-1" || d.Route != OtherRoute || d.TraceParent == "" {
 		t.Errorf("DELETE: %+v", d)
 	}
 	for _, m := range messages(t, e.js) {
-		if bytes.Contains(m.Data(), []byte("SECRET")) || bytes.Contains(m.Data(), []byte(`"user-1"`)) {
+		if bytes.Contains(m.Data(), []byte("SECRET")) || bytes.Contains(m.Data(), []byte(`"user-1"`)) || bytes.Contains(m.Data(), []byte("RAW-ALICE")) {
 			t.Errorf("secret published: %s", m.Data())
 		}
 	}
 	// Idempotent: importing again adds nothing.
-	if _, err := importFile(t, e, "testdata/traffic.jsonl", ImportConfig{}); err != nil {
+	if _, err := importFile(t, e, "testdata/traffic.jsonl", ImportConfig{KeyedUserKeys: true}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(messages(t, e.js)); n != 4 {
 		t.Fatalf("re-import: %d messages, want still 4", n)
 	}
 	// Fatal: stops at line 4.
-	res, err = importFile(t, e, "testdata/traffic.jsonl", ImportConfig{OnError: OnErrorFatal})
+	res, err = importFile(t, e, "testdata/traffic.jsonl", ImportConfig{OnError: OnErrorFatal, KeyedUserKeys: true})
 	var le *LineError
 	if !errors.Is(err, ErrBadRecord) || !errors.As(err, &le) || le.Line != 4 || res.Events != 2 {
 		t.Fatalf("fatal import: err %v, events %d", err, res.Events)

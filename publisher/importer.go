@@ -39,6 +39,12 @@ type ImportConfig struct {
 	// Progress, when set, is called now and then with the bytes read so far
 	// and the events queued so far.
 	Progress func(bytesRead, events int64)
+	// KeyedUserKeys accepts records that carry a user_key, which must then be
+	// a key made with this secret ("hmac-sha256:" + 64 hex digits). Without
+	// it such records are bad: a raw user id put in user_key would be
+	// published as it is. Raw ids belong in the user header, which import
+	// turns into keys.
+	KeyedUserKeys bool
 }
 
 // LineError is one bad record of an import file.
@@ -143,6 +149,14 @@ func (imp *importer) complete(ev *schemas.RequestEvent, raw []byte) error {
 			}
 		}
 	}
+	if ev.UserKey != "" {
+		if !imp.cfg.KeyedUserKeys {
+			return errors.New("user_key is set: import keys raw user ids from the user header itself; if these are user keys made with this SHADOWCUBE_USER_KEY_SECRET, pass --keyed-user-keys")
+		}
+		if !isUserKey(ev.UserKey) {
+			return fmt.Errorf("user_key is not a user key (want %s followed by 64 hex digits); a raw user id belongs in the user header", UserKeyPrefix)
+		}
+	}
 	ev.Source = schemas.SourceImport
 	if ev.TraceParent == "" {
 		ev.TraceParent = ev.Headers.Get("Traceparent")
@@ -157,6 +171,16 @@ func (imp *importer) complete(ev *schemas.RequestEvent, raw []byte) error {
 		return err
 	}
 	return nil
+}
+
+// isUserKey reports whether s has the form of a user key.
+func isUserKey(s string) bool {
+	h, ok := strings.CutPrefix(s, UserKeyPrefix)
+	if !ok || len(h) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil
 }
 
 func (imp *importer) jsonl(ctx context.Context, r io.Reader) error {

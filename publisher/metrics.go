@@ -14,15 +14,18 @@ import (
 // Per-route children are resolved once per route template, so the user path
 // does no label lookups.
 type metrics struct {
-	requests       *prometheus.CounterVec
-	captured       *prometheus.CounterVec
-	bytes          *prometheus.CounterVec
-	upstream       *prometheus.HistogramVec
-	drops          *prometheus.CounterVec
-	published      prometheus.Counter
-	cubeFallback   prometheus.Counter
-	queueDepth     prometheus.Gauge
-	publishSeconds prometheus.Histogram
+	requests        *prometheus.CounterVec
+	captured        *prometheus.CounterVec
+	bytes           *prometheus.CounterVec
+	upstream        *prometheus.HistogramVec
+	drops           *prometheus.CounterVec
+	published       prometheus.Counter
+	bodyDropped     prometheus.Counter
+	captureUp       prometheus.GaugeFunc
+	connectFailures prometheus.Counter
+	cubeFallback    prometheus.Counter
+	queueDepth      prometheus.Gauge
+	publishSeconds  prometheus.Histogram
 
 	service string
 	mu      sync.RWMutex
@@ -38,7 +41,7 @@ type routeMetrics struct {
 	legacySeconds, cubeSeconds   prometheus.Observer
 }
 
-func newMetrics(reg prometheus.Registerer, service string, svc *routes.Service) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, service string, svc *routes.Service, up func() float64) (*metrics, error) {
 	m := &metrics{
 		service: service,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -60,6 +63,15 @@ func newMetrics(reg prometheus.Registerer, service string, svc *routes.Service) 
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shadowcube_tap_published_total", Help: "Request events acknowledged by JetStream.",
 		}),
+		bodyDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shadowcube_tap_bodies_dropped_total", Help: "Captured bodies removed because they could not be redacted safely (truncated or malformed JSON while redaction paths are set); the event is marked truncated.",
+		}),
+		captureUp: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shadowcube_tap_capture_up", Help: "1 when the capturer has a NATS connection to publish to, 0 while capture is down (requests are still proxied; captures are dropped or spilled).",
+		}, up),
+		connectFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shadowcube_tap_nats_connect_failures_total", Help: "Failed attempts to reach NATS while capture is down (the tap keeps proxying).",
+		}),
 		cubeFallback: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shadowcube_tap_cube_fallback_total", Help: "Rolled-out users answered by the legacy service because the cube gave no answer.",
 		}),
@@ -73,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, service string, svc *routes.Service) 
 		routes: map[string]*routeMetrics{},
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{m.requests, m.captured, m.bytes, m.upstream, m.drops, m.published, m.cubeFallback, m.queueDepth, m.publishSeconds} {
+		for _, col := range []prometheus.Collector{m.requests, m.captured, m.bytes, m.upstream, m.drops, m.published, m.bodyDropped, m.captureUp, m.connectFailures, m.cubeFallback, m.queueDepth, m.publishSeconds} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("register capture metrics: %w", err)
 			}

@@ -18,7 +18,7 @@ func Middleware(c *Capturer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			d := c.decide(r.Method, r.URL.Path, r.Header)
+			d := c.decide(r.Method, r.URL.Path, r.Header, c.priv.trusted.peer(r.RemoteAddr))
 			d.m.legacyRequests.Inc()
 			if !d.capture {
 				next.ServeHTTP(w, r)

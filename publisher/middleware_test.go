@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +20,7 @@ import (
 // TestMiddlewareCapture: the middleware leaves the answer untouched
 // (status, headers, streamed body) and captures it like the tap.
 func TestMiddlewareCapture(t *testing.T) {
-	e := newEnv(t, Config{Routes: testService(t), MaxBody: 16})
+	e := newEnv(t, Config{Routes: testService(t), MaxBody: 16, Privacy: PrivacyConfig{AllowHeaders: []string{"X-Echo"}}})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Echo", "1")
@@ -69,7 +71,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
-	c, err := New(e.nc, Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte("x")}, Spill: SpillConfig{Dir: t.TempDir()}}, nil, nil)
+	c, err := New(e.nc, Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte(testSecret)}, Spill: SpillConfig{Dir: t.TempDir()}}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,4 +104,39 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	c.Close()
 	c.Close()
 	up.CloseClientConnections()
+}
+
+// TestSpillDirectoryGuards: the spill refuses a symlinked directory or file
+// and a directory another capturer holds. On the old code all three opened.
+func TestSpillDirectoryGuards(t *testing.T) {
+	e := newEnv(t, Config{})
+	open := func(dir string) error {
+		c, err := New(e.nc, Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte(testSecret)}, Spill: SpillConfig{Dir: dir}}, nil, nil)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return err
+	}
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("symlinked directory: %v", err)
+	}
+	fdir := t.TempDir()
+	if err := os.Symlink(filepath.Join(real, "elsewhere"), filepath.Join(fdir, "spill.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(fdir); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("symlinked spill file: %v", err)
+	}
+	shared := t.TempDir()
+	if err := open(shared); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(shared); err == nil || !strings.Contains(err.Error(), "in use by another tap") {
+		t.Errorf("second capturer on one spill directory: %v", err)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,18 +43,42 @@ type spill struct {
 }
 
 func openSpill(cfg SpillConfig, log *slog.Logger) (*spill, error) {
+	// The directory and the file must be what they say: a symlink planted
+	// there could make the tap write captured traffic anywhere it may write.
+	if fi, err := os.Lstat(cfg.Dir); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("spill directory %s is a symbolic link: give the real directory (SHADOWCUBE_TAP_SPILL_DIR)", cfg.Dir)
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spill directory %s: %w", cfg.Dir, err)
 	}
+	if fi, err := os.Lstat(cfg.Dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("spill directory %s: not a directory", cfg.Dir)
+	}
 	path := filepath.Join(cfg.Dir, "spill.log")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("spill file %s is a symbolic link: remove it", path)
+		}
 		return nil, fmt.Errorf("spill file %s: %w", path, err)
+	}
+	// One tap per spill directory: two would interleave records and
+	// re-publish each other's events.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("spill directory %s is in use by another tap (its spill.log is locked): give each tap its own SHADOWCUBE_TAP_SPILL_DIR", cfg.Dir)
+		}
+		return nil, fmt.Errorf("lock spill file %s: %w", path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("spill file %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("spill file %s is not a regular file", path)
 	}
 	s := &spill{f: f, size: st.Size(), max: cfg.MaxBytes, log: log}
 	if s.max <= 0 {

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/heal7/shadowcube/internal/redact"
 	"github.com/heal7/shadowcube/internal/routes"
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -61,7 +62,14 @@ type TapConfig struct {
 	FlushInterval time.Duration
 	// Log receives upstream errors (default: the capturer's logger).
 	Log *slog.Logger
+	// EchoID makes the tap return the capture id of a captured request in
+	// the CaptureIDHeader answer header, so a tester can look up its verdict
+	// (compare show <id>). Off by default: the answer is then unchanged.
+	EchoID bool
 }
+
+// CaptureIDHeader carries the capture id when TapConfig.EchoID is set.
+const CaptureIDHeader = "X-Shadowcube-Capture-Id"
 
 // Tap is the capture reverse proxy. The user always gets the upstream's
 // answer unchanged and streamed; capture happens on the side and never
@@ -130,7 +138,12 @@ func NewTap(c *Capturer, cfg TapConfig) (*Tap, error) {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	bufs := new(bufferPool)
 	t.legacy = &httputil.ReverseProxy{
-		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.Out.Host = pr.In.Host; pr.SetXForwarded() },
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			t.clientHeaders(pr)
+		},
 		Transport:     &captureTransport{base: base},
 		BufferPool:    bufs,
 		FlushInterval: cfg.FlushInterval,
@@ -143,7 +156,12 @@ func NewTap(c *Capturer, cfg TapConfig) (*Tap, error) {
 			return nil, err
 		}
 		t.cube = &httputil.ReverseProxy{
-			Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(cu); pr.Out.Host = pr.In.Host; pr.SetXForwarded() },
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(cu)
+				pr.Out.Host = pr.In.Host
+				pr.SetXForwarded()
+				t.clientHeaders(pr)
+			},
 			Transport:     base,
 			BufferPool:    bufs,
 			FlushInterval: cfg.FlushInterval,
@@ -166,6 +184,16 @@ func NewTap(c *Capturer, cfg TapConfig) (*Tap, error) {
 	return t, nil
 }
 
+// clientHeaders removes from a forwarded request what a client may not set:
+// X-Shadow-Request (it would switch a live service to dry run) and, unless
+// the peer is a trusted proxy, the user header.
+func (t *Tap) clientHeaders(pr *httputil.ProxyRequest) {
+	pr.Out.Header.Del(ShadowRequestHeader)
+	if !t.c.priv.trusted.peer(pr.In.RemoteAddr) {
+		pr.Out.Header.Del(t.c.priv.userHeader)
+	}
+}
+
 // bufferPool recycles the reverse proxy's copy buffers; without one,
 // httputil.ReverseProxy allocates a fresh 32 KiB buffer per answer.
 type bufferPool struct{ p sync.Pool }
@@ -182,7 +210,7 @@ func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 func parseBaseURL(what, s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("tap: %s URL %q: want http://host:port or https://host:port", what, s)
+		return nil, fmt.Errorf("tap: %s URL %q: want http://host:port or https://host:port", what, redact.URLString(s))
 	}
 	return u, nil
 }
@@ -239,12 +267,20 @@ func (t *Tap) Close() error {
 // ServeHTTP proxies the request and captures it on the side.
 func (t *Tap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	d := t.c.decide(r.Method, r.URL.Path, r.Header)
+	d := t.c.decide(r.Method, r.URL.Path, r.Header, t.c.priv.trusted.peer(r.RemoteAddr))
 	pct := 0
 	if t.rollout != nil {
 		pct = t.rollout.Percent()
 	}
-	if pct > 0 && d.userID != "" && d.ident(t.c.priv).rolloutBucket() < pct {
+	if d.capture {
+		d.captureID = newID(start)
+		if t.cfg.EchoID {
+			w.Header().Set(CaptureIDHeader, d.captureID)
+		}
+	}
+	// Only a verified identity is rolled out: a client must not pick its
+	// side, or someone else's bucket, by choosing an id.
+	if pct > 0 && d.verified && d.ident(t.c.priv).rolloutBucket() < pct {
 		t.serveCube(w, r, &d, start)
 		return
 	}
@@ -269,7 +305,7 @@ func (t *Tap) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 		t.c.drop(DropUpstream)
 	}
 	if !errors.Is(err, context.Canceled) {
-		t.log.Warn("upstream error", "route", routeOf(r), "method", r.Method, "err", err)
+		t.log.Warn("upstream error", "route", routeOf(r), "method", r.Method, "err", redact.Err(err))
 	}
 	w.WriteHeader(http.StatusBadGateway)
 }
@@ -333,7 +369,7 @@ func (st *reqState) finish() {
 	t, r, resp := st.t, st.r, st.resp
 	ev := &schemas.RequestEvent{
 		V:           schemas.Version,
-		ID:          newID(st.start),
+		ID:          st.d.captureID,
 		Service:     t.c.cfg.Service,
 		Route:       st.d.route,
 		Method:      r.Method,
@@ -384,6 +420,10 @@ func (t *Tap) serveCube(w http.ResponseWriter, r *http.Request, d *decision, sta
 		return
 	}
 	job := &legacyJob{d: *d, method: cs.r.Method, path: cs.r.URL.Path, query: cs.r.URL.RawQuery, header: cs.r.Header.Clone(), start: start}
+	job.header.Del(ShadowRequestHeader)
+	if !t.c.priv.trusted.peer(cs.r.RemoteAddr) {
+		job.header.Del(t.c.priv.userHeader)
+	}
 	if cs.body != nil {
 		body, complete := cs.body.take()
 		if !complete {
@@ -498,7 +538,7 @@ func (t *Tap) cubeError(w http.ResponseWriter, out *http.Request, err error) {
 	if cs.body != nil {
 		rd, ok := cs.body.resend()
 		if !ok {
-			t.log.Warn("cube error; request body cannot be re-sent to legacy", "method", cs.r.Method, "err", err)
+			t.log.Warn("cube error; request body cannot be re-sent to legacy", "method", cs.r.Method, "err", redact.Err(err))
 			w.WriteHeader(http.StatusBadGateway)
 			return
 		}
@@ -506,7 +546,7 @@ func (t *Tap) cubeError(w http.ResponseWriter, out *http.Request, err error) {
 	}
 	cs.fellBack = true
 	t.c.m.cubeFallback.Inc()
-	t.log.Warn("cube error; answering from legacy", "method", cs.r.Method, "err", err)
+	t.log.Warn("cube error; answering from legacy", "method", cs.r.Method, "err", redact.Err(err))
 	t.legacy.ServeHTTP(w, r2)
 }
 
@@ -550,7 +590,7 @@ func (t *Tap) callLegacy(job *legacyJob) {
 	resp, err := t.client.Do(req)
 	if err != nil {
 		t.c.drop(DropUpstream)
-		t.log.Warn("legacy call for a rolled-out user failed", "route", job.d.route, "err", err)
+		t.log.Warn("legacy call for a rolled-out user failed", "route", job.d.route, "err", redact.Err(err))
 		return
 	}
 	defer resp.Body.Close()
@@ -564,7 +604,7 @@ func (t *Tap) callLegacy(job *legacyJob) {
 		body = body[:t.c.cfg.MaxBody]
 	}
 	ev := &schemas.RequestEvent{
-		V: schemas.Version, ID: newID(job.start), Service: t.c.cfg.Service, Route: job.d.route,
+		V: schemas.Version, ID: job.d.captureID, Service: t.c.cfg.Service, Route: job.d.route,
 		Method: job.method, Path: job.path, Query: job.query,
 		Headers: t.c.priv.headers(job.header), Body: job.body, UserKey: job.d.id.key,
 		TraceParent: job.header.Get("Traceparent"), CapturedAt: job.start, Source: schemas.SourceTap,

@@ -275,6 +275,7 @@ func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent
 		resp.Body.Close()
 		if err == nil {
 			out := &schemas.HTTPResponse{Status: resp.StatusCode, Headers: resp.Header, Body: body, BodyTruncated: truncated, Latency: time.Since(start)}
+			r.cfg.Redact.Response(out) // no Set-Cookie or redacted field may reappear in SHADOW_RESULTS, the DLQ or the store
 			t.breaker.done(probe, !unavailable(resp.StatusCode))
 			return out, "", nil
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/redact"
 	"github.com/heal7/shadowcube/internal/routes"
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -70,6 +71,9 @@ type Config struct {
 	Transport http.RoundTripper
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Redact sanitises every answer (cube, secondary) before it is published
+	// or stored, with the tap's rules (nil: the default rules).
+	Redact *redact.Rules
 }
 
 // Replayer replays captured requests to the cubes. Start it once; Close

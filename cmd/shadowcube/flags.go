@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -85,9 +86,12 @@ Flags:
 	set := &cobra.Command{
 		Use: "set <service> <percent>", Short: "Set a service's rollout percent now (cancels a ramp)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := publisher.ValidServiceName(args[0]); err != nil {
+				return usageError{err}
+			}
 			pct, err := strconv.Atoi(args[1])
 			if err != nil || pct < 0 || pct > 100 {
-				return usageError{fmt.Errorf("percent %q: want an integer 0..100", args[1])}
+				return usageError{percentError(args[1])}
 			}
 			f, done, err := open(cmd)
 			if err != nil {
@@ -104,6 +108,9 @@ Flags:
 	get := &cobra.Command{
 		Use: "get <service>", Short: "Show a service's rollout flag", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := publisher.ValidServiceName(args[0]); err != nil {
+				return usageError{err}
+			}
 			f, done, err := open(cmd)
 			if err != nil {
 				return err
@@ -139,6 +146,9 @@ Flags:
 			if to < 0 || to > 100 || step < 1 || step > 100 || every <= 0 {
 				return usageError{fmt.Errorf("--to %d --step %d --every %s: want --to 0..100, --step 1..100, --every > 0", to, step, every)}
 			}
+			if err := publisher.ValidServiceName(args[0]); err != nil {
+				return usageError{err}
+			}
 			f, done, err := open(cmd)
 			if err != nil {
 				return err
@@ -154,6 +164,20 @@ Flags:
 	ramp.Flags().IntVar(&to, "to", -1, "target percent 0..100 (required)")
 	ramp.Flags().IntVar(&step, "step", 10, "percent per step")
 	ramp.Flags().DurationVar(&every, "every", time.Hour, "time between steps")
+	// "flags set saju -1" would otherwise fail as an unknown flag "-1".
+	set.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		if m := negNumber.FindStringSubmatch(err.Error()); m != nil {
+			return usageError{percentError(m[1])}
+		}
+		return err
+	})
 	cmd.AddCommand(set, get, list, ramp)
 	return cmd
+}
+
+// negNumber finds the "-1" of pflag's "unknown shorthand flag: '1' in -1".
+var negNumber = regexp.MustCompile(`in (-\d+)$`)
+
+func percentError(arg string) error {
+	return fmt.Errorf("percent %q: want an integer 0..100", arg)
 }

@@ -16,7 +16,7 @@ import (
 
 func newImportCmd() *cobra.Command {
 	var service, routesFile, maxBody, format, onError string
-	var noProgress bool
+	var noProgress, keyed bool
 	cmd := &cobra.Command{
 		Use:   "import [flags] FILE...",
 		Short: "Publish recorded traffic (JSONL request events or HAR) to the LEGACY_REQUESTS stream",
@@ -43,10 +43,14 @@ Flags:
   --format jsonl|har   default: har for *.har files, jsonl otherwise
   --on-error skip|fatal  default skip
   --no-progress        no progress line even on a terminal
+  --keyed-user-keys    accept records that carry a user_key: they must already be user keys made
+                       with this SHADOWCUBE_USER_KEY_SECRET (hmac-sha256:<64 hex>). Without it
+                       such records are bad: put raw user ids in the user header instead.
   --service NAME       (SHADOWCUBE_TAP_SERVICE)   --routes FILE (SHADOWCUBE_ROUTES_FILE)   --max-body SIZE (SHADOWCUBE_TAP_MAX_BODY)
 
-Exit status: 0 done (skipped lines are listed), 1 a fatal bad line or events
-JetStream did not acknowledge, 2 bad usage or configuration.
+Exit status: 0 done (skipped lines are listed), 1 a fatal bad line, no event
+imported at all, or events JetStream did not acknowledge, 2 bad usage or
+configuration.
 
 Environment:` + captureEnvHelp + commonEnvHelp,
 		Args: cobra.MinimumNArgs(1),
@@ -97,7 +101,7 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 					return err
 				}
 				start := time.Now()
-				icfg := publisher.ImportConfig{Format: format, OnError: onError}
+				icfg := publisher.ImportConfig{Format: format, OnError: onError, KeyedUserKeys: keyed}
 				if tty {
 					icfg.Progress = func(read, events int64) {
 						fmt.Fprintf(e.Stderr, "\r%s: %d events, %.1f MiB read, %.0f events/s   ", name, events, float64(read)/(1<<20), float64(events)/time.Since(start).Seconds())
@@ -124,6 +128,12 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 			}
 			st := c.Stats()
 			fmt.Fprintf(e.Stdout, "imported %d events from %d file(s); %d bad records skipped; %d acknowledged by JetStream\n", total, len(files), bad, st.Published)
+			if total == 0 {
+				if bad == 0 {
+					return errors.New("no event imported: the file(s) hold no records")
+				}
+				return fmt.Errorf("no event imported: all %d records were bad (listed above)", bad)
+			}
 			if st.Dropped > 0 {
 				return fmt.Errorf("%d events were not acknowledged by JetStream; run the import again (it is idempotent)", st.Dropped)
 			}
@@ -134,6 +144,7 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 	cmd.Flags().StringVar(&format, "format", "", "jsonl or har (default from the file name)")
 	cmd.Flags().StringVar(&onError, "on-error", publisher.OnErrorSkip, "skip or fatal")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "no progress line on a terminal")
+	cmd.Flags().BoolVar(&keyed, "keyed-user-keys", false, "accept records carrying user_key (must be hmac-sha256:<64 hex> made with this secret)")
 	return cmd
 }
 

@@ -9,12 +9,16 @@ import (
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/redact"
 	"github.com/heal7/shadowcube/internal/routes"
 	"github.com/heal7/shadowcube/shadow"
 )
 
 // shadowEnv is the configuration of `shadowcube shadow`; flags override it.
 type shadowEnv struct {
+	// The tap's privacy rules, applied to the cubes' answers.
+	redact.Env
+
 	RoutesFile      string        `envconfig:"ROUTES_FILE"`
 	Durable         string        `envconfig:"SHADOW_DURABLE" default:"shadow"`
 	MaxInFlight     int           `envconfig:"SHADOW_MAX_IN_FLIGHT" min:"1" default:"256"`
@@ -101,7 +105,11 @@ Environment only:
 Metrics (shadowcube_shadow_*): replays_total{service,route,outcome},
 replay_seconds{service,route,side=legacy|cube|secondary}, breaker_state{target},
 breaker_transitions_total, stale_cube_total, freshness_wait_seconds, in_flight,
-publish_failures_total.` + commonEnvHelp,
+publish_failures_total.
+
+Privacy: every cube and secondary answer is sanitised with the tap's rules before it
+is published (header allowlist, query/form/JSON redaction), read from the same
+variables:` + redact.EnvHelp + commonEnvHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var env shadowEnv
@@ -149,7 +157,12 @@ publish_failures_total.` + commonEnvHelp,
 			if err != nil {
 				return err
 			}
+			rules, err := redact.New(env.Env.Config())
+			if err != nil {
+				return usageError{err}
+			}
 			r, err := shadow.New(shadow.Config{
+				Redact:        rules,
 				Routes:        rf,
 				Durable:       env.Durable,
 				MaxInFlight:   env.MaxInFlight,

@@ -6,37 +6,46 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/redact"
 	"github.com/heal7/shadowcube/internal/routes"
 	"github.com/heal7/shadowcube/publisher"
 )
 
 // CaptureEnv is the configuration shared by tap and import.
 type CaptureEnv struct {
-	Service       string   `envconfig:"TAP_SERVICE"`
-	MaxBody       string   `envconfig:"TAP_MAX_BODY" default:"1MiB"`
-	RoutesFile    string   `envconfig:"ROUTES_FILE"`
-	UserKeySecret string   `envconfig:"USER_KEY_SECRET"`
-	UserHeader    string   `envconfig:"TAP_USER_HEADER" default:"X-User-Id"`
-	UserCookie    string   `envconfig:"TAP_USER_COOKIE"`
-	UserJWTClaim  string   `envconfig:"TAP_USER_JWT_CLAIM"`
-	StripHeaders  []string `envconfig:"TAP_STRIP_HEADERS"`
-	RedactPaths   []string `envconfig:"TAP_REDACT_PATHS"`
-	RedactMode    string   `envconfig:"TAP_REDACT_MODE" default:"remove"`
-	QueueSize     int      `envconfig:"TAP_QUEUE_SIZE" min:"1" default:"4096"`
-	QueueBytes    string   `envconfig:"TAP_QUEUE_BYTES" default:"64MiB"`
-	SpillDir      string   `envconfig:"TAP_SPILL_DIR"`
-	SpillMaxBytes string   `envconfig:"TAP_SPILL_MAX_BYTES" default:"256MiB"`
-	StreamMaxAge  string   `envconfig:"LEGACY_REQUESTS_MAX_AGE"`
-	StreamMaxSize string   `envconfig:"LEGACY_REQUESTS_MAX_BYTES"`
-	StreamDupes   string   `envconfig:"LEGACY_REQUESTS_DUPLICATES"`
+	redact.Env
+	Service        string `envconfig:"TAP_SERVICE"`
+	MaxBody        string `envconfig:"TAP_MAX_BODY" default:"1MiB"`
+	RoutesFile     string `envconfig:"ROUTES_FILE"`
+	UserHeader     string `envconfig:"TAP_USER_HEADER" default:"X-User-Id"`
+	TrustedProxies string `envconfig:"TAP_TRUSTED_PROXIES" default:"127.0.0.0/8,::1/128"`
+	UserCookie     string `envconfig:"TAP_USER_COOKIE"`
+	UserJWTClaim   string `envconfig:"TAP_USER_JWT_CLAIM"`
+	JWTHS256Secret string `envconfig:"TAP_JWT_HS256_SECRET"`
+	JWTPublicKey   string `envconfig:"TAP_JWT_PUBLIC_KEY"`
+	JWTJWKS        string `envconfig:"TAP_JWT_JWKS"`
+	JWTAudience    string `envconfig:"TAP_JWT_AUDIENCE"`
+	JWTIssuer      string `envconfig:"TAP_JWT_ISSUER"`
+	QueueSize      int    `envconfig:"TAP_QUEUE_SIZE" default:"4096" min:"1"`
+	QueueBytes     string `envconfig:"TAP_QUEUE_BYTES" default:"64MiB"`
+	SpillDir       string `envconfig:"TAP_SPILL_DIR"`
+	SpillMaxBytes  string `envconfig:"TAP_SPILL_MAX_BYTES" default:"256MiB"`
+	StreamMaxAge   string `envconfig:"LEGACY_REQUESTS_MAX_AGE"`
+	StreamMaxSize  string `envconfig:"LEGACY_REQUESTS_MAX_BYTES"`
+	StreamDupes    string `envconfig:"LEGACY_REQUESTS_DUPLICATES"`
 }
 
 const captureEnvHelp = `
@@ -45,14 +54,18 @@ const captureEnvHelp = `
                                 truncated and flagged (default 1MiB; units B, KiB, MiB) (--max-body)
   SHADOWCUBE_ROUTES_FILE        routes file: route templates, per-route sample share and capture: false,
                                 the service's cube_url (--routes; without it every path is /_other)
-  SHADOWCUBE_USER_KEY_SECRET    HMAC-SHA256 secret turning user ids into user keys (required)
-  SHADOWCUBE_TAP_USER_HEADER    header holding the raw user id (default X-User-Id; never published)
-  SHADOWCUBE_TAP_USER_COOKIE    cookie holding the user id when the header is absent (default none)
-  SHADOWCUBE_TAP_USER_JWT_CLAIM claim of the bearer JWT holding the user id, e.g. sub (default none)
-  SHADOWCUBE_TAP_STRIP_HEADERS  comma list of headers to drop, besides Authorization, Proxy-Authorization,
-                                Cookie, Set-Cookie, X-Api-Key, X-Auth-Token and the user header
-  SHADOWCUBE_TAP_REDACT_PATHS   comma list of JSON body paths to redact, e.g. $.email,$.cards[*].number
-  SHADOWCUBE_TAP_REDACT_MODE    remove (default) or hmac (value replaced by hmac-sha256:<hex>)
+  SHADOWCUBE_TAP_USER_HEADER    header holding the raw user id, set by a trusted proxy (default X-User-Id;
+                                never published; removed from requests of other peers)
+  SHADOWCUBE_TAP_TRUSTED_PROXIES comma list of CIDRs whose user header is believed (default
+                                127.0.0.0/8,::1/128; "none": nobody)
+  SHADOWCUBE_TAP_USER_COOKIE    cookie holding the user id when no verified identity is found (default none;
+                                gives a user key, never a rollout: the client chooses it)
+  SHADOWCUBE_TAP_USER_JWT_CLAIM claim of the bearer JWT holding the user id (default sub when a JWT key is set)
+  SHADOWCUBE_TAP_JWT_HS256_SECRET  HS256 key (at least 32 bytes) verifying bearer JWTs, or
+  SHADOWCUBE_TAP_JWT_PUBLIC_KEY    PEM file of the RSA (RS256) or EC P-256 (ES256) public key, or
+  SHADOWCUBE_TAP_JWT_JWKS          JWKS file (RSA / EC P-256 keys by kid); tokens need a valid exp
+  SHADOWCUBE_TAP_JWT_AUDIENCE, SHADOWCUBE_TAP_JWT_ISSUER   required aud and iss of the tokens (default: any)
+  Only a verified identity (trusted proxy header or verified JWT) is ever rolled out to the cube.` + redact.EnvHelp + `
   SHADOWCUBE_TAP_QUEUE_SIZE     events the in-memory publish queue holds (default 4096)
   SHADOWCUBE_TAP_QUEUE_BYTES    body bytes the queue holds (default 64MiB); beyond either, captures are dropped
   SHADOWCUBE_TAP_SPILL_DIR      directory of the optional on-disk spill for events NATS did not take (default off)
@@ -90,8 +103,31 @@ func (c *CaptureEnv) capturerConfig() (publisher.Config, *routes.File, error) {
 		QueueSize: c.QueueSize,
 		Privacy: publisher.PrivacyConfig{
 			Secret: []byte(c.UserKeySecret), UserHeader: c.UserHeader, UserCookie: c.UserCookie,
-			UserJWTClaim: c.UserJWTClaim, StripHeaders: c.StripHeaders, RedactPaths: c.RedactPaths, RedactMode: c.RedactMode,
+			TrustedProxies: splitList(c.TrustedProxies),
+			AllowHeaders:   c.AllowHeaders, StripHeaders: c.StripHeaders,
+			RedactPaths: c.RedactPaths, RedactParams: c.RedactParams, RedactMode: c.RedactMode,
+			JWT: publisher.JWTConfig{Claim: c.UserJWTClaim, Audience: c.JWTAudience, Issuer: c.JWTIssuer},
 		},
+	}
+	if cfg.Privacy.TrustedProxies == nil {
+		cfg.Privacy.TrustedProxies = []string{} // empty: nobody
+	}
+	if c.JWTHS256Secret != "" {
+		cfg.Privacy.JWT.HS256Secret = []byte(c.JWTHS256Secret)
+	}
+	for _, f := range []struct {
+		env, path string
+		dst       *[]byte
+	}{{"SHADOWCUBE_TAP_JWT_PUBLIC_KEY", c.JWTPublicKey, &cfg.Privacy.JWT.PublicKeyPEM}, {"SHADOWCUBE_TAP_JWT_JWKS", c.JWTJWKS, &cfg.Privacy.JWT.JWKS}} {
+		if f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			errs = append(errs, &process.EnvError{Var: f.env, Value: f.path, Msg: err.Error()})
+			continue
+		}
+		*f.dst = b
 	}
 	var err error
 	if cfg.MaxBody, err = parseSize("SHADOWCUBE_TAP_MAX_BODY", c.MaxBody); err != nil {
@@ -106,8 +142,11 @@ func (c *CaptureEnv) capturerConfig() (publisher.Config, *routes.File, error) {
 			errs = append(errs, err)
 		}
 	}
-	if c.UserKeySecret == "" {
-		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_USER_KEY_SECRET", Msg: "required: the HMAC secret for user keys (e.g. 32 random bytes, hex)"})
+	switch {
+	case c.UserKeySecret == "":
+		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_USER_KEY_SECRET", Msg: "required: the HMAC secret for user keys, at least 32 bytes (e.g. `openssl rand -hex 32`)"})
+	case len(c.UserKeySecret) < redact.MinSecretLen:
+		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_USER_KEY_SECRET", Value: "(hidden)", Msg: fmt.Sprintf("%d bytes: want at least %d (e.g. `openssl rand -hex 32`)", len(c.UserKeySecret), redact.MinSecretLen)})
 	}
 	if c.Service == "" {
 		errs = append(errs, &process.EnvError{Var: "SHADOWCUBE_TAP_SERVICE", Msg: "required: the legacy service name (or --service)"})
@@ -184,9 +223,22 @@ type tapEnv struct {
 	UpstreamKey        string        `envconfig:"TAP_UPSTREAM_KEY"`
 	UpstreamServerName string        `envconfig:"TAP_UPSTREAM_SERVER_NAME"`
 	UpstreamInsecure   bool          `envconfig:"TAP_UPSTREAM_INSECURE"`
-	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" min:"0s" default:"0s"`
+	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" default:"0s"`
 	Rollout            bool          `envconfig:"TAP_ROLLOUT" default:"true"`
-	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" min:"1" default:"8"`
+	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" default:"8" min:"1"`
+	EchoID             bool          `envconfig:"TAP_ECHO_ID"`
+}
+
+// lateRollout follows the flag watcher once NATS is connected; 0% before.
+type lateRollout struct {
+	w atomic.Pointer[publisher.FlagWatcher]
+}
+
+func (r *lateRollout) Percent() int {
+	if w := r.w.Load(); w != nil {
+		return w.Percent()
+	}
+	return 0
 }
 
 func newTapCmd() *cobra.Command {
@@ -201,10 +253,16 @@ in-memory queue to the LEGACY_REQUESTS stream, subject
 legacy.req.<service>.<route template>, with Nats-Msg-Id = the capture id. When
 NATS is down or slow the queue fills and new captures are dropped and counted
 (shadowcube_tap_dropped_total{reason}); the user path never waits or fails.
+A tap started while NATS is unreachable starts anyway: it proxies every
+request, drops (or spills) and counts captures, keeps connecting in the
+background (shadowcube_tap_capture_up is 0 meanwhile, /readyz stays ready)
+and captures once NATS answers.
 
-Privacy: the raw user id becomes user_key = hmac-sha256 of it; credentials and
-configured headers are dropped; configured JSON body paths are removed or
-HMAC'd. X-Truth-Label, traceparent and other headers are kept.
+Privacy: the raw user id becomes user_key = hmac-sha256 of it. Only allowed
+headers are published (a safe default list, e.g. Content-Type, Traceparent,
+X-Truth-Label, plus SHADOWCUBE_TAP_ALLOW_HEADERS); token-like query parameters
+and form fields are removed or HMAC'd, and configured JSON body paths in every
+JSON value of a body. A client's X-Shadow-Request header is removed.
 
 Rollout: the tap watches the KV key rollout.<service> (see 'shadowcube flags').
 A user whose hash(user key) mod 100 < percent is served by the cube instead;
@@ -239,7 +297,9 @@ Environment:
   SHADOWCUBE_TAP_UPSTREAM_INSECURE     true: do not verify the upstream certificate (tests only)
   SHADOWCUBE_TAP_UPSTREAM_TIMEOUT      wait for the upstream's response headers, e.g. 30s (default 0: none)
   SHADOWCUBE_TAP_ROLLOUT        false: ignore rollout flags (default true when a cube URL is known)
-  SHADOWCUBE_TAP_LEGACY_WORKERS background legacy calls for rolled-out users in flight (default 8)` + captureEnvHelp + commonEnvHelp,
+  SHADOWCUBE_TAP_LEGACY_WORKERS background legacy calls for rolled-out users in flight (default 8)
+  SHADOWCUBE_TAP_ECHO_ID        true: answer captured requests with X-Shadowcube-Capture-Id: <capture id>, to look
+                                up their verdict with 'compare show <id>' (default false: answers unchanged)` + captureEnvHelp + commonEnvHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var te tapEnv
@@ -284,14 +344,21 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 		return err
 	}
 	defer e.Close()
-	conn, err := e.ConnectNATS(ctx)
-	if err != nil {
-		return err
-	}
-	if err := publisher.EnsureStream(ctx, conn.JS, settings); err != nil {
-		return err
-	}
-	c, err := publisher.New(conn.NC, cfg, e.Log, e.Reg)
+	// NATS is connected in the background: a tap restarted during a NATS
+	// outage must still serve users. Until it connects, captures are
+	// dropped (or spilled) and counted, rollout stays at 0%, /readyz stays
+	// ready (proxying works) and shadowcube_tap_capture_up is 0.
+	var conn atomic.Pointer[natsx.Conn]
+	rollout := &lateRollout{}
+	defer func() {
+		if w := rollout.w.Load(); w != nil {
+			w.Close()
+		}
+		if cn := conn.Load(); cn != nil {
+			cn.Close()
+		}
+	}()
+	c, err := publisher.New(nil, cfg, e.Log, e.Reg)
 	if err != nil {
 		return err
 	}
@@ -304,28 +371,57 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 		return err
 	}
 	tr.ResponseHeaderTimeout = te.UpstreamTimeout
-	tcfg := publisher.TapConfig{Upstream: te.Upstream, Cube: te.CubeURL, Transport: tr, LegacyWorkers: te.LegacyWorkers, Log: e.Log}
+	tcfg := publisher.TapConfig{Upstream: te.Upstream, Cube: te.CubeURL, Transport: tr, LegacyWorkers: te.LegacyWorkers, Log: e.Log, EchoID: te.EchoID}
 	if tcfg.Cube == "" && cfg.Routes != nil {
 		tcfg.Cube = cfg.Routes.CubeURL
 	}
-	if te.Rollout && tcfg.Cube != "" {
-		flags, err := publisher.OpenFlags(ctx, conn.JS)
-		if err != nil {
-			return err
-		}
-		w, err := publisher.WatchFlag(ctx, flags.KV(), cfg.Service, e.Log)
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		tcfg.Rollout = w
-		e.Log.Info("following rollout flag", "key", publisher.FlagKey(cfg.Service), "percent", w.Percent(), "cube", tcfg.Cube)
+	useRollout := te.Rollout && tcfg.Cube != ""
+	if useRollout {
+		tcfg.Rollout = rollout
 	}
 	tap, err := publisher.NewTap(c, tcfg)
 	if err != nil {
 		return err
 	}
 	defer tap.Close()
+	lctx, stopLoop := context.WithCancel(ctx)
+	var loop sync.WaitGroup
+	loop.Add(1)
+	go func() {
+		defer loop.Done()
+		err := c.ConnectLoop(lctx, func(ctx context.Context) (*nats.Conn, error) {
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			cn, err := natsx.Connect(actx, e.Common.NATS("shadowcube-tap"), e.Log)
+			if err != nil {
+				return nil, err
+			}
+			if err := publisher.EnsureStream(actx, cn.JS, settings); err != nil {
+				cn.Close()
+				return nil, err
+			}
+			if useRollout {
+				flags, err := publisher.OpenFlags(actx, cn.JS)
+				if err != nil {
+					cn.Close()
+					return nil, err
+				}
+				w, err := publisher.WatchFlag(lctx, flags.KV(), cfg.Service, e.Log)
+				if err != nil {
+					cn.Close()
+					return nil, err
+				}
+				rollout.w.Store(w)
+				e.Log.Info("following rollout flag", "key", publisher.FlagKey(cfg.Service), "percent", w.Percent(), "cube", redact.URLString(tcfg.Cube))
+			}
+			conn.Store(cn)
+			return cn.NC, nil
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			e.Log.Error("capture stays down", "err", err)
+		}
+	}()
+	defer func() { stopLoop(); loop.Wait() }()
 	ln, err := net.Listen("tcp", te.Listen)
 	if err != nil {
 		return fmt.Errorf("SHADOWCUBE_TAP_LISTEN=%s: %w", te.Listen, err)
@@ -333,7 +429,7 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 	srv := &http.Server{Handler: tap, ReadHeaderTimeout: 30 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	e.Log.Info("tap listening", "addr", ln.Addr().String(), "upstream", te.Upstream, "service", cfg.Service)
+	e.Log.Info("tap listening", "addr", ln.Addr().String(), "upstream", redact.URLString(te.Upstream), "service", cfg.Service)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("tap server: %w", err)
