@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/routes"
@@ -65,11 +66,97 @@ type Config struct {
 	// credentials (os.LookupEnv in the binary). Required when a service has
 	// credentials.
 	LookupEnv func(string) (string, bool)
+	// CubeErrorAttempts is the delivery of a request on which a transport
+	// error or a 502/503/504 from a healthy cube is finally recorded as the
+	// cube's answer; earlier ones hand the request back to JetStream to be
+	// replayed again. Default 3.
+	CubeErrorAttempts int
 	// Transport sends the replays. Default: an http.Transport sized for the
 	// targets' concurrency.
 	Transport http.RoundTripper
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+}
+
+// validate rejects negative settings and malformed names in one error that
+// names every bad field; zero means the default.
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(field string, v any, want string) {
+		errs = append(errs, fmt.Errorf("shadow: Config.%s %v: %s", field, v, want))
+	}
+	if strings.ContainsAny(c.Durable, ".*> \t") {
+		bad("Durable", fmt.Sprintf("%q", c.Durable), "must not contain '.', '*', '>' or whitespace")
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxInFlight", int64(c.MaxInFlight)},
+		{"MaxAckPending", int64(c.MaxAckPending)},
+		{"Concurrency", int64(c.Concurrency)},
+		{"Breaker.Failures", int64(c.Breaker.Failures)},
+		{"Breaker.Probes", int64(c.Breaker.Probes)},
+		{"MaxBodyBytes", c.MaxBodyBytes},
+		{"CubeErrorAttempts", int64(c.CubeErrorAttempts)},
+	} {
+		if f.v < 0 {
+			bad(f.name, f.v, "must be ≥ 0 (0 = default)")
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"Timeout", c.Timeout},
+		{"FreshnessWait", c.FreshnessWait},
+		{"Breaker.OpenFor", c.Breaker.OpenFor},
+		{"NakDelay", c.NakDelay},
+		{"AckWait", c.AckWait},
+	} {
+		if f.v < 0 {
+			bad(f.name, f.v, "must be ≥ 0 (0 = default)")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// defaults fills zero settings with their defaults.
+func (c *Config) defaults() {
+	if c.Durable == "" {
+		c.Durable = DefaultDurable
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 256
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = 4 * c.MaxInFlight
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.FreshnessWait == 0 {
+		c.FreshnessWait = 10 * time.Second
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.NakDelay == 0 {
+		c.NakDelay = time.Second
+	}
+	if c.CubeErrorAttempts == 0 {
+		c.CubeErrorAttempts = 3
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.LookupEnv == nil {
+		c.LookupEnv = func(string) (string, bool) { return "", false }
+	}
+	c.Breaker.defaults()
 }
 
 // Replayer replays captured requests to the cubes. Start it once; Close
@@ -92,14 +179,16 @@ type Replayer struct {
 	closed  bool
 }
 
-// service is one routes-file service with its cube target and optional
-// secondary (noise baseline) target.
+// service is one routes-file service with its cube target, optional
+// secondary (noise baseline) target and optional legacy target (asked again
+// when a read's cube answer differs from the captured one).
 type service struct {
 	spec          *routes.Service
 	durable       string
 	iter          jetstream.MessagesContext // set by Start
 	cube          *target
 	secondary     *target
+	legacy        *target
 	watermarkKey  string // "" = no freshness barrier
 	freshnessWait time.Duration
 }
@@ -110,7 +199,7 @@ type target struct {
 	base    *url.URL
 	timeout time.Duration
 	sem     chan struct{}
-	bucket  *tokenBucket
+	limiter *rate.Limiter // nil: no rate limit
 	breaker *breaker
 	headers http.Header // set (non-empty) or removed (empty) on every replay
 	creds   credentials
@@ -132,43 +221,10 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	if cfg.Durable == "" {
-		cfg.Durable = DefaultDurable
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if strings.ContainsAny(cfg.Durable, ".*> \t") {
-		return nil, fmt.Errorf("shadow: durable name %q must not contain '.', '*', '>' or whitespace", cfg.Durable)
-	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 256
-	}
-	if cfg.MaxAckPending <= 0 {
-		cfg.MaxAckPending = 4 * cfg.MaxInFlight
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
-	}
-	if cfg.FreshnessWait < 0 {
-		return nil, fmt.Errorf("shadow: freshness wait %v must be ≥ 0", cfg.FreshnessWait)
-	}
-	if cfg.FreshnessWait == 0 {
-		cfg.FreshnessWait = 10 * time.Second
-	}
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 1 << 20
-	}
-	if cfg.NakDelay <= 0 {
-		cfg.NakDelay = time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.LookupEnv == nil {
-		cfg.LookupEnv = func(string) (string, bool) { return "", false }
-	}
-	cfg.Breaker.defaults()
+	cfg.defaults()
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -188,8 +244,10 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 		maxWait = max(maxWait, s.freshnessWait)
 		maxTimeout = max(maxTimeout, s.cube.timeout)
 		totalConc += cap(s.cube.sem)
-		if s.secondary != nil {
-			totalConc += cap(s.secondary.sem)
+		for _, t := range []*target{s.secondary, s.legacy} {
+			if t != nil {
+				totalConc += cap(t.sem)
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -248,6 +306,12 @@ func (r *Replayer) newService(spec *routes.Service) (*service, error) {
 			return nil, err
 		}
 	}
+	if spec.LegacyURL != "" {
+		// No service credentials and no header rewrites: those are the cube's.
+		if s.legacy, err = r.newTarget(spec.Name+"/legacy", spec.LegacyURL, timeout, conc, 0); err != nil {
+			return nil, err
+		}
+	}
 	if spec.SyncTarget != "" {
 		s.watermarkKey = schemas.WatermarkKey(spec.SyncTarget)
 		s.freshnessWait = spec.FreshnessWait.D()
@@ -258,15 +322,19 @@ func (r *Replayer) newService(spec *routes.Service) (*service, error) {
 	return s, nil
 }
 
-func (r *Replayer) newTarget(name, rawURL string, timeout time.Duration, conc int, rate float64) (*target, error) {
+func (r *Replayer) newTarget(name, rawURL string, timeout time.Duration, conc int, perSecond float64) (*target, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("shadow: target %s: %q is not an http(s) URL", name, rawURL)
 	}
-	t := &target{name: name, base: u, timeout: timeout, sem: make(chan struct{}, conc), bucket: newTokenBucket(rate, r.cfg.Now)}
+	t := &target{name: name, base: u, timeout: timeout, sem: make(chan struct{}, conc)}
+	if perSecond > 0 {
+		// At most a tenth of a second of requests at once.
+		t.limiter = rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond/10)))
+	}
 	gauge := r.m.breakerState.WithLabelValues(name)
 	gauge.Set(float64(BreakerClosed))
-	t.breaker = newBreaker(r.cfg.Breaker, r.cfg.Now, func(s BreakerState) {
+	t.breaker = newBreaker(name, r.cfg.Breaker, func(s BreakerState) {
 		gauge.Set(float64(s))
 		r.m.breakerChanges.WithLabelValues(name, s.String()).Inc()
 		lvl := slog.LevelInfo
@@ -402,6 +470,11 @@ func (r *Replayer) consume(ctx context.Context, s *service) {
 	defer close(work) // workers finish their message and exit
 	workers := 0
 	for {
+		// While the cube's breaker is open, take no request of this
+		// service: they wait in JetStream until the cube can be asked.
+		if s.cube.breaker.waitReady(ctx) != nil {
+			return
+		}
 		msg, err := iter.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {

@@ -26,6 +26,7 @@ services:
     routes:
       - route: /api/saju/chart
         methods: [GET, POST]
+        replay: always
       - route: /api/saju/chart/{id}
         methods: [GET]
 `
@@ -126,18 +127,38 @@ services:
     cube_url: CUBE
     routes:
       - route: /always
+        replay: always
+      - route: /reads
       - route: /idem
         replay: idempotent-only
       - route: /dry
         replay: dry-run
+      - route: /never
+        replay: never
       - route: /getonly
         methods: [GET]
-      - route: /never
+      - route: /sampled
         sample: 0
       - route: /half
         sample: 0.5
+      - route: /graphql
+        classify: {graphql: true}
+        operation: graphql
+      - route: /graphql-dry
+        replay: dry-run
+        classify: {graphql: true}
+        operation: graphql
+      - route: /rpc
+        classify: {read_when: {path: $.method, match: '^get'}}
+        operation: $.method
 `
 
+// Which requests are replayed: the default policy replays reads only
+// (never a write, whatever Idempotency-Key a client sends); a request legacy
+// refused with 401/403 is never replayed; routes classify by content
+// (GraphQL operation type, a JSONPath condition). Every request skipped by
+// policy is counted and stored as a result with Skipped set (Nats-Msg-Id =
+// request id); only sampled-out imports store nothing.
 func TestReplayPolicies(t *testing.T) {
 	h := newHarness(t)
 	cube := newCube(t, "cube")
@@ -145,35 +166,53 @@ func TestReplayPolicies(t *testing.T) {
 
 	type tc struct {
 		id, route, method string
-		replayed          bool
+		body              string
+		mod               func(*schemas.RequestEvent)
+		skip              string // "" = replayed
 		dry               bool
-		outcome           string
+		op                string
+	}
+	legacy := func(status int) func(*schemas.RequestEvent) {
+		return func(ev *schemas.RequestEvent) { ev.Response.Status = status }
 	}
 	cases := []tc{
-		{"a-post", "/always", "POST", true, false, outcomeReplayed},
-		{"i-get", "/idem", "GET", true, false, outcomeReplayed},
-		{"i-head", "/idem", "HEAD", true, false, outcomeReplayed},
-		{"i-post", "/idem", "POST", false, false, outcomeSkipPolicy},
-		{"i-delete", "/idem", "DELETE", false, false, outcomeSkipPolicy},
-		{"d-post", "/dry", "POST", true, true, outcomeReplayed},
-		{"g-post", "/getonly", "POST", false, false, outcomeSkipMethod},
-		{"n-get", "/never", "GET", false, false, outcomeSkipSample},
+		{id: "a-post", route: "/always", method: "POST"},
+		{id: "a-401", route: "/always", method: "GET", mod: legacy(401), skip: SkipLegacyUnauthorized},
+		{id: "r-get", route: "/reads", method: "GET"},
+		{id: "r-head", route: "/reads", method: "HEAD"},
+		{id: "r-options", route: "/reads", method: "OPTIONS"},
+		{id: "r-post", route: "/reads", method: "POST", body: `{"x":1}`, skip: SkipWrite},
+		{id: "r-delete", route: "/reads", method: "DELETE", skip: SkipWrite},
+		{id: "r-403", route: "/reads", method: "GET", mod: legacy(403), skip: SkipLegacyUnauthorized},
+		{id: "r-trunc", route: "/reads", method: "GET", mod: func(ev *schemas.RequestEvent) { ev.BodyTruncated = true }, skip: SkipTruncated},
+		{id: "i-get", route: "/idem", method: "GET"},
+		{id: "i-post", route: "/idem", method: "POST", skip: SkipWrite},
+		{id: "i-post-keyed", route: "/idem", method: "POST", mod: func(ev *schemas.RequestEvent) { ev.Headers.Set("Idempotency-Key", "k-1") }, skip: SkipWrite},
+		{id: "d-post", route: "/dry", method: "POST", dry: true},
+		{id: "d-403", route: "/dry", method: "POST", mod: legacy(403), skip: SkipLegacyUnauthorized},
+		{id: "n-get", route: "/never", method: "GET", skip: SkipNever},
+		{id: "g-post", route: "/getonly", method: "POST", skip: SkipMethod},
+		{id: "s-tap", route: "/sampled", method: "GET"}, // the tap sampled at capture already
+		{id: "s-import", route: "/sampled", method: "GET", mod: func(ev *schemas.RequestEvent) { ev.Source = schemas.SourceImport }, skip: SkipSampled},
+		{id: "gql-query", route: "/graphql", method: "POST", body: `{"query":"query GetUser($id: ID!) { user(id: $id) { name } }","variables":{"id":"1"}}`, op: "GetUser"},
+		{id: "gql-named", route: "/graphql", method: "POST", body: `{"query":"mutation Del { deleteUser(id: 1) } query Get { user(id: 1) { name } }","operationName":"Get"}`, op: "Get"},
+		{id: "gql-mutation", route: "/graphql", method: "POST", body: `{"query":"mutation DeleteUser { deleteUser(id: 1) }"}`, skip: SkipWrite, op: "DeleteUser"},
+		{id: "gql-subscription", route: "/graphql", method: "POST", body: `{"query":"subscription S { events { id } }"}`, skip: SkipWrite, op: "S"},
+		{id: "gql-garbage", route: "/graphql", method: "POST", body: `{"query":"query {"}`, skip: SkipWrite},
+		{id: "gql-dry-mutation", route: "/graphql-dry", method: "POST", body: `{"query":"mutation DeleteUser { deleteUser(id: 1) }"}`, dry: true, op: "DeleteUser"},
+		{id: "rpc-get", route: "/rpc", method: "POST", body: `{"method":"getUser","id":1}`, op: "getUser"},
+		{id: "rpc-set", route: "/rpc", method: "POST", body: `{"method":"setUser","id":1}`, skip: SkipWrite, op: "setUser"},
 	}
 	var evs []schemas.RequestEvent
 	for _, c := range cases {
 		ev := event(c.id, "web", c.route, c.method, c.route)
-		if c.id == "n-get" {
-			ev.Source = schemas.SourceImport // sampling applies to imported traffic
+		ev.Body = []byte(c.body)
+		ev.Query = "case=" + c.id
+		if c.mod != nil {
+			c.mod(&ev)
 		}
 		evs = append(evs, ev)
 	}
-	// The tap sampled at capture already: its events are not sampled again.
-	evs = append(evs, event("n-get-tap", "web", "/never", "GET", "/never"))
-	cases = append(cases, tc{"n-get-tap", "/never", "GET", true, false, outcomeReplayed})
-	keyed := event("i-post-keyed", "web", "/idem", "POST", "/idem")
-	keyed.Headers.Set("Idempotency-Key", "k-1")
-	evs = append(evs, keyed)
-	cases = append(cases, tc{"i-post-keyed", "/idem", "POST", true, false, outcomeReplayed})
 	half := 0
 	for i := range 200 {
 		id := fmt.Sprintf("half-%d", i)
@@ -186,10 +225,16 @@ func TestReplayPolicies(t *testing.T) {
 	}
 	h.publish(evs...)
 
-	want := half
+	want, replayed := half, half
+	skips := map[string]float64{}
 	for _, c := range cases {
-		if c.replayed {
+		if c.skip != SkipSampled {
 			want++
+		}
+		if c.skip == "" {
+			replayed++
+		} else {
+			skips[c.route+" "+c.skip]++
 		}
 	}
 	res := h.results(want)
@@ -200,42 +245,49 @@ func TestReplayPolicies(t *testing.T) {
 	if half < 70 || half > 130 {
 		t.Errorf("sample 0.5 kept %d of 200", half)
 	}
-	byID := map[string]seen{}
+	byCase := map[string]seen{}
 	for _, s := range cube.requests() {
-		byID[s.Method+" "+s.Path+" "+s.Header.Get("Idempotency-Key")] = s
+		byCase[s.Query] = s
 	}
 	for _, c := range cases {
 		t.Run(c.id, func(t *testing.T) {
-			_, stored := res[c.id]
-			if stored != c.replayed {
-				t.Errorf("result stored = %v, want %v", stored, c.replayed)
+			rs, stored := res[c.id]
+			if stored != (c.skip != SkipSampled) {
+				t.Fatalf("result stored = %v", stored)
 			}
-			if !c.replayed {
+			if !stored {
 				return
 			}
-			key := c.method + " " + c.route + " "
-			if c.id == "i-post-keyed" {
-				key += "k-1"
+			if rs.Skipped != c.skip || rs.Operation != c.op {
+				t.Errorf("skipped %q operation %q, want %q %q", rs.Skipped, rs.Operation, c.skip, c.op)
 			}
-			s, ok := byID[key]
-			if !ok {
-				t.Fatalf("cube never saw %s", key)
+			s, sent := byCase["case="+c.id]
+			if sent && (s.Method != c.method || s.Path != c.route || s.Body != c.body) {
+				t.Errorf("cube got %s %s %q, want the captured request", s.Method, s.Path, s.Body)
+			}
+			if c.skip != "" {
+				if sent || rs.Cube != nil || rs.CubeError != "" || rs.Legacy.Status == 0 {
+					t.Errorf("skipped request: sent %v, cube %v %q, legacy %d", sent, rs.Cube, rs.CubeError, rs.Legacy.Status)
+				}
+				return
+			}
+			if !sent || rs.Cube == nil {
+				t.Fatalf("cube never saw it (result cube %v %q)", rs.Cube, rs.CubeError)
 			}
 			if got := s.Header.Get(ShadowRequestHeader); (got == "1") != c.dry {
 				t.Errorf("%s = %q, dry-run %v", ShadowRequestHeader, got, c.dry)
 			}
 		})
 	}
-	for _, o := range []struct {
-		route, outcome string
-		n              float64
-	}{{"/idem", outcomeSkipPolicy, 2}, {"/getonly", outcomeSkipMethod, 1}, {"/never", outcomeSkipSample, 1}, {"/half", outcomeSkipSample, float64(200 - half)}} {
-		if got := counter(t, r.m.replays.WithLabelValues("web", o.route, o.outcome)); got != o.n {
-			t.Errorf("replays_total{%s,%s} = %v, want %v", o.route, o.outcome, got, o.n)
+	skips["/half "+SkipSampled] = float64(200 - half)
+	for key, n := range skips {
+		route, reason, _ := strings.Cut(key, " ")
+		if got := counter(t, r.m.skipped.WithLabelValues("web", route, reason)); got != n {
+			t.Errorf("skipped_total{%s,%s} = %v, want %v", route, reason, got, n)
 		}
 	}
-	if n := len(cube.requests()); n != want {
-		t.Errorf("cube saw %d requests, want %d (skipped ones must never reach it)", n, want)
+	if n := len(cube.requests()); n != replayed {
+		t.Errorf("cube saw %d requests, want %d (skipped ones must never reach it)", n, replayed)
 	}
 }
 
