@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -301,7 +302,10 @@ func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, e
 	res.Operation = d.operation
 	if svc.watermarkKey != "" {
 		start := time.Now()
+		waiting := r.m.freshnessWaiting.WithLabelValues(ev.Service)
+		waiting.Inc()
 		mark, stale, err := r.marks.wait(ctx, svc.watermarkKey, ev.CapturedAt, svc.freshnessWait)
+		waiting.Dec()
 		if err != nil {
 			return res, 0, errShutdown
 		}
@@ -468,8 +472,14 @@ func (r *Replayer) failureDelay(t *target, delivered uint64) time.Duration {
 // credentials and, for dry-run routes, X-Shadow-Request: 1.
 func (r *Replayer) newRequest(ctx context.Context, t *target, ev *schemas.RequestEvent, dry bool) (*http.Request, error) {
 	u := *t.base
-	u.Path = strings.TrimSuffix(u.Path, "/") + ev.Path
+	prefix := strings.TrimSuffix(u.Path, "/")
+	u.Path = prefix + ev.Path
 	u.RawPath = ""
+	// Dot segments are resolved by the cube's server: the replay must stay
+	// under the cube's prefix once they are (no /prefix/../admin).
+	if !strings.HasPrefix(ev.Path, "/") || !under(path.Clean(u.Path), prefix) {
+		return nil, fmt.Errorf("build replay of %s %q: the path leaves the cube's base path %q", ev.Method, ev.Path, prefix+"/")
+	}
 	u.RawQuery = ev.Query
 	var body io.Reader
 	if len(ev.Body) > 0 {
@@ -507,6 +517,11 @@ func (r *Replayer) newRequest(ctx context.Context, t *target, ev *schemas.Reques
 		req.Header.Set("Traceparent", ev.TraceParent)
 	}
 	return req, nil
+}
+
+// under reports whether the clean path p is dir or below it.
+func under(p, dir string) bool {
+	return dir == "" || p == dir || strings.HasPrefix(p, dir+"/")
 }
 
 // readBody reads at most limit bytes (sized up front when the length is

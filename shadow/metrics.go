@@ -22,16 +22,17 @@ const (
 )
 
 type metrics struct {
-	replays         *prometheus.CounterVec
-	skipped         *prometheus.CounterVec
-	rechecks        *prometheus.CounterVec
-	latency         *prometheus.HistogramVec
-	breakerState    *prometheus.GaugeVec
-	breakerChanges  *prometheus.CounterVec
-	stale           *prometheus.CounterVec
-	freshnessWait   *prometheus.HistogramVec
-	inFlight        prometheus.Gauge
-	publishFailures prometheus.Counter
+	replays          *prometheus.CounterVec
+	skipped          *prometheus.CounterVec
+	rechecks         *prometheus.CounterVec
+	latency          *prometheus.HistogramVec
+	breakerState     *prometheus.GaugeVec
+	breakerChanges   *prometheus.CounterVec
+	stale            *prometheus.CounterVec
+	freshnessWait    *prometheus.HistogramVec
+	freshnessWaiting *prometheus.GaugeVec
+	inFlight         prometheus.Gauge
+	publishFailures  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -70,6 +71,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time replays waited for the cube's sync watermark to pass the capture time.",
 			Buckets: []float64{0, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"service"}),
+		freshnessWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shadowcube_shadow_freshness_waiting",
+			Help: "Requests held at the freshness barrier now, waiting for their cube's sync watermark.",
+		}, []string{"service"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shadowcube_shadow_in_flight",
 			Help: "Request messages being handled (waiting for freshness, replaying or publishing).",
@@ -79,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Results JetStream did not acknowledge; the request is nak'ed and replayed later.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.replays, m.skipped, m.rechecks, m.latency, m.breakerState, m.breakerChanges, m.stale, m.freshnessWait, m.inFlight, m.publishFailures} {
+	for _, c := range []prometheus.Collector{m.replays, m.skipped, m.rechecks, m.latency, m.breakerState, m.breakerChanges, m.stale, m.freshnessWait, m.freshnessWaiting, m.inFlight, m.publishFailures} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -460,23 +460,43 @@ func TestFreshnessBarrier(t *testing.T) {
 		putWatermark(t, h, "saju-cube", ev.CapturedAt.Add(-time.Second)) // behind T
 		h.publish(ev)
 
-		time.Sleep(700 * time.Millisecond)
+		// Progress first: the request is held at the barrier, and the
+		// replayer has seen the behind watermark.
+		key := schemas.WatermarkKey("saju-cube")
+		eventually(t, 30*time.Second, func() error {
+			if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+				return fmt.Errorf("%v requests waiting at the barrier", got)
+			}
+			if mark, _ := r.marks.get(key); !mark.Equal(ev.CapturedAt.Add(-time.Second)) {
+				return fmt.Errorf("replayer saw watermark %v", mark)
+			}
+			return nil
+		})
+		heldSince := time.Now()
+		rewaits := r.marks.rewaits.Load()
+		putWatermark(t, h, "other-cube", ev.CapturedAt.Add(time.Hour)) // another target's progress does not count
+		eventually(t, 30*time.Second, func() error { // the waiter saw that change and kept waiting
+			if r.marks.rewaits.Load() == rewaits {
+				return fmt.Errorf("waiter has not seen the other target's watermark")
+			}
+			return nil
+		})
 		if n := len(cube.requests()); n != 0 {
 			t.Fatalf("cube saw %d requests while its watermark is behind the capture time", n)
 		}
 		if h.resultCount() != 0 {
 			t.Fatal("result published before the watermark passed")
 		}
-		putWatermark(t, h, "other-cube", ev.CapturedAt.Add(time.Hour)) // another target's progress does not count
-		time.Sleep(200 * time.Millisecond)
-		if n := len(cube.requests()); n != 0 {
-			t.Fatalf("another target's watermark released the replay")
+		if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+			t.Fatalf("another target's watermark released the replay (%v waiting)", got)
 		}
+		released := time.Now()
 		putWatermark(t, h, "saju-cube", ev.CapturedAt.Add(time.Millisecond))
 		res := h.results(1)["fresh-1"]
 		f := res.Freshness
-		if f.Stale || f.Target != "saju-cube" || f.Waited < 800*time.Millisecond || f.Waited > 15*time.Second || !f.Watermark.Equal(ev.CapturedAt.Add(time.Millisecond)) {
-			t.Errorf("freshness = %+v", f)
+		// The wait began before heldSince and ended after released.
+		if f.Stale || f.Target != "saju-cube" || f.Waited < released.Sub(heldSince) || !f.Watermark.Equal(ev.CapturedAt.Add(time.Millisecond)) {
+			t.Errorf("freshness = %+v, want not stale, waited ≥ %v", f, released.Sub(heldSince))
 		}
 		if res.Cube == nil {
 			t.Errorf("no cube answer: %q", res.CubeError)
@@ -488,7 +508,9 @@ func TestFreshnessBarrier(t *testing.T) {
 		ev2 := event("fresh-2", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/8")
 		ev2.CapturedAt = ev.CapturedAt
 		h.publish(ev2)
-		if f := h.results(2)["fresh-2"].Freshness; f.Stale || f.Waited > 500*time.Millisecond {
+		// Its watermark already passed: it is released at once, never stale
+		// (the wait is 20s: a request held by mistake would be).
+		if f := h.results(2)["fresh-2"].Freshness; f.Stale || f.Waited >= 20*time.Second || f.Watermark.Before(ev2.CapturedAt) {
 			t.Errorf("fresh request freshness = %+v", f)
 		}
 	})
@@ -1007,7 +1029,7 @@ func TestFreshnessBarrierPreventsLagMismatch(t *testing.T) {
 			if !withBarrier {
 				yaml = strings.Replace(yaml, "sync_target: saju-cube", "", 1)
 			}
-			h.start(Config{Routes: h.routes(yaml, "CUBE", cube.URL, "WAIT", "10s")})
+			r, _ := h.start(Config{Routes: h.routes(yaml, "CUBE", cube.URL, "WAIT", "30s")})
 			if _, err := openKV(h.ctx, h.js); err != nil { // the sync stage's bucket
 				t.Fatal(err)
 			}
@@ -1017,18 +1039,27 @@ func TestFreshnessBarrierPreventsLagMismatch(t *testing.T) {
 			ev := event("read-9", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/9")
 			ev.CapturedAt = committed.Add(5 * time.Millisecond)
 			ev.Response.Body = []byte(chart)
-			syncDone := make(chan struct{})
-			go func() { // sync applies the legacy transaction 600ms late
-				defer close(syncDone)
-				time.Sleep(600 * time.Millisecond)
+			applySync := func() { // sync applies the legacy transaction, then advances the watermark
 				mu.Lock()
 				cubeStore["/api/saju/chart/9"] = chart
 				mu.Unlock()
 				putWatermark(t, h, "saju-cube", committed.Add(10*time.Millisecond))
-			}()
+			}
 			h.publish(ev)
+			if withBarrier {
+				// Sync lags: it applies only once the replay is held at the barrier.
+				eventually(t, 30*time.Second, func() error {
+					if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+						return fmt.Errorf("%v requests waiting at the barrier", got)
+					}
+					return nil
+				})
+				applySync()
+			}
 			res := h.results(1)["read-9"]
-			<-syncDone
+			if !withBarrier {
+				applySync() // sync lags past the replay, which did not wait
+			}
 			if res.Cube == nil {
 				t.Fatalf("no cube answer: %q", res.CubeError)
 			}

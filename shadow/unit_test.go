@@ -178,26 +178,42 @@ func TestWatermarksWait(t *testing.T) {
 	if mark, stale, err := w.wait(context.Background(), "k", t0, time.Second); err != nil || stale || !mark.Equal(t0) {
 		t.Fatalf("at the watermark: %v %v %v", mark, stale, err)
 	}
-	done := make(chan bool)
+	type result struct {
+		mark  time.Time
+		stale bool
+	}
+	done := make(chan result, 1)
 	go func() {
-		_, stale, _ := w.wait(context.Background(), "k", t0.Add(time.Second), 10*time.Second)
-		done <- stale
+		mark, stale, _ := w.wait(context.Background(), "k", t0.Add(time.Second), time.Minute)
+		done <- result{mark, stale}
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitFor := func(what string, f func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !f() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not reached: %s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor("waiter blocked", func() bool { return w.waiting.Load() == 1 })
 	w.set("other", t0.Add(time.Hour))
+	waitFor("waiter saw the other key's change", func() bool { return w.rewaits.Load() == 1 })
 	w.set("k", t0.Add(500*time.Millisecond))
-	select {
-	case <-done:
+	// The waiter looked at a watermark short of its capture time and kept
+	// waiting: a release here would have returned that watermark.
+	waitFor("waiter saw the short watermark", func() bool { return w.rewaits.Load() == 2 })
+	if w.waiting.Load() != 1 {
 		t.Fatal("released before the watermark passed")
-	case <-time.After(50 * time.Millisecond):
 	}
 	w.set("k", t0.Add(time.Second))
 	select {
-	case stale := <-done:
-		if stale {
-			t.Error("stale although the watermark passed")
+	case res := <-done:
+		if res.stale || !res.mark.Equal(t0.Add(time.Second)) {
+			t.Errorf("released with %+v, want the passing watermark, not stale", res)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("not released when the watermark passed")
 	}
 	if _, stale, _ := w.wait(context.Background(), "k", t0.Add(time.Hour), 20*time.Millisecond); !stale {
