@@ -475,7 +475,8 @@ func TestFreshnessBarrier(t *testing.T) {
 		heldSince := time.Now()
 		rewaits := r.marks.rewaits.Load()
 		putWatermark(t, h, "other-cube", ev.CapturedAt.Add(time.Hour)) // another target's progress does not count
-		eventually(t, 30*time.Second, func() error {                   // the waiter saw that change and kept waiting
+		// The waiter saw that change and kept waiting.
+		eventually(t, 30*time.Second, func() error {
 			if r.marks.rewaits.Load() == rewaits {
 				return fmt.Errorf("waiter has not seen the other target's watermark")
 			}

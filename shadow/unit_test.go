@@ -220,3 +220,36 @@ func TestWatermarksWait(t *testing.T) {
 		t.Error("expired wait not stale")
 	}
 }
+
+// Negative settings are rejected in one error naming every bad field; zero
+// takes the default.
+func TestConfigValidate(t *testing.T) {
+	rf, err := routes.Parse("r.yaml", []byte("services:\n  - name: s\n    cube_url: http://127.0.0.1:1\n    routes:\n      - route: /a\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := Config{
+		Routes: rf, Durable: "a.b", MaxInFlight: -1, MaxAckPending: -2, Concurrency: -3, Timeout: -time.Second,
+		FreshnessWait: -time.Second, Breaker: BreakerConfig{Failures: -1, OpenFor: -time.Second, Probes: -1},
+		MaxBodyBytes: -1, NakDelay: -time.Second, AckWait: -time.Second, CubeErrorAttempts: -1,
+	}
+	js := newHarness(t).js
+	_, err = New(bad, js, nil, nil)
+	if err == nil {
+		t.Fatal("negative settings accepted")
+	}
+	for _, field := range []string{"Durable", "MaxInFlight -1", "MaxAckPending -2", "Concurrency -3", "Timeout -1s", "FreshnessWait -1s",
+		"Breaker.Failures -1", "Breaker.OpenFor -1s", "Breaker.Probes -1", "MaxBodyBytes -1", "NakDelay -1s", "AckWait -1s", "CubeErrorAttempts -1"} {
+		if !strings.Contains(err.Error(), "Config."+field) {
+			t.Errorf("error does not name %s:\n%v", field, err)
+		}
+	}
+	r, err := New(Config{Routes: rf}, js, nil, nil)
+	if err != nil {
+		t.Fatalf("zero config: %v", err)
+	}
+	if c := r.cfg; c.MaxInFlight != 256 || c.MaxAckPending != 1024 || c.Concurrency != 16 || c.Timeout != 5*time.Second ||
+		c.Breaker.Failures != 5 || c.CubeErrorAttempts != 3 || c.Durable != DefaultDurable {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+}
