@@ -145,34 +145,53 @@ func (b *breaker) retryDelay() time.Duration {
 	return min(max(b.cfg.OpenFor/4, 10*time.Millisecond), time.Second)
 }
 
+// changes returns a channel closed at the next state change.
+func (b *breaker) changes() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.changed
+}
+
+// probeFree reports whether a half-open breaker has a free probe slot.
+func (b *breaker) probeFree() bool {
+	c := b.cb.Counts()
+	return c.Requests-min(c.TotalExclusions, c.Requests) < uint32(b.cfg.Probes)
+}
+
+// waitChange waits until changed is closed, d has passed or ctx ends (its
+// error).
+func waitChange(ctx context.Context, changed <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-changed:
+	case <-t.C:
+	}
+	return nil
+}
+
 // waitReady returns once the breaker would let a request through: at once
 // when closed, after the open period when open, and, while half-open, when
 // a probe slot is free or the state changes. The error is ctx's.
 func (b *breaker) waitReady(ctx context.Context) error {
 	for {
-		b.mu.Lock()
-		changed := b.changed
-		b.mu.Unlock()
+		changed := b.changes()
 		var wait time.Duration
 		switch b.State() {
 		case BreakerClosed:
 			return nil
 		case BreakerHalfOpen:
-			if c := b.cb.Counts(); c.Requests-min(c.TotalExclusions, c.Requests) < uint32(b.cfg.Probes) {
+			if b.probeFree() {
 				return nil
 			}
 			wait = b.cfg.OpenFor // a probe abandoned without outcome changes nothing: look again
 		default:
 			wait = b.retryDelay()
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-changed:
-		case <-t.C:
+		if err := waitChange(ctx, changed, wait); err != nil {
+			return err
 		}
-		t.Stop()
 	}
 }

@@ -185,7 +185,9 @@ type Replayer struct {
 type service struct {
 	spec          *routes.Service
 	durable       string
-	iter          jetstream.MessagesContext // set by Start
+	cons          jetstream.Consumer // set by Start
+	mu            sync.Mutex         // guards iter, replaced while the cube is held
+	iter          jetstream.MessagesContext
 	cube          *target
 	secondary     *target
 	legacy        *target
@@ -387,7 +389,8 @@ func (r *Replayer) Start(ctx context.Context) error {
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
 		if err == nil {
-			s.iter, err = cons.Messages(jetstream.PullMaxMessages(min(r.cfg.MaxInFlight, 512)), jetstream.PullExpiry(natsx.PullExpiry))
+			s.cons = cons
+			s.iter, err = r.messages(cons)
 		}
 		if err != nil {
 			for _, st := range started {
@@ -459,21 +462,40 @@ func ensureStreamExists(ctx context.Context, js jetstream.JetStream, name string
 	return nil
 }
 
+func (r *Replayer) messages(cons jetstream.Consumer) (jetstream.MessagesContext, error) {
+	return cons.Messages(jetstream.PullMaxMessages(min(r.cfg.MaxInFlight, 512)), jetstream.PullExpiry(natsx.PullExpiry))
+}
+
 // consume hands messages to a pool of at most MaxInFlight workers
 // (started as the load needs them; long-lived, so their stacks are grown
 // once, not per message) until ctx ends; then it naks the messages still
-// buffered so that another replayer can take them at once.
+// buffered so that another replayer can take them at once. While the cube's
+// breaker is open it takes no request (hold); while a half-open probe is in
+// flight it waits for its outcome.
 func (r *Replayer) consume(ctx context.Context, s *service) {
+	s.mu.Lock()
 	iter := s.iter
-	defer r.nakBuffered(iter)
+	s.mu.Unlock()
+	defer func() { r.nakBuffered(iter) }()
 	work := make(chan jetstream.Msg)
 	defer close(work) // workers finish their message and exit
 	workers := 0
+	brk := s.cube.breaker
 	for {
-		// While the cube's breaker is open, take no request of this
-		// service: they wait in JetStream until the cube can be asked.
-		if s.cube.breaker.waitReady(ctx) != nil {
-			return
+		changed := brk.changes()
+		switch st := brk.State(); {
+		case st == BreakerOpen:
+			next := r.hold(ctx, s, iter)
+			if next == nil {
+				return
+			}
+			iter = next
+			continue
+		case st == BreakerHalfOpen && !brk.probeFree():
+			if waitChange(ctx, changed, brk.cfg.OpenFor) != nil {
+				return
+			}
+			continue
 		}
 		msg, err := iter.Next()
 		if err != nil {
@@ -523,6 +545,49 @@ func (r *Replayer) work(ctx context.Context, first jetstream.Msg, work <-chan je
 		r.m.inFlight.Inc()
 		r.handle(ctx, msg, p)
 		r.m.inFlight.Dec()
+	}
+}
+
+// hold keeps a service's requests in JetStream while its cube's breaker is
+// open: it stops the iterator from pulling, hands back the messages it had
+// buffered (nak with the breaker's delay, so none waits out AckWait in
+// memory and comes back twice), waits until the breaker lets a probe
+// through and starts a new iterator. It returns nil when ctx ended.
+func (r *Replayer) hold(ctx context.Context, s *service, iter jetstream.MessagesContext) jetstream.MessagesContext {
+	iter.Drain()
+	handed := 0
+	for {
+		msg, err := iter.Next(jetstream.NextMaxWait(2 * time.Second))
+		if err != nil {
+			break
+		}
+		if err := msg.NakWithDelay(s.cube.breaker.retryDelay()); err != nil {
+			r.log.Debug("nak held request", "subject", msg.Subject(), "err", err)
+		}
+		handed++
+	}
+	r.log.Info("cube unavailable: requests wait in JetStream until its breaker lets a probe through", "service", s.spec.Name, "handed_back", handed)
+	for {
+		if s.cube.breaker.waitReady(ctx) != nil {
+			return nil
+		}
+		s.mu.Lock()
+		if ctx.Err() != nil { // Close drains s.iter: never start one after it
+			s.mu.Unlock()
+			return nil
+		}
+		next, err := r.messages(s.cons)
+		if err == nil {
+			s.iter = next
+		}
+		s.mu.Unlock()
+		if err == nil {
+			return next
+		}
+		r.log.Warn("resume consuming legacy requests", "durable", s.durable, "err", err)
+		if waitChange(ctx, nil, time.Second) != nil {
+			return nil
+		}
 	}
 }
 
@@ -603,7 +668,9 @@ func (r *Replayer) Close() {
 	if started {
 		r.cancel()
 		for _, s := range r.services {
+			s.mu.Lock()
 			s.iter.Drain()
+			s.mu.Unlock()
 		}
 		r.loops.Wait()
 		r.wg.Wait()

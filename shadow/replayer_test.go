@@ -570,13 +570,16 @@ func TestCircuitBreakerCubeDown(t *testing.T) {
 		evs = append(evs, event(fmt.Sprintf("down-%d", i), "saju", "/api/saju/chart/{id}", "GET", fmt.Sprintf("/api/saju/chart/%d", i)))
 	}
 	h.publish(evs...) // a backlog: every handler starts at once
-	r, _ := h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", cube.URL), Breaker: BreakerConfig{Failures: 3, OpenFor: openFor}})
+	const ackWait = 1500 * time.Millisecond
+	r, _ := h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", cube.URL), Breaker: BreakerConfig{Failures: 3, OpenFor: openFor}, AckWait: ackWait})
 	route := "/api/saju/chart/{id}"
 
-	// Progress first: the breaker opened, a half-open probe failed and
-	// opened it again.
-	eventually(t, 30*time.Second, func() error {
-		if got := counter(t, r.m.breakerChanges.WithLabelValues("saju", "open")); got < 2 {
+	// Progress first: the breaker opened, and half-open probes failed and
+	// opened it again for longer than AckWait (8 × 300ms), so a request
+	// held in the client's buffer instead of JetStream would be redelivered
+	// and replayed twice.
+	eventually(t, 60*time.Second, func() error {
+		if got := counter(t, r.m.breakerChanges.WithLabelValues("saju", "open")); got < 8 {
 			return fmt.Errorf("breaker opened %v times", got)
 		}
 		return nil
@@ -597,9 +600,26 @@ func TestCircuitBreakerCubeDown(t *testing.T) {
 		t.Errorf("breaker closed while the cube is down")
 	}
 
-	cube.setHandler(nil) // the cube is back
+	var mu sync.Mutex
+	answered := map[string]int{}
+	cube.setHandler(func(w http.ResponseWriter, r *http.Request) { // the cube is back
+		mu.Lock()
+		answered[r.URL.Path]++
+		mu.Unlock()
+		fmt.Fprintf(w, `{"path":%q}`, r.URL.Path)
+	})
 	res := h.results(n)
 	h.settled()
+	mu.Lock()
+	for p, c := range answered {
+		if c != 1 {
+			t.Errorf("%s answered %d times after recovery, want once", p, c)
+		}
+	}
+	if len(answered) != n {
+		t.Errorf("%d paths answered after recovery, want %d", len(answered), n)
+	}
+	mu.Unlock()
 	for _, rs := range res {
 		if rs.Cube == nil || rs.Cube.Status != 200 || rs.CubeError != "" {
 			t.Errorf("%s: cube %v error %q, want a real answer", rs.RequestID, rs.Cube, rs.CubeError)
