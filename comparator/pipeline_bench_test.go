@@ -61,6 +61,7 @@ services:
     routes:
       - route: %s
         methods: [POST]
+        replay: always
         compare: {kind: saju, ignore: [$.request_id, $.generated_at, $.id]}
 `, cube.URL, conc, route)))
 	if err != nil {

@@ -1,13 +1,11 @@
 package shadow
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/heal7/shadowcube/internal/routes"
 )
@@ -103,16 +101,18 @@ type jwtClaims struct {
 	Exp int64  `json:"exp"`
 }
 
-var jwtHeaderHS256 = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
-
-// signHS256 returns the compact JWS of claims signed with HMAC-SHA256 (RFC 7519).
-func signHS256(secret []byte, claims jwtClaims) (string, error) {
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		return "", fmt.Errorf("encode jwt claims: %w", err)
+// signHS256 returns the compact JWS of claims signed with HMAC-SHA256
+// (RFC 7519), by golang-jwt. aud stays a single string, as cubes expect.
+func signHS256(secret []byte, c jwtClaims) (string, error) {
+	claims := jwt.MapClaims{"iat": c.Iat, "exp": c.Exp}
+	for k, v := range map[string]string{"iss": c.Iss, "aud": c.Aud, "sub": c.Sub} {
+		if v != "" {
+			claims[k] = v
+		}
 	}
-	signing := jwtHeaderHS256 + "." + base64.RawURLEncoding.EncodeToString(payload)
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(signing))
-	return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), nil
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	if err != nil {
+		return "", fmt.Errorf("sign jwt: %w", err)
+	}
+	return tok, nil
 }

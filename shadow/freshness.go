@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +19,9 @@ import (
 // watcher and lets any number of in-flight requests wait on them.
 type watermarks struct {
 	log *slog.Logger
+	// waiting counts the waits blocked now; rewaits the times a blocked
+	// wait saw a change that did not release it (tests wait on both).
+	waiting, rewaits atomic.Int64
 
 	mu      sync.Mutex
 	marks   map[string]time.Time // KV key → CommitTime
@@ -59,6 +63,8 @@ func (w *watermarks) wait(ctx context.Context, key string, t time.Time, max time
 	}
 	timer := time.NewTimer(max)
 	defer timer.Stop()
+	w.waiting.Add(1)
+	defer w.waiting.Add(-1)
 	for {
 		select {
 		case <-changed:
@@ -66,6 +72,7 @@ func (w *watermarks) wait(ctx context.Context, key string, t time.Time, max time
 			if !mark.Before(t) {
 				return mark, false, nil
 			}
+			w.rewaits.Add(1)
 		case <-timer.C:
 			mark, _ = w.get(key)
 			return mark, mark.Before(t), nil

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -64,45 +65,40 @@ func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg, p *progress) {
 		r.ack(msg, log)
 		return
 	}
-	route, outcome := svc.resolve(&ev)
-	routeLabel := "-"
-	if route != nil {
-		routeLabel = route.Route
-	}
-	if outcome == "" {
-		outcome = r.policy(&ev, route)
-	}
-	if outcome != "" {
-		r.m.replays.WithLabelValues(ev.Service, routeLabel, outcome).Inc()
-		if r.log.Enabled(ctx, slog.LevelDebug) {
-			log().Debug("request not replayed", "outcome", outcome)
-		}
+	route, ok := svc.resolve(&ev)
+	if !ok {
+		r.m.replays.WithLabelValues(ev.Service, "-", outcomeUnknownRoute).Inc()
 		r.ack(msg, log)
+		return
+	}
+	d := r.policy(&ev, route)
+	if d.skip != "" {
+		r.skip(ctx, msg, &ev, route, d, log)
 		return
 	}
 
 	p.start(msg)
 	defer p.stop()
-	res, err := r.replay(ctx, svc, route, &ev)
+	res, retry, err := r.replay(ctx, svc, route, &ev, d, delivered(msg))
 	if err != nil { // stopping: let another replayer (or the next start) take it
 		r.nak(msg)
 		return
 	}
-	// The replay is done: store it even if a stop began meanwhile.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := r.publish(pctx, &res); err != nil {
-		r.m.publishFailures.Inc()
-		delay := r.nakDelay(msg)
-		log().Warn("publish shadow result failed; will retry", "err", err, "retry_in", delay)
-		if nerr := msg.NakWithDelay(delay); nerr != nil {
+	if retry > 0 { // the cube cannot answer now: the request waits in JetStream
+		r.m.replays.WithLabelValues(ev.Service, route.Route, outcomeDeferred).Inc()
+		if r.log.Enabled(ctx, slog.LevelDebug) {
+			log().Debug("cube unavailable; request handed back", "retry_in", retry, "breaker", svc.cube.breaker.State().String())
+		}
+		if nerr := msg.NakWithDelay(retry); nerr != nil {
 			log().Warn("nak request", "err", nerr)
 		}
 		return
 	}
-	r.ack(msg, log)
+	if !r.store(ctx, msg, &res, log) {
+		return
+	}
 
-	outcome = outcomeReplayed
+	outcome := outcomeReplayed
 	switch res.CubeError {
 	case "":
 	case ErrTextTimeout:
@@ -112,22 +108,77 @@ func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg, p *progress) {
 	default:
 		outcome = outcomeCubeError
 	}
-	r.m.replays.WithLabelValues(ev.Service, routeLabel, outcome).Inc()
-	r.m.latency.WithLabelValues(ev.Service, routeLabel, "legacy").Observe(ev.Response.Latency.Seconds())
+	r.m.replays.WithLabelValues(ev.Service, route.Route, outcome).Inc()
+	r.m.latency.WithLabelValues(ev.Service, route.Route, "legacy").Observe(ev.Response.Latency.Seconds())
 	if res.Cube != nil {
-		r.m.latency.WithLabelValues(ev.Service, routeLabel, "cube").Observe(res.Cube.Latency.Seconds())
+		r.m.latency.WithLabelValues(ev.Service, route.Route, "cube").Observe(res.Cube.Latency.Seconds())
 	}
 	if res.Secondary != nil {
-		r.m.latency.WithLabelValues(ev.Service, routeLabel, "secondary").Observe(res.Secondary.Latency.Seconds())
+		r.m.latency.WithLabelValues(ev.Service, route.Route, "secondary").Observe(res.Secondary.Latency.Seconds())
+	}
+	if res.LegacyRecheck != nil {
+		r.m.rechecks.WithLabelValues(ev.Service, route.Route, recheckOutcome(&res)).Inc()
 	}
 	if res.Freshness.Stale {
-		r.m.stale.WithLabelValues(ev.Service, routeLabel).Inc()
+		r.m.stale.WithLabelValues(ev.Service, route.Route).Inc()
 	}
 }
 
+// store publishes res and acks msg; when JetStream does not take the
+// result it naks msg with a growing delay and reports false.
+func (r *Replayer) store(ctx context.Context, msg jetstream.Msg, res *schemas.ShadowResult, log func() *slog.Logger) bool {
+	// The replay is done: store it even if a stop began meanwhile.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.publish(pctx, res); err != nil {
+		r.m.publishFailures.Inc()
+		delay := r.nakDelay(msg)
+		log().Warn("publish shadow result failed; will retry", "err", err, "retry_in", delay)
+		if nerr := msg.NakWithDelay(delay); nerr != nil {
+			log().Warn("nak request", "err", nerr)
+		}
+		return false
+	}
+	r.ack(msg, log)
+	return true
+}
+
+// skip counts a request the policy does not replay and, unless it was
+// sampled out, stores a result with Skipped set (no cube answer) so the
+// comparator counts it; the Nats-Msg-Id is the request id as for replays.
+func (r *Replayer) skip(ctx context.Context, msg jetstream.Msg, ev *schemas.RequestEvent, rt *routes.Route, d decision, log func() *slog.Logger) {
+	if r.log.Enabled(ctx, slog.LevelDebug) {
+		log().Debug("request not replayed", "reason", d.skip)
+	}
+	if d.skip == SkipSampled { // a volume decision, not a policy one: no result
+		r.m.skipped.WithLabelValues(ev.Service, rt.Route, d.skip).Inc()
+		r.m.replays.WithLabelValues(ev.Service, rt.Route, outcomeSkipped).Inc()
+		r.ack(msg, log)
+		return
+	}
+	res := newResult(ev, rt)
+	res.Skipped = d.skip
+	res.Operation = d.operation
+	res.ReplayedAt = r.cfg.Now().UTC()
+	if !r.store(ctx, msg, &res, log) {
+		return
+	}
+	r.m.skipped.WithLabelValues(ev.Service, rt.Route, d.skip).Inc()
+	r.m.replays.WithLabelValues(ev.Service, rt.Route, outcomeSkipped).Inc()
+}
+
+// delivered is the message's delivery count (1 on the first delivery).
+func delivered(msg jetstream.Msg) uint64 {
+	if md, err := msg.Metadata(); err == nil {
+		return md.NumDelivered
+	}
+	return 1
+}
+
 // resolve finds the route of a captured request: the template the capture
-// recorded, else the template its path matches.
-func (s *service) resolve(ev *schemas.RequestEvent) (*routes.Route, string) {
+// recorded, else the template its path matches. A route whose methods do not
+// list the request's method is returned with ok (the policy skips it).
+func (s *service) resolve(ev *schemas.RequestEvent) (*routes.Route, bool) {
 	for i := range s.spec.Routes {
 		rt := &s.spec.Routes[i]
 		if rt.Route != ev.Route {
@@ -135,45 +186,71 @@ func (s *service) resolve(ev *schemas.RequestEvent) (*routes.Route, string) {
 		}
 		if len(rt.Methods) > 0 && !slices.Contains(rt.Methods, ev.Method) {
 			if m, ok := s.spec.Match(ev.Method, ev.Path); ok {
-				return m, ""
+				return m, true
 			}
-			return rt, outcomeSkipMethod
 		}
-		return rt, ""
+		return rt, true
 	}
-	if m, ok := s.spec.Match(ev.Method, ev.Path); ok {
-		return m, ""
-	}
-	return nil, outcomeUnknownRoute
+	return s.spec.Match(ev.Method, ev.Path)
 }
 
-// policy applies the route's replay policy and, to imported traffic, its
-// sampling; "" means replay.
-func (r *Replayer) policy(ev *schemas.RequestEvent, rt *routes.Route) string {
-	if rt.Replay == routes.ReplayIdempotentOnly && !idempotent(ev) {
-		return outcomeSkipPolicy
-	}
+// Reasons a request is not replayed: ShadowResult.Skipped and the reason
+// label of shadowcube_shadow_skipped_total.
+const (
+	// SkipLegacyUnauthorized: legacy answered 401 or 403. The request
+	// would run on the cube with the shadow principal's credentials, not
+	// the client's, so it is never replayed, whatever the policy.
+	SkipLegacyUnauthorized = "legacy-unauthorized"
+	// SkipWrite: the route replays reads only (reads, the default, or
+	// idempotent-only) and the request is a write.
+	SkipWrite = "write"
+	// SkipNever: the route's policy is never.
+	SkipNever = "never"
+	// SkipMethod: the route's methods do not list the request's method.
+	SkipMethod = "method"
+	// SkipTruncated: the captured body was cut at the capture limit, so
+	// the request cannot be replayed faithfully.
+	SkipTruncated = "body-truncated"
+	// SkipSampled: imported traffic sampled out by the route's sample
+	// share; counted, but no result is stored.
+	SkipSampled = "sampled-out"
+)
+
+// decision is what the policy makes of one request.
+type decision struct {
+	skip      string // "" = replay
+	read      bool   // side-effect free (by method or the route's classifier)
+	dry       bool   // send X-Shadow-Request: 1
+	operation string // the route's operation key
+}
+
+// policy applies the route's methods, its sampling (imported traffic
+// only), the credentials rule (never replay what legacy refused with
+// 401/403), the replay policy against the request's read/write class, and
+// the capture limit.
+func (r *Replayer) policy(ev *schemas.RequestEvent, rt *routes.Route) decision {
+	d := decision{operation: rt.OperationKeyOf(ev.Method, ev.Query, ev.Body), dry: rt.Replay == routes.ReplayDryRun}
+	d.read, _ = rt.Classify(ev.Method, ev.Query, ev.Body)
+	switch {
+	case len(rt.Methods) > 0 && !slices.Contains(rt.Methods, ev.Method):
+		d.skip = SkipMethod
 	// The tap and the middleware already sampled at capture with the same
 	// route setting (by user); sampling again would square the share. Only
 	// imported traffic is sampled here.
-	if ev.Source == schemas.SourceImport && !sampled(ev.ID, rt.Sample) {
-		return outcomeSkipSample
+	case ev.Source == schemas.SourceImport && !sampled(ev.ID, rt.Sample):
+		d.skip = SkipSampled
+	case ev.Response.Status == http.StatusUnauthorized || ev.Response.Status == http.StatusForbidden:
+		d.skip = SkipLegacyUnauthorized
+	case rt.Replay == routes.ReplayNever:
+		d.skip = SkipNever
+	case !d.read && !rt.ReplaysWrites():
+		// An Idempotency-Key makes a retry safe on the same server; it does
+		// not make a write safe to run on a shadow.
+		d.skip = SkipWrite
+	case ev.BodyTruncated:
+		d.skip = SkipTruncated
 	}
-	if ev.BodyTruncated {
-		return outcomeSkipTrunc
-	}
-	return ""
-}
-
-// idempotent reports whether a request may be replayed on an idempotent-only
-// route: GET and HEAD, or any method the client marked with an
-// Idempotency-Key header.
-func idempotent(ev *schemas.RequestEvent) bool {
-	switch ev.Method {
-	case http.MethodGet, http.MethodHead:
-		return true
-	}
-	return ev.Headers.Get("Idempotency-Key") != ""
+	return d
 }
 
 // sampled decides by a hash of the request id, so every replayer (and every
@@ -196,9 +273,9 @@ func sampled(id string, rate float64) bool {
 	return float64(x>>11)/(1<<53) < rate
 }
 
-// replay waits for freshness, then replays ev to the cube and (in parallel)
-// the secondary. The only error is errShutdown.
-func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, ev *schemas.RequestEvent) (schemas.ShadowResult, error) {
+// newResult is the result skeleton of a request: the request (its answer
+// reduced to status and latency) and the legacy answer.
+func newResult(ev *schemas.RequestEvent, rt *routes.Route) schemas.ShadowResult {
 	res := schemas.ShadowResult{
 		V:         schemas.Version,
 		RequestID: ev.ID,
@@ -209,59 +286,126 @@ func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, e
 	}
 	// The legacy answer travels once, as Legacy.
 	res.Request.Response = schemas.HTTPResponse{Status: ev.Response.Status, Latency: ev.Response.Latency}
+	return res
+}
+
+// replay waits for freshness, then replays ev to the cube and (in parallel)
+// the secondary, and asks legacy again when a read's cube answer differs
+// from the captured one. retry > 0 means the cube could not be asked or
+// gave no real answer: the request goes back to JetStream for that long.
+// The only error is errShutdown.
+func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, ev *schemas.RequestEvent, d decision, delivered uint64) (res schemas.ShadowResult, retry time.Duration, err error) {
+	if svc.cube.breaker.State() == BreakerOpen {
+		return res, svc.cube.breaker.retryDelay(), nil
+	}
+	res = newResult(ev, rt)
+	res.Operation = d.operation
 	if svc.watermarkKey != "" {
 		start := time.Now()
+		waiting := r.m.freshnessWaiting.WithLabelValues(ev.Service)
+		waiting.Inc()
 		mark, stale, err := r.marks.wait(ctx, svc.watermarkKey, ev.CapturedAt, svc.freshnessWait)
+		waiting.Dec()
 		if err != nil {
-			return res, errShutdown
+			return res, 0, errShutdown
 		}
 		waited := time.Since(start)
 		res.Freshness = schemas.Freshness{Target: svc.spec.SyncTarget, Watermark: mark, Waited: waited, Stale: stale}
 		r.m.freshnessWait.WithLabelValues(ev.Service).Observe(waited.Seconds())
 	}
-	dry := rt.Replay == routes.ReplayDryRun
 	var wg sync.WaitGroup
 	var secErr error
 	if svc.secondary != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res.Secondary, res.SecondaryError, secErr = r.call(ctx, svc.secondary, ev, dry)
+			var c callResult
+			c, secErr = r.call(ctx, svc.secondary, ev, d.dry, 0)
+			res.Secondary, res.SecondaryError = c.resp, c.errText
 		}()
 	}
-	var err error
-	res.Cube, res.CubeError, err = r.call(ctx, svc.cube, ev, dry)
+	cube, err := r.call(ctx, svc.cube, ev, d.dry, delivered)
 	wg.Wait()
 	if err != nil || secErr != nil {
-		return res, errShutdown
+		return res, 0, errShutdown
+	}
+	if cube.retry > 0 {
+		return res, cube.retry, nil
+	}
+	res.Cube, res.CubeError = cube.resp, cube.errText
+	if d.read && svc.legacy != nil && res.Cube != nil && !sameAnswer(res.Cube, &ev.Response) {
+		// A read whose answer moved on since capture: legacy's answer now
+		// tells a data change from a cube fault.
+		c, err := r.call(ctx, svc.legacy, ev, false, 0)
+		if err != nil {
+			return res, 0, errShutdown
+		}
+		res.LegacyRecheck = c.resp
+		if c.errText != "" {
+			r.m.rechecks.WithLabelValues(ev.Service, rt.Route, "error").Inc()
+		}
 	}
 	res.ReplayedAt = r.cfg.Now().UTC()
-	return res, nil
+	return res, 0, nil
 }
 
-// call sends one replay to t. It returns the answer, or the error text for
-// the result; the error is errShutdown only.
-func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent, dry bool) (*schemas.HTTPResponse, string, error) {
+// sameAnswer reports whether two answers have the same status and body bytes.
+func sameAnswer(a, b *schemas.HTTPResponse) bool {
+	return a.Status == b.Status && bytes.Equal(a.Body, b.Body)
+}
+
+// recheckOutcome labels a recheck: moved-on when legacy now answers as the
+// cube did, else differs.
+func recheckOutcome(res *schemas.ShadowResult) string {
+	if sameAnswer(res.LegacyRecheck, res.Cube) {
+		return "moved-on"
+	}
+	return "differs"
+}
+
+// callResult is the outcome of one call: an answer, an error text for the
+// result, or, for a deferring call (the cube), a delay after which the
+// request should be offered again because the target gave no real answer.
+type callResult struct {
+	resp    *schemas.HTTPResponse
+	errText string
+	retry   time.Duration
+}
+
+// call sends one replay to t. delivered > 0 makes the call deferring (the
+// cube): while the breaker turns requests away, or the target fails without
+// a real answer (transport error, 502/503/504) before it proved healthy or
+// before the request's CubeErrorAttempts-th delivery, or times out outside
+// a healthy period, it returns a retry delay instead of an error text. The
+// error is errShutdown only.
+func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent, dry bool, delivered uint64) (callResult, error) {
 	select {
 	case t.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, "", errShutdown
+		return callResult{}, errShutdown
 	}
 	defer func() { <-t.sem }()
+	deferring := delivered > 0
 	// Asked only now, right before sending: requests queued behind the
 	// concurrency limit must see a breaker that opened meanwhile.
-	ok, probe := t.breaker.allow()
+	healthy := t.breaker.healthy.Load()
+	done, ok := t.breaker.allow()
 	if !ok {
-		return nil, ErrTextCircuitOpen, nil
+		if deferring {
+			return callResult{retry: t.breaker.retryDelay()}, nil
+		}
+		return callResult{errText: ErrTextCircuitOpen}, nil
 	}
-	if err := t.bucket.wait(ctx); err != nil {
-		t.breaker.cancel(probe)
-		return nil, "", errShutdown
+	if t.limiter != nil {
+		if err := t.limiter.Wait(ctx); err != nil {
+			done(errCanceled)
+			return callResult{}, errShutdown
+		}
 	}
 	req, err := r.newRequest(ctx, t, ev, dry)
 	if err != nil {
-		t.breaker.cancel(probe)
-		return nil, err.Error(), nil
+		done(errCanceled)
+		return callResult{errText: err.Error()}, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
@@ -276,19 +420,52 @@ func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent
 		if err == nil {
 			out := &schemas.HTTPResponse{Status: resp.StatusCode, Headers: resp.Header, Body: body, BodyTruncated: truncated, Latency: time.Since(start)}
 			r.cfg.Redact.Response(out) // no Set-Cookie or redacted field may reappear in SHADOW_RESULTS, the DLQ or the store
-			t.breaker.done(probe, !unavailable(resp.StatusCode))
-			return out, "", nil
+			if !unavailable(resp.StatusCode) {
+				done(nil)
+				t.breaker.healthy.Store(true)
+				return callResult{resp: out}, nil
+			}
+			done(errFailed)
+			if deferring && !r.recordFailure(t, healthy, delivered, true) {
+				return callResult{retry: r.failureDelay(t, delivered)}, nil
+			}
+			return callResult{resp: out}, nil
 		}
 	}
 	if ctx.Err() != nil {
-		t.breaker.cancel(probe)
-		return nil, "", errShutdown
+		done(errCanceled)
+		return callResult{}, errShutdown
 	}
-	t.breaker.done(probe, false)
-	if rctx.Err() != nil || isTimeout(err) {
-		return nil, ErrTextTimeout, nil
+	done(errFailed)
+	timeout := rctx.Err() != nil || isTimeout(err)
+	if deferring && !r.recordFailure(t, healthy, delivered, !timeout) {
+		return callResult{retry: r.failureDelay(t, delivered)}, nil
 	}
-	return nil, transportError(err), nil
+	if timeout {
+		return callResult{errText: ErrTextTimeout}, nil
+	}
+	return callResult{errText: transportError(err)}, nil
+}
+
+// recordFailure decides whether a failed call to a deferring target is the
+// target's answer: only within a healthy period (a real answer since the
+// breaker last opened, and this failure did not open it), and, for
+// failures without a real answer, on the CubeErrorAttempts-th delivery.
+func (r *Replayer) recordFailure(t *target, healthyBefore bool, delivered uint64, needAttempts bool) bool {
+	if !healthyBefore || t.breaker.State() != BreakerClosed {
+		return false
+	}
+	return !needAttempts || delivered >= uint64(r.cfg.CubeErrorAttempts)
+}
+
+// failureDelay is the redelivery delay of a request handed back after a
+// failure: the breaker's while it turns requests away, else the nak delay
+// growing with the delivery count.
+func (r *Replayer) failureDelay(t *target, delivered uint64) time.Duration {
+	if t.breaker.State() != BreakerClosed {
+		return t.breaker.retryDelay()
+	}
+	return min(r.cfg.NakDelay*time.Duration(min(max(delivered, 1), 30)), 30*time.Second)
 }
 
 // newRequest builds the replay: the captured method, path, query, body and
@@ -296,8 +473,14 @@ func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent
 // credentials and, for dry-run routes, X-Shadow-Request: 1.
 func (r *Replayer) newRequest(ctx context.Context, t *target, ev *schemas.RequestEvent, dry bool) (*http.Request, error) {
 	u := *t.base
-	u.Path = strings.TrimSuffix(u.Path, "/") + ev.Path
+	prefix := strings.TrimSuffix(u.Path, "/")
+	u.Path = prefix + ev.Path
 	u.RawPath = ""
+	// Dot segments are resolved by the cube's server: the replay must stay
+	// under the cube's prefix once they are (no /prefix/../admin).
+	if !strings.HasPrefix(ev.Path, "/") || !under(path.Clean(u.Path), prefix) {
+		return nil, fmt.Errorf("build replay of %s %q: the path leaves the cube's base path %q", ev.Method, ev.Path, prefix+"/")
+	}
 	u.RawQuery = ev.Query
 	var body io.Reader
 	if len(ev.Body) > 0 {
@@ -335,6 +518,11 @@ func (r *Replayer) newRequest(ctx context.Context, t *target, ev *schemas.Reques
 		req.Header.Set("Traceparent", ev.TraceParent)
 	}
 	return req, nil
+}
+
+// under reports whether the clean path p is dir or below it.
+func under(p, dir string) bool {
+	return dir == "" || p == dir || strings.HasPrefix(p, dir+"/")
 }
 
 // readBody reads at most limit bytes (sized up front when the length is

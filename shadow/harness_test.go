@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -256,8 +257,14 @@ type cubeServer struct {
 
 func newCube(t *testing.T, name string) *cubeServer {
 	t.Helper()
+	return newCubeAt(t, name, "")
+}
+
+// newCubeAt starts a cubeServer listening on addr ("" = a free port).
+func newCubeAt(t *testing.T, name, addr string) *cubeServer {
+	t.Helper()
 	c := &cubeServer{name: name}
-	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		c.mu.Lock()
 		c.got = append(c.got, seen{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(body)})
@@ -270,6 +277,15 @@ func newCube(t *testing.T, name string) *cubeServer {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"from":%q,"path":%q}`, c.name, r.URL.Path)
 	}))
+	if addr != "" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("cube %s: listen on %s: %v", name, addr, err)
+		}
+		c.Server.Listener.Close()
+		c.Server.Listener = l
+	}
+	c.Server.Start()
 	t.Cleanup(c.Close)
 	return c
 }

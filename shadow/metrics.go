@@ -10,35 +10,44 @@ import (
 // Outcomes of one request message, the outcome label of
 // shadowcube_shadow_replays_total.
 const (
-	outcomeReplayed     = "replayed"       // the cube answered (any status)
-	outcomeCubeError    = "cube-error"     // transport error (connection refused, reset, ...)
-	outcomeTimeout      = "timeout"        // the cube did not answer within the timeout
-	outcomeCircuitOpen  = "circuit-open"   // not sent: the target's breaker is open
-	outcomeSkipPolicy   = "skip-policy"    // idempotent-only route, non-idempotent method
-	outcomeSkipSample   = "skip-sample"    // sampled out
-	outcomeSkipMethod   = "skip-method"    // method not listed for the route
-	outcomeSkipTrunc    = "skip-truncated" // captured body was truncated: cannot replay faithfully
+	outcomeReplayed     = "replayed"     // the cube answered (any status)
+	outcomeCubeError    = "cube-error"   // transport error (connection refused, reset, ...)
+	outcomeTimeout      = "timeout"      // the cube did not answer within the timeout
+	outcomeCircuitOpen  = "circuit-open" // not sent: the target's breaker is open (secondary)
+	outcomeDeferred     = "deferred"     // the cube gave no real answer: handed back to JetStream
+	outcomeSkipped      = "skipped"      // not replayed by policy: skipped_total has the reason
 	outcomeUnknownSvc   = "unknown-service"
 	outcomeUnknownRoute = "unknown-route"
 	outcomeDeadLetter   = "dead-letter" // undecodable message, sent to dlq.shadow
 )
 
 type metrics struct {
-	replays         *prometheus.CounterVec
-	latency         *prometheus.HistogramVec
-	breakerState    *prometheus.GaugeVec
-	breakerChanges  *prometheus.CounterVec
-	stale           *prometheus.CounterVec
-	freshnessWait   *prometheus.HistogramVec
-	inFlight        prometheus.Gauge
-	publishFailures prometheus.Counter
+	replays          *prometheus.CounterVec
+	skipped          *prometheus.CounterVec
+	rechecks         *prometheus.CounterVec
+	latency          *prometheus.HistogramVec
+	breakerState     *prometheus.GaugeVec
+	breakerChanges   *prometheus.CounterVec
+	stale            *prometheus.CounterVec
+	freshnessWait    *prometheus.HistogramVec
+	freshnessWaiting *prometheus.GaugeVec
+	inFlight         prometheus.Gauge
+	publishFailures  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shadowcube_shadow_replays_total",
-			Help: "Captured requests handled by the shadow replayer, by service, route template and outcome (replayed, cube-error, timeout, circuit-open, skip-*, unknown-*, dead-letter).",
+			Help: "Captured requests handled by the shadow replayer, by service, route template and outcome (replayed, cube-error, timeout, deferred, skipped, unknown-*, dead-letter).",
+		}, []string{"service", "route", "outcome"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_shadow_skipped_total",
+			Help: "Captured requests not replayed, by service, route template and reason (write, legacy-unauthorized, never, method, body-truncated, sampled-out).",
+		}, []string{"service", "route", "reason"}),
+		rechecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowcube_shadow_legacy_rechecks_total",
+			Help: "Reads whose cube answer differed from the captured one, asked again of legacy_url: moved-on (legacy now answers as the cube), differs, error.",
 		}, []string{"service", "route", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "shadowcube_shadow_replay_seconds",
@@ -62,6 +71,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time replays waited for the cube's sync watermark to pass the capture time.",
 			Buckets: []float64{0, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"service"}),
+		freshnessWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shadowcube_shadow_freshness_waiting",
+			Help: "Requests held at the freshness barrier now, waiting for their cube's sync watermark.",
+		}, []string{"service"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shadowcube_shadow_in_flight",
 			Help: "Request messages being handled (waiting for freshness, replaying or publishing).",
@@ -71,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Results JetStream did not acknowledge; the request is nak'ed and replayed later.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.replays, m.latency, m.breakerState, m.breakerChanges, m.stale, m.freshnessWait, m.inFlight, m.publishFailures} {
+	for _, c := range []prometheus.Collector{m.replays, m.skipped, m.rechecks, m.latency, m.breakerState, m.breakerChanges, m.stale, m.freshnessWait, m.freshnessWaiting, m.inFlight, m.publishFailures} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

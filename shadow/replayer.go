@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/redact"
@@ -66,6 +67,11 @@ type Config struct {
 	// credentials (os.LookupEnv in the binary). Required when a service has
 	// credentials.
 	LookupEnv func(string) (string, bool)
+	// CubeErrorAttempts is the delivery of a request on which a transport
+	// error or a 502/503/504 from a healthy cube is finally recorded as the
+	// cube's answer; earlier ones hand the request back to JetStream to be
+	// replayed again. Default 3.
+	CubeErrorAttempts int
 	// Transport sends the replays. Default: an http.Transport sized for the
 	// targets' concurrency.
 	Transport http.RoundTripper
@@ -74,6 +80,87 @@ type Config struct {
 	// Redact sanitises every answer (cube, secondary) before it is published
 	// or stored, with the tap's rules (nil: the default rules).
 	Redact *redact.Rules
+}
+
+// validate rejects negative settings and malformed names in one error that
+// names every bad field; zero means the default.
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(field string, v any, want string) {
+		errs = append(errs, fmt.Errorf("shadow: Config.%s %v: %s", field, v, want))
+	}
+	if strings.ContainsAny(c.Durable, ".*> \t") {
+		bad("Durable", fmt.Sprintf("%q", c.Durable), "must not contain '.', '*', '>' or whitespace")
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxInFlight", int64(c.MaxInFlight)},
+		{"MaxAckPending", int64(c.MaxAckPending)},
+		{"Concurrency", int64(c.Concurrency)},
+		{"Breaker.Failures", int64(c.Breaker.Failures)},
+		{"Breaker.Probes", int64(c.Breaker.Probes)},
+		{"MaxBodyBytes", c.MaxBodyBytes},
+		{"CubeErrorAttempts", int64(c.CubeErrorAttempts)},
+	} {
+		if f.v < 0 {
+			bad(f.name, f.v, "must be ≥ 0 (0 = default)")
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"Timeout", c.Timeout},
+		{"FreshnessWait", c.FreshnessWait},
+		{"Breaker.OpenFor", c.Breaker.OpenFor},
+		{"NakDelay", c.NakDelay},
+		{"AckWait", c.AckWait},
+	} {
+		if f.v < 0 {
+			bad(f.name, f.v, "must be ≥ 0 (0 = default)")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// defaults fills zero settings with their defaults.
+func (c *Config) defaults() {
+	if c.Durable == "" {
+		c.Durable = DefaultDurable
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 256
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = 4 * c.MaxInFlight
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.FreshnessWait == 0 {
+		c.FreshnessWait = 10 * time.Second
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.NakDelay == 0 {
+		c.NakDelay = time.Second
+	}
+	if c.CubeErrorAttempts == 0 {
+		c.CubeErrorAttempts = 3
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.LookupEnv == nil {
+		c.LookupEnv = func(string) (string, bool) { return "", false }
+	}
+	c.Breaker.defaults()
 }
 
 // Replayer replays captured requests to the cubes. Start it once; Close
@@ -96,14 +183,18 @@ type Replayer struct {
 	closed  bool
 }
 
-// service is one routes-file service with its cube target and optional
-// secondary (noise baseline) target.
+// service is one routes-file service with its cube target, optional
+// secondary (noise baseline) target and optional legacy target (asked again
+// when a read's cube answer differs from the captured one).
 type service struct {
 	spec          *routes.Service
 	durable       string
-	iter          jetstream.MessagesContext // set by Start
+	cons          jetstream.Consumer // set by Start
+	mu            sync.Mutex         // guards iter, replaced while the cube is held
+	iter          jetstream.MessagesContext
 	cube          *target
 	secondary     *target
+	legacy        *target
 	watermarkKey  string // "" = no freshness barrier
 	freshnessWait time.Duration
 }
@@ -114,7 +205,7 @@ type target struct {
 	base    *url.URL
 	timeout time.Duration
 	sem     chan struct{}
-	bucket  *tokenBucket
+	limiter *rate.Limiter // nil: no rate limit
 	breaker *breaker
 	headers http.Header // set (non-empty) or removed (empty) on every replay
 	creds   credentials
@@ -136,43 +227,10 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	if cfg.Durable == "" {
-		cfg.Durable = DefaultDurable
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if strings.ContainsAny(cfg.Durable, ".*> \t") {
-		return nil, fmt.Errorf("shadow: durable name %q must not contain '.', '*', '>' or whitespace", cfg.Durable)
-	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 256
-	}
-	if cfg.MaxAckPending <= 0 {
-		cfg.MaxAckPending = 4 * cfg.MaxInFlight
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
-	}
-	if cfg.FreshnessWait < 0 {
-		return nil, fmt.Errorf("shadow: freshness wait %v must be ≥ 0", cfg.FreshnessWait)
-	}
-	if cfg.FreshnessWait == 0 {
-		cfg.FreshnessWait = 10 * time.Second
-	}
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 1 << 20
-	}
-	if cfg.NakDelay <= 0 {
-		cfg.NakDelay = time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.LookupEnv == nil {
-		cfg.LookupEnv = func(string) (string, bool) { return "", false }
-	}
-	cfg.Breaker.defaults()
+	cfg.defaults()
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -192,8 +250,10 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 		maxWait = max(maxWait, s.freshnessWait)
 		maxTimeout = max(maxTimeout, s.cube.timeout)
 		totalConc += cap(s.cube.sem)
-		if s.secondary != nil {
-			totalConc += cap(s.secondary.sem)
+		for _, t := range []*target{s.secondary, s.legacy} {
+			if t != nil {
+				totalConc += cap(t.sem)
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -252,6 +312,12 @@ func (r *Replayer) newService(spec *routes.Service) (*service, error) {
 			return nil, err
 		}
 	}
+	if spec.LegacyURL != "" {
+		// No service credentials and no header rewrites: those are the cube's.
+		if s.legacy, err = r.newTarget(spec.Name+"/legacy", spec.LegacyURL, timeout, conc, 0); err != nil {
+			return nil, err
+		}
+	}
 	if spec.SyncTarget != "" {
 		s.watermarkKey = schemas.WatermarkKey(spec.SyncTarget)
 		s.freshnessWait = spec.FreshnessWait.D()
@@ -262,15 +328,19 @@ func (r *Replayer) newService(spec *routes.Service) (*service, error) {
 	return s, nil
 }
 
-func (r *Replayer) newTarget(name, rawURL string, timeout time.Duration, conc int, rate float64) (*target, error) {
+func (r *Replayer) newTarget(name, rawURL string, timeout time.Duration, conc int, perSecond float64) (*target, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("shadow: target %s: %q is not an http(s) URL", name, rawURL)
 	}
-	t := &target{name: name, base: u, timeout: timeout, sem: make(chan struct{}, conc), bucket: newTokenBucket(rate, r.cfg.Now)}
+	t := &target{name: name, base: u, timeout: timeout, sem: make(chan struct{}, conc)}
+	if perSecond > 0 {
+		// At most a tenth of a second of requests at once.
+		t.limiter = rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond/10)))
+	}
 	gauge := r.m.breakerState.WithLabelValues(name)
 	gauge.Set(float64(BreakerClosed))
-	t.breaker = newBreaker(r.cfg.Breaker, r.cfg.Now, func(s BreakerState) {
+	t.breaker = newBreaker(name, r.cfg.Breaker, func(s BreakerState) {
 		gauge.Set(float64(s))
 		r.m.breakerChanges.WithLabelValues(name, s.String()).Inc()
 		lvl := slog.LevelInfo
@@ -323,7 +393,8 @@ func (r *Replayer) Start(ctx context.Context) error {
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
 		if err == nil {
-			s.iter, err = cons.Messages(jetstream.PullMaxMessages(min(r.cfg.MaxInFlight, 512)), jetstream.PullExpiry(natsx.PullExpiry))
+			s.cons = cons
+			s.iter, err = r.messages(cons)
 		}
 		if err != nil {
 			for _, st := range started {
@@ -376,17 +447,41 @@ func (r *Replayer) setup(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
+func (r *Replayer) messages(cons jetstream.Consumer) (jetstream.MessagesContext, error) {
+	return cons.Messages(jetstream.PullMaxMessages(min(r.cfg.MaxInFlight, 512)), jetstream.PullExpiry(natsx.PullExpiry))
+}
+
 // consume hands messages to a pool of at most MaxInFlight workers
 // (started as the load needs them; long-lived, so their stacks are grown
 // once, not per message) until ctx ends; then it naks the messages still
-// buffered so that another replayer can take them at once.
+// buffered so that another replayer can take them at once. While the cube's
+// breaker is open it takes no request (hold); while a half-open probe is in
+// flight it waits for its outcome.
 func (r *Replayer) consume(ctx context.Context, s *service) {
+	s.mu.Lock()
 	iter := s.iter
-	defer r.nakBuffered(iter)
+	s.mu.Unlock()
+	defer func() { r.nakBuffered(iter) }()
 	work := make(chan jetstream.Msg)
 	defer close(work) // workers finish their message and exit
 	workers := 0
+	brk := s.cube.breaker
 	for {
+		changed := brk.changes()
+		switch st := brk.State(); {
+		case st == BreakerOpen:
+			next := r.hold(ctx, s, iter)
+			if next == nil {
+				return
+			}
+			iter = next
+			continue
+		case st == BreakerHalfOpen && !brk.probeFree():
+			if waitChange(ctx, changed, brk.cfg.OpenFor) != nil {
+				return
+			}
+			continue
+		}
 		msg, err := iter.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
@@ -435,6 +530,49 @@ func (r *Replayer) work(ctx context.Context, first jetstream.Msg, work <-chan je
 		r.m.inFlight.Inc()
 		r.handle(ctx, msg, p)
 		r.m.inFlight.Dec()
+	}
+}
+
+// hold keeps a service's requests in JetStream while its cube's breaker is
+// open: it stops the iterator from pulling, hands back the messages it had
+// buffered (nak with the breaker's delay, so none waits out AckWait in
+// memory and comes back twice), waits until the breaker lets a probe
+// through and starts a new iterator. It returns nil when ctx ended.
+func (r *Replayer) hold(ctx context.Context, s *service, iter jetstream.MessagesContext) jetstream.MessagesContext {
+	iter.Drain()
+	handed := 0
+	for {
+		msg, err := iter.Next(jetstream.NextMaxWait(2 * time.Second))
+		if err != nil {
+			break
+		}
+		if err := msg.NakWithDelay(s.cube.breaker.retryDelay()); err != nil {
+			r.log.Debug("nak held request", "subject", msg.Subject(), "err", err)
+		}
+		handed++
+	}
+	r.log.Info("cube unavailable: requests wait in JetStream until its breaker lets a probe through", "service", s.spec.Name, "handed_back", handed)
+	for {
+		if s.cube.breaker.waitReady(ctx) != nil {
+			return nil
+		}
+		s.mu.Lock()
+		if ctx.Err() != nil { // Close drains s.iter: never start one after it
+			s.mu.Unlock()
+			return nil
+		}
+		next, err := r.messages(s.cons)
+		if err == nil {
+			s.iter = next
+		}
+		s.mu.Unlock()
+		if err == nil {
+			return next
+		}
+		r.log.Warn("resume consuming legacy requests", "durable", s.durable, "err", err)
+		if waitChange(ctx, nil, time.Second) != nil {
+			return nil
+		}
 	}
 }
 
@@ -515,7 +653,9 @@ func (r *Replayer) Close() {
 	if started {
 		r.cancel()
 		for _, s := range r.services {
+			s.mu.Lock()
 			s.iter.Drain()
+			s.mu.Unlock()
 		}
 		r.loops.Wait()
 		r.wg.Wait()

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ services:
     routes:
       - route: /api/saju/chart
         methods: [GET, POST]
+        replay: always
       - route: /api/saju/chart/{id}
         methods: [GET]
 `
@@ -124,18 +126,38 @@ services:
     cube_url: CUBE
     routes:
       - route: /always
+        replay: always
+      - route: /reads
       - route: /idem
         replay: idempotent-only
       - route: /dry
         replay: dry-run
+      - route: /never
+        replay: never
       - route: /getonly
         methods: [GET]
-      - route: /never
+      - route: /sampled
         sample: 0
       - route: /half
         sample: 0.5
+      - route: /graphql
+        classify: {graphql: true}
+        operation: graphql
+      - route: /graphql-dry
+        replay: dry-run
+        classify: {graphql: true}
+        operation: graphql
+      - route: /rpc
+        classify: {read_when: {path: $.method, match: '^get'}}
+        operation: $.method
 `
 
+// Which requests are replayed: the default policy replays reads only
+// (never a write, whatever Idempotency-Key a client sends); a request legacy
+// refused with 401/403 is never replayed; routes classify by content
+// (GraphQL operation type, a JSONPath condition). Every request skipped by
+// policy is counted and stored as a result with Skipped set (Nats-Msg-Id =
+// request id); only sampled-out imports store nothing.
 func TestReplayPolicies(t *testing.T) {
 	h := newHarness(t)
 	cube := newCube(t, "cube")
@@ -143,35 +165,53 @@ func TestReplayPolicies(t *testing.T) {
 
 	type tc struct {
 		id, route, method string
-		replayed          bool
+		body              string
+		mod               func(*schemas.RequestEvent)
+		skip              string // "" = replayed
 		dry               bool
-		outcome           string
+		op                string
+	}
+	legacy := func(status int) func(*schemas.RequestEvent) {
+		return func(ev *schemas.RequestEvent) { ev.Response.Status = status }
 	}
 	cases := []tc{
-		{"a-post", "/always", "POST", true, false, outcomeReplayed},
-		{"i-get", "/idem", "GET", true, false, outcomeReplayed},
-		{"i-head", "/idem", "HEAD", true, false, outcomeReplayed},
-		{"i-post", "/idem", "POST", false, false, outcomeSkipPolicy},
-		{"i-delete", "/idem", "DELETE", false, false, outcomeSkipPolicy},
-		{"d-post", "/dry", "POST", true, true, outcomeReplayed},
-		{"g-post", "/getonly", "POST", false, false, outcomeSkipMethod},
-		{"n-get", "/never", "GET", false, false, outcomeSkipSample},
+		{id: "a-post", route: "/always", method: "POST"},
+		{id: "a-401", route: "/always", method: "GET", mod: legacy(401), skip: SkipLegacyUnauthorized},
+		{id: "r-get", route: "/reads", method: "GET"},
+		{id: "r-head", route: "/reads", method: "HEAD"},
+		{id: "r-options", route: "/reads", method: "OPTIONS"},
+		{id: "r-post", route: "/reads", method: "POST", body: `{"x":1}`, skip: SkipWrite},
+		{id: "r-delete", route: "/reads", method: "DELETE", skip: SkipWrite},
+		{id: "r-403", route: "/reads", method: "GET", mod: legacy(403), skip: SkipLegacyUnauthorized},
+		{id: "r-trunc", route: "/reads", method: "GET", mod: func(ev *schemas.RequestEvent) { ev.BodyTruncated = true }, skip: SkipTruncated},
+		{id: "i-get", route: "/idem", method: "GET"},
+		{id: "i-post", route: "/idem", method: "POST", skip: SkipWrite},
+		{id: "i-post-keyed", route: "/idem", method: "POST", mod: func(ev *schemas.RequestEvent) { ev.Headers.Set("Idempotency-Key", "k-1") }, skip: SkipWrite},
+		{id: "d-post", route: "/dry", method: "POST", dry: true},
+		{id: "d-403", route: "/dry", method: "POST", mod: legacy(403), skip: SkipLegacyUnauthorized},
+		{id: "n-get", route: "/never", method: "GET", skip: SkipNever},
+		{id: "g-post", route: "/getonly", method: "POST", skip: SkipMethod},
+		{id: "s-tap", route: "/sampled", method: "GET"}, // the tap sampled at capture already
+		{id: "s-import", route: "/sampled", method: "GET", mod: func(ev *schemas.RequestEvent) { ev.Source = schemas.SourceImport }, skip: SkipSampled},
+		{id: "gql-query", route: "/graphql", method: "POST", body: `{"query":"query GetUser($id: ID!) { user(id: $id) { name } }","variables":{"id":"1"}}`, op: "GetUser"},
+		{id: "gql-named", route: "/graphql", method: "POST", body: `{"query":"mutation Del { deleteUser(id: 1) } query Get { user(id: 1) { name } }","operationName":"Get"}`, op: "Get"},
+		{id: "gql-mutation", route: "/graphql", method: "POST", body: `{"query":"mutation DeleteUser { deleteUser(id: 1) }"}`, skip: SkipWrite, op: "DeleteUser"},
+		{id: "gql-subscription", route: "/graphql", method: "POST", body: `{"query":"subscription S { events { id } }"}`, skip: SkipWrite, op: "S"},
+		{id: "gql-garbage", route: "/graphql", method: "POST", body: `{"query":"query {"}`, skip: SkipWrite},
+		{id: "gql-dry-mutation", route: "/graphql-dry", method: "POST", body: `{"query":"mutation DeleteUser { deleteUser(id: 1) }"}`, dry: true, op: "DeleteUser"},
+		{id: "rpc-get", route: "/rpc", method: "POST", body: `{"method":"getUser","id":1}`, op: "getUser"},
+		{id: "rpc-set", route: "/rpc", method: "POST", body: `{"method":"setUser","id":1}`, skip: SkipWrite, op: "setUser"},
 	}
 	var evs []schemas.RequestEvent
 	for _, c := range cases {
 		ev := event(c.id, "web", c.route, c.method, c.route)
-		if c.id == "n-get" {
-			ev.Source = schemas.SourceImport // sampling applies to imported traffic
+		ev.Body = []byte(c.body)
+		ev.Query = "case=" + c.id
+		if c.mod != nil {
+			c.mod(&ev)
 		}
 		evs = append(evs, ev)
 	}
-	// The tap sampled at capture already: its events are not sampled again.
-	evs = append(evs, event("n-get-tap", "web", "/never", "GET", "/never"))
-	cases = append(cases, tc{"n-get-tap", "/never", "GET", true, false, outcomeReplayed})
-	keyed := event("i-post-keyed", "web", "/idem", "POST", "/idem")
-	keyed.Headers.Set("Idempotency-Key", "k-1")
-	evs = append(evs, keyed)
-	cases = append(cases, tc{"i-post-keyed", "/idem", "POST", true, false, outcomeReplayed})
 	half := 0
 	for i := range 200 {
 		id := fmt.Sprintf("half-%d", i)
@@ -184,10 +224,16 @@ func TestReplayPolicies(t *testing.T) {
 	}
 	h.publish(evs...)
 
-	want := half
+	want, replayed := half, half
+	skips := map[string]float64{}
 	for _, c := range cases {
-		if c.replayed {
+		if c.skip != SkipSampled {
 			want++
+		}
+		if c.skip == "" {
+			replayed++
+		} else {
+			skips[c.route+" "+c.skip]++
 		}
 	}
 	res := h.results(want)
@@ -198,42 +244,49 @@ func TestReplayPolicies(t *testing.T) {
 	if half < 70 || half > 130 {
 		t.Errorf("sample 0.5 kept %d of 200", half)
 	}
-	byID := map[string]seen{}
+	byCase := map[string]seen{}
 	for _, s := range cube.requests() {
-		byID[s.Method+" "+s.Path+" "+s.Header.Get("Idempotency-Key")] = s
+		byCase[s.Query] = s
 	}
 	for _, c := range cases {
 		t.Run(c.id, func(t *testing.T) {
-			_, stored := res[c.id]
-			if stored != c.replayed {
-				t.Errorf("result stored = %v, want %v", stored, c.replayed)
+			rs, stored := res[c.id]
+			if stored != (c.skip != SkipSampled) {
+				t.Fatalf("result stored = %v", stored)
 			}
-			if !c.replayed {
+			if !stored {
 				return
 			}
-			key := c.method + " " + c.route + " "
-			if c.id == "i-post-keyed" {
-				key += "k-1"
+			if rs.Skipped != c.skip || rs.Operation != c.op {
+				t.Errorf("skipped %q operation %q, want %q %q", rs.Skipped, rs.Operation, c.skip, c.op)
 			}
-			s, ok := byID[key]
-			if !ok {
-				t.Fatalf("cube never saw %s", key)
+			s, sent := byCase["case="+c.id]
+			if sent && (s.Method != c.method || s.Path != c.route || s.Body != c.body) {
+				t.Errorf("cube got %s %s %q, want the captured request", s.Method, s.Path, s.Body)
+			}
+			if c.skip != "" {
+				if sent || rs.Cube != nil || rs.CubeError != "" || rs.Legacy.Status == 0 {
+					t.Errorf("skipped request: sent %v, cube %v %q, legacy %d", sent, rs.Cube, rs.CubeError, rs.Legacy.Status)
+				}
+				return
+			}
+			if !sent || rs.Cube == nil {
+				t.Fatalf("cube never saw it (result cube %v %q)", rs.Cube, rs.CubeError)
 			}
 			if got := s.Header.Get(ShadowRequestHeader); (got == "1") != c.dry {
 				t.Errorf("%s = %q, dry-run %v", ShadowRequestHeader, got, c.dry)
 			}
 		})
 	}
-	for _, o := range []struct {
-		route, outcome string
-		n              float64
-	}{{"/idem", outcomeSkipPolicy, 2}, {"/getonly", outcomeSkipMethod, 1}, {"/never", outcomeSkipSample, 1}, {"/half", outcomeSkipSample, float64(200 - half)}} {
-		if got := counter(t, r.m.replays.WithLabelValues("web", o.route, o.outcome)); got != o.n {
-			t.Errorf("replays_total{%s,%s} = %v, want %v", o.route, o.outcome, got, o.n)
+	skips["/half "+SkipSampled] = float64(200 - half)
+	for key, n := range skips {
+		route, reason, _ := strings.Cut(key, " ")
+		if got := counter(t, r.m.skipped.WithLabelValues("web", route, reason)); got != n {
+			t.Errorf("skipped_total{%s,%s} = %v, want %v", route, reason, got, n)
 		}
 	}
-	if n := len(cube.requests()); n != want {
-		t.Errorf("cube saw %d requests, want %d (skipped ones must never reach it)", n, want)
+	if n := len(cube.requests()); n != replayed {
+		t.Errorf("cube saw %d requests, want %d (skipped ones must never reach it)", n, replayed)
 	}
 }
 
@@ -405,23 +458,44 @@ func TestFreshnessBarrier(t *testing.T) {
 		putWatermark(t, h, "saju-cube", ev.CapturedAt.Add(-time.Second)) // behind T
 		h.publish(ev)
 
-		time.Sleep(700 * time.Millisecond)
+		// Progress first: the request is held at the barrier, and the
+		// replayer has seen the behind watermark.
+		key := schemas.WatermarkKey("saju-cube")
+		eventually(t, 30*time.Second, func() error {
+			if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+				return fmt.Errorf("%v requests waiting at the barrier", got)
+			}
+			if mark, _ := r.marks.get(key); !mark.Equal(ev.CapturedAt.Add(-time.Second)) {
+				return fmt.Errorf("replayer saw watermark %v", mark)
+			}
+			return nil
+		})
+		heldSince := time.Now()
+		rewaits := r.marks.rewaits.Load()
+		putWatermark(t, h, "other-cube", ev.CapturedAt.Add(time.Hour)) // another target's progress does not count
+		// The waiter saw that change and kept waiting.
+		eventually(t, 30*time.Second, func() error {
+			if r.marks.rewaits.Load() == rewaits {
+				return fmt.Errorf("waiter has not seen the other target's watermark")
+			}
+			return nil
+		})
 		if n := len(cube.requests()); n != 0 {
 			t.Fatalf("cube saw %d requests while its watermark is behind the capture time", n)
 		}
 		if h.resultCount() != 0 {
 			t.Fatal("result published before the watermark passed")
 		}
-		putWatermark(t, h, "other-cube", ev.CapturedAt.Add(time.Hour)) // another target's progress does not count
-		time.Sleep(200 * time.Millisecond)
-		if n := len(cube.requests()); n != 0 {
-			t.Fatalf("another target's watermark released the replay")
+		if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+			t.Fatalf("another target's watermark released the replay (%v waiting)", got)
 		}
+		released := time.Now()
 		putWatermark(t, h, "saju-cube", ev.CapturedAt.Add(time.Millisecond))
 		res := h.results(1)["fresh-1"]
 		f := res.Freshness
-		if f.Stale || f.Target != "saju-cube" || f.Waited < 800*time.Millisecond || f.Waited > 15*time.Second || !f.Watermark.Equal(ev.CapturedAt.Add(time.Millisecond)) {
-			t.Errorf("freshness = %+v", f)
+		// The wait began before heldSince and ended after released.
+		if f.Stale || f.Target != "saju-cube" || f.Waited < released.Sub(heldSince) || !f.Watermark.Equal(ev.CapturedAt.Add(time.Millisecond)) {
+			t.Errorf("freshness = %+v, want not stale, waited ≥ %v", f, released.Sub(heldSince))
 		}
 		if res.Cube == nil {
 			t.Errorf("no cube answer: %q", res.CubeError)
@@ -433,7 +507,9 @@ func TestFreshnessBarrier(t *testing.T) {
 		ev2 := event("fresh-2", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/8")
 		ev2.CapturedAt = ev.CapturedAt
 		h.publish(ev2)
-		if f := h.results(2)["fresh-2"].Freshness; f.Stale || f.Waited > 500*time.Millisecond {
+		// Its watermark already passed: it is released at once, never stale
+		// (the wait is 20s: a request held by mistake would be).
+		if f := h.results(2)["fresh-2"].Freshness; f.Stale || f.Waited >= 20*time.Second || f.Watermark.Before(ev2.CapturedAt) {
 			t.Errorf("fresh request freshness = %+v", f)
 		}
 	})
@@ -468,9 +544,10 @@ services:
       - route: /api/saju/chart/{id}
 `
 
-// A cube that is down opens the breaker after a few failures, so most
-// requests never reach it; errors are counted and published; when the cube
-// returns a half-open probe closes the breaker again.
+// A cube that is down opens the breaker after a few failures, so few
+// requests reach it; no request is stored as a cube error: every one waits
+// in JetStream while the breaker is open and gets a real answer once the
+// cube is back and a half-open probe closed the breaker.
 func TestCircuitBreakerCubeDown(t *testing.T) {
 	h := newHarness(t)
 	cube := newCube(t, "cube")
@@ -484,113 +561,201 @@ func TestCircuitBreakerCubeDown(t *testing.T) {
 			conn.Close()
 		}
 	})
-	const openFor = 600 * time.Millisecond
+	const openFor = 300 * time.Millisecond
 	const n = 60
 	var evs []schemas.RequestEvent
 	for i := range n {
 		evs = append(evs, event(fmt.Sprintf("down-%d", i), "saju", "/api/saju/chart/{id}", "GET", fmt.Sprintf("/api/saju/chart/%d", i)))
 	}
 	h.publish(evs...) // a backlog: every handler starts at once
-	began := time.Now()
-	r, _ := h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", cube.URL), Breaker: BreakerConfig{Failures: 3, OpenFor: openFor}})
-	res := h.results(n)
-	elapsed := time.Since(began)
-	h.settled()
-
-	saw := len(cube.requests())
-	// Failures to open + requests already in flight (concurrency) + one
-	// probe per OpenFor period.
-	limit := 3 + 2 + int(elapsed/openFor) + 1
-	if saw > limit {
-		t.Errorf("cube saw %d requests while down in %v, want ≤ %d (breaker must stop the hammering)", saw, elapsed, limit)
-	}
-	var open, failed int
-	for _, rs := range res {
-		switch {
-		case rs.CubeError == ErrTextCircuitOpen:
-			open++
-		case rs.CubeError != "":
-			failed++
-		default:
-			t.Errorf("result %s has a cube answer from a down cube: %+v", rs.RequestID, rs.Cube)
-		}
-	}
-	if open < n-limit || failed != saw {
-		t.Errorf("%d circuit-open and %d failed results, cube saw %d", open, failed, saw)
-	}
+	const ackWait = 1500 * time.Millisecond
+	r, _ := h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", cube.URL), Breaker: BreakerConfig{Failures: 3, OpenFor: openFor}, AckWait: ackWait})
 	route := "/api/saju/chart/{id}"
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeCircuitOpen)); int(got) != open {
-		t.Errorf("circuit-open count %v, want %d", got, open)
+
+	// Progress first: the breaker opened, and half-open probes failed and
+	// opened it again for longer than AckWait (8 × 300ms), so a request
+	// held in the client's buffer instead of JetStream would be redelivered
+	// and replayed twice.
+	eventually(t, 60*time.Second, func() error {
+		if got := counter(t, r.m.breakerChanges.WithLabelValues("saju", "open")); got < 8 {
+			return fmt.Errorf("breaker opened %v times", got)
+		}
+		return nil
+	})
+	if got := h.resultCount(); got != 0 {
+		t.Fatalf("%d results stored while the cube was down; want every request waiting", got)
 	}
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeCubeError)); int(got) != failed {
-		t.Errorf("cube-error count %v, want %d", got, failed)
+	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got < 3 {
+		t.Errorf("deferred count %v, want the failed requests handed back", got)
 	}
-	if st, _ := r.BreakerState("saju"); st != BreakerOpen {
-		t.Errorf("breaker %v, want open", st)
+	// Requests reaching the down cube: those failing until it opens, those
+	// already in flight (concurrency 2), and one per half-open probe.
+	probes := counter(t, r.m.breakerChanges.WithLabelValues("saju", "half-open"))
+	if saw, limit := len(cube.requests()), 3+2+int(probes); saw > limit {
+		t.Errorf("cube saw %d requests while down with %v probes, want ≤ %d (the breaker must stop the hammering)", saw, probes, limit)
 	}
-	if got := counter(t, r.m.breakerState.WithLabelValues("saju")); got != float64(BreakerOpen) {
-		t.Errorf("breaker gauge %v, want %d", got, BreakerOpen)
+	if st, _ := r.BreakerState("saju"); st == BreakerClosed {
+		t.Errorf("breaker closed while the cube is down")
 	}
 
-	// The cube comes back: the first request after OpenFor is the half-open
-	// probe; its success closes the breaker for the rest.
-	cube.setHandler(nil)
-	time.Sleep(openFor)
-	h.publish(event("up-0", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/0"))
-	h.results(n + 1)
-	var back []schemas.RequestEvent
-	for i := 1; i < 10; i++ {
-		back = append(back, event(fmt.Sprintf("up-%d", i), "saju", "/api/saju/chart/{id}", "GET", fmt.Sprintf("/api/saju/chart/%d", i)))
-	}
-	h.publish(back...)
-	res = h.results(n + 10)
-	for i := range 10 {
-		rs := res[fmt.Sprintf("up-%d", i)]
-		if rs.Cube == nil || rs.Cube.Status != 200 {
-			t.Errorf("after recovery %s: cube %v error %q", rs.RequestID, rs.Cube, rs.CubeError)
+	var mu sync.Mutex
+	answered := map[string]int{}
+	cube.setHandler(func(w http.ResponseWriter, r *http.Request) { // the cube is back
+		mu.Lock()
+		answered[r.URL.Path]++
+		mu.Unlock()
+		fmt.Fprintf(w, `{"path":%q}`, r.URL.Path)
+	})
+	res := h.results(n)
+	h.settled()
+	mu.Lock()
+	for p, c := range answered {
+		if c != 1 {
+			t.Errorf("%s answered %d times after recovery, want once", p, c)
 		}
+	}
+	if len(answered) != n {
+		t.Errorf("%d paths answered after recovery, want %d", len(answered), n)
+	}
+	mu.Unlock()
+	for _, rs := range res {
+		if rs.Cube == nil || rs.Cube.Status != 200 || rs.CubeError != "" {
+			t.Errorf("%s: cube %v error %q, want a real answer", rs.RequestID, rs.Cube, rs.CubeError)
+		}
+	}
+	for _, o := range []string{outcomeCubeError, outcomeTimeout, outcomeCircuitOpen} {
+		if got := counter(t, r.m.replays.WithLabelValues("saju", route, o)); got != 0 {
+			t.Errorf("replays_total{%s} = %v, want 0", o, got)
+		}
+	}
+	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeReplayed)); got != n {
+		t.Errorf("replayed %v, want %d", got, n)
 	}
 	if st, _ := r.BreakerState("saju"); st != BreakerClosed {
 		t.Errorf("breaker %v after recovery, want closed", st)
 	}
-	if got := counter(t, r.m.breakerChanges.WithLabelValues("saju", "half-open")); got < 1 {
-		t.Errorf("no half-open transition recorded")
+	if got := counter(t, r.m.breakerState.WithLabelValues("saju")); got != float64(BreakerClosed) {
+		t.Errorf("breaker gauge %v, want %d", got, BreakerClosed)
 	}
 }
 
-// A cube that does not listen at all: "connection refused" is the error text.
+// Shadow started before the cube listens (issue 17 item 9): requests wait
+// in JetStream (connection refused is no answer), and once the cube listens
+// every request gets a real comparison pair, none a cube error.
+func TestCubeNotUpYet(t *testing.T) {
+	h := newHarness(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there until the cube starts
+	r, _ := h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", "http://"+addr), Breaker: BreakerConfig{Failures: 3, OpenFor: 200 * time.Millisecond}})
+	const n = 30
+	var evs []schemas.RequestEvent
+	for i := range n {
+		evs = append(evs, event(fmt.Sprintf("early-%d", i), "saju", "/api/saju/chart/{id}", "GET", fmt.Sprintf("/api/saju/chart/%d", i)))
+	}
+	h.publish(evs...)
+	route := "/api/saju/chart/{id}"
+	eventually(t, 30*time.Second, func() error { // refused, refused again: the breaker opened
+		if got := counter(t, r.m.breakerChanges.WithLabelValues("saju", "open")); got < 1 {
+			return fmt.Errorf("breaker opened %v times", got)
+		}
+		if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got < 3 {
+			return fmt.Errorf("%v requests deferred", got)
+		}
+		return nil
+	})
+	if got := h.resultCount(); got != 0 {
+		t.Fatalf("%d results stored before the cube listened", got)
+	}
+
+	cube := newCubeAt(t, "cube", addr)
+	res := h.results(n)
+	h.settled()
+	for i := range n {
+		rs, ok := res[fmt.Sprintf("early-%d", i)]
+		if !ok || rs.Cube == nil || rs.Cube.Status != 200 || rs.CubeError != "" {
+			t.Errorf("early-%d: cube %v error %q, want a real answer", i, rs.Cube, rs.CubeError)
+		}
+	}
+	if len(res) != n {
+		t.Errorf("%d results, want %d", len(res), n)
+	}
+	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeCubeError)); got != 0 {
+		t.Errorf("cube-error count %v, want 0", got)
+	}
+	if saw := len(cube.requests()); saw < n {
+		t.Errorf("cube saw %d requests, want every one of %d", saw, n)
+	}
+}
+
+// A cube that proved healthy and then stops listening: "connection
+// refused" is recorded, but only on the request's CubeErrorAttempts-th
+// delivery (earlier ones are handed back), and only while the breaker stays
+// closed.
 func TestCubeConnectionRefused(t *testing.T) {
 	h := newHarness(t)
 	cube := newCube(t, "cube")
-	url := cube.URL
+	r, _ := h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", cube.URL), NakDelay: 50 * time.Millisecond})
+	h.publish(event("ok", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/1"))
+	h.results(1)
 	cube.Close()
-	h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", url)})
-	h.publish(event("refused", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/1"))
-	if e := h.results(1)["refused"].CubeError; !strings.Contains(e, "connection refused") {
-		t.Errorf("cube error %q", e)
+	h.publish(event("refused", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/2"))
+	rs := h.results(2)["refused"]
+	if !strings.Contains(rs.CubeError, "connection refused") || rs.Cube != nil {
+		t.Errorf("cube %v error %q, want connection refused", rs.Cube, rs.CubeError)
+	}
+	route := "/api/saju/chart/{id}"
+	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got != 2 {
+		t.Errorf("deferred %v times, want 2 (recorded on the 3rd delivery)", got)
+	}
+	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeCubeError)); got != 1 {
+		t.Errorf("cube-error count %v, want 1", got)
 	}
 }
 
-// A slow cube: the replay is cut at the per-request timeout.
+// A slow cube: the replay is cut at the per-request timeout and recorded as
+// a timeout within a healthy period; before the cube answered once, a
+// timeout is no answer and the request is replayed again.
 func TestCubeTimeout(t *testing.T) {
 	h := newHarness(t)
 	cube := newCube(t, "cube")
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
+	var mu sync.Mutex
+	first := true
 	cube.setHandler(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
+		mu.Lock()
+		hang := first || r.URL.Path == "/api/saju/chart/slow"
+		first = false
+		mu.Unlock()
+		if hang {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
 		}
+		fmt.Fprint(w, `{"ok":true}`)
 	})
-	began := time.Now()
-	h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", cube.URL, "timeout: 5s", "timeout: 300ms")})
-	h.publish(event("slow", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/1"))
-	if e := h.results(1)["slow"].CubeError; e != ErrTextTimeout {
+	r, _ := h.start(Config{Routes: h.routes(breakerRoutes, "CUBE", cube.URL, "timeout: 5s", "timeout: 300ms")})
+	// The first call hangs before the cube ever answered: not recorded.
+	h.publish(event("early", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/1"))
+	if rs := h.results(1)["early"]; rs.Cube == nil || string(rs.Cube.Body) != `{"ok":true}` {
+		t.Errorf("early: cube %v error %q, want the answer of the second try", rs.Cube, rs.CubeError)
+	}
+	route := "/api/saju/chart/{id}"
+	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got != 1 {
+		t.Errorf("deferred %v, want 1", got)
+	}
+	h.publish(event("slow", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/slow"))
+	if e := h.results(2)["slow"].CubeError; e != ErrTextTimeout {
 		t.Errorf("cube error %q, want %q", e, ErrTextTimeout)
 	}
-	if d := time.Since(began); d > 10*time.Second {
-		t.Errorf("took %v", d)
+	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeTimeout)); got != 1 {
+		t.Errorf("timeout count %v, want 1", got)
 	}
 }
 
@@ -886,7 +1051,7 @@ func TestFreshnessBarrierPreventsLagMismatch(t *testing.T) {
 			if !withBarrier {
 				yaml = strings.Replace(yaml, "sync_target: saju-cube", "", 1)
 			}
-			h.start(Config{Routes: h.routes(yaml, "CUBE", cube.URL, "WAIT", "10s")})
+			r, _ := h.start(Config{Routes: h.routes(yaml, "CUBE", cube.URL, "WAIT", "30s")})
 			if _, err := openKV(h.ctx, h.js); err != nil { // the sync stage's bucket
 				t.Fatal(err)
 			}
@@ -896,18 +1061,27 @@ func TestFreshnessBarrierPreventsLagMismatch(t *testing.T) {
 			ev := event("read-9", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/9")
 			ev.CapturedAt = committed.Add(5 * time.Millisecond)
 			ev.Response.Body = []byte(chart)
-			syncDone := make(chan struct{})
-			go func() { // sync applies the legacy transaction 600ms late
-				defer close(syncDone)
-				time.Sleep(600 * time.Millisecond)
+			applySync := func() { // sync applies the legacy transaction, then advances the watermark
 				mu.Lock()
 				cubeStore["/api/saju/chart/9"] = chart
 				mu.Unlock()
 				putWatermark(t, h, "saju-cube", committed.Add(10*time.Millisecond))
-			}()
+			}
 			h.publish(ev)
+			if withBarrier {
+				// Sync lags: it applies only once the replay is held at the barrier.
+				eventually(t, 30*time.Second, func() error {
+					if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+						return fmt.Errorf("%v requests waiting at the barrier", got)
+					}
+					return nil
+				})
+				applySync()
+			}
 			res := h.results(1)["read-9"]
-			<-syncDone
+			if !withBarrier {
+				applySync() // sync lags past the replay, which did not wait
+			}
 			if res.Cube == nil {
 				t.Fatalf("no cube answer: %q", res.CubeError)
 			}
@@ -964,5 +1138,87 @@ services:
 	}
 	if c := h.consumer(DurableName(DefaultDurable, "lagging")); c.NumAckPending == 0 {
 		t.Error("lagging service's requests are not in flight")
+	}
+}
+
+const recheckRoutes = `
+services:
+  - name: data
+    cube_url: CUBE
+    legacy_url: LEGACY
+    credentials: {kind: bearer, token_env: SERVICE_TOKEN}
+    routes:
+      - route: /item/{id}
+        methods: [GET]
+      - route: /write/{id}
+        replay: always
+  - name: nolegacy
+    cube_url: CUBE
+    routes:
+      - route: /item/{id}
+`
+
+// A read whose cube answer differs from the captured one is asked of
+// legacy again at replay time (issue 17 item 8): LegacyRecheck equal to the
+// cube's answer means the data moved on. Equal answers, writes and services
+// without legacy_url are never rechecked; the recheck carries no cube
+// credentials.
+func TestLegacyRecheck(t *testing.T) {
+	h := newHarness(t)
+	answers := func(m map[string]string) func(w http.ResponseWriter, r *http.Request) {
+		return func(w http.ResponseWriter, r *http.Request) {
+			body, ok := m[r.URL.Path]
+			if !ok {
+				w.WriteHeader(404)
+				return
+			}
+			fmt.Fprint(w, body)
+		}
+	}
+	cube, legacy := newCube(t, "cube"), newCube(t, "legacy")
+	cube.setHandler(answers(map[string]string{
+		"/item/moved": `{"n":2}`, "/item/differs": `{"n":4}`, "/item/same": `{"legacy":true}`, "/write/1": `{"n":9}`, "/item/nolegacy": `{"n":5}`,
+	}))
+	legacy.setHandler(answers(map[string]string{"/item/moved": `{"n":2}`, "/item/differs": `{"n":3}`}))
+	r, _ := h.start(Config{
+		Routes:    h.routes(recheckRoutes, "CUBE", cube.URL, "LEGACY", legacy.URL),
+		LookupEnv: func(k string) (string, bool) { return "cube-secret", k == "SERVICE_TOKEN" },
+	})
+	h.publish(
+		event("moved", "data", "/item/{id}", "GET", "/item/moved"),
+		event("differs", "data", "/item/{id}", "GET", "/item/differs"),
+		event("same", "data", "/item/{id}", "GET", "/item/same"),
+		event("write", "data", "/write/{id}", "POST", "/write/1"),
+		event("nolegacy", "nolegacy", "/item/{id}", "GET", "/item/nolegacy"),
+	)
+	res := h.results(5)
+	h.settled()
+	for id, want := range map[string]string{"moved": `{"n":2}`, "differs": `{"n":3}`} {
+		rc := res[id].LegacyRecheck
+		if rc == nil || rc.Status != 200 || string(rc.Body) != want {
+			t.Errorf("%s: legacy recheck %+v, want 200 %s", id, rc, want)
+		}
+	}
+	for _, id := range []string{"same", "write", "nolegacy"} {
+		if rc := res[id].LegacyRecheck; rc != nil || res[id].Cube == nil {
+			t.Errorf("%s: legacy recheck %+v (cube %v), want none", id, rc, res[id].Cube)
+		}
+	}
+	got := legacy.requests()
+	if len(got) != 2 {
+		t.Errorf("legacy asked %d times, want 2 (moved, differs)", len(got))
+	}
+	for _, s := range got {
+		if a := s.Header.Get("Authorization"); a != "" {
+			t.Errorf("legacy recheck carried Authorization %q", a)
+		}
+	}
+	for _, o := range []struct {
+		outcome string
+		n       float64
+	}{{"moved-on", 1}, {"differs", 1}, {"error", 0}} {
+		if got := counter(t, r.m.rechecks.WithLabelValues("data", "/item/{id}", o.outcome)); got != o.n {
+			t.Errorf("legacy_rechecks_total{%s} = %v, want %v", o.outcome, got, o.n)
+		}
 	}
 }

@@ -29,102 +29,95 @@ func (c *fakeClock) advance(d time.Duration) {
 }
 
 func TestBreakerTransitions(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1000, 0)}
+	var mu sync.Mutex
 	var states []string
-	b := newBreaker(BreakerConfig{Failures: 3, OpenFor: time.Second, Probes: 1}, clk.now, func(s BreakerState) { states = append(states, s.String()) })
-
-	fail := func() {
+	const openFor = 100 * time.Millisecond
+	b := newBreaker("t", BreakerConfig{Failures: 3, OpenFor: openFor, Probes: 1}, func(s BreakerState) {
+		mu.Lock()
+		states = append(states, s.String())
+		mu.Unlock()
+	})
+	ctx := context.Background()
+	send := func(outcome error) {
 		t.Helper()
-		ok, probe := b.allow()
+		done, ok := b.allow()
 		if !ok {
 			t.Fatalf("rejected in state %v", b.State())
 		}
-		b.done(probe, false)
+		done(outcome)
 	}
-	fail()
-	fail()
-	ok, _ := b.allow() // a success in between resets the count
-	if !ok {
-		t.Fatal("closed breaker rejected")
-	}
-	b.done(false, true)
-	fail()
-	fail()
+	send(errFailed)
+	send(errFailed)
+	send(nil) // a success in between resets the count
+	send(errFailed)
+	send(errFailed)
 	if b.State() != BreakerClosed {
 		t.Fatalf("opened after 2 consecutive failures: %v", b.State())
 	}
-	fail()
+	send(errFailed)
 	if b.State() != BreakerOpen {
 		t.Fatalf("state %v after 3 consecutive failures, want open", b.State())
 	}
-	if ok, _ := b.allow(); ok {
+	if _, ok := b.allow(); ok {
 		t.Fatal("open breaker let a request through")
 	}
-	clk.advance(999 * time.Millisecond)
-	if ok, _ := b.allow(); ok {
-		t.Fatal("open breaker let a request through before OpenFor")
+	if d := b.retryDelay(); d <= 0 || d > openFor {
+		t.Errorf("retry delay %v while open, want within the open period %v", d, openFor)
 	}
-	clk.advance(time.Millisecond)
-	ok, probe := b.allow()
-	if !ok || !probe || b.State() != BreakerHalfOpen {
-		t.Fatalf("after OpenFor: ok %v probe %v state %v, want a half-open probe", ok, probe, b.State())
+	began := time.Now()
+	if err := b.waitReady(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if ok, _ := b.allow(); ok {
+	if time.Since(began) < openFor/2 {
+		t.Errorf("waitReady returned after %v, before the open period ended", time.Since(began))
+	}
+	done, ok := b.allow()
+	if !ok || b.State() != BreakerHalfOpen {
+		t.Fatalf("after OpenFor: ok %v state %v, want a half-open probe", ok, b.State())
+	}
+	if _, ok := b.allow(); ok {
 		t.Fatal("second request let through while the probe is in flight")
 	}
-	b.done(true, false) // probe fails: open again for a full period
+	// waitReady blocks while the probe is in flight and returns when its
+	// outcome changes the state.
+	ready := make(chan error, 1)
+	go func() { ready <- b.waitReady(ctx) }()
+	done(errFailed) // probe fails: open again for a full period
 	if b.State() != BreakerOpen {
 		t.Fatalf("state %v after a failed probe, want open", b.State())
 	}
-	clk.advance(500 * time.Millisecond)
-	if ok, _ := b.allow(); ok {
-		t.Fatal("reopened breaker let a request through")
+	if err := <-ready; err != nil {
+		t.Fatal(err)
 	}
-	clk.advance(500 * time.Millisecond)
-	ok, probe = b.allow()
-	if !ok || !probe {
+	done, ok = b.allow()
+	if !ok {
 		t.Fatal("no probe after the second open period")
 	}
-	b.cancel(probe) // a probe abandoned on shutdown frees the slot
-	ok, probe = b.allow()
-	if !ok || !probe {
+	done(errCanceled) // a probe abandoned on shutdown frees the slot
+	if err := b.waitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done, ok = b.allow()
+	if !ok {
 		t.Fatal("cancelled probe kept its slot")
 	}
-	b.done(true, true)
+	done(nil)
 	if b.State() != BreakerClosed {
 		t.Fatalf("state %v after a successful probe, want closed", b.State())
 	}
-	want := "open half-open open half-open closed"
-	if got := strings.Join(states, " "); got != want {
+	mu.Lock()
+	got := strings.Join(states, " ")
+	mu.Unlock()
+	if want := "open half-open open half-open closed"; got != want {
 		t.Errorf("transitions %q, want %q", got, want)
 	}
-}
-
-func TestTokenBucketRate(t *testing.T) {
-	if newTokenBucket(0, time.Now) != nil {
-		t.Fatal("rate 0 must not limit")
-	}
-	var nilBucket *tokenBucket
-	if err := nilBucket.wait(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	b := newTokenBucket(50, time.Now) // burst 5
-	start := time.Now()
-	for range 30 {
-		if err := b.wait(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// 30 tokens at 50/s with 5 saved: at least 25/50 s.
-	if d := time.Since(start); d < 450*time.Millisecond || d > 3*time.Second {
-		t.Errorf("30 tokens at 50/s took %v, want about 500ms", d)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
+	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	slow := newTokenBucket(1, time.Now)
-	slow.wait(context.Background()) // takes the one saved token
-	if err := slow.wait(ctx); err == nil {
-		t.Error("wait on a cancelled context returned nil")
+	for range 3 {
+		send(errFailed)
+	}
+	if err := b.waitReady(cctx); err == nil {
+		t.Error("waitReady on an open breaker and a cancelled context returned nil")
 	}
 }
 
@@ -185,29 +178,78 @@ func TestWatermarksWait(t *testing.T) {
 	if mark, stale, err := w.wait(context.Background(), "k", t0, time.Second); err != nil || stale || !mark.Equal(t0) {
 		t.Fatalf("at the watermark: %v %v %v", mark, stale, err)
 	}
-	done := make(chan bool)
+	type result struct {
+		mark  time.Time
+		stale bool
+	}
+	done := make(chan result, 1)
 	go func() {
-		_, stale, _ := w.wait(context.Background(), "k", t0.Add(time.Second), 10*time.Second)
-		done <- stale
+		mark, stale, _ := w.wait(context.Background(), "k", t0.Add(time.Second), time.Minute)
+		done <- result{mark, stale}
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitFor := func(what string, f func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !f() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not reached: %s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor("waiter blocked", func() bool { return w.waiting.Load() == 1 })
 	w.set("other", t0.Add(time.Hour))
+	waitFor("waiter saw the other key's change", func() bool { return w.rewaits.Load() == 1 })
 	w.set("k", t0.Add(500*time.Millisecond))
-	select {
-	case <-done:
+	// The waiter looked at a watermark short of its capture time and kept
+	// waiting: a release here would have returned that watermark.
+	waitFor("waiter saw the short watermark", func() bool { return w.rewaits.Load() == 2 })
+	if w.waiting.Load() != 1 {
 		t.Fatal("released before the watermark passed")
-	case <-time.After(50 * time.Millisecond):
 	}
 	w.set("k", t0.Add(time.Second))
 	select {
-	case stale := <-done:
-		if stale {
-			t.Error("stale although the watermark passed")
+	case res := <-done:
+		if res.stale || !res.mark.Equal(t0.Add(time.Second)) {
+			t.Errorf("released with %+v, want the passing watermark, not stale", res)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("not released when the watermark passed")
 	}
 	if _, stale, _ := w.wait(context.Background(), "k", t0.Add(time.Hour), 20*time.Millisecond); !stale {
 		t.Error("expired wait not stale")
+	}
+}
+
+// Negative settings are rejected in one error naming every bad field; zero
+// takes the default.
+func TestConfigValidate(t *testing.T) {
+	rf, err := routes.Parse("r.yaml", []byte("services:\n  - name: s\n    cube_url: http://127.0.0.1:1\n    routes:\n      - route: /a\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := Config{
+		Routes: rf, Durable: "a.b", MaxInFlight: -1, MaxAckPending: -2, Concurrency: -3, Timeout: -time.Second,
+		FreshnessWait: -time.Second, Breaker: BreakerConfig{Failures: -1, OpenFor: -time.Second, Probes: -1},
+		MaxBodyBytes: -1, NakDelay: -time.Second, AckWait: -time.Second, CubeErrorAttempts: -1,
+	}
+	js := newHarness(t).js
+	_, err = New(bad, js, nil, nil)
+	if err == nil {
+		t.Fatal("negative settings accepted")
+	}
+	for _, field := range []string{"Durable", "MaxInFlight -1", "MaxAckPending -2", "Concurrency -3", "Timeout -1s", "FreshnessWait -1s",
+		"Breaker.Failures -1", "Breaker.OpenFor -1s", "Breaker.Probes -1", "MaxBodyBytes -1", "NakDelay -1s", "AckWait -1s", "CubeErrorAttempts -1"} {
+		if !strings.Contains(err.Error(), "Config."+field) {
+			t.Errorf("error does not name %s:\n%v", field, err)
+		}
+	}
+	r, err := New(Config{Routes: rf}, js, nil, nil)
+	if err != nil {
+		t.Fatalf("zero config: %v", err)
+	}
+	if c := r.cfg; c.MaxInFlight != 256 || c.MaxAckPending != 1024 || c.Concurrency != 16 || c.Timeout != 5*time.Second ||
+		c.Breaker.Failures != 5 || c.CubeErrorAttempts != 3 || c.Durable != DefaultDurable {
+		t.Errorf("defaults not applied: %+v", c)
 	}
 }

@@ -550,5 +550,6 @@ services:
     routes:
       - route: /api/ai/analyze
         methods: [POST]
+        replay: always
         compare: {kind: ai, label: $.label, score: $.confidence, truth_header: X-Truth-Label}
 `

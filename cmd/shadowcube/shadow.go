@@ -35,6 +35,9 @@ type shadowEnv struct {
 	ResultsMaxBytes int64         `envconfig:"SHADOW_RESULTS_MAX_BYTES" min:"0" default:"0"`
 	ResultsReplicas int           `envconfig:"SHADOW_RESULTS_REPLICAS" min:"1" max:"5" default:"1"`
 	ResultsStorage  string        `envconfig:"SHADOW_RESULTS_STORAGE" default:"file"`
+	// CubeErrorAttempts: on which delivery a healthy cube's transport error
+	// or 502/503/504 is recorded (earlier ones are replayed again).
+	CubeErrorAttempts int `envconfig:"SHADOW_CUBE_ERROR_ATTEMPTS" default:"3" min:"1" max:"100"`
 }
 
 func newShadowCmd() *cobra.Command {
@@ -55,24 +58,42 @@ legacy instance, when set (noise baseline) — and publishes the pair (legacy an
 freshness, timings) to SHADOW_RESULTS on shadow.result.<service>.<route> for
 'shadowcube compare'. A request is acknowledged only after its result is stored.
 
-The routes file (--routes) lists the services: cube_url, secondary_url,
-sync_target + freshness_wait (freshness barrier: a request captured at time T
-waits until the cube's sync watermark, KV shadowcube/sync-watermark.<target>,
-has reached T, at most freshness_wait, else it is replayed and tagged stale),
-timeout, concurrency, rate_per_second, headers (set on every replay, "" removes
-one), credentials ({kind: bearer, token_env: VAR} or {kind: jwt-hs256,
-secret_env: VAR, issuer, audience, subject, ttl}: an HS256 JWT minted per
-target), and per route: methods, replay (always | idempotent-only: only
-GET/HEAD or requests with an Idempotency-Key | dry-run: adds X-Shadow-Request: 1)
-and sample (0..1; applied here only to imported traffic, decided by a hash of
-the request id: the tap already sampled what it captured). User credentials
-(Authorization, Cookie, API keys) are never forwarded.
+The routes file (--routes; every field is described in docs/routes.md) lists
+the services: cube_url, secondary_url, legacy_url (asked again when a read's
+cube answer differs from the captured one: LegacyRecheck), sync_target +
+freshness_wait (freshness barrier: a request captured at time T waits until
+the cube's sync watermark, KV shadowcube/sync-watermark.<target>, has reached
+T, at most freshness_wait, else it is replayed and tagged stale), timeout,
+concurrency, rate_per_second, headers (set on every replay, "" removes one),
+credentials ({kind: bearer, token_env: VAR} or {kind: jwt-hs256, secret_env:
+VAR, issuer, audience, subject, ttl}: an HS256 JWT minted per target), and per
+route: methods, replay, classify, operation and sample (0..1; applied here
+only to imported traffic, decided by a hash of the request id: the tap already
+sampled what it captured). User credentials (Authorization, Cookie, API keys)
+are never forwarded; give the shadow principal read-only or dry-run scope on
+the cube.
+
+Replay policies (replay:): reads (the default when replay: is omitted) replays
+reads only: GET, HEAD, OPTIONS, or what the route's classify: finds
+side-effect free (classify: {graphql: true}: the parsed GraphQL operation type,
+query replays, mutation and subscription do not; read_when / write_when: a
+JSONPath or regular expression on the body); a client's Idempotency-Key does
+not make a write a read. idempotent-only is the older name of reads. always
+replays writes too; dry-run replays everything with X-Shadow-Request: 1; never
+replays nothing. A request legacy answered 401 or 403 is never replayed. Every
+request not replayed is counted (shadowcube_shadow_skipped_total{reason}) and,
+unless it was sampled out, stored as a result with skipped set.
 
 Each cube target has a circuit breaker: after --breaker-failures consecutive
-failures (transport error, timeout, 502/503/504) it opens and replays fail fast
-with cube_error "circuit-open" for --breaker-open; then one probe is let
-through (half-open) and its success closes it. State:
-shadowcube_shadow_breaker_state{target} (0 closed, 1 half-open, 2 open).
+failures (transport error, timeout, 502/503/504) it opens for --breaker-open;
+then one probe is let through (half-open) and its success closes it. While it
+is open the service's requests are not taken: they wait in JetStream. A
+connection refused, reset or 502/503/504 is recorded as the cube's answer only
+from a cube that answered since its breaker last opened, on the request's
+SHADOWCUBE_SHADOW_CUBE_ERROR_ATTEMPTS-th delivery; a timeout only from such a
+healthy cube; anything else is replayed again later, so a cube started after
+shadow loses no pair. State: shadowcube_shadow_breaker_state{target} (0
+closed, 1 half-open, 2 open).
 
 Undecodable messages are terminated and copied to dlq.shadow with the reason.
 
@@ -96,6 +117,8 @@ Environment only:
   SHADOWCUBE_SHADOW_ACK_WAIT         consumer ack wait (0 = longest freshness wait +
                                      2 × longest timeout + 30s)
   SHADOWCUBE_SHADOW_MAX_BODY_BYTES   cap on a replayed answer's body (1048576)
+  SHADOWCUBE_SHADOW_CUBE_ERROR_ATTEMPTS delivery on which a healthy cube's transport
+                                     error or 502/503/504 is recorded (3, 1..100)
   SHADOWCUBE_SHADOW_RESULTS_MAX_AGE, SHADOWCUBE_SHADOW_RESULTS_MAX_BYTES,
   SHADOWCUBE_SHADOW_RESULTS_REPLICAS, SHADOWCUBE_SHADOW_RESULTS_STORAGE
                                      limits of the SHADOW_RESULTS stream (unlimited, 1
@@ -103,9 +126,10 @@ Environment only:
   The variables the routes file names in credentials (token_env, secret_env).
 
 Metrics (shadowcube_shadow_*): replays_total{service,route,outcome},
+skipped_total{service,route,reason}, legacy_rechecks_total{service,route,outcome},
 replay_seconds{service,route,side=legacy|cube|secondary}, breaker_state{target},
-breaker_transitions_total, stale_cube_total, freshness_wait_seconds, in_flight,
-publish_failures_total.
+breaker_transitions_total, stale_cube_total, freshness_wait_seconds,
+freshness_waiting, in_flight, publish_failures_total.
 
 Privacy: every cube and secondary answer is sanitised with the tap's rules before it
 is published (header allowlist, query/form/JSON redaction), read from the same
@@ -141,6 +165,22 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 			if f.Changed("breaker-open") {
 				env.BreakerOpen = breakerOpen
 			}
+			for _, fl := range []struct {
+				name string
+				bad  bool
+				v    any
+			}{
+				{"max-in-flight", maxInFlight < 0, maxInFlight},
+				{"concurrency", conc < 0, conc},
+				{"breaker-failures", brkFail < 0, brkFail},
+				{"timeout", timeout < 0, timeout},
+				{"freshness-wait", freshWait < 0, freshWait},
+				{"breaker-open", breakerOpen < 0, breakerOpen},
+			} {
+				if f.Changed(fl.name) && fl.bad {
+					return usageError{fmt.Errorf("--%s %v: must be at least 0 (0 = default)", fl.name, fl.v)}
+				}
+			}
 			if env.RoutesFile == "" {
 				return usageError{fmt.Errorf("shadow: no routes file: pass --routes FILE or set SHADOWCUBE_ROUTES_FILE")}
 			}
@@ -162,17 +202,18 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 				return usageError{err}
 			}
 			r, err := shadow.New(shadow.Config{
-				Redact:        rules,
-				Routes:        rf,
-				Durable:       env.Durable,
-				MaxInFlight:   env.MaxInFlight,
-				MaxAckPending: env.MaxAckPending,
-				Timeout:       env.Timeout,
-				Concurrency:   env.Concurrency,
-				FreshnessWait: env.FreshnessWait,
-				Breaker:       shadow.BreakerConfig{Failures: env.BreakerFailures, OpenFor: env.BreakerOpen, Probes: env.BreakerProbes},
-				MaxBodyBytes:  env.MaxBodyBytes,
-				AckWait:       env.AckWait,
+				Redact:            rules,
+				Routes:            rf,
+				Durable:           env.Durable,
+				MaxInFlight:       env.MaxInFlight,
+				MaxAckPending:     env.MaxAckPending,
+				Timeout:           env.Timeout,
+				Concurrency:       env.Concurrency,
+				FreshnessWait:     env.FreshnessWait,
+				Breaker:           shadow.BreakerConfig{Failures: env.BreakerFailures, OpenFor: env.BreakerOpen, Probes: env.BreakerProbes},
+				MaxBodyBytes:      env.MaxBodyBytes,
+				AckWait:           env.AckWait,
+				CubeErrorAttempts: env.CubeErrorAttempts,
 				Results: natsx.StreamSettings{
 					MaxAge: env.ResultsMaxAge, MaxBytes: env.ResultsMaxBytes,
 					Replicas: env.ResultsReplicas, Storage: env.ResultsStorage,

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/theory/jsonpath"
 	"gopkg.in/yaml.v3"
 )
 
@@ -25,6 +26,7 @@ type Service struct {
 	Name          string            `yaml:"name"`
 	CubeURL       string            `yaml:"cube_url"`
 	SecondaryURL  string            `yaml:"secondary_url"`  // 2nd legacy instance for the noise baseline
+	LegacyURL     string            `yaml:"legacy_url"`     // the legacy service, asked again on a mismatching read
 	SyncTarget    string            `yaml:"sync_target"`    // mapping target feeding the cube's DB (freshness barrier)
 	FreshnessWait Duration          `yaml:"freshness_wait"` // longest wait for the cube's watermark
 	Timeout       Duration          `yaml:"timeout"`        // per replayed request
@@ -51,12 +53,20 @@ type Credentials struct {
 type Route struct {
 	Route   string   `yaml:"route"`   // template, e.g. /api/saju/chart/{id}
 	Methods []string `yaml:"methods"` // empty = every method
-	Replay  string   `yaml:"replay"`  // always (default) | idempotent-only | dry-run
-	Sample  float64  `yaml:"sample"`  // share of requests captured/replayed, 0..1 (default 1)
-	Capture *bool    `yaml:"capture"` // false = the tap does not capture this route (default true)
-	Compare Compare  `yaml:"compare"`
-	Line    int      `yaml:"-"`
-	segs    []string
+	// Replay is the replay policy: reads (default), always, dry-run, never,
+	// or idempotent-only (the older name of reads). See docs/routes.md.
+	Replay string `yaml:"replay"`
+	// Classifier tells reads from writes by content (nil: by method).
+	Classifier *Classifier `yaml:"classify"`
+	// Operation is the operation key: graphql, graphql-hash or a JSONPath
+	// into the body ("" = none). See OperationKey.
+	Operation string  `yaml:"operation"`
+	Sample    float64 `yaml:"sample"`  // share of requests captured/replayed, 0..1 (default 1)
+	Capture   *bool   `yaml:"capture"` // false = the tap does not capture this route (default true)
+	Compare   Compare `yaml:"compare"`
+	Line      int     `yaml:"-"`
+	segs      []string
+	opPath    *jsonpath.Path
 }
 
 // Compare says how answers of a route are compared.
@@ -80,12 +90,30 @@ const (
 	NormFoldCase      = "fold-case"
 )
 
-// Replay policies.
+// Replay policies. The default (replay: omitted) is ReplayReads: a write
+// is never replayed unless the route says so.
 const (
-	ReplayAlways         = "always"
+	// ReplayReads replays reads only: requests with a safe method (GET,
+	// HEAD, OPTIONS) or that the route's classifier finds side-effect free.
+	ReplayReads = "reads"
+	// ReplayIdempotentOnly is the older name of ReplayReads. A client's
+	// Idempotency-Key header does not make a request a read.
 	ReplayIdempotentOnly = "idempotent-only"
-	ReplayDryRun         = "dry-run"
+	// ReplayAlways replays every request, writes included: only for cubes
+	// whose writes are harmless (a throwaway database).
+	ReplayAlways = "always"
+	// ReplayDryRun replays every request with X-Shadow-Request: 1; the cube
+	// promises to run it without side effects.
+	ReplayDryRun = "dry-run"
+	// ReplayNever captures the route but never replays it.
+	ReplayNever = "never"
 )
+
+// ReplaysWrites reports whether the route's policy sends writes to the cube
+// (always, dry-run).
+func (r *Route) ReplaysWrites() bool {
+	return r.Replay == ReplayAlways || r.Replay == ReplayDryRun
+}
 
 // Duration is a time.Duration written as "2s", "150ms" in YAML.
 type Duration time.Duration
@@ -152,7 +180,7 @@ func Parse(name string, data []byte) (*File, error) {
 	for i, sn := range svcs.Content {
 		path := fmt.Sprintf("services[%d]", i)
 		var s Service
-		v.keys(sn, path, "name", "cube_url", "secondary_url", "sync_target", "freshness_wait", "timeout", "concurrency", "rate_per_second", "headers", "credentials", "routes")
+		v.keys(sn, path, "name", "cube_url", "secondary_url", "legacy_url", "sync_target", "freshness_wait", "timeout", "concurrency", "rate_per_second", "headers", "credentials", "routes")
 		if err := sn.Decode(&s); err != nil {
 			v.add(sn.Line, path, cleanYAMLErr(err))
 			continue
@@ -167,6 +195,7 @@ func Parse(name string, data []byte) (*File, error) {
 		}
 		v.url(sn, path, "cube_url", s.CubeURL)
 		v.url(sn, path, "secondary_url", s.SecondaryURL)
+		v.url(sn, path, "legacy_url", s.LegacyURL)
 		if s.Concurrency < 0 {
 			v.add(lineOf(sn, "concurrency"), path+".concurrency", "must be ≥ 0")
 		}
@@ -265,7 +294,7 @@ func (v *validator) url(n *yaml.Node, path, key, value string) {
 
 func (v *validator) route(n *yaml.Node, path string, r *Route) {
 	r.Line = n.Line
-	v.keys(n, path, "route", "methods", "replay", "sample", "capture", "compare")
+	v.keys(n, path, "route", "methods", "replay", "classify", "operation", "sample", "capture", "compare")
 	if !strings.HasPrefix(r.Route, "/") {
 		v.add(lineOf(n, "route"), path+".route", fmt.Sprintf("%q must be an absolute path template like /api/saju/chart/{id}", r.Route))
 	}
@@ -282,10 +311,38 @@ func (v *validator) route(n *yaml.Node, path string, r *Route) {
 	}
 	switch r.Replay {
 	case "":
-		r.Replay = ReplayAlways
-	case ReplayAlways, ReplayIdempotentOnly, ReplayDryRun:
+		r.Replay = ReplayReads
+	case ReplayReads, ReplayIdempotentOnly, ReplayAlways, ReplayDryRun, ReplayNever:
 	default:
-		v.add(lineOf(n, "replay"), path+".replay", fmt.Sprintf("%q is not one of always, idempotent-only, dry-run", r.Replay))
+		v.add(lineOf(n, "replay"), path+".replay", fmt.Sprintf("%q is not one of reads, always, dry-run, never, idempotent-only", r.Replay))
+	}
+	if c := r.Classifier; c != nil {
+		cn := v.child(n, "classify")
+		v.keys(cn, path+".classify", "graphql", "read_when", "write_when")
+		if c.GraphQL && (c.ReadWhen != nil || c.WriteWhen != nil) {
+			v.add(cn.Line, path+".classify", "graphql and read_when/write_when exclude each other")
+		}
+		for _, bc := range []struct {
+			key string
+			c   *BodyCondition
+		}{{"read_when", c.ReadWhen}, {"write_when", c.WriteWhen}} {
+			if bc.c == nil {
+				continue
+			}
+			v.keys(v.child(cn, bc.key), path+".classify."+bc.key, "path", "match")
+			if err := bc.c.compile(); err != nil {
+				v.add(lineOf(cn, bc.key), path+".classify."+bc.key, err.Error())
+			}
+		}
+	}
+	switch r.Operation {
+	case "", OperationGraphQL, OperationGraphQLHash:
+	default:
+		p, err := jsonpath.Parse(r.Operation)
+		if err != nil || !strings.HasPrefix(r.Operation, "$") {
+			v.add(lineOf(n, "operation"), path+".operation", fmt.Sprintf("%q is not graphql, graphql-hash or a JSONPath like $.method", r.Operation))
+		}
+		r.opPath = p
 	}
 	if v.child(n, "sample") == nil {
 		r.Sample = 1

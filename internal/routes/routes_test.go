@@ -27,7 +27,7 @@ func TestLoadExample(t *testing.T) {
 	if r.Compare.Kind != "saju" || r.Compare.Tolerance["$.score"] != 0.001 || r.Sample != 1 || r.Replay != ReplayAlways || !r.Captured() {
 		t.Errorf("route 0 = %+v", r)
 	}
-	if got := saju.Routes[1]; got.Replay != ReplayAlways || got.Sample != 1 {
+	if got := saju.Routes[1]; got.Replay != ReplayReads || got.Sample != 1 {
 		t.Errorf("defaults not applied: %+v", got)
 	}
 	if c := saju.Routes[1].Compare; len(c.Presence) != 1 || len(c.Normalize) != 2 {
