@@ -78,7 +78,7 @@ func New(cfg Config) (*Comparator, error) {
 	if cfg.RepeatWindow <= 0 {
 		cfg.RepeatWindow = 5 * time.Minute
 	}
-	errs := []error{cfg.Noise.validate(), cfg.AI.validate()}
+	errs := []error{cfg.Noise.validate(), cfg.AI.validate(), cfg.Saju.validate()}
 	c := &Comparator{cfg: cfg, routes: map[string]*engine{}, noise: newNoiseTracker(cfg.Noise),
 		repeats: newRepeatCache(cfg.RepeatCache), ai: map[string]*AICounts{}}
 	for _, r := range cfg.Routes {
@@ -270,16 +270,11 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	}
 	paths := diffPaths(o.Diffs)
 	if e.kind == KindSaju && len(res.Request.Body) > 0 {
-		// Only mismatches need the birth facts, and only year, month and
-		// luck differences need lunar-go's solar terms.
-		terms := false
-		for _, p := range paths {
-			terms = terms || strings.HasPrefix(p, "$.pillars.year") || strings.HasPrefix(p, "$.pillars.month") || strings.HasPrefix(p, "$.luck")
-		}
-		f := birthFacts(res.Request.Body, c.cfg.Saju, terms)
+		// Only mismatches need the birth data.
+		f := birthFacts(res.Request.Body, c.cfg.Saju)
 		o.Birth = &f
 	}
-	o.Causes = c.causes(e, o, paths)
+	o.Causes = c.causes(e, o, paths, lv, cv)
 	o.Severity = severity(e.kind, paths)
 	o.Signature = Signature(o.Service, o.Route, signaturePaths(e.kind, paths), o.Causes)
 	c.accept(o)
@@ -315,7 +310,7 @@ func (c *Comparator) accept(o *Outcome) {
 	}
 }
 
-func (c *Comparator) causes(e *engine, o *Outcome, paths []string) []string {
+func (c *Comparator) causes(e *engine, o *Outcome, paths []string, lv, cv any) []string {
 	var body []string
 	var status []string
 	for _, p := range paths {
@@ -340,7 +335,7 @@ func (c *Comparator) causes(e *engine, o *Outcome, paths []string) []string {
 			if o.Birth != nil {
 				f = *o.Birth
 			}
-			for _, x := range explainSaju(body, f) {
+			for _, x := range explainSaju(body, f, lv, cv) {
 				set[x] = true
 			}
 		case KindAI:

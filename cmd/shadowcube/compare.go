@@ -30,8 +30,7 @@ type compareEnv struct {
 	AIMaxDrop    float64       `envconfig:"COMPARE_AI_MAX_DROP" default:"0.05"`
 	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" default:"0.05"`
 	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30"`
-	TermWindow   time.Duration `envconfig:"COMPARE_TERM_WINDOW" default:"3h"`
-	LMTWindow    time.Duration `envconfig:"COMPARE_LMT_WINDOW" default:"35m"`
+	Longitude    float64       `envconfig:"COMPARE_SAJU_LONGITUDE" default:"126.978"`
 }
 
 func (e compareEnv) noise() comparator.NoiseConfig {
@@ -75,9 +74,14 @@ Per route, the routes file's compare section chooses the comparison:
                diffs are changed / missing / extra / type / order.
   kind: saju   the same plus saju knowledge: Hanja and Hangul forms equal,
                id/request_id/generated_at ignored, interpretation compared by
-               presence only; each mismatch is tagged with the causes its birth
-               data explains: zi-hour, solar-term-boundary, local-mean-time,
-               clock-history, lunar-input, table-convention, else unexplained.
+               presence only; each mismatch's pillars are recomputed from the
+               birth data under every combination of the conventions engines
+               differ in (zi-hour rule, local mean time, term-table time basis,
+               Korea's clock history, lunar calendar) and tagged with the
+               convention(s) whose change turns one answer into the other:
+               zi-hour, local-mean-time, solar-term-boundary, clock-history,
+               lunar-input (several when several do); a luck start age alone
+               is table-convention; what no convention explains is unexplained.
   kind: ai     label agreement and confidence difference; with a truth label
                (request header truth_header, default X-Truth-Label) accuracy of
                legacy and cube with Wilson 95% intervals and a one-sided
@@ -122,10 +126,8 @@ Environment only:
   SHADOWCUBE_COMPARE_AI_MAX_DROP       allowed accuracy drop of an AI cube (0.05 = 5 pp)
   SHADOWCUBE_COMPARE_AI_ALPHA          significance level of the drop test (0.05)
   SHADOWCUBE_COMPARE_AI_MIN_SAMPLES    labelled pairs needed before flagging (30)
-  SHADOWCUBE_COMPARE_TERM_WINDOW       saju: distance to a solar term that explains a
-                                       year/month difference (3h)
-  SHADOWCUBE_COMPARE_LMT_WINDOW        saju: minutes after an odd hour / midnight that a
-                                       local-mean-time correction explains (35m)
+  SHADOWCUBE_COMPARE_SAJU_LONGITUDE    saju: degrees east for local mean time when the
+                                       request names no known city (126.978, Seoul)
 
 Metrics (shadowcube_compare_*): compared_total{service,route,verdict} (rate =
 compared/s), match_ratio{service,route}, mismatches_total{service,route,cause},
@@ -184,7 +186,7 @@ func newCompareCmd() *cobra.Command {
 			}
 			cmpr, err := comparator.New(comparator.Config{
 				Routes: routeRules(rf), Noise: env.noise(), AI: env.ai(), Accepted: acc, RepeatCache: env.RepeatCache,
-				Saju: comparator.SajuConfig{TermWindow: env.TermWindow, LMTWindow: env.LMTWindow},
+				Saju: comparator.SajuConfig{Longitude: env.Longitude},
 			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", env.RoutesFile, err)
