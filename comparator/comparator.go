@@ -25,6 +25,13 @@ const (
 	VerdictMismatch Verdict = "mismatch"
 	VerdictNoise    Verdict = "noise"
 	VerdictError    Verdict = "error" // the cube failed or timed out
+	// VerdictSkipped: shadow did not replay the request (policy reason in
+	// Outcome.Skipped); counted, never compared, never failing.
+	VerdictSkipped Verdict = "skipped"
+	// VerdictMovedOn: the answers differ, but legacy asked again at replay
+	// time gives the cube's answer: the data moved on after capture.
+	// Counted, not a failure.
+	VerdictMovedOn Verdict = "moved-on"
 )
 
 // RouteRules are the rules of one route of one service.
@@ -124,6 +131,10 @@ type Outcome struct {
 	RequestID string
 	Service   string
 	Route     string
+	Method    string // of the captured request (as captured: redacted)
+	Path      string
+	Operation string // the route's operation key, when it defines one
+	Skipped   string // policy reason the request was not replayed
 	Kind      string
 	Verdict   Verdict
 	Severity  schemas.Severity
@@ -201,9 +212,15 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	e := c.engineFor(res.Service, res.Route)
 	o := &Outcome{
 		RequestID: res.RequestID, Service: res.Service, Route: res.Route, Kind: e.kind,
+		Method: res.Request.Method, Path: res.Request.Path, Operation: res.Operation,
 		Stale: res.Freshness.Stale, CubeError: res.CubeError,
 		LegacyStatus: res.Legacy.Status, LegacyLatency: res.Legacy.Latency,
 		CapturedAt: res.Request.CapturedAt, ReplayedAt: res.ReplayedAt, ComparedAt: c.cfg.Now(),
+	}
+	group := opRoute(res.Route, res.Operation)
+	if res.Skipped != "" {
+		o.Verdict, o.Severity, o.Skipped = VerdictSkipped, schemas.SeverityInfo, res.Skipped
+		return o
 	}
 	if res.Cube == nil || res.CubeError != "" {
 		o.Verdict, o.Severity = VerdictError, schemas.SeverityCritical
@@ -211,7 +228,7 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 			o.CubeError = "no cube answer"
 		}
 		o.Causes = []string{CauseCubeError}
-		o.Signature = Signature(o.Service, o.Route, []string{"cube"}, o.Causes)
+		o.Signature = Signature(o.Service, group, []string{"cube"}, o.Causes)
 		c.accept(o)
 		return o
 	}
@@ -243,7 +260,7 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 		}
 	}
 	o.Noise = obs
-	isNoise := c.noise.observe(routeKey(res.Service, res.Route), obs)
+	isNoise := c.noise.observe(routeKey(res.Service, group), obs)
 	for _, d := range diffs {
 		if isNoise[generalisePath(d.Path)] {
 			o.NoiseDiffs = append(o.NoiseDiffs, d)
@@ -276,9 +293,45 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	}
 	o.Causes = c.causes(e, o, paths, lv, cv)
 	o.Severity = severity(e.kind, paths)
-	o.Signature = Signature(o.Service, o.Route, signaturePaths(e.kind, paths), o.Causes)
+	if c.movedOn(e, res, prep, isNoise) {
+		// Legacy asked again gives the cube's answer: the data changed
+		// after capture. Diffs are kept for inspection.
+		o.Verdict, o.Severity, o.Causes = VerdictMovedOn, schemas.SeverityInfo, []string{CauseMovedOn}
+	}
+	o.Signature = Signature(o.Service, group, signaturePaths(e.kind, paths), o.Causes)
 	c.accept(o)
 	return o
+}
+
+// movedOn says whether legacy's answer asked again at replay time equals
+// the cube's under the route's rules (differences classified as noise on
+// the route do not count, as in the pair itself).
+func (c *Comparator) movedOn(e *engine, res *schemas.ShadowResult, prep func(any), isNoise map[string]bool) bool {
+	if res.LegacyRecheck == nil || res.Cube == nil {
+		return false
+	}
+	rc := *res.LegacyRecheck
+	rc.Body = append([]byte(nil), rc.Body...)
+	cube := *res.Cube
+	diffs, _, _, err := e.compareResponses(&rc, &cube, prep)
+	if err != nil {
+		return false
+	}
+	for _, d := range diffs {
+		if !isNoise[generalisePath(d.Path)] {
+			return false
+		}
+	}
+	return true
+}
+
+// opRoute is the group a pair's signature and noise statistics belong to:
+// the route, or the route and its operation key.
+func opRoute(route, op string) string {
+	if op == "" {
+		return route
+	}
+	return route + " op=" + op
 }
 
 // signaturePaths groups the differing paths for the signature. For saju

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,6 +13,7 @@ import (
 	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/schemas"
 )
 
 // compareEnv is the configuration of `shadowcube compare`; flags override it.
@@ -226,8 +228,111 @@ func newCompareCmd() *cobra.Command {
 	f.StringVar(&accepted, "accepted", "", "accepted-signatures YAML file (SHADOWCUBE_COMPARE_ACCEPTED_FILE)")
 	f.StringVar(&durable, "durable", "comparator", "durable consumer name shared by comparators (SHADOWCUBE_COMPARE_DURABLE)")
 	f.IntVar(&batch, "batch", 256, "pairs fetched and stored per transaction (SHADOWCUBE_COMPARE_BATCH)")
-	cmd.AddCommand(newCompareSummaryCmd())
+	cmd.AddCommand(newCompareSummaryCmd(), newCompareShowCmd())
 	return cmd
+}
+
+func newCompareShowCmd() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "show <request-id>",
+		Short: "Print the stored verdict, diffs and causes of one request (exit 1 when not found)",
+		Long: `show looks a request id up in the mismatch store (the capture id; with
+SHADOWCUBE_TAP_ECHO_ID the tap returns it in a response header) and prints,
+for each replay of it: method, path and operation key as captured (redacted),
+the verdict, severity, causes, signature and every difference. Exit status 1
+when the store holds no pair with that id.
+
+Flags:
+  --format F       text (default) or json
+
+Environment:
+  SHADOWCUBE_STORE_DATABASE_URL        PostgreSQL of the mismatch store (required)
+  SHADOWCUBE_COMPARE_SCHEMA            schema of the store (shadowcube_compare)`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var env compareEnv
+			if err := process.Load(&env); err != nil {
+				return err
+			}
+			if env.StoreURL == "" {
+				return usageError{fmt.Errorf("compare show: SHADOWCUBE_STORE_DATABASE_URL is not set")}
+			}
+			if format != "text" && format != "json" {
+				return usageError{fmt.Errorf("compare show: --format %q: want text or json", format)}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema})
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			pairs, err := store.Pairs(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if len(pairs) == 0 {
+				return &exitError{code: 1, err: fmt.Errorf("compare show: request %q: no stored verdict (not compared yet, or not captured)", args[0])}
+			}
+			w := cmd.OutOrStdout()
+			if format == "json" {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(pairs)
+			}
+			for i, p := range pairs {
+				if i > 0 {
+					fmt.Fprintln(w)
+				}
+				fmt.Fprintf(w, "request    %s\nservice    %s\nroute      %s\n", p.RequestID, p.Service, p.Route)
+				fmt.Fprintf(w, "request    %s %s\n", p.Method, p.Path)
+				if p.Operation != "" {
+					fmt.Fprintf(w, "operation  %s\n", p.Operation)
+				}
+				fmt.Fprintf(w, "verdict    %s (severity %s", p.Verdict, p.Severity)
+				if p.Accepted {
+					fmt.Fprint(w, ", accepted")
+				}
+				fmt.Fprintln(w, ")")
+				if p.Skipped != "" {
+					fmt.Fprintf(w, "skipped    %s\n", p.Skipped)
+				}
+				if p.CubeError != "" {
+					fmt.Fprintf(w, "cube error %s\n", p.CubeError)
+				}
+				if len(p.Causes) > 0 {
+					fmt.Fprintf(w, "causes     %s\n", strings.Join(p.Causes, ", "))
+				}
+				if p.Signature != "" {
+					fmt.Fprintf(w, "signature  %s\n", p.Signature)
+				}
+				fmt.Fprintf(w, "replayed   %s, compared %s\n", p.ReplayedAt.UTC().Format(time.RFC3339Nano), p.ComparedAt.UTC().Format(time.RFC3339Nano))
+				for _, set := range []struct {
+					name string
+					raw  json.RawMessage
+				}{{"diff", p.Diffs}, {"noise", p.NoiseDiffs}} {
+					var ds []schemas.Diff
+					if err := json.Unmarshal(set.raw, &ds); err != nil {
+						return fmt.Errorf("compare show: stored %ss of %s: %w", set.name, p.RequestID, err)
+					}
+					for _, d := range ds {
+						fmt.Fprintf(w, "%-10s %s %s: legacy %s, cube %s\n", set.name, d.Path, d.Kind, orDash(d.Legacy), orDash(d.Cube))
+					}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "text", "text or json")
+	return cmd
+}
+
+func orDash(r schemas.RawJSON) string {
+	if len(r) == 0 {
+		return "-"
+	}
+	return string(r)
 }
 
 func newCompareSummaryCmd() *cobra.Command {
