@@ -51,7 +51,7 @@ type Config struct {
 	Accepted *Accepted // nil accepts nothing
 	// RepeatCache is how many request fingerprints are remembered to learn
 	// noise from repeated identical requests when no secondary legacy
-	// answer exists (default 10000; negative disables).
+	// answer exists (default 10000; -1 disables).
 	RepeatCache  int
 	RepeatWindow time.Duration // how far apart two captures of one request may be (default 5m)
 	Now          func() time.Time
@@ -73,6 +73,9 @@ type Comparator struct {
 // New validates cfg and compiles every route's rules. Errors name the
 // service, route and field.
 func New(cfg Config) (*Comparator, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg.Noise = cfg.Noise.withDefaults()
 	cfg.AI = cfg.AI.withDefaults()
 	cfg.Saju = cfg.Saju.withDefaults()
@@ -85,7 +88,7 @@ func New(cfg Config) (*Comparator, error) {
 	if cfg.RepeatWindow <= 0 {
 		cfg.RepeatWindow = 5 * time.Minute
 	}
-	errs := []error{cfg.Noise.validate(), cfg.AI.validate(), cfg.Saju.validate()}
+	var errs []error
 	c := &Comparator{cfg: cfg, routes: map[string]*engine{}, noise: newNoiseTracker(cfg.Noise),
 		repeats: newRepeatCache(cfg.RepeatCache), ai: map[string]*AICounts{}}
 	for _, r := range cfg.Routes {
@@ -105,6 +108,22 @@ func New(cfg Config) (*Comparator, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Validate checks the numeric settings of cfg (its rules are checked by
+// New): one error per bad field, naming it and the allowed range. Zero
+// means the default.
+func (cfg Config) Validate() error { return cfg.validate() }
+
+func (cfg Config) validate() error {
+	errs := []error{cfg.Noise.validate(), cfg.AI.validate(), cfg.Saju.validate()}
+	if cfg.RepeatCache < -1 {
+		errs = append(errs, fmt.Errorf("RepeatCache %d: want -1 (off), 0 (default 10000) or more", cfg.RepeatCache))
+	}
+	if cfg.RepeatWindow < 0 {
+		errs = append(errs, fmt.Errorf("RepeatWindow %v: want 0 (default 5m) or more", cfg.RepeatWindow))
+	}
+	return errors.Join(errs...)
 }
 
 func routeKey(service, route string) string { return service + " " + route }

@@ -464,3 +464,20 @@ func TestRulesErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigValidate: one error per bad field, each naming it.
+func TestConfigValidate(t *testing.T) {
+	_, err := New(Config{AI: AIConfig{MaxDrop: -0.1, MinSamples: -1}, Noise: NoiseConfig{MinRelative: 2}, RepeatCache: -5,
+		RepeatWindow: -time.Second, Saju: SajuConfig{Longitude: 500}})
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, f := range []string{"AI.MaxDrop -0.1", "AI.MinSamples -1", "Noise.MinRelative 2", "RepeatCache -5", "RepeatWindow -1s", "Saju.Longitude 500"} {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("error %q does not name %s", err, f)
+		}
+	}
+	if err := (Config{RepeatCache: -1}).Validate(); err != nil {
+		t.Errorf("RepeatCache -1 (off): %v", err)
+	}
+}

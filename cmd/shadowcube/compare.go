@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,17 +23,51 @@ type compareEnv struct {
 	StoreURL     string        `envconfig:"STORE_DATABASE_URL"`
 	Schema       string        `envconfig:"COMPARE_SCHEMA" default:"shadowcube_compare"`
 	Durable      string        `envconfig:"COMPARE_DURABLE" default:"comparator"`
-	Batch        int           `envconfig:"COMPARE_BATCH" default:"256"`
+	Batch        int           `envconfig:"COMPARE_BATCH" default:"256" min:"1"`
 	AckWait      time.Duration `envconfig:"COMPARE_ACK_WAIT" default:"60s"`
 	AcceptedFile string        `envconfig:"COMPARE_ACCEPTED_FILE"`
 	NoiseOff     bool          `envconfig:"COMPARE_NOISE_DISABLED"`
 	NoiseRel     float64       `envconfig:"COMPARE_NOISE_MIN_RELATIVE" default:"0.2"`
 	NoiseAbs     float64       `envconfig:"COMPARE_NOISE_MIN_ABSOLUTE" default:"0.0003"`
-	RepeatCache  int           `envconfig:"COMPARE_REPEAT_CACHE" default:"10000"`
+	RepeatCache  int           `envconfig:"COMPARE_REPEAT_CACHE" default:"10000" min:"-1"`
 	AIMaxDrop    float64       `envconfig:"COMPARE_AI_MAX_DROP" default:"0.05"`
 	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" default:"0.05"`
-	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30"`
+	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30" min:"1"`
 	Longitude    float64       `envconfig:"COMPARE_SAJU_LONGITUDE" default:"126.978"`
+}
+
+// validate checks the numeric settings: each error names the variable
+// and the allowed range (the comparator's own check names its fields).
+func (e compareEnv) validate() error {
+	var errs []error
+	if e.Batch < 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_BATCH %d: must be at least 1", e.Batch))
+	}
+	if e.AckWait <= 0 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_ACK_WAIT %v: must be positive", e.AckWait))
+	}
+	if e.NoiseRel <= 0 || e.NoiseRel >= 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_NOISE_MIN_RELATIVE %v: must be in (0, 1)", e.NoiseRel))
+	}
+	if e.NoiseAbs <= 0 || e.NoiseAbs >= 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_NOISE_MIN_ABSOLUTE %v: must be in (0, 1)", e.NoiseAbs))
+	}
+	if e.RepeatCache < -1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_REPEAT_CACHE %d: must be -1 (off) or at least 0", e.RepeatCache))
+	}
+	if e.AIMaxDrop <= 0 || e.AIMaxDrop >= 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_MAX_DROP %v: must be in (0, 1)", e.AIMaxDrop))
+	}
+	if e.AIAlpha <= 0 || e.AIAlpha >= 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_ALPHA %v: must be in (0, 1)", e.AIAlpha))
+	}
+	if e.AIMinSamples < 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_MIN_SAMPLES %d: must be at least 1", e.AIMinSamples))
+	}
+	if e.Longitude < -180 || e.Longitude > 180 || e.Longitude == 0 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_SAJU_LONGITUDE %v: must be in [-180, 180], not 0", e.Longitude))
+	}
+	return errors.Join(errs...)
 }
 
 func (e compareEnv) noise() comparator.NoiseConfig {
@@ -168,7 +203,13 @@ func newCompareCmd() *cobra.Command {
 				env.Durable = durable
 			}
 			if f.Changed("batch") {
+				if batch < 1 {
+					return usageError{fmt.Errorf("compare: --batch %d: must be at least 1", batch)}
+				}
 				env.Batch = batch
+			}
+			if err := env.validate(); err != nil {
+				return usageError{fmt.Errorf("compare: %w", err)}
 			}
 			if env.RoutesFile == "" {
 				return usageError{fmt.Errorf("compare: no routes file: pass --routes FILE or set SHADOWCUBE_ROUTES_FILE")}
@@ -369,6 +410,12 @@ Environment:
 			}
 			if env.StoreURL == "" {
 				return usageError{fmt.Errorf("compare summary: SHADOWCUBE_STORE_DATABASE_URL is not set")}
+			}
+			if limit < 1 {
+				return usageError{fmt.Errorf("compare summary: --limit %d: must be at least 1", limit)}
+			}
+			if err := env.validate(); err != nil {
+				return usageError{fmt.Errorf("compare summary: %w", err)}
 			}
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("compare summary: --format %q: want text or json", format)}
