@@ -25,6 +25,13 @@ const (
 	VerdictMismatch Verdict = "mismatch"
 	VerdictNoise    Verdict = "noise"
 	VerdictError    Verdict = "error" // the cube failed or timed out
+	// VerdictSkipped: shadow did not replay the request (policy reason in
+	// Outcome.Skipped); counted, never compared, never failing.
+	VerdictSkipped Verdict = "skipped"
+	// VerdictMovedOn: the answers differ, but legacy asked again at replay
+	// time gives the cube's answer: the data moved on after capture.
+	// Counted, not a failure.
+	VerdictMovedOn Verdict = "moved-on"
 )
 
 // RouteRules are the rules of one route of one service.
@@ -44,7 +51,7 @@ type Config struct {
 	Accepted *Accepted // nil accepts nothing
 	// RepeatCache is how many request fingerprints are remembered to learn
 	// noise from repeated identical requests when no secondary legacy
-	// answer exists (default 10000; negative disables).
+	// answer exists (default 10000; -1 disables).
 	RepeatCache  int
 	RepeatWindow time.Duration // how far apart two captures of one request may be (default 5m)
 	Now          func() time.Time
@@ -66,6 +73,9 @@ type Comparator struct {
 // New validates cfg and compiles every route's rules. Errors name the
 // service, route and field.
 func New(cfg Config) (*Comparator, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg.Noise = cfg.Noise.withDefaults()
 	cfg.AI = cfg.AI.withDefaults()
 	cfg.Saju = cfg.Saju.withDefaults()
@@ -78,7 +88,7 @@ func New(cfg Config) (*Comparator, error) {
 	if cfg.RepeatWindow <= 0 {
 		cfg.RepeatWindow = 5 * time.Minute
 	}
-	errs := []error{cfg.Noise.validate(), cfg.AI.validate()}
+	var errs []error
 	c := &Comparator{cfg: cfg, routes: map[string]*engine{}, noise: newNoiseTracker(cfg.Noise),
 		repeats: newRepeatCache(cfg.RepeatCache), ai: map[string]*AICounts{}}
 	for _, r := range cfg.Routes {
@@ -98,6 +108,22 @@ func New(cfg Config) (*Comparator, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Validate checks the numeric settings of cfg (its rules are checked by
+// New): one error per bad field, naming it and the allowed range. Zero
+// means the default.
+func (cfg Config) Validate() error { return cfg.validate() }
+
+func (cfg Config) validate() error {
+	errs := []error{cfg.Noise.validate(), cfg.AI.validate(), cfg.Saju.validate()}
+	if cfg.RepeatCache < -1 {
+		errs = append(errs, fmt.Errorf("RepeatCache %d: want -1 (off), 0 (default 10000) or more", cfg.RepeatCache))
+	}
+	if cfg.RepeatWindow < 0 {
+		errs = append(errs, fmt.Errorf("RepeatWindow %v: want 0 (default 5m) or more", cfg.RepeatWindow))
+	}
+	return errors.Join(errs...)
 }
 
 func routeKey(service, route string) string { return service + " " + route }
@@ -124,6 +150,10 @@ type Outcome struct {
 	RequestID string
 	Service   string
 	Route     string
+	Method    string // of the captured request (as captured: redacted)
+	Path      string
+	Operation string // the route's operation key, when it defines one
+	Skipped   string // policy reason the request was not replayed
 	Kind      string
 	Verdict   Verdict
 	Severity  schemas.Severity
@@ -201,9 +231,15 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	e := c.engineFor(res.Service, res.Route)
 	o := &Outcome{
 		RequestID: res.RequestID, Service: res.Service, Route: res.Route, Kind: e.kind,
+		Method: res.Request.Method, Path: res.Request.Path, Operation: res.Operation,
 		Stale: res.Freshness.Stale, CubeError: res.CubeError,
 		LegacyStatus: res.Legacy.Status, LegacyLatency: res.Legacy.Latency,
 		CapturedAt: res.Request.CapturedAt, ReplayedAt: res.ReplayedAt, ComparedAt: c.cfg.Now(),
+	}
+	group := opRoute(res.Route, res.Operation)
+	if res.Skipped != "" {
+		o.Verdict, o.Severity, o.Skipped = VerdictSkipped, schemas.SeverityInfo, res.Skipped
+		return o
 	}
 	if res.Cube == nil || res.CubeError != "" {
 		o.Verdict, o.Severity = VerdictError, schemas.SeverityCritical
@@ -211,7 +247,7 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 			o.CubeError = "no cube answer"
 		}
 		o.Causes = []string{CauseCubeError}
-		o.Signature = Signature(o.Service, o.Route, []string{"cube"}, o.Causes)
+		o.Signature = Signature(o.Service, group, []string{"cube"}, o.Causes)
 		c.accept(o)
 		return o
 	}
@@ -243,7 +279,7 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 		}
 	}
 	o.Noise = obs
-	isNoise := c.noise.observe(routeKey(res.Service, res.Route), obs)
+	isNoise := c.noise.observe(routeKey(res.Service, group), obs)
 	for _, d := range diffs {
 		if isNoise[generalisePath(d.Path)] {
 			o.NoiseDiffs = append(o.NoiseDiffs, d)
@@ -270,20 +306,51 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	}
 	paths := diffPaths(o.Diffs)
 	if e.kind == KindSaju && len(res.Request.Body) > 0 {
-		// Only mismatches need the birth facts, and only year, month and
-		// luck differences need lunar-go's solar terms.
-		terms := false
-		for _, p := range paths {
-			terms = terms || strings.HasPrefix(p, "$.pillars.year") || strings.HasPrefix(p, "$.pillars.month") || strings.HasPrefix(p, "$.luck")
-		}
-		f := birthFacts(res.Request.Body, c.cfg.Saju, terms)
+		// Only mismatches need the birth data.
+		f := birthFacts(res.Request.Body, c.cfg.Saju)
 		o.Birth = &f
 	}
-	o.Causes = c.causes(e, o, paths)
+	o.Causes = c.causes(e, o, paths, lv, cv)
 	o.Severity = severity(e.kind, paths)
-	o.Signature = Signature(o.Service, o.Route, signaturePaths(e.kind, paths), o.Causes)
+	if c.movedOn(e, res, prep, isNoise) {
+		// Legacy asked again gives the cube's answer: the data changed
+		// after capture. Diffs are kept for inspection.
+		o.Verdict, o.Severity, o.Causes = VerdictMovedOn, schemas.SeverityInfo, []string{CauseMovedOn}
+	}
+	o.Signature = Signature(o.Service, group, signaturePaths(e.kind, paths), o.Causes)
 	c.accept(o)
 	return o
+}
+
+// movedOn says whether legacy's answer asked again at replay time equals
+// the cube's under the route's rules (differences classified as noise on
+// the route do not count, as in the pair itself).
+func (c *Comparator) movedOn(e *engine, res *schemas.ShadowResult, prep func(any), isNoise map[string]bool) bool {
+	if res.LegacyRecheck == nil || res.Cube == nil {
+		return false
+	}
+	rc := *res.LegacyRecheck
+	rc.Body = append([]byte(nil), rc.Body...)
+	cube := *res.Cube
+	diffs, _, _, err := e.compareResponses(&rc, &cube, prep)
+	if err != nil {
+		return false
+	}
+	for _, d := range diffs {
+		if !isNoise[generalisePath(d.Path)] {
+			return false
+		}
+	}
+	return true
+}
+
+// opRoute is the group a pair's signature and noise statistics belong to:
+// the route, or the route and its operation key.
+func opRoute(route, op string) string {
+	if op == "" {
+		return route
+	}
+	return route + " op=" + op
 }
 
 // signaturePaths groups the differing paths for the signature. For saju
@@ -315,7 +382,7 @@ func (c *Comparator) accept(o *Outcome) {
 	}
 }
 
-func (c *Comparator) causes(e *engine, o *Outcome, paths []string) []string {
+func (c *Comparator) causes(e *engine, o *Outcome, paths []string, lv, cv any) []string {
 	var body []string
 	var status []string
 	for _, p := range paths {
@@ -340,7 +407,7 @@ func (c *Comparator) causes(e *engine, o *Outcome, paths []string) []string {
 			if o.Birth != nil {
 				f = *o.Birth
 			}
-			for _, x := range explainSaju(body, f) {
+			for _, x := range explainSaju(body, f, lv, cv) {
 				set[x] = true
 			}
 		case KindAI:

@@ -109,27 +109,51 @@ func TestSajuCauses(t *testing.T) {
 		wantCauses  []string
 		wantInPaths string
 	}{
+		// Pillars below are worked by hand from SAJU.md's rules (day index
+		// (JDN−11) mod 60; 子-hour stem 2·(stem of the next day from 23:00
+		// mod 5); 寅-month stem 2·(year stem mod 5)+2) and the term instants
+		// quoted; lunar-go agrees (TestCauseAttributionIndependentPairs).
 		{"day pillar at 23:40 is zi-hour", birth("1988-02-15", "23:40", "solar"),
 			base("戊辰", "甲寅", "辛丑", "戊子", "辛", 7, false), base("戊辰", "甲寅", "庚子", "戊子", "庚", 7, true),
 			[]string{CauseZiHour}, "$.pillars.day"},
 		{"day pillar at 14:00 is unexplained", birth("1988-02-15", "14:00", "solar"),
 			base("戊辰", "甲寅", "辛丑", "癸未", "辛", 7, false), base("戊辰", "甲寅", "庚子", "癸未", "庚", 7, true),
 			[]string{CauseUnexplained}, "$.pillars.day"},
-		// 立春 2024 is 2024-02-04 16:27 UTC+8 = 17:27 KST.
-		{"month and year at 立春 are solar-term-boundary", birth("2024-02-04", "17:50", "solar"),
-			base("癸卯", "乙丑", "戊戌", "辛酉", "戊", 5, false), base("甲辰", "丙寅", "戊戌", "辛酉", "戊", 5, true),
+		// 立春 2024 is 2024-02-04 16:27 UTC+8 = 17:27 KST: at 17:10 KST the
+		// new year and month start only for a side reading the wall clock as UTC+8.
+		{"month and year at 立春 are solar-term-boundary", birth("2024-02-04", "17:10", "solar"),
+			base("甲辰", "丙寅", "戊戌", "辛酉", "戊", 5, false), base("癸卯", "乙丑", "戊戌", "辛酉", "戊", 5, true),
 			[]string{CauseSolarTerm}, "$.pillars.month"},
+		{"the other direction at 立春 is unexplained", birth("2024-02-04", "17:50", "solar"),
+			base("癸卯", "乙丑", "戊戌", "辛酉", "戊", 5, false), base("甲辰", "丙寅", "戊戌", "辛酉", "戊", 5, true),
+			[]string{CauseUnexplained}, "$.pillars.month"},
 		{"month far from a term is unexplained", birth("2024-03-20", "12:00", "solar"),
 			base("甲辰", "丁卯", "戊戌", "戊午", "戊", 5, false), base("甲辰", "戊辰", "戊戌", "戊午", "戊", 5, true),
 			[]string{CauseUnexplained}, "$.pillars.month"},
+		// 2000-06-10 is 己亥; 13:20 is 辛未, 12:48 (−32 min) 庚午.
 		{"hour pillar at 13:20 is local-mean-time", birth("2000-06-10", "13:20", "solar"),
-			base("庚辰", "壬午", "戊午", "戊午", "戊", 3, false), base("庚辰", "壬午", "戊午", "己未", "戊", 3, true),
+			base("庚辰", "壬午", "己亥", "辛未", "己", 3, false), base("庚辰", "壬午", "己亥", "庚午", "己", 3, true),
 			[]string{CauseLocalMeanTime}, "$.pillars.hour"},
-		{"hour pillar in 1987 summer time is clock-history", birth("1987-07-10", "14:10", "solar"),
-			base("丁卯", "丁未", "甲子", "辛未", "甲", 3, false), base("丁卯", "丁未", "甲子", "庚午", "甲", 3, true),
-			[]string{CauseClockHistory}, "$.pillars.hour"},
-		{"lunar input", birth("1990-05-05", "10:00", "lunar"),
-			base("庚午", "壬午", "戊午", "丁巳", "戊", 3, false), base("庚午", "壬午", "己未", "己巳", "己", 3, true),
+		// Issue 11.9 (b): 1995-03-10 (庚子) 23:10 is 戊子 (the next day's
+		// stem); 32 minutes earlier, 22:38, is 丁亥. No zi rule makes 亥.
+		{"23:10 moved into the 亥 hour is local-mean-time", birth("1995-03-10", "23:10", "solar"),
+			base("乙亥", "己卯", "庚子", "戊子", "庚", 3, false), base("乙亥", "己卯", "庚子", "丁亥", "庚", 3, true),
+			[]string{CauseLocalMeanTime}, "$.pillars.hour"},
+		// 00:20 on 1995-03-10 read 32 minutes earlier is 23:48 on 03-09 (己亥).
+		{"00:20 moved to the day before is local-mean-time", birth("1995-03-10", "00:20", "solar"),
+			base("乙亥", "己卯", "庚子", "丙子", "庚", 3, false), base("乙亥", "己卯", "己亥", "丙子", "己", 3, true),
+			[]string{CauseLocalMeanTime}, "$.pillars.day"},
+		// Issue 11.9 (a): 寒露 1958 is about 03:20 UTC+8 on 10-09; Korea ran
+		// on UTC+8:30, so 04:10 is 03:40 UTC+8 (戌 month); a fixed UTC+9
+		// clock makes it 03:10 (still 酉). A naive UTC+8 table would go the
+		// other way (late), so this is clock-history alone.
+		{"month in the UTC+8:30 years is clock-history", birth("1958-10-09", "04:10", "solar"),
+			base("戊戌", "辛酉", "己未", "丙寅", "己", 3, false), base("戊戌", "壬戌", "己未", "丙寅", "己", 3, true),
+			[]string{CauseClockHistory}, "$.pillars.month"},
+		// Lunar 1995-07-10: lunar-go's month starts on the UTC+8 day of the
+		// new moon, a day before a calendar on UTC+9 starts it.
+		{"lunar input", birth("1995-07-10", "10:00", "lunar"),
+			base("乙亥", "癸未", "戊辰", "丁巳", "戊", 3, false), base("乙亥", "癸未", "己巳", "己巳", "己", 3, true),
 			[]string{CauseLunarInput}, "$.pillars.day"},
 		{"only the luck start age is table-convention", birth("1995-09-01", "10:00", "solar"),
 			base("乙亥", "甲申", "戊午", "丁巳", "戊", 3, false), base("乙亥", "甲申", "戊午", "丁巳", "戊", 4, true),
@@ -153,29 +177,34 @@ func TestSajuCauses(t *testing.T) {
 }
 
 func TestBirthFacts(t *testing.T) {
-	cfg := SajuConfig{}.withDefaults()
-	f := birthFacts([]byte(birth("1955-05-05", "10:00", "solar")), cfg, true)
-	if !f.Valid || !f.ClockHistory || f.Offset != 9*time.Hour+30*time.Minute {
+	cfg := SajuConfig{}
+	f := birthFacts([]byte(birth("1955-05-05", "10:00", "solar")), cfg)
+	if !f.Valid || f.Offset != 9*time.Hour+30*time.Minute || len(f.Dates) != 1 {
 		t.Errorf("1955 summer time: %+v", f)
 	}
-	f = birthFacts([]byte(birth("1958-01-05", "10:00", "solar")), cfg, true)
-	if !f.ClockHistory || f.Offset != 8*time.Hour+30*time.Minute {
+	f = birthFacts([]byte(birth("1958-01-05", "10:00", "solar")), cfg)
+	if f.Offset != 8*time.Hour+30*time.Minute {
 		t.Errorf("1958 UTC+8:30: %+v", f)
 	}
-	f = birthFacts([]byte(birth("1970-01-05", "10:00", "solar")), cfg, true)
-	if f.ClockHistory {
+	f = birthFacts([]byte(birth("1970-01-05", "10:00", "solar")), cfg)
+	if f.Offset != 9*time.Hour || f.Longitude != seoulLongitude {
 		t.Errorf("1970 is standard time: %+v", f)
 	}
-	f = birthFacts([]byte(birth("2024-02-04", "17:27", "solar")), cfg, true)
-	if !f.NearTerm || f.TermDistance > 10*time.Minute {
-		t.Errorf("立春 2024: %+v", f)
-	}
-	f = birthFacts([]byte(birth("2023-02-30", "10:00", "solar")), cfg, true)
+	f = birthFacts([]byte(birth("2023-02-30", "10:00", "solar")), cfg)
 	if f.Valid || f.Err == "" {
 		t.Errorf("impossible date accepted: %+v", f)
 	}
-	f = birthFacts([]byte(birth("2017-06-31", "10:00", "lunar")), cfg, true) // lunar-go panics: guarded
-	_ = f
+	// lunar 2017-06-31: lunar-go's 6th month of 2017 has 29 days.
+	f = birthFacts([]byte(birth("2017-06-31", "10:00", "lunar")), cfg)
+	if f.Valid || !strings.Contains(f.Err, "not day 31") && !strings.Contains(f.Err, "not 1..30") {
+		t.Errorf("lunar 2017-06-31 accepted: %+v", f)
+	}
+	// lunar 2017-06-01 (Chinese calendar: 2017-06-24) and the readings of
+	// other calendars: a day either side, and the neighbouring months.
+	f = birthFacts([]byte(birth("2017-06-01", "10:00", "lunar")), cfg)
+	if !f.Valid || f.Dates[0] != (civilDate{2017, 6, 24}) || len(f.Dates) != 9 || !slices.Contains(f.Dates, civilDate{2017, 6, 25}) {
+		t.Errorf("lunar 2017-06-01: %+v", f)
+	}
 }
 
 func TestSignatureAndAccepted(t *testing.T) {
@@ -433,5 +462,22 @@ func TestRulesErrors(t *testing.T) {
 		if _, err := New(Config{Routes: []RouteRules{{Service: "s", Route: "/r", Rules: r}}}); err == nil {
 			t.Errorf("rules %+v accepted", r)
 		}
+	}
+}
+
+// TestConfigValidate: one error per bad field, each naming it.
+func TestConfigValidate(t *testing.T) {
+	_, err := New(Config{AI: AIConfig{MaxDrop: -0.1, MinSamples: -1}, Noise: NoiseConfig{MinRelative: 2}, RepeatCache: -5,
+		RepeatWindow: -time.Second, Saju: SajuConfig{Longitude: 500}})
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, f := range []string{"AI.MaxDrop -0.1", "AI.MinSamples -1", "Noise.MinRelative 2", "RepeatCache -5", "RepeatWindow -1s", "Saju.Longitude 500"} {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("error %q does not name %s", err, f)
+		}
+	}
+	if err := (Config{RepeatCache: -1}).Validate(); err != nil {
+		t.Errorf("RepeatCache -1 (off): %v", err)
 	}
 }

@@ -24,6 +24,7 @@ type Metrics struct {
 	stale      *prometheus.CounterVec
 	accepted   *prometheus.CounterVec
 	badMsgs    *prometheus.CounterVec
+	skipped    *prometheus.CounterVec
 	aiAccuracy *prometheus.GaugeVec
 	aiFlagged  *prometheus.GaugeVec
 
@@ -59,6 +60,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Mismatches whose signature is accepted as expected."}, rl),
 		badMsgs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_compare_dead_letters_total",
 			Help: "Messages that could not be decoded, sent to the DLQ."}, []string{"reason"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_compare_skipped_total",
+			Help: "Requests shadow did not replay, by policy reason (counted, not compared)."}, append(rl, "reason")),
 		aiAccuracy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "shadowcube_compare_ai_accuracy_ratio",
 			Help: "Accuracy against the truth label, by side (legacy, cube)."}, append(rl, "side")),
 		aiFlagged: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "shadowcube_compare_ai_rollback_flag",
@@ -67,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		sigs:   map[string]bool{},
 	}
 	for _, c := range []prometheus.Collector{m.compared, m.matchRatio, m.mismatches, m.signatures, m.noisePairs, m.noiseDiffs,
-		m.latency, m.cubeErrors, m.stale, m.accepted, m.badMsgs, m.aiAccuracy, m.aiFlagged} {
+		m.latency, m.cubeErrors, m.stale, m.accepted, m.badMsgs, m.skipped, m.aiAccuracy, m.aiFlagged} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -79,6 +82,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 func (m *Metrics) Observe(o *Outcome) {
 	if m == nil {
 		return
+	}
+	if o.Verdict == VerdictSkipped {
+		m.skipped.WithLabelValues(o.Service, o.Route, o.Skipped).Inc()
+		return // not compared: no latency, no match ratio
 	}
 	m.compared.WithLabelValues(o.Service, o.Route, string(o.Verdict)).Inc()
 	m.latency.WithLabelValues(o.Service, o.Route, "legacy").Observe(o.LegacyLatency.Seconds())
@@ -134,7 +141,7 @@ func (m *Metrics) Observe(o *Outcome) {
 			m.counts[k] = c
 		}
 		c[1]++
-		if o.Verdict == VerdictMatch || o.Verdict == VerdictNoise {
+		if o.Verdict == VerdictMatch || o.Verdict == VerdictNoise || o.Verdict == VerdictMovedOn {
 			c[0]++
 		}
 		m.matchRatio.WithLabelValues(o.Service, o.Route).Set(c[0] / c[1])

@@ -1,6 +1,7 @@
 package comparator
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -31,13 +32,14 @@ func (c NoiseConfig) withDefaults() NoiseConfig {
 }
 
 func (c NoiseConfig) validate() error {
+	var errs []error
 	if c.MinRelative < 0 || c.MinRelative >= 1 || math.IsNaN(c.MinRelative) {
-		return fmt.Errorf("noise: relative threshold %v: want 0 ≤ x < 1", c.MinRelative)
+		errs = append(errs, fmt.Errorf("Noise.MinRelative %v: want 0 ≤ x < 1", c.MinRelative))
 	}
 	if c.MinAbsolute < 0 || c.MinAbsolute >= 1 || math.IsNaN(c.MinAbsolute) {
-		return fmt.Errorf("noise: absolute threshold %v: want 0 ≤ x < 1", c.MinAbsolute)
+		errs = append(errs, fmt.Errorf("Noise.MinAbsolute %v: want 0 ≤ x < 1", c.MinAbsolute))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // NoiseCounts are the counters of one route (persisted by the Store so a

@@ -1,6 +1,7 @@
 package comparator
 
 import (
+	"errors"
 	"fmt"
 	"math"
 )
@@ -29,13 +30,17 @@ func (c AIConfig) withDefaults() AIConfig {
 }
 
 func (c AIConfig) validate() error {
-	if c.MaxDrop < 0 || c.MaxDrop >= 1 {
-		return fmt.Errorf("ai: max drop %v: want 0 ≤ x < 1", c.MaxDrop)
+	var errs []error
+	if c.MaxDrop < 0 || c.MaxDrop >= 1 || math.IsNaN(c.MaxDrop) {
+		errs = append(errs, fmt.Errorf("AI.MaxDrop %v: want 0 ≤ x < 1 (0 = default 0.05)", c.MaxDrop))
 	}
-	if c.Alpha < 0 || c.Alpha >= 1 {
-		return fmt.Errorf("ai: alpha %v: want 0 < x < 1", c.Alpha)
+	if c.Alpha < 0 || c.Alpha >= 1 || math.IsNaN(c.Alpha) {
+		errs = append(errs, fmt.Errorf("AI.Alpha %v: want 0 < x < 1 (0 = default 0.05)", c.Alpha))
 	}
-	return nil
+	if c.MinSamples < 0 {
+		errs = append(errs, fmt.Errorf("AI.MinSamples %d: want at least 1 (0 = default 30)", c.MinSamples))
+	}
+	return errors.Join(errs...)
 }
 
 // AICounts are the running counts of one AI route.

@@ -88,6 +88,10 @@ var migrations = []string{
 		noise   bigint NOT NULL DEFAULT 0,
 		PRIMARY KEY (service, route, path)
 	);`,
+	// 2: what a user can look a pair up by (as captured, already redacted),
+	// the operation key, and the policy reason of a skipped request.
+	`ALTER TABLE {s}.pairs ADD COLUMN method text, ADD COLUMN path text, ADD COLUMN operation text, ADD COLUMN skipped text;
+	CREATE INDEX pairs_request_id ON {s}.pairs (request_id);`,
 }
 
 // OpenStore connects and migrates the store.
@@ -173,17 +177,20 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // cannot). Far less work for PostgreSQL per pair than a statement per row.
 const insertPairs = `INSERT INTO {s}.pairs (request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
 		causes, diffs, noise_diffs, cube_error, legacy_status, cube_status, legacy_latency_ms, cube_latency_ms,
-		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score)
+		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score,
+		method, path, operation, skipped)
 	SELECT request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
 		ARRAY(SELECT jsonb_array_elements_text(causes)), diffs, noise_diffs, cube_error, legacy_status, cube_status,
 		legacy_latency_ms, cube_latency_ms, captured_at, replayed_at, compared_at,
-		ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score
+		ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score, method, path, operation, skipped
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::bool[], $10::bool[],
 		$11::jsonb[], $12::jsonb[], $13::jsonb[], $14::text[], $15::int[], $16::int[], $17::float8[], $18::float8[],
-		$19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[], $24::text[], $25::float8[], $26::float8[])
+		$19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[], $24::text[], $25::float8[], $26::float8[],
+		$27::text[], $28::text[], $29::text[], $30::text[])
 		AS t(request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
 		causes, diffs, noise_diffs, cube_error, legacy_status, cube_status, legacy_latency_ms, cube_latency_ms,
-		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score)
+		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score,
+		method, path, operation, skipped)
 	ON CONFLICT (request_id, replayed_at) DO NOTHING
 	RETURNING request_id, replayed_at`
 
@@ -196,6 +203,7 @@ type pairColumns struct {
 	legacyStatus, cubeStatus                            []*int32
 	legacyMS, cubeMS, legacyScore, cubeScore            []*float64
 	capturedAt                                          []*time.Time
+	method, path, operation, skipped                    []*string
 	replayedAt, comparedAt                              []time.Time
 }
 
@@ -224,7 +232,7 @@ func (c *pairColumns) add(o *Outcome) error {
 	}
 	legacyStatus := int32(o.LegacyStatus)
 	var cubeStatus *int32
-	if o.Verdict != VerdictError {
+	if o.Verdict != VerdictError && o.Verdict != VerdictSkipped {
 		v := int32(o.CubeStatus)
 		cubeStatus = &v
 	}
@@ -255,13 +263,18 @@ func (c *pairColumns) add(o *Outcome) error {
 	c.cubeLabel = append(c.cubeLabel, cl)
 	c.legacyScore = append(c.legacyScore, ls)
 	c.cubeScore = append(c.cubeScore, cs)
+	c.method = append(c.method, strPtr(o.Method))
+	c.path = append(c.path, strPtr(o.Path))
+	c.operation = append(c.operation, strPtr(o.Operation))
+	c.skipped = append(c.skipped, strPtr(o.Skipped))
 	return nil
 }
 
 func (c *pairColumns) args() []any {
 	return []any{c.requestID, c.service, c.route, c.kind, c.verdict, c.severity, c.signature, c.accepted, c.noise, c.stale,
 		c.causes, c.diffs, c.noiseDiffs, c.cubeError, c.legacyStatus, c.cubeStatus, c.legacyMS, c.cubeMS,
-		c.capturedAt, c.replayedAt, c.comparedAt, c.truth, c.legacyLabel, c.cubeLabel, c.legacyScore, c.cubeScore}
+		c.capturedAt, c.replayedAt, c.comparedAt, c.truth, c.legacyLabel, c.cubeLabel, c.legacyScore, c.cubeScore,
+		c.method, c.path, c.operation, c.skipped}
 }
 
 // pairKey identifies a stored pair: request id and replay time, at the
@@ -340,7 +353,11 @@ func (s *Store) addCounts(ctx context.Context, tx pgx.Tx, outs []*Outcome) error
 	routes := map[countKey][2]int64{}
 	paths := map[countKey][2]int64{}
 	for _, o := range outs {
-		k := countKey{o.Service, o.Route, ""}
+		if o.Verdict == VerdictSkipped {
+			continue
+		}
+		group := opRoute(o.Route, o.Operation)
+		k := countKey{o.Service, group, ""}
 		r := routes[k]
 		if o.Noise.Request {
 			r[0]++
@@ -350,13 +367,13 @@ func (s *Store) addCounts(ctx context.Context, tx pgx.Tx, outs []*Outcome) error
 		}
 		routes[k] = r
 		for _, p := range o.Noise.RawPaths {
-			pk := countKey{o.Service, o.Route, p}
+			pk := countKey{o.Service, group, p}
 			v := paths[pk]
 			v[0]++
 			paths[pk] = v
 		}
 		for _, p := range o.Noise.NoisePaths {
-			pk := countKey{o.Service, o.Route, p}
+			pk := countKey{o.Service, group, p}
 			v := paths[pk]
 			v[1]++
 			paths[pk] = v
@@ -470,4 +487,48 @@ func (s *Store) Seed(ctx context.Context, c *Comparator) error {
 		c.SeedAI(id.Service, id.Route, a)
 	}
 	return nil
+}
+
+// StoredPair is one stored verdict as `compare show` prints it.
+type StoredPair struct {
+	RequestID  string          `json:"request_id"`
+	Service    string          `json:"service"`
+	Route      string          `json:"route"`
+	Method     string          `json:"method,omitempty"`
+	Path       string          `json:"path,omitempty"`
+	Operation  string          `json:"operation,omitempty"`
+	Verdict    string          `json:"verdict"`
+	Severity   string          `json:"severity"`
+	Skipped    string          `json:"skipped,omitempty"`
+	Accepted   bool            `json:"accepted,omitempty"`
+	Causes     []string        `json:"causes"`
+	Signature  string          `json:"signature,omitempty"`
+	Diffs      json.RawMessage `json:"diffs"`
+	NoiseDiffs json.RawMessage `json:"noise_diffs"`
+	CubeError  string          `json:"cube_error,omitempty"`
+	ReplayedAt time.Time       `json:"replayed_at"`
+	ComparedAt time.Time       `json:"compared_at"`
+}
+
+// Pairs returns the stored verdicts of a request id (one per replay),
+// oldest first; none when the id is unknown.
+func (s *Store) Pairs(ctx context.Context, requestID string) ([]StoredPair, error) {
+	rows, err := s.pool.Query(ctx, s.q(`SELECT request_id, service, route, coalesce(method, ''), coalesce(path, ''), coalesce(operation, ''),
+		verdict, severity, coalesce(skipped, ''), accepted, causes, coalesce(signature, ''), diffs, noise_diffs, coalesce(cube_error, ''),
+		replayed_at, compared_at FROM {s}.pairs WHERE request_id = $1 ORDER BY replayed_at, id`), requestID)
+	if err != nil {
+		return nil, fmt.Errorf("look up request %s: %w", requestID, err)
+	}
+	var out []StoredPair
+	for rows.Next() {
+		var p StoredPair
+		var diffs, nd []byte
+		if err := rows.Scan(&p.RequestID, &p.Service, &p.Route, &p.Method, &p.Path, &p.Operation, &p.Verdict, &p.Severity, &p.Skipped,
+			&p.Accepted, &p.Causes, &p.Signature, &diffs, &nd, &p.CubeError, &p.ReplayedAt, &p.ComparedAt); err != nil {
+			return nil, fmt.Errorf("look up request %s: %w", requestID, err)
+		}
+		p.Diffs, p.NoiseDiffs = diffs, nd
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }

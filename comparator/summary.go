@@ -12,12 +12,14 @@ import (
 // RouteSummary counts the verdicts of one route.
 type RouteSummary struct {
 	Service, Route, Kind string
-	Pairs                int64
+	Operation            string // operation key, when the route defines one
+	Pairs                int64  // compared pairs (skipped requests not included)
 	Matches              int64
 	Mismatches           int64 // including accepted ones
 	Accepted             int64
 	Noise                int64 // pairs whose only differences were noise
 	Errors               int64 // cube errors and timeouts
+	MovedOn              int64 // differed, but legacy asked again gave the cube's answer
 	Stale                int64
 	LegacyLatencyMS      float64 // mean
 	CubeLatencyMS        float64 // mean
@@ -30,7 +32,14 @@ func (r RouteSummary) MatchRate() float64 {
 	if n <= 0 {
 		return 0
 	}
-	return float64(r.Matches+r.Noise) / float64(n)
+	return float64(r.Matches+r.Noise+r.MovedOn) / float64(n)
+}
+
+// SkipCount is the number of requests of a route shadow did not replay
+// for one policy reason (counted, never compared).
+type SkipCount struct {
+	Service, Route, Reason string
+	Count                  int64
 }
 
 // CauseCount is the number of mismatches of a route carrying a cause.
@@ -65,6 +74,7 @@ type AIRouteReport struct {
 // Summary is the mismatch summary analysts read.
 type Summary struct {
 	Routes     []RouteSummary
+	Skipped    []SkipCount
 	Causes     []CauseCount
 	Signatures []SignatureCount
 	Noise      []NoisePath
@@ -87,25 +97,40 @@ func (s *Store) Summary(ctx context.Context, limit int, ai AIConfig, noise Noise
 		limit = 20
 	}
 	sum := &Summary{}
-	rows, err := s.pool.Query(ctx, s.q(`SELECT service, route, min(kind), count(*),
+	rows, err := s.pool.Query(ctx, s.q(`SELECT service, route, coalesce(operation, ''), min(kind), count(*),
 		count(*) FILTER (WHERE verdict = 'match'), count(*) FILTER (WHERE verdict = 'mismatch'),
 		count(*) FILTER (WHERE verdict = 'mismatch' AND accepted), count(*) FILTER (WHERE verdict = 'noise'),
-		count(*) FILTER (WHERE verdict = 'error'), count(*) FILTER (WHERE stale),
+		count(*) FILTER (WHERE verdict = 'error'), count(*) FILTER (WHERE verdict = 'moved-on'), count(*) FILTER (WHERE stale),
 		coalesce(avg(legacy_latency_ms), 0), coalesce(avg(cube_latency_ms) FILTER (WHERE verdict <> 'error'), 0)
-		FROM {s}.pairs GROUP BY service, route ORDER BY service, route`))
+		FROM {s}.pairs WHERE verdict <> 'skipped' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`))
 	if err != nil {
 		return nil, fmt.Errorf("summary: routes: %w", err)
 	}
 	for rows.Next() {
 		var r RouteSummary
-		if err := rows.Scan(&r.Service, &r.Route, &r.Kind, &r.Pairs, &r.Matches, &r.Mismatches, &r.Accepted, &r.Noise,
-			&r.Errors, &r.Stale, &r.LegacyLatencyMS, &r.CubeLatencyMS); err != nil {
+		if err := rows.Scan(&r.Service, &r.Route, &r.Operation, &r.Kind, &r.Pairs, &r.Matches, &r.Mismatches, &r.Accepted, &r.Noise,
+			&r.Errors, &r.MovedOn, &r.Stale, &r.LegacyLatencyMS, &r.CubeLatencyMS); err != nil {
 			return nil, fmt.Errorf("summary: routes: %w", err)
 		}
 		sum.Routes = append(sum.Routes, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("summary: routes: %w", err)
+	}
+	rows, err = s.pool.Query(ctx, s.q(`SELECT service, route, skipped, count(*) FROM {s}.pairs
+		WHERE verdict = 'skipped' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`))
+	if err != nil {
+		return nil, fmt.Errorf("summary: skipped: %w", err)
+	}
+	for rows.Next() {
+		var k SkipCount
+		if err := rows.Scan(&k.Service, &k.Route, &k.Reason, &k.Count); err != nil {
+			return nil, fmt.Errorf("summary: skipped: %w", err)
+		}
+		sum.Skipped = append(sum.Skipped, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("summary: skipped: %w", err)
 	}
 	rows, err = s.pool.Query(ctx, s.q(`WITH m AS (SELECT service, route, causes FROM {s}.pairs WHERE verdict = 'mismatch')
 		SELECT c.service, c.route, c.cause, c.n, c.n::float8 / t.total FROM
@@ -126,7 +151,7 @@ func (s *Store) Summary(ctx context.Context, limit int, ai AIConfig, noise Noise
 		return nil, fmt.Errorf("summary: causes: %w", err)
 	}
 	rows, err = s.pool.Query(ctx, s.q(`SELECT signature, min(service), min(route), count(*), bool_and(accepted), min(request_id)
-		FROM {s}.pairs WHERE signature IS NOT NULL AND verdict IN ('mismatch', 'error')
+		FROM {s}.pairs WHERE signature IS NOT NULL AND verdict IN ('mismatch', 'error', 'moved-on')
 		GROUP BY signature ORDER BY count(*) DESC, signature LIMIT $1`), limit)
 	if err != nil {
 		return nil, fmt.Errorf("summary: signatures: %w", err)
@@ -177,10 +202,17 @@ func (s *Store) Summary(ctx context.Context, limit int, ai AIConfig, noise Noise
 // WriteText prints the summary as aligned plain-text tables.
 func (s *Summary) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROUTE\tKIND\tPAIRS\tMATCH\tMISMATCH\tACCEPTED\tNOISE-ONLY\tCUBE-ERR\tSTALE\tMATCH-RATE\tLEGACY-MS\tCUBE-MS")
+	fmt.Fprintln(tw, "ROUTE\tKIND\tPAIRS\tMATCH\tMISMATCH\tACCEPTED\tNOISE-ONLY\tMOVED-ON\tCUBE-ERR\tSTALE\tMATCH-RATE\tLEGACY-MS\tCUBE-MS")
 	for _, r := range s.Routes {
-		fmt.Fprintf(tw, "%s %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f%%\t%.2f\t%.2f\n", r.Service, r.Route, r.Kind, r.Pairs, r.Matches,
-			r.Mismatches, r.Accepted, r.Noise, r.Errors, r.Stale, 100*r.MatchRate(), r.LegacyLatencyMS, r.CubeLatencyMS)
+		fmt.Fprintf(tw, "%s %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f%%\t%.2f\t%.2f\n", r.Service, opRoute(r.Route, r.Operation), r.Kind, r.Pairs, r.Matches,
+			r.Mismatches, r.Accepted, r.Noise, r.MovedOn, r.Errors, r.Stale, 100*r.MatchRate(), r.LegacyLatencyMS, r.CubeLatencyMS)
+	}
+	if len(s.Skipped) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "ROUTE\tSKIPPED-REASON\tREQUESTS (not replayed, not compared)")
+		for _, k := range s.Skipped {
+			fmt.Fprintf(tw, "%s %s\t%s\t%d\n", k.Service, k.Route, k.Reason, k.Count)
+		}
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "ROUTE\tCAUSE\tMISMATCHES\tSHARE")

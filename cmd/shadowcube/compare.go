@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,6 +14,7 @@ import (
 	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/schemas"
 )
 
 // compareEnv is the configuration of `shadowcube compare`; flags override it.
@@ -20,18 +23,51 @@ type compareEnv struct {
 	StoreURL     string        `envconfig:"STORE_DATABASE_URL"`
 	Schema       string        `envconfig:"COMPARE_SCHEMA" default:"shadowcube_compare"`
 	Durable      string        `envconfig:"COMPARE_DURABLE" default:"comparator"`
-	Batch        int           `envconfig:"COMPARE_BATCH" min:"1" default:"256"`
+	Batch        int           `envconfig:"COMPARE_BATCH" default:"256" min:"1"`
 	AckWait      time.Duration `envconfig:"COMPARE_ACK_WAIT" min:"1ms" default:"60s"`
 	AcceptedFile string        `envconfig:"COMPARE_ACCEPTED_FILE"`
 	NoiseOff     bool          `envconfig:"COMPARE_NOISE_DISABLED"`
 	NoiseRel     float64       `envconfig:"COMPARE_NOISE_MIN_RELATIVE" min:">0" max:"<1" default:"0.2"`
 	NoiseAbs     float64       `envconfig:"COMPARE_NOISE_MIN_ABSOLUTE" min:">0" max:"<1" default:"0.0003"`
-	RepeatCache  int           `envconfig:"COMPARE_REPEAT_CACHE" min:"-1" default:"10000"`
+	RepeatCache  int           `envconfig:"COMPARE_REPEAT_CACHE" default:"10000" min:"-1"`
 	AIMaxDrop    float64       `envconfig:"COMPARE_AI_MAX_DROP" min:">0" max:"<1" default:"0.05"`
 	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" min:">0" max:"<1" default:"0.05"`
-	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" min:"1" default:"30"`
-	TermWindow   time.Duration `envconfig:"COMPARE_TERM_WINDOW" min:"1s" default:"3h"`
-	LMTWindow    time.Duration `envconfig:"COMPARE_LMT_WINDOW" min:"1s" default:"35m"`
+	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30" min:"1"`
+	Longitude    float64       `envconfig:"COMPARE_SAJU_LONGITUDE" min:"-180" max:"180" default:"126.978"`
+}
+
+// validate checks the numeric settings: each error names the variable
+// and the allowed range (the comparator's own check names its fields).
+func (e compareEnv) validate() error {
+	var errs []error
+	if e.Batch < 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_BATCH %d: must be at least 1", e.Batch))
+	}
+	if e.AckWait <= 0 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_ACK_WAIT %v: must be positive", e.AckWait))
+	}
+	if e.NoiseRel <= 0 || e.NoiseRel >= 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_NOISE_MIN_RELATIVE %v: must be in (0, 1)", e.NoiseRel))
+	}
+	if e.NoiseAbs <= 0 || e.NoiseAbs >= 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_NOISE_MIN_ABSOLUTE %v: must be in (0, 1)", e.NoiseAbs))
+	}
+	if e.RepeatCache < -1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_REPEAT_CACHE %d: must be -1 (off) or at least 0", e.RepeatCache))
+	}
+	if e.AIMaxDrop <= 0 || e.AIMaxDrop >= 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_MAX_DROP %v: must be in (0, 1)", e.AIMaxDrop))
+	}
+	if e.AIAlpha <= 0 || e.AIAlpha >= 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_ALPHA %v: must be in (0, 1)", e.AIAlpha))
+	}
+	if e.AIMinSamples < 1 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_MIN_SAMPLES %d: must be at least 1", e.AIMinSamples))
+	}
+	if e.Longitude < -180 || e.Longitude > 180 || e.Longitude == 0 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_SAJU_LONGITUDE %v: must be in [-180, 180], not 0", e.Longitude))
+	}
+	return errors.Join(errs...)
 }
 
 func (e compareEnv) noise() comparator.NoiseConfig {
@@ -75,9 +111,14 @@ Per route, the routes file's compare section chooses the comparison:
                diffs are changed / missing / extra / type / order.
   kind: saju   the same plus saju knowledge: Hanja and Hangul forms equal,
                id/request_id/generated_at ignored, interpretation compared by
-               presence only; each mismatch is tagged with the causes its birth
-               data explains: zi-hour, solar-term-boundary, local-mean-time,
-               clock-history, lunar-input, table-convention, else unexplained.
+               presence only; each mismatch's pillars are recomputed from the
+               birth data under every combination of the conventions engines
+               differ in (zi-hour rule, local mean time, term-table time basis,
+               Korea's clock history, lunar calendar) and tagged with the
+               convention(s) whose change turns one answer into the other:
+               zi-hour, local-mean-time, solar-term-boundary, clock-history,
+               lunar-input (several when several do); a luck start age alone
+               is table-convention; what no convention explains is unexplained.
   kind: ai     label agreement and confidence difference; with a truth label
                (request header truth_header, default X-Truth-Label) accuracy of
                legacy and cube with Wilson 95% intervals and a one-sided
@@ -122,10 +163,8 @@ Environment only:
   SHADOWCUBE_COMPARE_AI_MAX_DROP       allowed accuracy drop of an AI cube (0.05 = 5 pp)
   SHADOWCUBE_COMPARE_AI_ALPHA          significance level of the drop test (0.05)
   SHADOWCUBE_COMPARE_AI_MIN_SAMPLES    labelled pairs needed before flagging (30)
-  SHADOWCUBE_COMPARE_TERM_WINDOW       saju: distance to a solar term that explains a
-                                       year/month difference (3h)
-  SHADOWCUBE_COMPARE_LMT_WINDOW        saju: minutes after an odd hour / midnight that a
-                                       local-mean-time correction explains (35m)
+  SHADOWCUBE_COMPARE_SAJU_LONGITUDE    saju: degrees east for local mean time when the
+                                       request names no known city (126.978, Seoul)
 
 Metrics (shadowcube_compare_*): compared_total{service,route,verdict} (rate =
 compared/s), match_ratio{service,route}, mismatches_total{service,route,cause},
@@ -164,7 +203,13 @@ func newCompareCmd() *cobra.Command {
 				env.Durable = durable
 			}
 			if f.Changed("batch") {
+				if batch < 1 {
+					return usageError{fmt.Errorf("compare: --batch %d: must be at least 1", batch)}
+				}
 				env.Batch = batch
+			}
+			if err := env.validate(); err != nil {
+				return usageError{fmt.Errorf("compare: %w", err)}
 			}
 			if env.RoutesFile == "" {
 				return usageError{fmt.Errorf("compare: no routes file: pass --routes FILE or set SHADOWCUBE_ROUTES_FILE")}
@@ -184,7 +229,7 @@ func newCompareCmd() *cobra.Command {
 			}
 			cmpr, err := comparator.New(comparator.Config{
 				Routes: routeRules(rf), Noise: env.noise(), AI: env.ai(), Accepted: acc, RepeatCache: env.RepeatCache,
-				Saju: comparator.SajuConfig{TermWindow: env.TermWindow, LMTWindow: env.LMTWindow},
+				Saju: comparator.SajuConfig{Longitude: env.Longitude},
 			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", env.RoutesFile, err)
@@ -224,8 +269,111 @@ func newCompareCmd() *cobra.Command {
 	f.StringVar(&accepted, "accepted", "", "accepted-signatures YAML file (SHADOWCUBE_COMPARE_ACCEPTED_FILE)")
 	f.StringVar(&durable, "durable", "comparator", "durable consumer name shared by comparators (SHADOWCUBE_COMPARE_DURABLE)")
 	f.IntVar(&batch, "batch", 256, "pairs fetched and stored per transaction (SHADOWCUBE_COMPARE_BATCH)")
-	cmd.AddCommand(newCompareSummaryCmd())
+	cmd.AddCommand(newCompareSummaryCmd(), newCompareShowCmd())
 	return cmd
+}
+
+func newCompareShowCmd() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "show <request-id>",
+		Short: "Print the stored verdict, diffs and causes of one request (exit 1 when not found)",
+		Long: `show looks a request id up in the mismatch store (the capture id; with
+SHADOWCUBE_TAP_ECHO_ID the tap returns it in a response header) and prints,
+for each replay of it: method, path and operation key as captured (redacted),
+the verdict, severity, causes, signature and every difference. Exit status 1
+when the store holds no pair with that id.
+
+Flags:
+  --format F       text (default) or json
+
+Environment:
+  SHADOWCUBE_STORE_DATABASE_URL        PostgreSQL of the mismatch store (required)
+  SHADOWCUBE_COMPARE_SCHEMA            schema of the store (shadowcube_compare)`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var env compareEnv
+			if err := process.Load(&env); err != nil {
+				return err
+			}
+			if env.StoreURL == "" {
+				return usageError{fmt.Errorf("compare show: SHADOWCUBE_STORE_DATABASE_URL is not set")}
+			}
+			if format != "text" && format != "json" {
+				return usageError{fmt.Errorf("compare show: --format %q: want text or json", format)}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema})
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			pairs, err := store.Pairs(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if len(pairs) == 0 {
+				return &exitError{code: 1, err: fmt.Errorf("compare show: request %q: no stored verdict (not compared yet, or not captured)", args[0])}
+			}
+			w := cmd.OutOrStdout()
+			if format == "json" {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(pairs)
+			}
+			for i, p := range pairs {
+				if i > 0 {
+					fmt.Fprintln(w)
+				}
+				fmt.Fprintf(w, "request    %s\nservice    %s\nroute      %s\n", p.RequestID, p.Service, p.Route)
+				fmt.Fprintf(w, "request    %s %s\n", p.Method, p.Path)
+				if p.Operation != "" {
+					fmt.Fprintf(w, "operation  %s\n", p.Operation)
+				}
+				fmt.Fprintf(w, "verdict    %s (severity %s", p.Verdict, p.Severity)
+				if p.Accepted {
+					fmt.Fprint(w, ", accepted")
+				}
+				fmt.Fprintln(w, ")")
+				if p.Skipped != "" {
+					fmt.Fprintf(w, "skipped    %s\n", p.Skipped)
+				}
+				if p.CubeError != "" {
+					fmt.Fprintf(w, "cube error %s\n", p.CubeError)
+				}
+				if len(p.Causes) > 0 {
+					fmt.Fprintf(w, "causes     %s\n", strings.Join(p.Causes, ", "))
+				}
+				if p.Signature != "" {
+					fmt.Fprintf(w, "signature  %s\n", p.Signature)
+				}
+				fmt.Fprintf(w, "replayed   %s, compared %s\n", p.ReplayedAt.UTC().Format(time.RFC3339Nano), p.ComparedAt.UTC().Format(time.RFC3339Nano))
+				for _, set := range []struct {
+					name string
+					raw  json.RawMessage
+				}{{"diff", p.Diffs}, {"noise", p.NoiseDiffs}} {
+					var ds []schemas.Diff
+					if err := json.Unmarshal(set.raw, &ds); err != nil {
+						return fmt.Errorf("compare show: stored %ss of %s: %w", set.name, p.RequestID, err)
+					}
+					for _, d := range ds {
+						fmt.Fprintf(w, "%-10s %s %s: legacy %s, cube %s\n", set.name, d.Path, d.Kind, orDash(d.Legacy), orDash(d.Cube))
+					}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "text", "text or json")
+	return cmd
+}
+
+func orDash(r schemas.RawJSON) string {
+	if len(r) == 0 {
+		return "-"
+	}
+	return string(r)
 }
 
 func newCompareSummaryCmd() *cobra.Command {
@@ -262,6 +410,12 @@ Environment:
 			}
 			if env.StoreURL == "" {
 				return usageError{fmt.Errorf("compare summary: SHADOWCUBE_STORE_DATABASE_URL is not set")}
+			}
+			if limit < 1 {
+				return usageError{fmt.Errorf("compare summary: --limit %d: must be at least 1", limit)}
+			}
+			if err := env.validate(); err != nil {
+				return usageError{fmt.Errorf("compare summary: %w", err)}
 			}
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("compare summary: --format %q: want text or json", format)}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestCompareNumericSettings: out-of-range numbers are errors naming the
+// flag or variable and the range (exit 2), never replaced by defaults;
+// `compare summary` checks the AI and noise settings as `compare` does.
+func TestCompareNumericSettings(t *testing.T) {
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"batch flag", nil, []string{"compare", "--batch", "-4", "--routes", "x.yaml"}, "--batch -4: must be at least 1"},
+		{"batch flag zero", nil, []string{"compare", "--batch", "0", "--routes", "x.yaml"}, "--batch 0: must be at least 1"},
+		{"batch env", map[string]string{"SHADOWCUBE_COMPARE_BATCH": "-3"}, []string{"compare", "--routes", "x.yaml"}, "SHADOWCUBE_COMPARE_BATCH -3"},
+		{"ai drop", map[string]string{"SHADOWCUBE_COMPARE_AI_MAX_DROP": "-0.1"}, []string{"compare", "--routes", "x.yaml"}, "SHADOWCUBE_COMPARE_AI_MAX_DROP -0.1: must be in (0, 1)"},
+		{"summary ai drop", map[string]string{"SHADOWCUBE_COMPARE_AI_MAX_DROP": "1.5"}, []string{"compare", "summary"}, "SHADOWCUBE_COMPARE_AI_MAX_DROP 1.5: must be in (0, 1)"},
+		{"summary limit", nil, []string{"compare", "summary", "--limit", "-1"}, "--limit -1: must be at least 1"},
+		{"repeat cache", map[string]string{"SHADOWCUBE_COMPARE_REPEAT_CACHE": "-5"}, []string{"compare", "--routes", "x.yaml"}, "SHADOWCUBE_COMPARE_REPEAT_CACHE -5"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("SHADOWCUBE_STORE_DATABASE_URL", "postgres://127.0.0.1:1/none")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errb)
+			if code != 2 || !strings.Contains(errb.String(), tc.want) {
+				t.Fatalf("exit %d, stderr %q; want 2 and %q", code, errb.String(), tc.want)
+			}
+		})
+	}
+}
