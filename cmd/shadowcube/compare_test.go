@@ -19,11 +19,11 @@ func TestCompareNumericSettings(t *testing.T) {
 	}{
 		{"batch flag", nil, []string{"compare", "--batch", "-4", "--routes", "x.yaml"}, "--batch -4: must be at least 1"},
 		{"batch flag zero", nil, []string{"compare", "--batch", "0", "--routes", "x.yaml"}, "--batch 0: must be at least 1"},
-		{"batch env", map[string]string{"SHADOWCUBE_COMPARE_BATCH": "-3"}, []string{"compare", "--routes", "x.yaml"}, "SHADOWCUBE_COMPARE_BATCH -3"},
-		{"ai drop", map[string]string{"SHADOWCUBE_COMPARE_AI_MAX_DROP": "-0.1"}, []string{"compare", "--routes", "x.yaml"}, "SHADOWCUBE_COMPARE_AI_MAX_DROP -0.1: must be in (0, 1)"},
-		{"summary ai drop", map[string]string{"SHADOWCUBE_COMPARE_AI_MAX_DROP": "1.5"}, []string{"compare", "summary"}, "SHADOWCUBE_COMPARE_AI_MAX_DROP 1.5: must be in (0, 1)"},
+		{"batch env", map[string]string{"SHADOWCUBE_COMPARE_BATCH": "-3"}, []string{"compare", "--routes", "x.yaml"}, `SHADOWCUBE_COMPARE_BATCH="-3": out of range: must be at least 1`},
+		{"ai drop", map[string]string{"SHADOWCUBE_COMPARE_AI_MAX_DROP": "-0.1"}, []string{"compare", "--routes", "x.yaml"}, `SHADOWCUBE_COMPARE_AI_MAX_DROP="-0.1": out of range: must be greater than 0 and less than 1`},
+		{"summary ai drop", map[string]string{"SHADOWCUBE_COMPARE_AI_MAX_DROP": "1.5"}, []string{"compare", "summary"}, `SHADOWCUBE_COMPARE_AI_MAX_DROP="1.5": out of range: must be greater than 0 and less than 1`},
 		{"summary limit", nil, []string{"compare", "summary", "--limit", "-1"}, "--limit -1: must be at least 1"},
-		{"repeat cache", map[string]string{"SHADOWCUBE_COMPARE_REPEAT_CACHE": "-5"}, []string{"compare", "--routes", "x.yaml"}, "SHADOWCUBE_COMPARE_REPEAT_CACHE -5"},
+		{"repeat cache", map[string]string{"SHADOWCUBE_COMPARE_REPEAT_CACHE": "-5"}, []string{"compare", "--routes", "x.yaml"}, `SHADOWCUBE_COMPARE_REPEAT_CACHE="-5": out of range: must be at least -1`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -160,6 +160,8 @@ func TestNegativeEnvNumbersRejected(t *testing.T) {
 				bad := "-5"
 				if f.duration {
 					bad = "-5s"
+				} else if strings.HasPrefix(f.min, "-") {
+					bad = "-100000" // below a negative minimum (e.g. a longitude's -180)
 				}
 				t.Run(f.key, func(t *testing.T) {
 					t.Setenv(f.key, bad)

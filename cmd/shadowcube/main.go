@@ -11,6 +11,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/heal7/shadowcube/internal/process"
 )
 
 func main() {
@@ -86,6 +88,11 @@ func (u usageError) Unwrap() error { return u.err }
 func isUsageError(err error) bool {
 	var u usageError
 	if errors.As(err, &u) {
+		return true
+	}
+	// A bad SHADOWCUBE_* value is a usage error too: the command cannot run as asked.
+	var ee *process.EnvError
+	if errors.As(err, &ee) {
 		return true
 	}
 	// cobra reports unknown commands and bad arg counts as plain errors.

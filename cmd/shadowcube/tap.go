@@ -223,7 +223,7 @@ type tapEnv struct {
 	UpstreamKey        string        `envconfig:"TAP_UPSTREAM_KEY"`
 	UpstreamServerName string        `envconfig:"TAP_UPSTREAM_SERVER_NAME"`
 	UpstreamInsecure   bool          `envconfig:"TAP_UPSTREAM_INSECURE"`
-	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" default:"0s"`
+	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" min:"0s" default:"0s"`
 	Rollout            bool          `envconfig:"TAP_ROLLOUT" default:"true"`
 	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" default:"8" min:"1"`
 	EchoID             bool          `envconfig:"TAP_ECHO_ID"`
