@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -380,6 +382,13 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	port := cfg.Port
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else {
+		// A taken port would only show as a server that never gets ready.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: port %d: %w", port, err)
+		}
+		ln.Close()
 	}
 	opts := &server.Options{
 		ServerName: "shadowcube-embedded",

@@ -10,5 +10,8 @@
 //
 // SHADOWCUBE_TEST_DATABASE_URL and SHADOWCUBE_TEST_NATS_URL point the harness
 // at existing servers instead. When PostgreSQL binaries are missing the tests
-// that need them skip, except under CI=true, where they fail.
+// that need them skip, except under CI=true, where they fail. A server that
+// is installed but does not start (a start timeout on a loaded machine, a
+// NATS restart in a fault test) fails the test that needed it; only missing
+// binaries are remembered, so one slow start never skips later tests.
 package testenv

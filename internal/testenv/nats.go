@@ -46,9 +46,15 @@ func (n *NATS) start(tb testing.TB) {
 			n.server = srv
 			n.URL = srv.ClientURL()
 			n.port = srv.Addr().(*net.TCPAddr).Port
+			infraUp.Store(true)
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if n.port != 0 || infraUp.Load() {
+		// A restart mid-test (or a start after other servers ran): the
+		// fault test cannot go on, and a skip would hide that.
+		tb.Fatalf("embedded NATS did not start on port %d: %v", n.port, err)
 	}
 	unavailable(tb, "embedded NATS", err)
 }

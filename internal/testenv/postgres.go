@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -20,9 +21,16 @@ import (
 var (
 	sharedMu      sync.Mutex
 	shared        *pgcluster.Cluster
-	sharedErr     error
+	sharedErr     error // only pgcluster.ErrNoBinaries is kept: a failed start is retried by the next test
 	dbCounter     atomic.Int64
 	clusterOwners []*pgcluster.Cluster
+	// infraUp is set once a PostgreSQL cluster or NATS server of this test
+	// process ran: from then on a start failure is a test failure, never a
+	// skip.
+	infraUp atomic.Bool
+	// startCluster starts a cluster; tests of this package replace it to
+	// make starts fail.
+	startCluster = pgcluster.Start
 )
 
 // Run runs the package's tests and then stops every cluster the harness
@@ -58,6 +66,20 @@ func unavailable(tb testing.TB, what string, err error) {
 	tb.Skipf("%s unavailable, skipping: %v", what, err)
 }
 
+// startFailed reports infrastructure that is installed but did not start
+// (a timeout on a loaded machine, a port taken, a crash). Only missing
+// PostgreSQL binaries make a test skip: a server that does not start is a
+// failure of the test, whatever ran before, so a slow start can never turn
+// the rest of a package's tests into skips.
+func startFailed(tb testing.TB, what string, err error) {
+	tb.Helper()
+	if errors.Is(err, pgcluster.ErrNoBinaries) {
+		unavailable(tb, what, err)
+		return
+	}
+	tb.Fatalf("%s did not start: %v", what, err)
+}
+
 // PG is a PostgreSQL server for tests: the shared throwaway cluster, a private
 // one (StartCluster) or the server of SHADOWCUBE_TEST_DATABASE_URL.
 type PG struct {
@@ -73,16 +95,22 @@ func Postgres(tb testing.TB) *PG {
 	}
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
-	if shared == nil && sharedErr == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		shared, sharedErr = pgcluster.Start(ctx, pgcluster.Options{})
-		if shared != nil {
-			clusterOwners = append(clusterOwners, shared)
-		}
-	}
 	if sharedErr != nil {
 		unavailable(tb, "PostgreSQL", sharedErr)
+	}
+	if shared == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c, err := startCluster(ctx, pgcluster.Options{})
+		if err != nil {
+			if errors.Is(err, pgcluster.ErrNoBinaries) {
+				sharedErr = err // missing binaries stay missing; nothing else is cached
+			}
+			startFailed(tb, "PostgreSQL", err)
+		}
+		shared = c
+		clusterOwners = append(clusterOwners, shared)
+		infraUp.Store(true)
 	}
 	return &PG{Cluster: shared, admin: shared.URL("postgres")}
 }
@@ -93,10 +121,11 @@ func StartCluster(tb testing.TB, opts pgcluster.Options) *PG {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, opts)
+	c, err := startCluster(ctx, opts)
 	if err != nil {
-		unavailable(tb, "PostgreSQL", err)
+		startFailed(tb, "PostgreSQL", err)
 	}
+	infraUp.Store(true)
 	tb.Cleanup(c.Close)
 	return &PG{Cluster: c, admin: c.URL("postgres")}
 }
