@@ -48,6 +48,9 @@ func (r *Reader) snapshot(ctx context.Context, conn *pgx.Conn, name string, cp s
 	}); err != nil {
 		return fmt.Errorf("list published tables: %w", err)
 	}
+	if tables, err = fkOrder(ctx, conn, tables); err != nil {
+		return err
+	}
 	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return fmt.Errorf("begin snapshot transaction: %w", err)
 	}

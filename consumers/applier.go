@@ -34,6 +34,7 @@ type ApplierConfig struct {
 	// values the target cannot supply (nil: connect when needed through
 	// Mapping.Source.DatabaseURLEnv).
 	Source DB
+	FKMode string // FKReplica, FKOrdered or FKNone/"" (see DecideFK)
 
 	Stream    string        // CDC stream (schemas.StreamCDC)
 	Durable   string        // durable consumer name (default "sync-<target>")
@@ -696,6 +697,16 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.Background())
+	switch a.cfg.FKMode {
+	case FKReplica:
+		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			return 0, fmt.Errorf("set session_replication_role: %w", err)
+		}
+	case FKOrdered:
+		if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL DEFERRED"); err != nil {
+			return 0, fmt.Errorf("defer constraints: %w", err)
+		}
+	}
 	var lsnText string
 	var idx int64
 	err = tx.QueryRow(ctx, `SELECT pg_logical_emit_message(true, 'shadowcube.origin', $3)::text, lsn::text, idx
@@ -907,6 +918,7 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 		out = append(out, st)
 	}
 	for _, t := range units {
+		truncated := map[string]bool{} // target tables truncated in this unit
 		for _, ev := range t.events {
 			switch ev.Op {
 			case schemas.OpInsert, schemas.OpUpdate, schemas.OpSnapshot:
@@ -927,7 +939,7 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 					add(tm, gUpsert, nil, ev, ev.New, rowKey(tm, ev, ev.New))
 					continue
 				}
-				if whereReads || mixedRead(tm, ev, excluded, rekey) {
+				if whereReads || mixedRead(tm, ev, excluded, rekey) || rekey && tm.alwaysKey {
 					// the target cannot compute the row: complete it from the source
 					if rekey {
 						add(hardDeleteView(tm), gRemove, nil, ev, ev.Old, rowKey(tm, ev, ev.Old))
@@ -968,16 +980,45 @@ func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
 					}
 					restart = ev.Truncate.RestartIdentity
 				}
+				// Hard-policy tables truncated by one source statement are
+				// truncated by one target statement (on the first of its
+				// events): PostgreSQL refuses to truncate a table referenced
+				// by a foreign key unless the referencing table goes with it.
+				var hard []string
 				for _, name := range tables {
 					s, tb, _ := strings.Cut(name, ".")
 					tm := a.cfg.Target.table(s, tb)
 					if tm == nil {
 						continue
 					}
+					if tm.Delete == DeleteHard {
+						if !truncated[tm.qTarget()] {
+							truncated[tm.qTarget()] = true
+							hard = append(hard, tm.qTarget())
+						}
+						if ev.Truncate != nil {
+							for _, other := range ev.Truncate.Tables {
+								s, tb, _ := strings.Cut(other, ".")
+								if om := a.cfg.Target.table(s, tb); om != nil && om.Delete == DeleteHard && !truncated[om.qTarget()] {
+									truncated[om.qTarget()] = true
+									hard = append(hard, om.qTarget())
+								}
+							}
+						}
+						continue
+					}
 					if sql := tm.truncateSQL(restart); sql != "" {
 						count++
 						single(stmt{sql: sql})
 					}
+				}
+				if len(hard) > 0 {
+					sql := "TRUNCATE " + strings.Join(hard, ", ")
+					if restart {
+						sql += " RESTART IDENTITY"
+					}
+					count++
+					single(stmt{sql: sql})
 				}
 			case schemas.OpSchema:
 				if tm := a.cfg.Target.table(ev.Schema, ev.Table); tm != nil {

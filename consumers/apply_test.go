@@ -172,22 +172,35 @@ func TestSnapshotResumeAndWatermark(t *testing.T) {
 			CommitLSN: cp, Index: i, CommitTime: time.Now(), Columns: cols, Key: []string{"id"}, New: schemas.Row{"id": &id, "v": &v}}
 		f.publish(&ev, fmt.Sprintf("s1:snapshot:%s:%d", cp, i))
 	}
-	_, stop := e.startSync(m, 50)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, _ := ReadCheckpoint(e.ctx, e.dst, "cube", "s1")
-		if c.LSN == cp && c.Index > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no snapshot checkpoint")
-		}
-		time.Sleep(5 * time.Millisecond)
+	// A target transaction holding a row lock on a row the snapshot will
+	// reach (id 1000) holds the applier there: the stop lands mid-snapshot,
+	// whatever the machine's speed.
+	e.exec(e.dst, `INSERT INTO items VALUES (1000, 'pre-existing')`)
+	blocker, err := connectPinned(t, e.dstURL).Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if _, err := blocker.Exec(e.ctx, `SELECT 1 FROM items WHERE id = 1000 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	_, stop := e.startSync(m, 50)
+	waitFor(t, 30*time.Second, "the applier blocked on the locked row with snapshot rows applied", func() bool {
+		c, _ := ReadCheckpoint(e.ctx, e.dst, "cube", "s1")
+		var waiting bool
+		e.src.QueryRow(e.ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO "public"."items"%')`,
+			dbName(t, e.dstURL)).Scan(&waiting)
+		return c.LSN == cp && c.Index > 0 && waiting
+	})
 	stop()
+	if err := blocker.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
 	mid, _ := ReadCheckpoint(e.ctx, e.dst, "cube", "s1")
+	if mid.LSN != cp || mid.Index <= 0 || mid.Index >= 1000 {
+		t.Fatalf("checkpoint after the stop is %s#%d: the stop did not land mid-snapshot (want %s, index in 1..999)", mid.LSN, mid.Index, cp)
+	}
 	var count int
-	e.dst.QueryRow(e.ctx, `SELECT count(*) FROM items`).Scan(&count)
+	e.dst.QueryRow(e.ctx, `SELECT count(*) FROM items WHERE v <> 'pre-existing'`).Scan(&count)
 	if int64(count) != mid.Index+1 {
 		t.Fatalf("checkpoint index %d but %d rows: checkpoint and data disagree", mid.Index, count)
 	}
@@ -200,7 +213,7 @@ func TestSnapshotResumeAndWatermark(t *testing.T) {
 	_, stop = e.startSync(m, 50)
 	e.waitCheckpoint("cube", "s1", last, 30*time.Second)
 	stop()
-	e.dst.QueryRow(e.ctx, `SELECT count(*) FROM items`).Scan(&count)
+	e.dst.QueryRow(e.ctx, `SELECT count(*) FROM items WHERE v = 'row ' || id OR id = 5000`).Scan(&count)
 	if count != n+1 {
 		t.Fatalf("after resume target holds %d rows, want %d (mid-snapshot stop at index %d)", count, n+1, mid.Index)
 	}
@@ -243,4 +256,16 @@ func verifyNoSyncGoroutines(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%d sync goroutines left after stop:\n%s", len(left), strings.Join(left, "\n\n"))
+}
+
+// waitFor polls cond until it holds, failing the test after within.
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -17,6 +17,20 @@
 //   - after each commit the target's watermark (LSN and commit time of the
 //     last applied source transaction) is published to the JetStream KV
 //     bucket schemas.KVBucket under schemas.WatermarkKey(target).
+//   - an update that leaves TOAST values unchanged (not sent by the source)
+//     updates the target row in place, setting only what the event carries
+//     (a key change moves the row to its new key in place); it never goes
+//     through an insert, so NOT NULL, CHECK and DEFAULT of the untouched
+//     columns see the stored value. When the target cannot supply the value
+//     (it lacks the row, the row enters the where filter, the filter or a
+//     computed column reads the unchanged value together with sent ones)
+//     the row is re-read from the source by key, in a snapshot that sees
+//     the event's transaction (see Applier.reselect for why a newer source
+//     row still converges);
+//   - foreign keys between a target's tables are decided at start-up
+//     (DecideFK): apply as session_replication_role = replica when the role
+//     may, else with the keys enforced (snapshot parents first, whole source
+//     transactions, deferrable keys deferred), or a start-up error.
 //
 // Every target transaction begins with
 // pg_logical_emit_message(true, 'shadowcube.origin', <source slot>) so a CDC

@@ -75,6 +75,7 @@ type TableMap struct {
 	softClear string              // SQL value clearing the mark on upsert
 	deps      map[string][]string // target column -> source columns its expression reads
 	whereDeps []string            // source columns the where filter reads
+	alwaysKey bool                // a target key column is GENERATED ALWAYS AS IDENTITY (no update in place of the key)
 	plainKey  []string            // source column per key column when key exprs are plain columns
 	hardView  *TableMap           // this table with the hard delete policy (primary-key changes)
 }

@@ -83,7 +83,9 @@ func (tm *TableMap) upsertSQL(excluded map[string]bool) string {
 	if len(sets) > 0 {
 		action = "DO UPDATE SET " + strings.Join(sets, ", ")
 	}
-	return fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s%s ON CONFLICT (%s) %s",
+	// OVERRIDING SYSTEM VALUE: the source's value wins over a GENERATED
+	// ALWAYS identity column of the cube (ignored for other columns)
+	return fmt.Sprintf("INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s%s ON CONFLICT (%s) %s",
 		tm.qTarget(), strings.Join(cols, ", "), strings.Join(exprs, ", "), recordset(tm), where, tm.keyList(), action)
 }
 
@@ -184,10 +186,6 @@ func (tm *TableMap) inPlaceSQL(excluded map[string]bool, rekey bool) string {
 	if tm.Delete == DeleteSoft {
 		sets = append(sets, fmt.Sprintf("%s = %s", quoteIdent(tm.SoftColumn), tm.softClear))
 	}
-	if len(sets) == 0 {
-		k := quoteIdent(tm.Key[0])
-		sets = append(sets, fmt.Sprintf("%s = t.%s", k, k))
-	}
 	where := ""
 	if tm.Where != "" {
 		where = " WHERE (" + tm.Where + ")"
@@ -199,11 +197,15 @@ func (tm *TableMap) inPlaceSQL(excluded map[string]bool, rekey bool) string {
 		from = "d, o"
 		with = fmt.Sprintf("o AS (SELECT %s FROM %s), ", strings.Join(old, ", "), recordsetOf(tm, "$2", false))
 	}
+	u := fmt.Sprintf("UPDATE %s AS t SET %s FROM %s WHERE %s RETURNING d.%s", tm.qTarget(), strings.Join(sets, ", "), from, strings.Join(match, " AND "), ord)
+	if len(sets) == 0 {
+		// nothing to set: only find the rows the target lacks
+		u = fmt.Sprintf("SELECT d.%s FROM %s AS t, %s WHERE %s", ord, tm.qTarget(), from, strings.Join(match, " AND "))
+	}
 	return fmt.Sprintf("WITH %sd AS (SELECT %s, r.%s AS %s FROM %s%s), "+
-		"u AS (UPDATE %s AS t SET %s FROM %s WHERE %s RETURNING d.%s) "+
+		"u AS (%s) "+
 		"SELECT d.%s FROM d WHERE d.%s NOT IN (SELECT %s FROM u)",
-		with, strings.Join(sel, ", "), ord, ord, recordsetOf(tm, "$1", true), where,
-		tm.qTarget(), strings.Join(sets, ", "), from, strings.Join(match, " AND "), ord,
+		with, strings.Join(sel, ", "), ord, ord, recordsetOf(tm, "$1", true), where, u,
 		ord, ord, ord)
 }
 

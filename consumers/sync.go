@@ -136,7 +136,12 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 			s.Close()
 			return nil, err
 		}
-		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, Stream: cfg.Stream,
+		fk, err := DecideFK(ctx, pool, t, log)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, FKMode: fk, Stream: cfg.Stream,
 			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax}, js, log, met)
 		if err != nil {
 			s.Close()

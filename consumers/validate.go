@@ -20,9 +20,10 @@ type DB interface {
 }
 
 type srcColumn struct {
-	Name string
-	Type string
-	Key  bool
+	Name   string
+	Type   string
+	Key    bool
+	Always bool // GENERATED ALWAYS AS IDENTITY: can only be updated to DEFAULT
 }
 
 // tableColumns returns the live, non-generated columns of schema.table with
@@ -30,7 +31,7 @@ type srcColumn struct {
 func tableColumns(ctx context.Context, db DB, schema, table string) ([]srcColumn, error) {
 	rows, err := db.Query(ctx, `
 SELECT a.attname, format_type(a.atttypid, a.atttypmod),
-       coalesce(a.attnum = ANY (i.indkey), false)
+       coalesce(a.attnum = ANY (i.indkey), false), a.attidentity = 'a'
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -42,7 +43,7 @@ ORDER BY a.attnum`, schema, table)
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (srcColumn, error) {
 		var c srcColumn
-		err := r.Scan(&c.Name, &c.Type, &c.Key)
+		err := r.Scan(&c.Name, &c.Type, &c.Key, &c.Always)
 		return c, err
 	})
 	if err != nil {
@@ -85,8 +86,12 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 	}
 	tm.srcCols = scols
 	tm.tgtTypes = map[string]string{}
+	tm.alwaysKey = false
 	for _, c := range tcols {
 		tm.tgtTypes[c.Name] = c.Type
+		if c.Always && slices.Contains(tm.Key, c.Name) {
+			tm.alwaysKey = true
+		}
 	}
 	srcNames := map[string]bool{}
 	for _, c := range scols {
@@ -177,7 +182,7 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 	}
 	rs := recordset(tm)
 	for _, c := range tm.Columns {
-		sql := fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s", tm.qTarget(), quoteIdent(c.Name), c.Expr, rs)
+		sql := fmt.Sprintf("INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s", tm.qTarget(), quoteIdent(c.Name), c.Expr, rs)
 		if err := check(sql); err != nil {
 			return merr(c.Line, c.Name, "expression %q: %s", c.Expr, pgMessage(err))
 		}
@@ -187,7 +192,11 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 			return merr(tm.WhereLine, "", "where %q: %s", tm.Where, pgMessage(err))
 		}
 	}
-	for _, sql := range []string{tm.upsertSQL(nil), tm.deleteSQL(), tm.filteredOutSQL(), tm.updateInPlaceSQL(nil), tm.rekeySQL(nil),
+	rekey := tm.rekeySQL(nil)
+	if tm.alwaysKey {
+		rekey = "" // not used: key changes are completed from the source
+	}
+	for _, sql := range []string{tm.upsertSQL(nil), tm.deleteSQL(), tm.filteredOutSQL(), tm.updateInPlaceSQL(nil), rekey,
 		tm.staleNewKeySQL(), tm.rekeyedOutSQL()} {
 		if sql == "" {
 			continue // delete: ignore
