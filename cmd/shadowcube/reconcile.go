@@ -152,6 +152,8 @@ Environment:
 						case q.Behind:
 							fmt.Fprintf(env.Stdout, "  sequence behind: %s (column %s) next value %d, largest %s %d: %s\n",
 								q.Sequence, q.Column, q.Next, q.Column, *q.MaxValue, q.Fix)
+						case q.Error != "":
+							fmt.Fprintf(env.Stdout, "  sequence unreadable: %s (column %s): %s: %s\n", q.Sequence, q.Column, q.Error, q.Fix)
 						case q.Skipped != "":
 							fmt.Fprintf(env.Stdout, "  sequence %s (column %s) not checked: %s\n", q.Sequence, q.Column, q.Skipped)
 						}
