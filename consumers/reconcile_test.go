@@ -320,3 +320,31 @@ func TestCLISyncSequences(t *testing.T) {
 		t.Fatalf("second sync --sequences: code %d\n%s\n%s", code, out, stderr)
 	}
 }
+
+// TestReconcileConfigRejects: out-of-range settings and a table name the
+// target does not map are errors naming the field and the known tables;
+// nothing is queried (the connections here would fail any statement).
+func TestReconcileConfigRejects(t *testing.T) {
+	m, err := ParseMapping("m.yaml", []byte(identityMapping))
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := &countingDB{} // a nil connection: any statement would panic
+	for _, tc := range []struct {
+		cfg  ReconcileConfig
+		want string
+	}{
+		{ReconcileConfig{LeafRows: -1}, "LeafRows -1: must be at least 1"},
+		{ReconcileConfig{Fanout: 1}, "Fanout 1: must be at least 2"},
+		{ReconcileConfig{Settle: -time.Second}, "Settle -1s: must not be negative"},
+		{ReconcileConfig{MaxDiffs: -3}, "MaxDiffs -3: must be at least 1"},
+		{ReconcileConfig{Tables: []string{"public.nosuch"}}, `table "public.nosuch": target cube maps no such table (known: public.items)`},
+	} {
+		cfg := tc.cfg
+		cfg.Mapping, cfg.Target, cfg.Source, cfg.Dest = m, m.Targets[0], none, none
+		reps, err := Reconcile(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || reps != nil {
+			t.Errorf("%+v: %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
+	}
+}
