@@ -217,3 +217,134 @@ func TestReconcileInFlight(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIReconcileNeverPassesByAccident drives the real binary: an unknown
+// target or table, or one that no selected target maps, exits 2 and lists
+// the known ones (it exited 0 with no output before); out-of-range numbers
+// of reconcile and sync exit 2 naming the flag or variable and the range.
+func TestCLIReconcileNeverPassesByAccident(t *testing.T) {
+	e := newEnv(t)
+	for _, db := range []*pgx.Conn{e.src, e.dst} {
+		e.exec(db, `CREATE TABLE items (id bigint PRIMARY KEY, v text); CREATE TABLE things (id bigint PRIMARY KEY)`)
+		e.exec(db, `INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 30) g`)
+	}
+	mapping := writeMapping(t, `
+source: {slot: s1}
+targets:
+  - name: cube
+    database_url_env: X
+    tables:
+      - source: public.items
+        key: [id]
+  - name: other
+    database_url_env: X
+    tables:
+      - source: public.things
+        key: [id]
+`)
+	env := []string{"SHADOWCUBE_NATS_URL=" + e.nats.URL, "SHADOWCUBE_METRICS_ADDR=", "SHADOWCUBE_SOURCE_DATABASE_URL=" + e.srcURL,
+		"X=" + e.dstURL, "SHADOWCUBE_MAPPING_FILE=" + mapping}
+	// progress first: the same binary and set-up compare and pass
+	out, stderr, code := runCLI(t, env, "reconcile", "--target", "cube", "--table", "items")
+	if code != 0 || !strings.Contains(out, "cube public.items -> public.items: source 30 rows, target 30 rows, 0 differences") || strings.Contains(out, "things") {
+		t.Fatalf("selected table: code %d\n%s\n%s", code, out, stderr)
+	}
+	out, stderr, code = runCLI(t, env, "reconcile")
+	if code != 0 || !strings.Contains(out, "cube public.items") || !strings.Contains(out, "other public.things") {
+		t.Fatalf("all tables: code %d\n%s\n%s", code, out, stderr)
+	}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want []string
+	}{
+		{"unknown target", nil, []string{"reconcile", "--target", "nosuch"}, []string{"--target nosuch: no such target", "known: cube, other"}},
+		{"unknown table", nil, []string{"reconcile", "--table", "public.nosuch"}, []string{"--table public.nosuch: no selected target maps such a table", "known: cube: public.items; other: public.things"}},
+		{"table of another target", nil, []string{"reconcile", "--target", "cube", "--table", "things"}, []string{"--table things:", "known: cube: public.items"}},
+		{"leaf rows negative", nil, []string{"reconcile", "--leaf-rows", "-1"}, []string{"--leaf-rows -1: must be at least 1"}},
+		{"leaf rows zero", nil, []string{"reconcile", "--leaf-rows", "0"}, []string{"--leaf-rows 0: must be at least 1"}},
+		{"settle negative", nil, []string{"reconcile", "--settle", "-5s"}, []string{"--settle -5s: must be 0 (off) or positive"}},
+		{"max diffs", nil, []string{"reconcile", "--max-diffs", "-2"}, []string{"--max-diffs -2: must be at least 1"}},
+		{"sync unknown target", nil, []string{"sync", "--target", "nosuch"}, []string{"--target nosuch: no such target", "known: cube, other"}},
+		{"sync max batch flag", nil, []string{"sync", "--max-batch", "-3"}, []string{"--max-batch -3: must be at least 1"}},
+		{"sync max batch env", []string{"SHADOWCUBE_SYNC_MAX_BATCH=-3"}, []string{"sync"}, []string{"SHADOWCUBE_SYNC_MAX_BATCH -3: must be at least 1"}},
+		{"sync sequence interval flag", nil, []string{"sync", "--sequences", "--sequence-interval", "0s"}, []string{"--sequence-interval 0s: must be at least 1s"}},
+		{"sync sequence interval env", []string{"SHADOWCUBE_SYNC_SEQUENCE_INTERVAL=-1s"}, []string{"sync"}, []string{"SHADOWCUBE_SYNC_SEQUENCE_INTERVAL -1s: must be at least 1s"}},
+		{"sync ack wait", []string{"SHADOWCUBE_SYNC_ACK_WAIT=-1s"}, []string{"sync"}, []string{"SHADOWCUBE_SYNC_ACK_WAIT -1s: must be at least 1s"}},
+		{"sync retry max", []string{"SHADOWCUBE_SYNC_RETRY_MAX=0s"}, []string{"sync"}, []string{"SHADOWCUBE_SYNC_RETRY_MAX 0s: must be at least 1ms"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, code := runCLI(t, append(append([]string(nil), env...), tc.env...), tc.args...)
+			if code != 2 || out != "" {
+				t.Fatalf("%v: exit %d, stdout %q, stderr %q; want exit 2 and no output", tc.args, code, out, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("%v: stderr %q lacks %q", tc.args, stderr, w)
+				}
+			}
+		})
+	}
+}
+
+// TestCLISyncSequences drives the real binary: reconcile flags the cube
+// sequences left behind by a row copy (exit 1), `sync --sequences` moves
+// them and says so, reconcile then passes, and a second run moves nothing.
+func TestCLISyncSequences(t *testing.T) {
+	e := newEnv(t)
+	e.exec(e.src, seqSrcDDL)
+	e.exec(e.dst, seqDstDDL)
+	e.exec(e.src, `INSERT INTO parents (name) SELECT 'p' || g FROM generate_series(1, 40) g`)
+	e.exec(e.src, `INSERT INTO children (parent, body) SELECT 1 + g % 40, 'b' FROM generate_series(1, 75) g`)
+	e.copySeqRows()
+	mapping := writeMapping(t, strings.Replace(seqMapping, "CUBE_URL", "X", 1))
+	env := []string{"SHADOWCUBE_NATS_URL=" + e.nats.URL, "SHADOWCUBE_METRICS_ADDR=", "SHADOWCUBE_SOURCE_DATABASE_URL=" + e.srcURL,
+		"X=" + e.dstURL, "SHADOWCUBE_MAPPING_FILE=" + mapping}
+	out, stderr, code := runCLI(t, env, "reconcile")
+	if code != 1 || !strings.Contains(out, "sequence behind: public.parents_id_seq (column id) next value 1, largest id 40") ||
+		!strings.Contains(out, "sequence behind: public.children_id_seq (column id) next value 1, largest id 75") {
+		t.Fatalf("reconcile before: code %d\n%s\n%s", code, out, stderr)
+	}
+	out, stderr, code = runCLI(t, env, "sync", "--sequences")
+	if code != 0 || !strings.Contains(out, "cube public.parents_id_seq (public.parents.id): next value 1 -> 41, moved") ||
+		!strings.Contains(out, "cube public.children_id_seq (public.children.id): next value 1 -> 76, moved (highest in use 75, source last value 75)") {
+		t.Fatalf("sync --sequences: code %d\n%s\n%s", code, out, stderr)
+	}
+	out, stderr, code = runCLI(t, env, "reconcile", "--format", "json")
+	if code != 0 || !strings.Contains(out, `"differences": 0`) || !strings.Contains(out, `"sequence": "public.parents_id_seq"`) {
+		t.Fatalf("reconcile after: code %d\n%s\n%s", code, out, stderr)
+	}
+	out, stderr, code = runCLI(t, env, "sync", "--sequences")
+	if code != 0 || strings.Contains(out, "moved") || !strings.Contains(out, "next value 41 -> 41, already past the values in use") {
+		t.Fatalf("second sync --sequences: code %d\n%s\n%s", code, out, stderr)
+	}
+}
+
+// TestReconcileConfigRejects: out-of-range settings and a table name the
+// target does not map are errors naming the field and the known tables;
+// nothing is queried (the connections here would fail any statement).
+func TestReconcileConfigRejects(t *testing.T) {
+	m, err := ParseMapping("m.yaml", []byte(identityMapping))
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := &countingDB{} // a nil connection: any statement would panic
+	for _, tc := range []struct {
+		cfg  ReconcileConfig
+		want string
+	}{
+		{ReconcileConfig{LeafRows: -1}, "LeafRows -1: must be at least 1"},
+		{ReconcileConfig{Fanout: 1}, "Fanout 1: must be at least 2"},
+		{ReconcileConfig{Settle: -time.Second}, "Settle -1s: must not be negative"},
+		{ReconcileConfig{MaxDiffs: -3}, "MaxDiffs -3: must be at least 1"},
+		{ReconcileConfig{Tables: []string{"public.nosuch"}}, `table "public.nosuch": target cube maps no such table (known: public.items)`},
+	} {
+		cfg := tc.cfg
+		cfg.Mapping, cfg.Target, cfg.Source, cfg.Dest = m, m.Targets[0], none, none
+		reps, err := Reconcile(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || reps != nil {
+			t.Errorf("%+v: %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
+	}
+}

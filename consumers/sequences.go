@@ -295,7 +295,17 @@ func (r *reconciler) sequences(ctx context.Context) error {
 		}
 		r.rep.Queries += 2
 		if chk.Next, _, err = sequenceNext(ctx, r.cfg.Dest, sc.Sequence, sc.Increment); err != nil {
-			return err
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "42501" {
+				return err
+			}
+			// unknown is not equal: count it, say how to check or skip it
+			r.rep.Queries--
+			chk.Error = pgMessage(err)
+			chk.Fix = fmt.Sprintf("GRANT SELECT ON SEQUENCE %s to the reconcile role, or run reconcile --no-sequences", sc.Sequence)
+			r.rep.Differences++
+			r.rep.Sequences = append(r.rep.Sequences, chk)
+			continue
 		}
 		if chk.MaxValue, err = columnMax(ctx, r.cfg.Dest, r.tm.qTarget(), sc.Column); err != nil {
 			return err

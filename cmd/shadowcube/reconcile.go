@@ -36,8 +36,11 @@ rows with the differing columns and both values. Soft-deleted target rows count
 as deleted. It also checks every sequence feeding a mapped target column
 (serial, identity, or a nextval default): one whose next value is not past the
 column's largest value in the cube is a difference (the cube's next own insert
-would collide with a synced row; sync moves sequences periodically and
-'shadowcube sync --sequences' moves them at once).
+would collide with a synced row). While sync runs, a sequence may lag new
+rows until sync's next sequence pass (--sequence-interval, 30s): before a
+cutover check, run 'shadowcube sync --sequences', which moves them at once.
+A sequence the reconcile role may not read is a difference too (grant SELECT
+on it, or pass --no-sequences).
 
 Exit status: 0 when every selected table was compared and none differs;
 1 when any difference remains (or no table was compared); 2 for bad usage:
@@ -152,6 +155,8 @@ Environment:
 						case q.Behind:
 							fmt.Fprintf(env.Stdout, "  sequence behind: %s (column %s) next value %d, largest %s %d: %s\n",
 								q.Sequence, q.Column, q.Next, q.Column, *q.MaxValue, q.Fix)
+						case q.Error != "":
+							fmt.Fprintf(env.Stdout, "  sequence unreadable: %s (column %s): %s: %s\n", q.Sequence, q.Column, q.Error, q.Fix)
 						case q.Skipped != "":
 							fmt.Fprintf(env.Stdout, "  sequence %s (column %s) not checked: %s\n", q.Sequence, q.Column, q.Skipped)
 						}

@@ -138,7 +138,8 @@ Keeping ids apart while both sides write: until cutover only legacy writes
 and sync keeps the cube's sequences ahead of legacy's. If the cube writes
 rows of its own before cutover (replayed creates, dual writes), give them ids
 legacy can never take: a separate range (a cube sequence starting far above
-legacy's, e.g. START 1000000000000, which sync then never needs to move), an
+legacy's, e.g. START 1000000000000, which sync then never needs to move; a
+range below legacy's does not work, sync would move it up into legacy's), an
 interleaved one (the same INCREMENT on both sides, different START: legacy
 odd, cube even; sync keeps the cube's residue), or UUID keys. Never let both
 sides draw from overlapping ranges of one counter.
@@ -163,7 +164,7 @@ shadowcube_sync_batch_events{target}, shadowcube_sync_batch_seconds{target},
 shadowcube_sync_retries_total{target}, shadowcube_sync_dlq_total{target}, shadowcube_sync_dlq_depth,
 shadowcube_sync_stopped{target}, shadowcube_sync_duplicates_skipped_total{target},
 shadowcube_sync_sequence_passes_total{target,reason}, shadowcube_sync_sequences_advanced_total{target},
-shadowcube_sync_sequence_errors_total{target}.
+shadowcube_sync_sequence_errors_total{target}, shadowcube_sync_snapshot_in_progress{target}.
 ` + mappingHelp + commonEnvHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
