@@ -257,7 +257,10 @@ func (r *Rules) HeadersInPlace(h http.Header) http.Header {
 // headerValues redacts URLs in Location-like headers; other values are
 // returned as they are.
 func (r *Rules) headerValues(k string, v []string) []string {
-	if http.CanonicalHeaderKey(k) != "Location" && http.CanonicalHeaderKey(k) != "Content-Location" {
+	if len(k) != len("Location") && len(k) != len("Content-Location") {
+		return v
+	}
+	if ck := http.CanonicalHeaderKey(k); ck != "Location" && ck != "Content-Location" {
 		return v
 	}
 	var out []string
