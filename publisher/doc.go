@@ -14,6 +14,9 @@
 //     Config.AckTimeout, or counted as dropped. When NATS is down or slow the queue
 //     fills and new captures are dropped and counted
 //     (shadowcube_tap_dropped_total{reason}); the user path never waits.
+//     A capturer made without a connection (NATS down at start) runs
+//     detached: it proxies, counts or spills, and ConnectLoop attaches it
+//     once NATS answers (shadowcube_tap_capture_up).
 //   - Middleware: the same capture inside a Go service (Middleware).
 //   - Importer: recorded traffic from JSONL (one schemas.RequestEvent per
 //     line) or HAR files, published with a Nats-Msg-Id derived from the
@@ -28,12 +31,17 @@
 // Response trailers are captured as response headers named
 // "Trailer-<Name>".
 //
-// Privacy: the raw user id (from a header, a cookie or a JWT claim) never
-// leaves the process; events carry UserKey, "hmac-sha256:" + hex of
-// HMAC-SHA256(secret, user id). Authorization, Proxy-Authorization, Cookie,
-// Set-Cookie, X-Api-Key, X-Auth-Token, the user id header and configured
-// headers are removed; configured JSON body paths are removed or replaced by
-// their HMAC.
+// Privacy: the raw user id never leaves the process; events carry UserKey,
+// "hmac-sha256:" + hex of HMAC-SHA256(secret, user id). The id is believed
+// from the user header only when the peer is a trusted proxy (the header is
+// removed from other peers' requests), from a bearer JWT only when its
+// signature, exp, aud and iss verify, and from a cookie only for the user
+// key: a cookie user is never rolled out. The rules of package
+// internal/redact decide what else is published: an allowlist of headers,
+// token-like query parameters and form fields removed or HMAC'd, configured
+// JSON body paths removed or HMAC'd in every JSON value of a body (a body
+// that cannot be parsed while paths are set is dropped and counted). The
+// shadow stage applies the same rules to the cubes' answers.
 //
 // Sampling: a route's sample share (routes file) is applied per user, so a
 // user is either always or never captured on that route:
@@ -52,8 +60,8 @@
 // a user moved at 10% stays moved at 20%). A ramp raises (or lowers) the
 // percent by step at its start and after each further interval until it
 // reaches to, computed from the clock, so no process has to stay running.
-// Taps watch their key and apply a change (including an instant rollback to
-// 0) within a second. For a user served by the cube the roles swap: the cube
+// Only users with a verified identity are rolled out. Taps watch their key
+// and apply a change (including an instant rollback to 0) within a second. For a user served by the cube the roles swap: the cube
 // answers the user, and the request is sent to the legacy service in the
 // background (bounded, subject to the route's replay policy) so the legacy
 // answer is what gets captured. When the cube gives no answer at all, the

@@ -261,3 +261,41 @@ func TestIdentityTrust(t *testing.T) {
 		t.Error("bad CIDR accepted")
 	}
 }
+
+// TestTapLogsRedactURLs: a failed background legacy call for a rolled-out
+// user, and a cube failure, are logged without the query string's token and
+// without the upstream's basic-auth password. On the old code the log held
+// `Get "http://ops:UPSTREAM-PW@…/x?access_token=SECRET-QUERY"`.
+func TestTapLogsRedactURLs(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := strings.Replace(dead.URL, "http://", "http://ops:UPSTREAM-PW@", 1)
+	dead.Close() // connection refused from now on
+	cube := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "cube") }))
+	defer cube.Close()
+	logBuf := &testenv.Buffer{}
+	e := newEnv(t, Config{})
+	tap, err := NewTap(e.c, TapConfig{Upstream: deadURL, Cube: cube.URL, Rollout: staticRollout(100), Log: slogText(logBuf)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	srv := httptest.NewServer(tap)
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/x?page=1&access_token=SECRET-QUERY", nil)
+	req.Header.Set("X-User-Id", "u1") // loopback: a trusted proxy, so rolled out
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(logBuf.String(), "legacy call for a rolled-out user failed") },
+		func() string { return "the failed legacy call was not logged:\n" + logBuf.String() })
+	l := logBuf.String()
+	if strings.Contains(l, "SECRET-QUERY") || strings.Contains(l, "UPSTREAM-PW") || !strings.Contains(l, "connection refused") {
+		t.Errorf("log:\n%s", l)
+	}
+	if _, err := NewTap(e.c, TapConfig{Upstream: "ftp://ops:UPSTREAM-PW@legacy/"}); err == nil || strings.Contains(err.Error(), "UPSTREAM-PW") {
+		t.Errorf("bad upstream URL error: %v", err)
+	}
+}

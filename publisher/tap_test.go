@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -307,11 +308,17 @@ func TestTapTLSUpstream(t *testing.T) {
 	if a := fetch(t, http.DefaultClient, "GET", srv.URL+"/", nil, nil); a.status != 200 || string(a.body) != "secure" {
 		t.Fatalf("got %d %q", a.status, a.body)
 	}
-	strict, _ := NewTap(e.c, TapConfig{Upstream: up.URL})
+	// Without the CA the same upstream must be refused for its certificate,
+	// not for any other reason: the tap's log says why it answered 502.
+	logBuf := &testenv.Buffer{}
+	strict, _ := NewTap(e.c, TapConfig{Upstream: up.URL, Log: slogText(logBuf)})
 	defer strict.Close()
 	srv2 := httptest.NewServer(strict)
 	defer srv2.Close()
 	if a := fetch(t, http.DefaultClient, "GET", srv2.URL+"/", nil, nil); a.status != http.StatusBadGateway {
 		t.Fatalf("unverified upstream certificate accepted: %d", a.status)
+	}
+	if l := logBuf.String(); !strings.Contains(l, "tls: failed to verify certificate") || !strings.Contains(l, "x509") {
+		t.Fatalf("502 without a certificate rejection in the log:\n%s", l)
 	}
 }

@@ -70,7 +70,8 @@ type Config struct {
 	// JSON values (NDJSON, concatenated objects) is redacted.
 	Paths []string
 	// Params are query parameters and form fields to redact in addition to
-	// DefaultParams.
+	// DefaultParams; a name with a leading "-" ("-code") takes a default
+	// name off the list instead.
 	Params []string
 	// Mode is ModeRemove (default) or ModeHMAC.
 	Mode string
@@ -98,7 +99,8 @@ const EnvHelp = `
   SHADOWCUBE_TAP_REDACT_PATHS   comma list of JSON body paths to redact, e.g. $.email,$.cards[*].number
                                 (every value of an NDJSON or multi-value body)
   SHADOWCUBE_TAP_REDACT_PARAMS  comma list of query parameters and form fields to redact besides the
-                                defaults (access_token, token, api_key, password, signature, code, ...)
+                                defaults (access_token, token, api_key, key, password, signature, code, ...);
+                                -name takes a default off the list (e.g. -code)
   SHADOWCUBE_TAP_REDACT_MODE    remove (default) or hmac (value replaced by hmac-sha256:<hex>)`
 
 // Config returns the rules e names.
@@ -152,8 +154,11 @@ func New(c Config) (*Rules, error) {
 		r.params[p] = true
 	}
 	for _, p := range c.Params {
-		if p = strings.TrimSpace(p); p != "" {
-			r.params[strings.ToLower(p)] = true
+		p = strings.ToLower(strings.TrimSpace(p))
+		if name, ok := strings.CutPrefix(p, "-"); ok {
+			delete(r.params, name)
+		} else if p != "" {
+			r.params[p] = true
 		}
 	}
 	switch c.Mode {
@@ -252,7 +257,10 @@ func (r *Rules) HeadersInPlace(h http.Header) http.Header {
 // headerValues redacts URLs in Location-like headers; other values are
 // returned as they are.
 func (r *Rules) headerValues(k string, v []string) []string {
-	if http.CanonicalHeaderKey(k) != "Location" && http.CanonicalHeaderKey(k) != "Content-Location" {
+	if len(k) != len("Location") && len(k) != len("Content-Location") {
+		return v
+	}
+	if ck := http.CanonicalHeaderKey(k); ck != "Location" && ck != "Content-Location" {
 		return v
 	}
 	var out []string

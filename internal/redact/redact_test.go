@@ -23,7 +23,7 @@ func rules(t testing.TB, c Config) *Rules {
 }
 
 func TestQuery(t *testing.T) {
-	r := rules(t, Config{Params: []string{"Ticket"}})
+	r := rules(t, Config{Params: []string{"Ticket", "-code"}})
 	h := rules(t, Config{Secret: secret, Mode: ModeHMAC})
 	for _, c := range []struct{ in, want string }{
 		{"", ""},
@@ -36,6 +36,7 @@ func TestQuery(t *testing.T) {
 		{"token", ""},
 		{"a=1&&b=2", "a=1&&b=2"},
 		{"x=1&password=SECRET&y=2&api_key=SECRET", "x=1&y=2"},
+		{"code=KR&key=SECRET", "code=KR"},
 	} {
 		if got := r.Query(c.in); got != c.want {
 			t.Errorf("Query(%q) = %q, want %q", c.in, got, c.want)
