@@ -551,7 +551,8 @@ func (r *Replayer) hold(ctx context.Context, s *service, iter jetstream.Messages
 		}
 		handed++
 	}
-	r.log.Info("cube unavailable: requests wait in JetStream until its breaker lets a probe through", "service", s.spec.Name, "handed_back", handed)
+	// The breaker's own transitions are logged (open at WARN); this is detail.
+	r.log.Debug("cube unavailable: requests wait in JetStream until its breaker lets a probe through", "service", s.spec.Name, "handed_back", handed)
 	for {
 		if s.cube.breaker.waitReady(ctx) != nil {
 			return nil

@@ -2,8 +2,11 @@ package routes
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	"pgregory.net/rapid"
 )
 
 const classifyRoutes = `
@@ -174,4 +177,68 @@ func TestClassifyBadFields(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Property: a GraphQL batch of random operations (types, names, layouts)
+// is a read exactly when every operation is a query, and its operation key
+// is the names joined with "+" (a hash for anonymous ones) whatever the
+// layout.
+func TestGraphQLClassifyProperty(t *testing.T) {
+	s := parseClassify(t)
+	gql := route(t, s, "/graphql")
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.IntRange(1, 4).Draw(t, "ops")
+		var reqs, relaid []string
+		var keys []string
+		read := true
+		for i := range n {
+			kind := rapid.SampledFrom([]string{"query", "mutation", "subscription"}).Draw(t, "kind")
+			named := rapid.Bool().Draw(t, "named")
+			field := rapid.StringMatching(`[a-z][a-zA-Z0-9]{0,8}`).Draw(t, "field")
+			name := ""
+			if named {
+				name = fmt.Sprintf("Op%d%s", i, rapid.StringMatching(`[A-Z][a-z]{0,5}`).Draw(t, "name"))
+			}
+			if kind != "query" {
+				read = false
+			}
+			doc := fmt.Sprintf("%s %s { %s { id } }", kind, name, field)
+			// The same document laid out differently, with a comment.
+			other := fmt.Sprintf("# c\n%s   %s\n{\n\t%s {\n id\n}\n}\n", kind, name, field)
+			if kind == "query" && !named && rapid.Bool().Draw(t, "shorthand") {
+				doc = fmt.Sprintf("{ %s { id } }", field)
+			}
+			reqs = append(reqs, fmt.Sprintf(`{"query":%q}`, doc))
+			relaid = append(relaid, fmt.Sprintf(`{"query":%q}`, other))
+			if named {
+				keys = append(keys, name)
+			} else {
+				keys = append(keys, "?")
+			}
+		}
+		body := "[" + strings.Join(reqs, ",") + "]"
+		if n == 1 && rapid.Bool().Draw(t, "single") {
+			body = reqs[0]
+		}
+		got, reason := gql.Classify("POST", "", []byte(body))
+		if got != read {
+			t.Fatalf("Classify(%s) = %v (%s), want %v", body, got, reason, read)
+		}
+		key := gql.OperationKey([]byte(body))
+		parts := strings.Split(key, "+")
+		if len(parts) != n {
+			t.Fatalf("key %q of %d operations", key, n)
+		}
+		for i, p := range parts {
+			if keys[i] != "?" && p != keys[i] || keys[i] == "?" && !strings.HasPrefix(p, "sha256:") {
+				t.Fatalf("key part %d = %q, want %q", i, p, keys[i])
+			}
+		}
+		relaidBody := "[" + strings.Join(relaid, ",") + "]"
+		if strings.HasPrefix(body, "[") && !strings.Contains(body, `"{ `) {
+			if k := gql.OperationKey([]byte(relaidBody)); k != key {
+				t.Fatalf("relaid document key %q, want %q", k, key)
+			}
+		}
+	})
 }
