@@ -3,6 +3,7 @@ package comparator
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +98,42 @@ func TestNoisePrefersSecondary(t *testing.T) {
 	_, base, _ := c.NoiseState("svc", "/r")
 	if base != 0 {
 		t.Fatalf("baselines %d, want 0", base)
+	}
+}
+
+// TestNoiseByOperation: on one endpoint, a field that is noise in one
+// operation (its legacy instances disagree) is still a real difference in
+// another operation; signatures name the operation.
+func TestNoiseByOperation(t *testing.T) {
+	c, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported := 0
+	for i := 0; i < 200; i++ {
+		a := result("api", "/graphql", `{"query":"a"}`, fmt.Sprintf(`{"x":%d}`, i), fmt.Sprintf(`{"x":%d}`, i+1))
+		a.Operation = "Feed"
+		a.Secondary = &schemas.HTTPResponse{Status: 200, Body: []byte(fmt.Sprintf(`{"x":%d}`, i+2))}
+		c.Compare(a)
+		b := result("api", "/graphql", `{"query":"b"}`, `{"x":1}`, `{"x":1}`)
+		b.Operation = "GetUser"
+		b.Secondary = &schemas.HTTPResponse{Status: 200, Body: []byte(`{"x":1}`)}
+		if i%10 == 0 {
+			b.Cube.Body = []byte(`{"x":2}`)
+		}
+		o := c.Compare(b)
+		if len(o.Diffs) > 0 {
+			reported++
+			if !strings.Contains(o.Signature, "/graphql op=GetUser") {
+				t.Fatalf("signature %q lacks the operation", o.Signature)
+			}
+		}
+	}
+	if reported != 20 {
+		t.Errorf("GetUser differences reported %d, want 20 (Feed's noise must not hide them)", reported)
+	}
+	_, _, feed := c.NoiseState("api", "/graphql op=Feed")
+	if len(feed) != 1 || !feed[0].IsNoise {
+		t.Errorf("Feed noise state %+v", feed)
 	}
 }
