@@ -52,8 +52,15 @@ type Config struct {
 	// RepeatCache is how many request fingerprints are remembered to learn
 	// noise from repeated identical requests when no secondary legacy
 	// answer exists (default 10000; -1 disables).
-	RepeatCache  int
-	RepeatWindow time.Duration // how far apart two captures of one request may be (default 5m)
+	RepeatCache int
+	// RepeatWindow is how far apart two captures of one request may be to
+	// be compared as a noise baseline when nothing shows that no legacy
+	// write was applied between them (default 2s). Two captures further
+	// apart count only when both were replayed against the same sync
+	// watermark (commit time of the last applied legacy transaction): then
+	// no change was applied between them, and their legacy answers must
+	// agree except for noise.
+	RepeatWindow time.Duration
 	Now          func() time.Time
 }
 
@@ -86,7 +93,7 @@ func New(cfg Config) (*Comparator, error) {
 		cfg.RepeatCache = 10000
 	}
 	if cfg.RepeatWindow <= 0 {
-		cfg.RepeatWindow = 5 * time.Minute
+		cfg.RepeatWindow = defaultRepeatWindow
 	}
 	var errs []error
 	c := &Comparator{cfg: cfg, routes: map[string]*engine{}, noise: newNoiseTracker(cfg.Noise),
@@ -121,7 +128,7 @@ func (cfg Config) validate() error {
 		errs = append(errs, fmt.Errorf("RepeatCache %d: want -1 (off), 0 (default 10000) or more", cfg.RepeatCache))
 	}
 	if cfg.RepeatWindow < 0 {
-		errs = append(errs, fmt.Errorf("RepeatWindow %v: want 0 (default 5m) or more", cfg.RepeatWindow))
+		errs = append(errs, fmt.Errorf("RepeatWindow %v: want 0 (default 2s) or more", cfg.RepeatWindow))
 	}
 	return errors.Join(errs...)
 }
@@ -262,16 +269,21 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 		diffs = append(diffs, schemas.Diff{Path: "body", Kind: schemas.DiffChanged, Legacy: mustJSON(err.Error())})
 	}
 
-	// Noise baseline: the secondary legacy answer, else an earlier legacy
-	// answer to the very same request.
+	// Noise baseline: the secondary legacy answer when a secondary is
+	// configured; else an earlier legacy answer to the very same request
+	// when no legacy write can have been applied between the two (a data
+	// change is not noise, and learning it would hide real differences).
 	obs := NoiseObservation{Request: true, RawPaths: diffPaths(diffs)}
-	if res.Secondary != nil && res.SecondaryError == "" {
-		nd, _, _, err := e.compareResponses(&res.Legacy, res.Secondary, prep)
-		if err == nil {
-			obs.Baseline, obs.NoisePaths = true, diffPaths(nd)
+	if res.Secondary != nil || res.SecondaryError != "" {
+		if res.Secondary != nil && res.SecondaryError == "" {
+			nd, _, _, err := e.compareResponses(&res.Legacy, res.Secondary, prep)
+			if err == nil {
+				obs.Baseline, obs.NoisePaths = true, diffPaths(nd)
+			}
 		}
-	} else if c.repeats != nil && len(res.Legacy.Body) > 0 {
-		if prev, ok := c.repeats.swap(fingerprint(res), res.Request.CapturedAt, c.cfg.RepeatWindow, res.Legacy.Body); ok {
+	} else if c.repeats != nil && len(res.Legacy.Body) > 0 && !res.Freshness.Stale {
+		entry := repeatEntry{at: res.Request.CapturedAt, mark: res.Freshness.Watermark, target: res.Freshness.Target, body: res.Legacy.Body}
+		if prev, ok := c.repeats.swap(fingerprint(res), entry, c.cfg.RepeatWindow); ok {
 			nd, _, _, err := e.compareResponses(&schemas.HTTPResponse{Status: res.Legacy.Status, Headers: res.Legacy.Headers, Body: prev}, &res.Legacy, prep)
 			if err == nil {
 				obs.Baseline, obs.NoisePaths, obs.FromRepeats = true, diffPaths(nd), true
@@ -445,7 +457,7 @@ func severity(kind string, paths []string) schemas.Severity {
 
 func fingerprint(res *schemas.ShadowResult) string {
 	h := sha256.New()
-	for _, s := range []string{res.Service, res.Route, res.Request.Method, res.Request.Path, res.Request.Query} {
+	for _, s := range []string{res.Service, res.Route, res.Operation, res.Request.Method, res.Request.Path, res.Request.Query} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -155,6 +155,13 @@ func TestSajuCauses(t *testing.T) {
 		{"lunar input", birth("1995-07-10", "10:00", "lunar"),
 			base("乙亥", "癸未", "戊辰", "丁巳", "戊", 3, false), base("乙亥", "癸未", "己巳", "己巳", "己", 3, true),
 			[]string{CauseLunarInput}, "$.pillars.day"},
+		// Lunar 2017-06-10: lunar-go (Chinese calendar, leap 6th month)
+		// gives 2017-07-03; the Korean calendar (leap 5th month) has its 6th
+		// month where the Chinese leap 6th is, so 2017-08-01. Day index
+		// 27 (辛卯) vs 56 (庚申); months 丙午 vs 丁未; hours 癸巳 vs 辛巳.
+		{"lunar leap month placed elsewhere", birth("2017-06-10", "10:00", "lunar"),
+			base("丁酉", "丙午", "辛卯", "癸巳", "辛", 3, false), base("丁酉", "丁未", "庚申", "辛巳", "庚", 3, true),
+			[]string{CauseLunarInput}, "$.pillars.day"},
 		{"only the luck start age is table-convention", birth("1995-09-01", "10:00", "solar"),
 			base("乙亥", "甲申", "戊午", "丁巳", "戊", 3, false), base("乙亥", "甲申", "戊午", "丁巳", "戊", 4, true),
 			[]string{CauseTable}, "$.luck.start_age"},

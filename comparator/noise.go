@@ -187,9 +187,15 @@ type repeatCache struct {
 }
 
 type repeatEntry struct {
-	at   time.Time
-	body []byte
+	at     time.Time // capture time
+	mark   time.Time // sync watermark at replay (zero: none)
+	target string    // sync target of the watermark
+	body   []byte
 }
+
+// defaultRepeatWindow is how close two captures must be to count as
+// repeats without a watermark showing no change between them.
+const defaultRepeatWindow = 2 * time.Second
 
 func newRepeatCache(n int) *repeatCache {
 	if n <= 0 {
@@ -198,10 +204,12 @@ func newRepeatCache(n int) *repeatCache {
 	return &repeatCache{max: n, order: make([]string, 0, n), m: make(map[string]repeatEntry, n)}
 }
 
-// swap stores body under key and returns the previous body, if it was
-// captured within window before at (older answers may differ because the
-// data changed, which is not noise).
-func (r *repeatCache) swap(key string, at time.Time, window time.Duration, body []byte) ([]byte, bool) {
+// swap stores e under key and returns the previous legacy body when the two
+// captures straddle no applied legacy change: both were replayed at the
+// same sync watermark of the same target (the barrier makes each watermark
+// at least its capture time, so an equal one means no transaction committed
+// between the captures was applied), or they were captured within window.
+func (r *repeatCache) swap(key string, e repeatEntry, window time.Duration) ([]byte, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	prev, ok := r.m[key]
@@ -214,8 +222,13 @@ func (r *repeatCache) swap(key string, at time.Time, window time.Duration, body 
 			r.next = (r.next + 1) % r.max
 		}
 	}
-	r.m[key] = repeatEntry{at: at, body: body}
-	if !ok || at.Sub(prev.at) > window || prev.at.Sub(at) > window {
+	r.m[key] = e
+	if !ok {
+		return nil, false
+	}
+	sameMark := !e.mark.IsZero() && e.target == prev.target && e.mark.Equal(prev.mark)
+	close := e.at.Sub(prev.at) <= window && prev.at.Sub(e.at) <= window
+	if !sameMark && !close {
 		return nil, false
 	}
 	return prev.body, true

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -64,6 +67,31 @@ func TestStoreShowSkippedMovedOnOperation(t *testing.T) {
 	}
 	if n, err := store.Save(ctx, []*Outcome{mis, moved, stands, match, s1, s2}); err != nil || n != 6 {
 		t.Fatalf("save: %d %v", n, err)
+	}
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []*Outcome{mis, moved, stands, match, s1, s2} {
+		m.Observe(o)
+	}
+	for _, tc := range []struct {
+		c    prometheus.Collector
+		want float64
+	}{
+		{m.skipped.WithLabelValues("api", "/graphql", "write"), 1},
+		{m.skipped.WithLabelValues("api", "/graphql", "legacy-unauthorized"), 1},
+		{m.compared.WithLabelValues("api", "/graphql", "moved-on"), 1},
+		{m.compared.WithLabelValues("api", "/graphql", "mismatch"), 2},
+		{m.compared.WithLabelValues("api", "/graphql", "match"), 1},
+		{m.matchRatio.WithLabelValues("api", "/graphql"), 0.5}, // match + moved-on of 4 compared; skipped not counted
+	} {
+		if got := testutil.ToFloat64(tc.c); got != tc.want {
+			t.Errorf("metric %v = %v, want %v", tc.c, got, tc.want)
+		}
+	}
+	if got := testutil.CollectAndCount(m.compared); got != 3 {
+		t.Errorf("compared series %d, want 3 (no skipped verdict)", got)
 	}
 
 	got, err := store.Pairs(ctx, "req-mis")

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -205,6 +207,21 @@ func TestConsumerEndToEnd(t *testing.T) {
 	if got := testutil.ToFloat64(m.badMsgs.WithLabelValues("decode")); got != 1 {
 		t.Errorf("dead letters %v", got)
 	}
+	if got := testutil.ToFloat64(m.compared.WithLabelValues("saju", sajuRoute, "match")); got != n-n/10 {
+		t.Errorf("match counter %v, want %d", got, n-n/10)
+	}
+	sig := "saju:/api/saju/chart:$.day_master,$.pillars.day:zi-hour"
+	if got := testutil.ToFloat64(m.signatures.WithLabelValues(sig, "false")); got != n/10 {
+		t.Errorf("signature %s counter %v, want %d", sig, got, n/10)
+	}
+	for name, c := range map[string]prometheus.Collector{"accepted": m.accepted, "stale": m.stale, "noise pairs": m.noisePairs, "cube errors": m.cubeErrors} {
+		if got := testutil.CollectAndCount(c); got != 0 {
+			t.Errorf("%s: %d series, want none", name, got)
+		}
+	}
+	if got := testutil.CollectAndCount(m.latency); got != 2 {
+		t.Errorf("latency series %d, want 2 (legacy, cube)", got)
+	}
 }
 
 // TestConsumerStoreOutage: while the mismatch store is down nothing is
@@ -221,7 +238,9 @@ func TestConsumerStoreOutage(t *testing.T) {
 	srv := testenv.StartNATS(t)
 	_, js := srv.Connect(t)
 	c := sajuComparator(t)
-	cons, err := NewConsumer(ctx, ConsumerConfig{Batch: 20, MaxWait: 100 * time.Millisecond, AckWait: 2 * time.Second}, js, c, s, nil, nil)
+	logs := &testenv.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cons, err := NewConsumer(ctx, ConsumerConfig{Batch: 20, MaxWait: 100 * time.Millisecond, AckWait: 2 * time.Second}, js, c, s, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,10 +258,24 @@ func TestConsumerStoreOutage(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- cons.Run(runCtx) }()
-	time.Sleep(1500 * time.Millisecond) // the consumer fetches, fails to store, naks
-	info, err := cons.cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// Positive progress first: the consumer has fetched pairs and failed
+	// to store them at least twice (so it had every chance to ack wrongly)
+	// and messages were redelivered; only then does "nothing acknowledged"
+	// mean something.
+	const failed = "store verdicts; batch will be redelivered"
+	var info *jetstream.ConsumerInfo
+	for {
+		info, err = cons.cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Count(logs.String(), failed) >= 2 && info.Delivered.Consumer > 0 && info.NumRedelivered > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the consumer never tried to store while the store was down: %+v\n%s", info, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if info.AckFloor.Consumer != 0 {
 		t.Fatalf("acknowledged while the store was down: %+v", info.AckFloor)

@@ -59,9 +59,12 @@ type SignatureCount struct {
 	Example   string // a request id
 }
 
-// NoisePath is a field path and its noise state.
+// NoisePath is a field path and its noise state, with its evidence: the
+// route's compared requests and noise baselines (secondary answers or
+// repeats with no legacy change between them).
 type NoisePath struct {
-	Service, Route string
+	Service, Route      string
+	Requests, Baselines int64
 	PathNoise
 }
 
@@ -180,12 +183,12 @@ func (s *Store) Summary(ctx context.Context, limit int, ai AIConfig, noise Noise
 		return routeKey(ids[i].Service, ids[i].Route) < routeKey(ids[j].Service, ids[j].Route)
 	})
 	for _, id := range ids {
-		_, base, paths := t.snapshot(routeKey(id.Service, id.Route))
+		reqs, base, paths := t.snapshot(routeKey(id.Service, id.Route))
 		if base == 0 {
 			continue
 		}
 		for _, p := range paths {
-			sum.Noise = append(sum.Noise, NoisePath{Service: id.Service, Route: id.Route, PathNoise: p})
+			sum.Noise = append(sum.Noise, NoisePath{Service: id.Service, Route: id.Route, Requests: reqs, Baselines: base, PathNoise: p})
 		}
 	}
 	aic, err := s.LoadAI(ctx)
@@ -226,13 +229,14 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	if len(s.Noise) > 0 {
 		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "ROUTE\tPATH\tCUBE-DIFF-RATE\tNOISE-RATE\tVERDICT")
+		fmt.Fprintln(tw, "ROUTE\tPATH\tCUBE-DIFF-RATE\tCUBE-DIFFS/PAIRS\tNOISE-RATE\tNOISE-DIFFS/BASELINES\tVERDICT")
 		for _, n := range s.Noise {
 			v := "reported"
 			if n.IsNoise {
 				v = "noise (suppressed)"
 			}
-			fmt.Fprintf(tw, "%s %s\t%s\t%.3f%%\t%.3f%%\t%s\n", n.Service, n.Route, n.Path, 100*n.RawRate, 100*n.NoiseRate, v)
+			fmt.Fprintf(tw, "%s %s\t%s\t%.3f%%\t%d/%d\t%.3f%%\t%d/%d\t%s\n", n.Service, n.Route, n.Path, 100*n.RawRate, n.Raw, n.Requests,
+				100*n.NoiseRate, n.Noise, n.Baselines, v)
 		}
 	}
 	for _, a := range s.AI {

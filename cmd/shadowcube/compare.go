@@ -30,6 +30,7 @@ type compareEnv struct {
 	NoiseRel     float64       `envconfig:"COMPARE_NOISE_MIN_RELATIVE" min:">0" max:"<1" default:"0.2"`
 	NoiseAbs     float64       `envconfig:"COMPARE_NOISE_MIN_ABSOLUTE" min:">0" max:"<1" default:"0.0003"`
 	RepeatCache  int           `envconfig:"COMPARE_REPEAT_CACHE" default:"10000" min:"-1"`
+	RepeatWindow time.Duration `envconfig:"COMPARE_REPEAT_WINDOW" min:"0s" default:"2s"`
 	AIMaxDrop    float64       `envconfig:"COMPARE_AI_MAX_DROP" min:">0" max:"<1" default:"0.05"`
 	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" min:">0" max:"<1" default:"0.05"`
 	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30" min:"1"`
@@ -51,6 +52,9 @@ func (e compareEnv) validate() error {
 	}
 	if e.NoiseAbs <= 0 || e.NoiseAbs >= 1 {
 		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_NOISE_MIN_ABSOLUTE %v: must be in (0, 1)", e.NoiseAbs))
+	}
+	if e.RepeatWindow <= 0 {
+		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_REPEAT_WINDOW %v: must be positive", e.RepeatWindow))
 	}
 	if e.RepeatCache < -1 {
 		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_REPEAT_CACHE %d: must be -1 (off) or at least 0", e.RepeatCache))
@@ -128,13 +132,20 @@ Other cause tags: status (status or header differs), cube-error (no cube
 answer: error or timeout), ai-label, body-truncated (a body was cut at the
 capture cap), stale-cube (the freshness wait expired, so
 the cube's data may lag) and unexplained.
-Differences are suppressed as noise per route and field path by Diffy's rule,
-learned from the secondary legacy answer (or, without one, from repeated
-identical requests): reported only if cube-diff-rate > noise-rate, their
+A mismatch whose legacy answer asked again at replay time (shadow's recheck)
+equals the cube's answer under the same rules is moved-on: the data changed
+after capture; counted, not a failure. Requests shadow skipped by policy are
+stored and counted by reason, never compared.
+Differences are suppressed as noise per route (and operation key, when the
+route defines one) and field path by Diffy's rule, learned from the secondary
+legacy answer when one is configured, else from repeated identical requests
+whose captures straddle no applied legacy write (replayed at the same sync
+watermark, or captured within the repeat window): a data change between two
+captures is not noise. Reported only if cube-diff-rate > noise-rate, their
 difference over their sum > the relative threshold and the difference
-> the absolute threshold. Mismatches are grouped by signature (service:route:
-differing paths:causes); signatures listed in the accepted file are counted
-but do not fail.
+> the absolute threshold. Mismatches are grouped by signature (service:route
+[op=operation]:differing paths:causes); signatures listed in the accepted file
+are counted but do not fail.
 
 Accepted-signatures file (versioned YAML):
   version: 1
@@ -160,6 +171,8 @@ Environment only:
   SHADOWCUBE_COMPARE_NOISE_MIN_ABSOLUTE  Diffy absolute threshold, share of requests (0.0003)
   SHADOWCUBE_COMPARE_REPEAT_CACHE      request fingerprints kept to learn noise from repeats
                                        when there is no secondary (10000; -1 disables)
+  SHADOWCUBE_COMPARE_REPEAT_WINDOW     two captures of one request this close count as
+                                       repeats without a watermark showing no write between (2s)
   SHADOWCUBE_COMPARE_AI_MAX_DROP       allowed accuracy drop of an AI cube (0.05 = 5 pp)
   SHADOWCUBE_COMPARE_AI_ALPHA          significance level of the drop test (0.05)
   SHADOWCUBE_COMPARE_AI_MIN_SAMPLES    labelled pairs needed before flagging (30)
@@ -175,7 +188,8 @@ accepted_total, dead_letters_total, ai_accuracy_ratio{side}, ai_rollback_flag.
 
 Undecodable messages are terminated and copied to dlq.compare.
 
-'shadowcube compare summary' prints the mismatch summary from the store.`
+'shadowcube compare summary' prints the mismatch summary from the store;
+'shadowcube compare show <request-id>' the verdict, diffs and causes of one request.`
 
 func newCompareCmd() *cobra.Command {
 	var (
@@ -228,7 +242,7 @@ func newCompareCmd() *cobra.Command {
 				}
 			}
 			cmpr, err := comparator.New(comparator.Config{
-				Routes: routeRules(rf), Noise: env.noise(), AI: env.ai(), Accepted: acc, RepeatCache: env.RepeatCache,
+				Routes: routeRules(rf), Noise: env.noise(), AI: env.ai(), Accepted: acc, RepeatCache: env.RepeatCache, RepeatWindow: env.RepeatWindow,
 				Saju: comparator.SajuConfig{Longitude: env.Longitude},
 			})
 			if err != nil {

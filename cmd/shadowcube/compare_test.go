@@ -5,6 +5,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/heal7/shadowcube/comparator"
+	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/schemas"
 )
 
 // TestCompareNumericSettings: out-of-range numbers are errors naming the
@@ -37,5 +42,45 @@ func TestCompareNumericSettings(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want 2 and %q", code, errb.String(), tc.want)
 			}
 		})
+	}
+}
+
+// TestCompareShow: `compare show <id>` prints the stored verdict, method,
+// path, operation, causes and diffs of that request; an unknown id exits 1
+// naming it.
+func TestCompareShow(t *testing.T) {
+	url := testenv.Postgres(t).NewDatabase(t)
+	ctx := testenv.Context(t, time.Minute)
+	store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	c, err := comparator.New(comparator.Config{RepeatCache: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &schemas.ShadowResult{V: schemas.Version, RequestID: "01HX-show-me", Service: "api", Route: "/graphql", Operation: "GetUser",
+		Request: schemas.RequestEvent{Method: "POST", Path: "/graphql", CapturedAt: time.Now()},
+		Legacy:  schemas.HTTPResponse{Status: 200, Body: []byte(`{"name":"kim"}`)},
+		Cube:    &schemas.HTTPResponse{Status: 200, Body: []byte(`{"name":"lee"}`)}, ReplayedAt: time.Now()}
+	if _, err := store.Save(ctx, []*comparator.Outcome{c.Compare(res)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SHADOWCUBE_STORE_DATABASE_URL", url)
+	var out, errb bytes.Buffer
+	if code := run(ctx, []string{"compare", "show", "01HX-show-me"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"01HX-show-me", "POST /graphql", "operation  GetUser", "verdict    mismatch", "causes     unexplained",
+		`diff       $.name changed: legacy "kim", cube "lee"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run(ctx, []string{"compare", "show", "no-such-request"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), `"no-such-request"`) {
+		t.Fatalf("unknown id: exit %d, stderr %q", code, errb.String())
 	}
 }
