@@ -201,9 +201,13 @@ func TestIdentityTrust(t *testing.T) {
 	defer legacy.Close()
 	cube := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "cube") }))
 	defer cube.Close()
+	var untrustedEnv *env
 	newTap := func(trusted []string) string {
 		e := newEnv(t, Config{Privacy: PrivacyConfig{TrustedProxies: trusted, UserCookie: "uid",
 			JWT: JWTConfig{HS256Secret: jwtKey, Audience: "heal7", Issuer: "auth"}}})
+		if untrustedEnv == nil {
+			untrustedEnv = e
+		}
 		tap, err := NewTap(e.c, TapConfig{Upstream: legacy.URL, Cube: cube.URL, Rollout: staticRollout(100)})
 		if err != nil {
 			t.Fatal(err)
@@ -258,6 +262,14 @@ func TestIdentityTrust(t *testing.T) {
 				t.Errorf("legacy saw X-User-Id|X-Shadow-Request = %q from an untrusted client; want both removed", upUser.Load())
 			}
 		})
+	}
+	// The untrusted tap's captures carry no key for the header's "u1": only
+	// the valid JWT's (the same sub) may. The untrusted-header request came
+	// first, so its event is the earliest.
+	untrustedEnv.flush(t)
+	evs := events(t, untrustedEnv.js)
+	if len(evs) == 0 || evs[0].UserKey != "" {
+		t.Errorf("an untrusted X-User-Id was keyed: %d events, first user key %q", len(evs), firstKey(evs))
 	}
 	if _, err := newPrivacy(PrivacyConfig{Secret: []byte(testSecret), JWT: JWTConfig{Claim: "sub"}}); err == nil || !strings.Contains(err.Error(), "SHADOWCUBE_TAP_JWT_") {
 		t.Errorf("a JWT claim without a key: %v", err)
@@ -373,4 +385,11 @@ func TestJWTKeySources(t *testing.T) {
 	if _, err := newVerifier(JWTConfig{JWKS: []byte(`{"keys":[]}`)}); err == nil {
 		t.Error("empty JWKS accepted")
 	}
+}
+
+func firstKey(evs []schemas.RequestEvent) string {
+	if len(evs) == 0 {
+		return ""
+	}
+	return evs[0].UserKey
 }
