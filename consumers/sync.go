@@ -22,33 +22,17 @@ type Config struct {
 	Only       []string          // sync only these targets (default all)
 
 	Stream   string
-	MaxBatch int           // most source events per target transaction (0: 5000)
-	AckWait  time.Duration // JetStream ack wait (0: 5m)
-	RetryMax time.Duration // back-off bound of transient failures (0: 5s)
-}
-
-// validate checks the numeric settings: zero means the default, a negative
-// value is an error naming the field.
-func (c *Config) validate() error {
-	var errs []error
-	if c.MaxBatch < 0 {
-		errs = append(errs, fmt.Errorf("sync config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
-	}
-	if c.AckWait < 0 {
-		errs = append(errs, fmt.Errorf("sync config: AckWait %s: must be positive (0: default 5m)", c.AckWait))
-	}
-	if c.RetryMax < 0 {
-		errs = append(errs, fmt.Errorf("sync config: RetryMax %s: must be positive (0: default 5s)", c.RetryMax))
-	}
-	return errors.Join(errs...)
+	MaxBatch int
+	AckWait  time.Duration
+	RetryMax time.Duration
 }
 
 // Sync runs one Applier per target.
 type Sync struct {
 	cfg       Config
 	appliers  []*Applier
-	pools     []*pgxpool.Pool
 	source    *pgxpool.Pool // re-reads of rows with unchanged TOAST values
+	pools     []*pgxpool.Pool
 	closeOnce sync.Once
 }
 
@@ -107,9 +91,6 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 	defer src.Close(context.Background())
 	met := NewMetrics(reg)
 	s := &Sync{cfg: cfg}
-	if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
-		return nil, fmt.Errorf("source database: %w", err)
-	}
 	for _, t := range cfg.Mapping.Targets {
 		if len(cfg.Only) > 0 && !contains(cfg.Only, t.Name) {
 			continue
@@ -128,6 +109,13 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 		if err := cfg.Mapping.Validate(ctx, t, src, pool); err != nil {
 			s.Close()
 			return nil, err
+		}
+		if s.source == nil {
+			// re-reads of rows with unchanged TOAST values (reselect.go)
+			if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("source database: %w", err)
+			}
 		}
 		fk, err := DecideFK(ctx, pool, t, log)
 		if err != nil {
