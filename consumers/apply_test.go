@@ -204,7 +204,7 @@ func TestSnapshotResumeAndWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stop := e.startSync(m, 50)
-	waitFor(t, 30*time.Second, "the applier blocked on the locked row with snapshot rows applied", func() bool {
+	waitCond(t, 30*time.Second, "the applier blocked on the locked row with snapshot rows applied", func() bool {
 		c, _ := ReadCheckpoint(e.ctx, e.dst, "cube", "s1")
 		var waiting bool
 		e.src.QueryRow(e.ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO "public"."items"%')`,
@@ -278,8 +278,8 @@ func verifyNoSyncGoroutines(t *testing.T) {
 	t.Fatalf("%d sync goroutines left after stop:\n%s", len(left), strings.Join(left, "\n\n"))
 }
 
-// waitFor polls cond until it holds, failing the test after within.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+// waitCond polls cond until it holds, failing the test after within.
+func waitCond(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
