@@ -1210,6 +1210,9 @@ func (a *Applier) watermarkLoop(ctx context.Context, kv jetstream.KeyValue) {
 		if depthEvery--; depthEvery <= 0 {
 			depthEvery = int(10 * time.Second / a.cfg.Watermark)
 			if n, err := DLQDepth(ctx, a.js); err == nil {
+				if n > 0 {
+					n -= a.pruneObsoleteDLQ(ctx)
+				}
 				a.met.dlqDepth.Set(float64(n))
 			}
 		}

@@ -111,6 +111,40 @@ func (a *Applier) poison(ctx context.Context, t *txn, cause error) error {
 	}
 }
 
+// pruneObsoleteDLQ drops this target's dead letters that a later apply made
+// obsolete and returns how many it dropped: entries written under the stop
+// policy whose transaction the checkpoint has since passed (sync was
+// restarted with a fixed mapping or target and applied it). Only stop
+// entries qualify: under skip the checkpoint passes transactions that were
+// never applied, and broken (undecodable, incomplete) units are never
+// applied, so those stay until an operator drops them.
+func (a *Applier) pruneObsoleteDLQ(ctx context.Context) uint64 {
+	cp, err := ReadCheckpoint(ctx, a.cfg.DB, a.target, a.slot)
+	if err != nil {
+		return 0
+	}
+	var obsolete []DLQMessage
+	_ = ListDLQ(ctx, a.js, func(m DLQMessage) error {
+		e := m.Entry.Sync
+		if e != nil && e.Target == a.target && e.Slot == a.slot && (e.Policy == PolicyStop || e.Policy == "") && !e.Broken &&
+			!(pos{cp.LSN, cp.Index}).less(pos{e.LSN, e.Index}) {
+			obsolete = append(obsolete, m)
+		}
+		return nil
+	})
+	var n uint64
+	for _, m := range obsolete {
+		if err := DropDLQ(ctx, a.js, m.Seq); err != nil {
+			a.log.Warn("could not drop an obsolete dead letter", "seq", m.Seq, "err", err)
+			continue
+		}
+		n++
+		a.log.Info("dropped a dead letter a later apply made obsolete", "seq", m.Seq, "lsn", m.Entry.Sync.Position,
+			"checkpoint", pos{cp.LSN, cp.Index}.String())
+	}
+	return n
+}
+
 func (a *Applier) ackAndMark(t *txn) {
 	if t.ackMsg != nil {
 		_ = t.ackMsg.Ack()
