@@ -249,8 +249,9 @@ var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 // selectors, HPAs, the ServiceMonitor), every shadowcube command, flag and
 // variable exists in the binary, images are pinned, every container has
 // resources, the stages have /healthz and /readyz probes on the ops port,
-// cdc and sync run one replica with Recreate and are never autoscaled, and
-// NATS is a 3-node StatefulSet with anti-affinity, volumes and a PDB.
+// cdc and sync run one replica with Recreate and are never autoscaled,
+// one-shot commands (reconcile) run as CronJobs, and NATS is a 3-node
+// StatefulSet with anti-affinity, volumes and a PDB.
 func TestKubernetesBase(t *testing.T) {
 	k := loadKustomization(t, "k8s/base")
 	checkKustomization(t, k)
@@ -361,7 +362,7 @@ func stageDurables(t *testing.T, k *kustomization) map[string]map[string]bool {
 // the ConfigMap volume mounted over it.
 func (k *kustomization) configFile(t *testing.T, w obj, path string) string {
 	t.Helper()
-	spec := get(w, "spec", "template", "spec")
+	spec := get(podTemplate(w), "spec")
 	vols := map[string]string{}
 	for _, v := range list(get(spec, "volumes")) {
 		if cm := str(get(v, "configMap", "name")); cm != "" {
@@ -428,12 +429,16 @@ func checkKustomization(t *testing.T, k *kustomization) {
 	}
 	var podLabels []map[string]string
 	stages := map[string][]obj{}
-	for _, w := range append(k.all("Deployment"), k.all("StatefulSet")...) {
-		spec := get(w, "spec", "template", "spec")
-		labels := smap(get(w, "spec", "template", "metadata", "labels"))
-		podLabels = append(podLabels, labels)
-		if !selects(smap(get(w, "spec", "selector", "matchLabels")), labels) {
-			t.Errorf("%s: selector does not match its pod labels", w.id())
+	for _, w := range append(append(k.all("Deployment"), k.all("StatefulSet")...), k.all("CronJob")...) {
+		tmpl := podTemplate(w)
+		spec := get(tmpl, "spec")
+		labels := smap(get(tmpl, "metadata", "labels"))
+		oneShot := w.kind() == "CronJob"
+		if !oneShot {
+			podLabels = append(podLabels, labels)
+			if !selects(smap(get(w, "spec", "selector", "matchLabels")), labels) {
+				t.Errorf("%s: selector does not match its pod labels", w.id())
+			}
 		}
 		vols := map[string]any{}
 		for _, v := range list(get(spec, "volumes")) {
@@ -513,17 +518,8 @@ func checkKustomization(t *testing.T, k *kustomization) {
 			checkEnv(t, where, names)
 			if len(path) > 0 {
 				stages[path[0]] = append(stages[path[0]], w)
-			}
-			if a, ok := env["SHADOWCUBE_METRICS_ADDR"]; ok && a != ":9090" {
-				t.Errorf("%s: SHADOWCUBE_METRICS_ADDR=%s: the probes and ServiceMonitor use :9090", where, a)
-			}
-			if ports["metrics"] != "9090" {
-				t.Errorf("%s: needs port metrics: 9090 (the image's SHADOWCUBE_METRICS_ADDR)", where)
-			}
-			for probe, want := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
-				hg := get(c, probe, "httpGet")
-				if str(get(hg, "path")) != want || fmt.Sprint(get(hg, "port")) != "metrics" {
-					t.Errorf("%s: %s must be httpGet %s on port metrics, is %v", where, probe, want, hg)
+				if longRunning[path[0]] == oneShot {
+					t.Errorf("%s: shadowcube %s belongs in a %s", where, path[0], map[bool]string{true: "Deployment or StatefulSet", false: "CronJob"}[longRunning[path[0]]])
 				}
 			}
 			for _, f := range []string{"--routes", "--mapping"} {
@@ -531,7 +527,7 @@ func checkKustomization(t *testing.T, k *kustomization) {
 					k.configFile(t, w, p)
 				}
 			}
-			if len(path) > 0 && path[0] == "sync" {
+			if len(path) > 0 && (path[0] == "sync" || path[0] == "reconcile") {
 				m, err := consumers.LoadMapping(k.configFile(t, w, flagValue(args, "--mapping")))
 				if err != nil {
 					t.Fatal(err)
@@ -544,6 +540,21 @@ func checkKustomization(t *testing.T, k *kustomization) {
 					if !defined[v] {
 						t.Errorf("%s: the mapping reads %s, which the container does not set", where, v)
 					}
+				}
+			}
+			if oneShot {
+				continue
+			}
+			if a, ok := env["SHADOWCUBE_METRICS_ADDR"]; ok && a != ":9090" {
+				t.Errorf("%s: SHADOWCUBE_METRICS_ADDR=%s: the probes and ServiceMonitor use :9090", where, a)
+			}
+			if ports["metrics"] != "9090" {
+				t.Errorf("%s: needs port metrics: 9090 (the image's SHADOWCUBE_METRICS_ADDR)", where)
+			}
+			for probe, want := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
+				hg := get(c, probe, "httpGet")
+				if str(get(hg, "path")) != want || fmt.Sprint(get(hg, "port")) != "metrics" {
+					t.Errorf("%s: %s must be httpGet %s on port metrics, is %v", where, probe, want, hg)
 				}
 			}
 		}
@@ -581,7 +592,7 @@ func checkKustomization(t *testing.T, k *kustomization) {
 			targets[tg] = w.id()
 		}
 	}
-	for _, st := range []string{"tap", "cdc", "sync", "shadow", "compare"} {
+	for _, st := range []string{"tap", "cdc", "sync", "shadow", "compare", "reconcile"} {
 		if len(stages[st]) == 0 {
 			t.Errorf("%s: no workload runs shadowcube %s", k.dir, st)
 		}
@@ -622,6 +633,9 @@ func checkKustomization(t *testing.T, k *kustomization) {
 		}
 	}
 	for st, ws := range stages {
+		if !longRunning[st] {
+			continue
+		}
 		for _, w := range ws {
 			ok := false
 			for _, svc := range k.all("Service") {
@@ -643,6 +657,19 @@ func checkKustomization(t *testing.T, k *kustomization) {
 		}
 	}
 	checkNATS(t, k)
+}
+
+// longRunning: the commands that serve /healthz, /readyz and /metrics and
+// run until stopped; the others are one-shot (CronJob).
+var longRunning = map[string]bool{"tap": true, "cdc": true, "sync": true, "shadow": true, "compare": true, "demo-service": true}
+
+// podTemplate is a workload's pod template (Deployment, StatefulSet:
+// spec.template; CronJob: spec.jobTemplate.spec.template).
+func podTemplate(w obj) any {
+	if w.kind() == "CronJob" {
+		return get(w, "spec", "jobTemplate", "spec", "template")
+	}
+	return get(w, "spec", "template")
 }
 
 func checkSingleton(t *testing.T, w obj, autoscaled map[string]string) {
