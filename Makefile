@@ -7,8 +7,9 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK_VERSION ?= v0.8.2
 TEST_TIMEOUT ?= 25m
 PKGS ?= ./...
+IMAGE ?= shadowcube:$(VERSION)
 
-.PHONY: help build test test-short test-race bench bench-short lint fmt demo clean
+.PHONY: help build test test-short test-race bench bench-short lint fmt demo clean image
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -43,3 +44,7 @@ clean: ## remove build output
 
 demo: build ## run the whole pipeline on embedded infrastructure and print the verdict
 	SHADOWCUBE_METRICS_ADDR=127.0.0.1:0 bin/shadowcube demo $(DEMOFLAGS)
+
+image: ## container image shadowcube:<version> from the Dockerfile (needs docker)
+	@command -v docker >/dev/null || { echo "make image: docker not found (deploy/docker_test.go checks the Dockerfile's build without it)"; exit 1; }
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .

@@ -56,37 +56,3 @@ func TestYAMLParses(t *testing.T) {
 		})
 	}
 }
-
-// TestComposeHasTheStack checks the compose file names the services the
-// pipeline needs, each with a healthcheck, and logical WAL on the source.
-func TestComposeHasTheStack(t *testing.T) {
-	data, err := os.ReadFile("compose/docker-compose.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c struct {
-		Services map[string]struct {
-			Image       string    `yaml:"image"`
-			Command     []string  `yaml:"command"`
-			Healthcheck *struct{} `yaml:"healthcheck"`
-		} `yaml:"services"`
-	}
-	if err := yaml.Unmarshal(data, &c); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"nats", "legacy-postgres", "cube-postgres"} {
-		s, ok := c.Services[name]
-		if !ok {
-			t.Fatalf("service %s missing", name)
-		}
-		if s.Image == "" || s.Healthcheck == nil {
-			t.Errorf("service %s needs an image and a healthcheck", name)
-		}
-	}
-	if !strings.Contains(strings.Join(c.Services["legacy-postgres"].Command, " "), "wal_level=logical") {
-		t.Error("legacy-postgres must run with wal_level=logical (CDC source)")
-	}
-	if !strings.Contains(strings.Join(c.Services["nats"].Command, " "), "-js") {
-		t.Error("nats must run with JetStream (-js)")
-	}
-}
