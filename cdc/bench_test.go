@@ -18,7 +18,7 @@ import (
 	"github.com/heal7/shadowcube/schemas"
 )
 
-// BenchmarkB3 measures (PERFORMANCE.md B3) the changes per second a real
+// BenchmarkB3 measures (docs/performance.md B3) the changes per second a real
 // `shadowcube cdc` process reads from a backlog of single-row transactions
 // and gets acknowledged by JetStream (until the slot's confirmed_flush_lsn
 // reaches the end of the backlog), next to pg_recvlogical (pgoutput) reading

@@ -14,7 +14,7 @@ import (
 )
 
 // Cause tags of a mismatch. The first five are the saju conventions of
-// SAJU.md ("Where real implementations legitimately disagree").
+// docs/saju.md ("Where real implementations legitimately disagree").
 const (
 	CauseLunarInput    = "lunar-input"
 	CauseClockHistory  = "clock-history"

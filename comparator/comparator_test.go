@@ -109,7 +109,7 @@ func TestSajuCauses(t *testing.T) {
 		wantCauses  []string
 		wantInPaths string
 	}{
-		// Pillars below are worked by hand from SAJU.md's rules (day index
+		// Pillars below are worked by hand from docs/saju.md's rules (day index
 		// (JDN−11) mod 60; 子-hour stem 2·(stem of the next day from 23:00
 		// mod 5); 寅-month stem 2·(year stem mod 5)+2) and the term instants
 		// quoted; lunar-go agrees (TestCauseAttributionIndependentPairs).

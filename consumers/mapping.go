@@ -12,7 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Mapping is a parsed and syntactically checked mapping file (see DESIGN.md,
+// Mapping is a parsed and syntactically checked mapping file (see docs/architecture.md,
 // "Mapping file"). Validate checks it against the databases.
 type Mapping struct {
 	File    string

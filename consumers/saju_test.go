@@ -24,7 +24,7 @@ CREATE TABLE cube.saju_charts (
   id bigint PRIMARY KEY, user_id text NOT NULL, birth_info jsonb NOT NULL, saju_chart jsonb NOT NULL,
   interpretation text, created_at timestamptz NOT NULL)`
 
-// TestSajuMappingGolden syncs legacy saju_records rows through the DESIGN.md
+// TestSajuMappingGolden syncs legacy saju_records rows through the docs/architecture.md
 // mapping and compares the nested cube rows with a golden file.
 func TestSajuMappingGolden(t *testing.T) {
 	e := newEnv(t)

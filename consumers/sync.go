@@ -40,7 +40,7 @@ type Sync struct {
 }
 
 // SessionSettings pins the session settings that make text values exact and
-// stable (CDC-NOTES.md, "Values").
+// stable (docs/cdc-notes.md, "Values").
 var SessionSettings = map[string]string{
 	"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
 	"bytea_output": "hex", "extra_float_digits": "3",

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Stream names of the pipeline (see DESIGN.md, "Streams, subjects, delivery").
+// Stream names of the pipeline (see docs/architecture.md, "Streams, subjects, delivery").
 const (
 	StreamLegacyRequests = "LEGACY_REQUESTS"
 	StreamCDC            = "CDC"

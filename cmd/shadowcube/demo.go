@@ -507,7 +507,7 @@ func demoReconcile(ctx context.Context, m *consumers.Mapping, dbs demoDBs) ([]co
 	return reps, nil
 }
 
-// demoMapping is DESIGN.md's saju mapping: the legacy flat saju_records row
+// demoMapping is docs/architecture.md's saju mapping: the legacy flat saju_records row
 // becomes the cube's nested document.
 var demoMapping = strings.TrimSpace(`
 source: {database_url_env: SHADOWCUBE_SOURCE_DATABASE_URL, slot: shadowcube_demo}

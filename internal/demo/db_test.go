@@ -156,7 +156,7 @@ func TestCubeDatabase(t *testing.T) {
 	} {
 		ids = append(ids, post(t, legacy, req, nil).ID)
 	}
-	// What the sync stage does, with the mapping of DESIGN.md evaluated by
+	// What the sync stage does, with the mapping of docs/architecture.md evaluated by
 	// the cube's PostgreSQL.
 	rows, err := legacyDB.Query(ctx, `SELECT id, user_id, birth_year, birth_month, birth_day, birth_hour, is_solar, year_pillar, month_pillar, day_pillar, hour_pillar, interpretation, created_at FROM saju_records ORDER BY id`)
 	if err != nil {

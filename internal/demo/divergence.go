@@ -53,7 +53,7 @@ var Divergences = []Divergence{
 		Zone:   "known birth time 23:30-23:59 (Korean wall clock); the 子 hour pillar is the same in both",
 		Fields: []string{"pillars.day", "day_master", "elements", "ten_gods"},
 		Rate:   "about 2.0% (30 of 1440 minutes)",
-		// SAJU.md reference vector 2 (sect 2): the cube answers it; legacy does not.
+		// docs/saju.md reference vector 2 (sect 2): the cube answers it; legacy does not.
 		Example:       ChartRequest{BirthDate: "1988-02-15", BirthTime: strp("23:30"), Calendar: "solar", Gender: "male"},
 		LegacyPillars: [4]string{"戊辰", "甲寅", "辛丑", "戊子"},
 		CubePillars:   [4]string{"戊辰", "甲寅", "庚子", "戊子"},

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestReferenceVectors checks both services against SAJU.md's reference
+// TestReferenceVectors checks both services against docs/saju.md's reference
 // vectors. The 1988-02-15 23:30 vector is stated for the midnight (sect 2)
 // rule: the cube answers it, the legacy (23:30 cut-off) is the zi-hour
 // divergence and must advance the day.
