@@ -111,6 +111,9 @@ func registeredMetrics(t *testing.T) map[string]metricInfo {
 	}
 	t.Cleanup(rep.Close)
 	consumers.NewMetrics(rec)
+	if _, err := consumers.NewReconcileMetrics(rec); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := comparator.NewMetrics(rec); err != nil {
 		t.Fatal(err)
 	}

@@ -9,10 +9,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/push"
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/consumers"
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/redact"
 )
 
 func newReconcileCmd() *cobra.Command {
@@ -22,6 +25,7 @@ func newReconcileCmd() *cobra.Command {
 	var settle time.Duration
 	var maxDiffs int
 	var noSequences bool
+	var pushURL string
 	cmd := &cobra.Command{
 		Use:   "reconcile",
 		Short: "Prove a cube database holds what the legacy database holds, through the mapping",
@@ -62,6 +66,10 @@ Flags:
   --settle D         wait for sync to catch up and re-check differing rows (0: off; not negative)
   --max-diffs N      differences listed per table (1000; at least 1; all are counted)
   --no-sequences     skip the sequence check
+  --pushgateway URL  SHADOWCUBE_RECONCILE_PUSHGATEWAY   push the run's figures per target to this
+                     Prometheus Pushgateway (job shadowcube_reconcile): last run time,
+                     differences, tables compared, failed; the alert rules
+                     ShadowcubeReconcileStale and ShadowcubeReconcileDirty read them
 
 Environment:
   SHADOWCUBE_SOURCE_DATABASE_URL  legacy PostgreSQL (or the mapping's source.database_url_env)
@@ -74,6 +82,9 @@ Environment:
 			}
 			if cmd.Flags().Changed("mapping") {
 				e.MappingFile = mapping
+			}
+			if !cmd.Flags().Changed("pushgateway") {
+				pushURL = e.Pushgateway
 			}
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("--format %q: want text or json", format)}
@@ -101,6 +112,7 @@ Environment:
 			defer srcConn.Close(context.Background())
 			var all []consumers.TableReport
 			total := 0
+			push := newReconcilePush(pushURL, env)
 			for _, sel := range selected {
 				t := sel.target
 				if urls[t.Name] == "" {
@@ -108,11 +120,12 @@ Environment:
 				}
 				dst, err := consumers.ConnectSource(ctx, urls[t.Name])
 				if err != nil {
+					push.record(ctx, t.Name, nil, err)
 					return fmt.Errorf("connect to target %s: %w", t.Name, err)
 				}
+				var reps []consumers.TableReport
 				err = m.Validate(ctx, t, srcConn, dst)
 				if err == nil {
-					var reps []consumers.TableReport
 					reps, err = consumers.Reconcile(ctx, consumers.ReconcileConfig{Mapping: m, Target: t, Source: srcConn, Dest: dst,
 						Tables: sel.tables, LeafRows: leaf, Settle: settle, MaxDiffs: maxDiffs, SkipSequences: noSequences,
 						OnSettle: func(table string, n int) {
@@ -121,6 +134,7 @@ Environment:
 						}})
 					all = append(all, reps...)
 				}
+				push.record(ctx, t.Name, reps, err)
 				dst.Close(context.Background())
 				if err != nil {
 					return err
@@ -177,7 +191,37 @@ Environment:
 	cmd.Flags().DurationVar(&settle, "settle", 0, "wait up to this for sync to catch up, then re-check differing rows")
 	cmd.Flags().IntVar(&maxDiffs, "max-diffs", 1000, "differences listed per table")
 	cmd.Flags().BoolVar(&noSequences, "no-sequences", false, "skip the check of sequences feeding mapped columns")
+	cmd.Flags().StringVar(&pushURL, "pushgateway", "", "push the run's figures to this Prometheus Pushgateway (SHADOWCUBE_RECONCILE_PUSHGATEWAY)")
 	return cmd
+}
+
+// reconcilePush pushes each target's figures to a Pushgateway, when one is
+// configured. A failed push is logged with the URL redacted; it does not
+// change the exit status (the comparison's verdict stands, and the stale
+// alert fires when pushes stop arriving).
+type reconcilePush struct {
+	url string
+	env *Env
+}
+
+func newReconcilePush(url string, env *Env) *reconcilePush { return &reconcilePush{url: url, env: env} }
+
+func (p *reconcilePush) record(ctx context.Context, target string, reps []consumers.TableReport, runErr error) {
+	if p.url == "" {
+		return
+	}
+	reg := prometheus.NewRegistry()
+	m, err := consumers.NewReconcileMetrics(reg)
+	if err != nil {
+		p.env.Log.Error("reconcile metrics", "err", err)
+		return
+	}
+	m.Record(reps, runErr, time.Now())
+	if err := push.New(p.url, "shadowcube_reconcile").Grouping("target", target).Gatherer(reg).PushContext(ctx); err != nil {
+		p.env.Log.Error("push reconcile figures to the Pushgateway failed", "pushgateway", redact.URLString(p.url), "target", target, "err", redact.Err(err))
+		return
+	}
+	p.env.Log.Info("reconcile figures pushed", "pushgateway", redact.URLString(p.url), "target", target)
 }
 
 // reconcileFlags rejects out-of-range numbers (exit status 2).

@@ -23,6 +23,7 @@ type syncEnv struct {
 	AckWait     time.Duration `envconfig:"SYNC_ACK_WAIT" min:"1s" default:"5m"`
 	RetryMax    time.Duration `envconfig:"SYNC_RETRY_MAX" min:"1ms" default:"5s"`
 	SeqInterval time.Duration `envconfig:"SYNC_SEQUENCE_INTERVAL" min:"1s" default:"30s"`
+	Pushgateway string        `envconfig:"RECONCILE_PUSHGATEWAY"`
 }
 
 // check rejects out-of-range settings, naming the flag when one set the
