@@ -237,7 +237,9 @@ func (p *e2ePipeline) waitCaughtUp(within time.Duration) {
 		p.t.Fatal(err)
 	}
 	var cp consumers.Checkpoint
-	p.waitFor(within, func() string { return fmt.Sprintf("target %s checkpoint %s passing source WAL %s", p.cfg.Target, cp.LSN, wal) },
+	p.waitFor(within, func() string {
+		return fmt.Sprintf("target %s checkpoint %s passing source WAL %s", p.cfg.Target, cp.LSN, wal)
+	},
 		func() bool {
 			cp, err = consumers.ReadCheckpoint(p.ctx, dst, p.cfg.Target, p.cfg.Slot)
 			return err == nil && cp.LSN >= wal && cp.Index == 1<<31-1
