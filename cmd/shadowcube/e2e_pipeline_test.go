@@ -417,3 +417,49 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// cdcEvents decodes every change event now on the CDC stream.
+func (p *e2ePipeline) cdcEvents() []schemas.ChangeEvent {
+	p.t.Helper()
+	s, err := p.js.Stream(p.ctx, schemas.StreamCDC)
+	if err != nil {
+		p.t.Fatalf("CDC stream: %v", err)
+	}
+	info, err := s.Info(p.ctx)
+	if err != nil {
+		p.t.Fatalf("CDC stream: %v", err)
+	}
+	last := info.State.LastSeq
+	cons, err := s.OrderedConsumer(p.ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		p.t.Fatalf("CDC stream consumer: %v", err)
+	}
+	var out []schemas.ChangeEvent
+	for seq := uint64(0); seq < last; {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			p.t.Fatalf("read the CDC stream: %v", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				p.t.Fatal(err)
+			}
+			seq = md.Sequence.Stream
+			var ev schemas.ChangeEvent
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				p.t.Fatalf("CDC message %d: %v", seq, err)
+			}
+			out = append(out, ev)
+		}
+		if err := batch.Error(); err != nil {
+			p.t.Fatalf("read the CDC stream: %v", err)
+		}
+		if n == 0 {
+			p.t.Fatalf("CDC stream: read up to %d of %d", seq, last)
+		}
+	}
+	return out
+}
