@@ -80,8 +80,12 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 
 // Run sets up the source, snapshots when needed, and streams changes until
 // ctx is done (then it drains in-flight publishes, acknowledges what
-// JetStream stored and returns nil). Connection and publish failures are
-// retried with back-off; set-up errors and a lost slot are returned.
+// JetStream stored and returns nil). At start-up the source gets one attempt
+// bounded by Config.StartupTimeout: if it cannot be reached, Run returns an
+// error naming it (without its password). Once it was reached, connection
+// and publish failures are retried with back-off (a WARN line and
+// shadowcube_cdc_session_failures_total per attempt); set-up errors and a
+// lost slot are returned.
 func (r *Reader) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("cdc: Run called twice")

@@ -686,7 +686,7 @@ func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned bool) {
 	p := c.priv
 	reqType := ev.Headers.Get("Content-Type")
 	if !clean {
-		if ev.UserKey == "" {
+		if ev.UserKey == "" && ev.Source == schemas.SourceImport { // tapped events: decide chose already
 			if id, _ := p.userID(ev.Headers, true, ev.CapturedAt); id != "" {
 				ev.UserKey = p.UserKey(id)
 			}

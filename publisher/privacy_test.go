@@ -2,8 +2,16 @@ package publisher
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -193,9 +201,13 @@ func TestIdentityTrust(t *testing.T) {
 	defer legacy.Close()
 	cube := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "cube") }))
 	defer cube.Close()
+	var untrustedEnv *env
 	newTap := func(trusted []string) string {
 		e := newEnv(t, Config{Privacy: PrivacyConfig{TrustedProxies: trusted, UserCookie: "uid",
 			JWT: JWTConfig{HS256Secret: jwtKey, Audience: "heal7", Issuer: "auth"}}})
+		if untrustedEnv == nil {
+			untrustedEnv = e
+		}
 		tap, err := NewTap(e.c, TapConfig{Upstream: legacy.URL, Cube: cube.URL, Rollout: staticRollout(100)})
 		if err != nil {
 			t.Fatal(err)
@@ -251,6 +263,14 @@ func TestIdentityTrust(t *testing.T) {
 			}
 		})
 	}
+	// The untrusted tap's captures carry no key for the header's "u1": only
+	// the valid JWT's (the same sub) may. The untrusted-header request came
+	// first, so its event is the earliest.
+	untrustedEnv.flush(t)
+	evs := events(t, untrustedEnv.js)
+	if len(evs) == 0 || evs[0].UserKey != "" {
+		t.Errorf("an untrusted X-User-Id was keyed: %d events, first user key %q", len(evs), firstKey(evs))
+	}
 	if _, err := newPrivacy(PrivacyConfig{Secret: []byte(testSecret), JWT: JWTConfig{Claim: "sub"}}); err == nil || !strings.Contains(err.Error(), "SHADOWCUBE_TAP_JWT_") {
 		t.Errorf("a JWT claim without a key: %v", err)
 	}
@@ -298,4 +318,78 @@ func TestTapLogsRedactURLs(t *testing.T) {
 	if _, err := NewTap(e.c, TapConfig{Upstream: "ftp://ops:UPSTREAM-PW@legacy/"}); err == nil || strings.Contains(err.Error(), "UPSTREAM-PW") {
 		t.Errorf("bad upstream URL error: %v", err)
 	}
+}
+
+// TestJWTKeySources: RS256 and ES256 tokens verify against a PEM public key
+// and against a JWKS (by kid); the classic key confusion — an HS256 token
+// whose HMAC key is the RSA public key's PEM — is refused, and so is a token
+// whose kid names no key.
+func TestJWTKeySources(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemOf := func(pub any) []byte {
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	}
+	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+	jwks := fmt.Sprintf(`{"keys":[{"kty":"RSA","kid":"r1","use":"sig","n":%q,"e":%q},{"kty":"EC","kid":"e1","crv":"P-256","x":%q,"y":%q}]}`,
+		b64(rsaKey.N.Bytes()), b64(big.NewInt(int64(rsaKey.E)).Bytes()), b64(ecKey.X.FillBytes(make([]byte, 32))), b64(ecKey.Y.FillBytes(make([]byte, 32))))
+	claims := jwt.MapClaims{"sub": "u-42", "exp": time.Now().Add(time.Hour).Unix()}
+	sign := func(m jwt.SigningMethod, kid string, key any) string {
+		tok := jwt.NewWithClaims(m, claims)
+		if kid != "" {
+			tok.Header["kid"] = kid
+		}
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + s
+	}
+	rsaPEM, ecPEM := pemOf(&rsaKey.PublicKey), pemOf(&ecKey.PublicKey)
+	for _, c := range []struct {
+		name  string
+		cfg   JWTConfig
+		authz string
+		want  string
+	}{
+		{"RS256 PEM", JWTConfig{PublicKeyPEM: rsaPEM}, sign(jwt.SigningMethodRS256, "", rsaKey), "u-42"},
+		{"ES256 PEM", JWTConfig{PublicKeyPEM: ecPEM}, sign(jwt.SigningMethodES256, "", ecKey), "u-42"},
+		{"JWKS RSA", JWTConfig{JWKS: []byte(jwks)}, sign(jwt.SigningMethodRS256, "r1", rsaKey), "u-42"},
+		{"JWKS EC", JWTConfig{JWKS: []byte(jwks)}, sign(jwt.SigningMethodES256, "e1", ecKey), "u-42"},
+		{"JWKS unknown kid", JWTConfig{JWKS: []byte(jwks)}, sign(jwt.SigningMethodRS256, "nope", rsaKey), ""},
+		{"JWKS kid of the other key", JWTConfig{JWKS: []byte(jwks)}, sign(jwt.SigningMethodRS256, "e1", rsaKey), ""},
+		{"HS256 with the public key as secret", JWTConfig{PublicKeyPEM: rsaPEM}, sign(jwt.SigningMethodHS256, "", rsaPEM), ""},
+		{"ES256 token, RSA key", JWTConfig{PublicKeyPEM: rsaPEM}, sign(jwt.SigningMethodES256, "", ecKey), ""},
+	} {
+		v, err := newVerifier(c.cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := v.userID(c.authz, time.Time{}); got != c.want {
+			t.Errorf("%s: user %q, want %q", c.name, got, c.want)
+		}
+	}
+	if _, err := newVerifier(JWTConfig{PublicKeyPEM: rsaPEM, HS256Secret: jwtKey}); err == nil {
+		t.Error("two key sources accepted")
+	}
+	if _, err := newVerifier(JWTConfig{JWKS: []byte(`{"keys":[]}`)}); err == nil {
+		t.Error("empty JWKS accepted")
+	}
+}
+
+func firstKey(evs []schemas.RequestEvent) string {
+	if len(evs) == 0 {
+		return ""
+	}
+	return evs[0].UserKey
 }

@@ -36,6 +36,10 @@ first 8 bytes: a user keeps their side, and users moved at 10% stay moved at 20%
       then one step per --every. The ramp is stored in the flag and computed
       from the clock by the taps, so nothing has to keep running.
 
+A service name is 1 to 64 letters, digits, '-' and '_'. Only users with a
+verified identity (a trusted proxy's user header or a verified JWT, see
+'shadowcube tap --help') are ever moved to the cube.
+
 Flags:
   --json    print flags as JSON (all subcommands)` + commonEnvHelp,
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/redact"
@@ -77,10 +80,11 @@ func responseText(r *schemas.HTTPResponse) string {
 // the tap, lets shadow replay them to a cube that answers with secrets of
 // its own (Set-Cookie, a token header, a Location with a token, an NDJSON
 // answer whose second value holds a redacted field) and echoes what it
-// received, then scans every event of LEGACY_REQUESTS and SHADOW_RESULTS,
-// decoded, and both components' logs. On the old code SHADOW_RESULTS held
-// the cube's Set-Cookie and its redacted NDJSON field, and the replay
-// carried the query token to the cube.
+// received, lets the comparator judge the pairs, then scans every event of
+// LEGACY_REQUESTS and SHADOW_RESULTS (decoded), every row of the mismatch
+// store's pairs table and the components' log. Without the shadow-side
+// sanitising, all 4 results and all 4 stored pairs held the cube's
+// Set-Cookie, token header, Location token and redacted NDJSON field.
 func TestPrivacyScanAcrossStages(t *testing.T) {
 	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -239,6 +243,67 @@ services:
 	}
 	if echoed != len(reqs) {
 		t.Errorf("%d results carry the cube's echo, want %d (the scan must see what the cube received)", echoed, len(reqs))
+	}
+	// The comparator judges the pairs into the mismatch store: its diffs
+	// come from the sanitised results only.
+	pg := testenv.Postgres(t)
+	storeURL := pg.NewDatabase(t)
+	store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: storeURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	cmpr, err := comparator.New(comparator.Config{Routes: routeRules(rf)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := comparator.NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{}, js, cmpr, store, cm, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stopCompare := context.WithCancel(ctx)
+	compareDone := make(chan error, 1)
+	go func() { compareDone <- cons.Run(cctx) }()
+	db := testenv.Connect(t, storeURL)
+	var rows []string
+	deadline = time.Now().Add(90 * time.Second)
+	for {
+		rows = rows[:0]
+		r, err := db.Query(ctx, "SELECT row_to_json(p)::text FROM "+store.Schema()+".pairs p")
+		if err == nil {
+			for r.Next() {
+				var s string
+				if r.Scan(&s) == nil {
+					rows = append(rows, s)
+				}
+			}
+			r.Close()
+		}
+		if len(rows) >= len(reqs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pairs in the mismatch store, want %d (err %v); log:\n%s", len(rows), len(reqs), err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopCompare()
+	<-compareDone
+	diffs := 0
+	for _, row := range rows {
+		if strings.Contains(row, "SECRET-") || strings.Contains(row, "RAW-USER") {
+			t.Errorf("the mismatch store discloses a planted secret:\n%s", row)
+		}
+		if strings.Contains(row, "echo") {
+			diffs++
+		}
+	}
+	if diffs == 0 {
+		t.Errorf("no stored pair shows the cube's differing answer: the store scan saw no diff:\n%s", strings.Join(rows, "\n"))
 	}
 	if strings.Contains(logs.String(), "SECRET-") || strings.Contains(logs.String(), "RAW-USER") {
 		t.Errorf("the log discloses a planted secret:\n%s", logs.String())

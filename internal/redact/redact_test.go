@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"pgregory.net/rapid"
+
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -153,4 +155,49 @@ func TestText(t *testing.T) {
 	if s := Secrets(err).Error(); strings.Contains(s, "s3cret") || strings.Contains(s, "a:b@") || !strings.Contains(s, "nats://REDACTED@127.0.0.1:4222") {
 		t.Errorf("Secrets = %s", s)
 	}
+}
+
+// TestQueryProperty: for any sequence of parameters, remove mode keeps
+// exactly the non-secret ones, byte for byte and in order, and hmac mode
+// keeps every name in place with no secret value left.
+func TestQueryProperty(t *testing.T) {
+	rm := rules(t, Config{})
+	hm := rules(t, Config{Secret: secret, Mode: ModeHMAC})
+	names := append([]string{"a", "page", "lang", "q", "Access_Token", "PASSWORD", "x%5Fy"}, DefaultParams[:8]...)
+	rapid.Check(t, func(rt *rapid.T) {
+		n := rapid.IntRange(0, 12).Draw(rt, "n")
+		var parts, kept, keptNames []string
+		for i := 0; i < n; i++ {
+			name := rapid.SampledFrom(names).Draw(rt, "name")
+			secretParam := rm.param(name)
+			val := fmt.Sprintf("v%d", i)
+			if secretParam {
+				val = fmt.Sprintf("SECRET%d", i)
+			}
+			p := name + "=" + url.QueryEscape(val)
+			parts = append(parts, p)
+			keptNames = append(keptNames, name)
+			if !secretParam {
+				kept = append(kept, p)
+			}
+		}
+		raw := strings.Join(parts, "&")
+		if got, want := rm.Query(raw), strings.Join(kept, "&"); got != want {
+			rt.Fatalf("remove: Query(%q) = %q, want %q", raw, got, want)
+		}
+		got := hm.Query(raw)
+		if strings.Contains(got, "SECRET") {
+			rt.Fatalf("hmac: Query(%q) = %q keeps a secret", raw, got)
+		}
+		var gotNames []string
+		for _, p := range strings.Split(got, "&") {
+			if p != "" {
+				name, _, _ := strings.Cut(p, "=")
+				gotNames = append(gotNames, name)
+			}
+		}
+		if strings.Join(gotNames, ",") != strings.Join(keptNames, ",") {
+			rt.Fatalf("hmac: names %v, want %v", gotNames, keptNames)
+		}
+	})
 }
