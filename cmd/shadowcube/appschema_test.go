@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,7 +20,6 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/parser"
 
-	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -96,8 +94,7 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 	if !strings.Contains(p.logs.String(), "applying with foreign keys enforced") {
 		t.Fatalf("sync's start-up log does not say how foreign keys are applied:\n%s", p.logs.String())
 	}
-	endpoint := p.taps["blog"] + "/graphql"
-	c := &gqlClient{t: t, ctx: ctx, url: endpoint}
+	c := &gqlClient{e2eClient{t: t, ctx: ctx, base: p.taps["blog"]}}
 
 	// Phase 1: writes through the tap.
 	authors := []int64{1, 2, 3}
@@ -130,7 +127,7 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 			t.Fatalf("DeletePost %d: %v", id, d)
 		}
 	}
-	writes := c.sent()
+	writes := len(c.requests())
 
 	// Phase 2: reads of every post (deleted ones too), author and list,
 	// each twice, from four clients at once.
@@ -148,36 +145,24 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 		}
 		reads = append(reads, read{"ListPosts", qListPosts, nil})
 	}
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1) - 1; i < int64(len(reads)); i = next.Add(1) - 1 {
-				r := reads[i]
-				c.do(r.op, r.doc, r.vars, false)
-			}
-		}()
+	var fns []func()
+	for _, r := range reads {
+		fns = append(fns, func() { c.do(r.op, r.doc, r.vars, false) })
 	}
-	wg.Wait()
+	parallel(4, fns)
 	if t.Failed() {
 		t.FailNow()
 	}
-	all := c.sent()
-	t.Logf("sent %d writes and %d reads through the tap", len(writes), len(all)-len(writes))
+	all := c.requests()
+	t.Logf("sent %d writes and %d reads through the tap", writes, len(all)-writes)
 
 	// Every request gets a result: compared, or skipped by policy.
 	p.waitAllStored(int64(len(all)), 3*time.Minute)
 
-	// Sync: caught up, never stopped, no dead letter.
-	p.waitCaughtUp(time.Minute)
-	if dl := p.deadLetters(); len(dl) > 0 {
-		t.Errorf("sync dead letters: %v", dl)
-	}
-	if n := p.metric("shadowcube_sync_dlq_total", nil); n != 0 {
-		t.Errorf("shadowcube_sync_dlq_total = %v", n)
-	}
+	// Sync caught up, never stopped, dead-lettered nothing; reconcile is
+	// clean, sequences included.
+	p.checkSync(3, 3)
+
 	// The updates of views and titles really left the TOASTed body out of
 	// the change events (the case that stopped sync before).
 	unchangedBody := 0
@@ -202,134 +187,23 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 		t.Errorf("legacy schema public holds %v; shadowcube must add nothing there", userTables)
 	}
 
-	// Sequences: a periodic pass that started after sync caught up moved
-	// them; then reconcile is clean, sequences included.
-	passes := p.metric("shadowcube_sync_sequence_passes_total", map[string]string{"reason": "interval"})
-	p.waitFor(time.Minute, func() string { return "two sequence passes after catching up" }, func() bool {
-		return p.metric("shadowcube_sync_sequence_passes_total", map[string]string{"reason": "interval"}) >= passes+2
-	})
-	reps := p.reconcile()
-	seqs := 0
-	for _, r := range reps {
-		t.Logf("reconcile %s: source rows %d, target rows %d, differences %d", r.Table, r.SourceRows, r.TargetRows, r.Differences)
-		if r.Differences != 0 || r.SourceRows != r.TargetRows {
-			b, _ := json.Marshal(r.Diffs)
-			t.Errorf("reconcile %s: %d differences: %s", r.Table, r.Differences, truncate(string(b), 1000))
-		}
-		for _, s := range r.Sequences {
-			seqs++
-			b, _ := json.Marshal(s)
-			t.Logf("reconcile %s: sequence %s", r.Table, b)
-			if s.Behind || s.Error != "" || s.Skipped != "" {
-				t.Errorf("reconcile %s: sequence %s", r.Table, b)
-			}
+	// The store: one result per request; mutations skipped by policy,
+	// queries compared under their operation; the planted difference, and
+	// only it, reported.
+	for i := range all {
+		if all[i].Operation == "GetPost" && all[i].Key%5 == 0 && !slices.Contains(deleted, all[i].Key) {
+			all[i].Planted = "$.data.post.title"
 		}
 	}
-	if len(reps) != 3 || seqs != 3 {
-		t.Errorf("reconcile covered %d tables and %d sequences, want 3 and 3", len(reps), seqs)
-	}
-
-	// The store: one result per request, judged under its operation.
-	byID := map[string]storedResult{}
-	rows, err := p.storeConn().Query(ctx, fmt.Sprintf(`SELECT request_id, verdict, coalesce(operation, ''), coalesce(skipped, ''), causes, diffs::text, stale, coalesce(cube_error, '')
-		FROM %s.pairs`, p.store.Schema()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var r storedResult
-		if err := rows.Scan(&r.id, &r.verdict, &r.op, &r.skipped, &r.causes, &r.diffs, &r.stale, &r.cubeErr); err != nil {
-			t.Fatal(err)
-		}
-		if _, dup := byID[r.id]; dup {
-			t.Errorf("request %s has more than one result", r.id)
-		}
-		byID[r.id] = r
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(byID) != len(all) {
-		t.Errorf("store holds results of %d requests, %d were sent", len(byID), len(all))
-	}
-	planted, mismatches := 0, 0
-	for _, s := range all {
-		r, ok := byID[s.captureID]
-		if !ok {
-			t.Errorf("%s: no result", s)
-			continue
-		}
-		if r.op != s.op {
-			t.Errorf("%s: stored under operation %q", s, r.op)
-		}
-		if s.write {
-			if r.verdict != "skipped" || r.skipped != "write" {
-				t.Errorf("mutation %s: verdict %s, skipped %q; want skipped (write)", s, r.verdict, r.skipped)
-			}
-			continue
-		}
-		if r.stale || r.cubeErr != "" {
-			t.Errorf("read %s: stale %v, cube error %q", s, r.stale, r.cubeErr)
-		}
-		id, _ := s.vars["id"].(int64)
-		want := "match"
-		if s.op == "GetPost" && id%5 == 0 && !slices.Contains(deleted, id) {
-			want = "mismatch"
-			planted++
-		}
-		if r.verdict == "mismatch" {
-			mismatches++
-		}
-		if r.verdict != want {
-			t.Errorf("read %s: verdict %s (causes %v, diffs %s); want %s", s, r.verdict, r.causes, truncate(r.diffs, 300), want)
-			continue
-		}
-		if want == "mismatch" {
-			var diffs []struct{ Path string }
-			if err := json.Unmarshal([]byte(r.diffs), &diffs); err != nil || len(diffs) != 1 || diffs[0].Path != "$.data.post.title" {
-				t.Errorf("planted GetPost %d: diffs %s, want one at $.data.post.title", id, r.diffs)
-			}
-		}
-	}
-	if planted == 0 {
-		t.Fatal("no planted difference was read: the test proves nothing about reporting")
-	}
-	t.Logf("planted differences read %d, mismatches stored %d", planted, mismatches)
-
-	// The summary a user reads says the same.
-	sum, err := p.store.Summary(ctx, 20, comparator.AIConfig{}, comparator.NoiseConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var skippedWrites int64
-	for _, k := range sum.Skipped {
-		if k.Reason != "write" {
-			t.Errorf("skipped for reason %q: %+v", k.Reason, k)
-		}
-		skippedWrites += k.Count
-	}
-	if skippedWrites != int64(len(writes)) {
-		t.Errorf("summary counts %d writes skipped, %d were sent", skippedWrites, len(writes))
-	}
-	for _, r := range sum.Routes {
-		wantMis := int64(0)
-		if r.Operation == "GetPost" {
-			wantMis = int64(planted)
-		}
-		if r.Mismatches != wantMis || r.Errors != 0 || r.Stale != 0 || r.MovedOn != 0 {
-			t.Errorf("summary %s %s: %+v; want %d mismatches, no error, stale or moved-on", r.Route, r.Operation, r, wantMis)
-		}
-	}
-	if len(sum.Signatures) != 1 || sum.Signatures[0].Count != int64(planted) {
-		t.Errorf("signatures %+v; want one, of the %d planted GetPost titles", sum.Signatures, planted)
-	}
+	planted := p.checkVerdicts(all)
+	t.Logf("planted differences read: %d", planted)
 
 	// No write reached the cube by replay; the cube answered every read.
 	if n := cubeAPI.mutations.Load(); n != 0 {
 		t.Errorf("the cube received %d mutations by replay", n)
 	}
-	if n := cubeAPI.queries.Load(); n < int64(len(all)-len(writes)) {
-		t.Errorf("the cube answered %d queries, %d reads were sent", n, len(all)-len(writes))
+	if n := cubeAPI.queries.Load(); n < int64(len(all)-writes) {
+		t.Errorf("the cube answered %d queries, %d reads were sent", n, len(all)-writes)
 	}
 
 	// Sync never stopped: its Run returns only now, when stopped.
@@ -339,7 +213,7 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 
 	// After cutover the cube creates rows with its own default keys: no
 	// collision with a synced key in any of the three tables.
-	cc := &gqlClient{t: t, ctx: ctx, url: cubeAPI.url + "/graphql"}
+	cc := &gqlClient{e2eClient{t: t, ctx: ctx, base: cubeAPI.url}}
 	aid := jsonInt(t, cc.do("CreateAuthor", mCreateAuthor, map[string]any{"name": "after cutover"}, true), "createAuthor", "id")
 	pid := jsonInt(t, cc.do("CreatePost", mCreatePost, map[string]any{"authorId": aid, "title": "first cube post", "body": bigBody()}, true), "createPost", "id")
 	cid := jsonInt(t, cc.do("AddComment", mAddComment, map[string]any{"postId": pid, "text": "first cube comment"}, true), "addComment", "id")
@@ -347,12 +221,6 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 		t.Errorf("cube keys after cutover: author %d, post %d; synced up to %d and %d", aid, pid, slices.Max(authors), slices.Max(posts))
 	}
 	t.Logf("cube created author %d, post %d, comment %d after cutover", aid, pid, cid)
-}
-
-type storedResult struct {
-	id, verdict, op, skipped, diffs, cubeErr string
-	causes                                   []string
-	stale                                    bool
 }
 
 // GraphQL documents of the blog API (operation name = the client's).
@@ -376,55 +244,33 @@ func bigBody() string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-// gqlClient sends GraphQL requests and remembers what it sent.
-type gqlClient struct {
-	t   *testing.T
-	ctx context.Context
-	url string
-	mu  sync.Mutex
-	log []sentRequest
-}
+// gqlClient sends GraphQL operations to /graphql.
+type gqlClient struct{ e2eClient }
 
-type sentRequest struct {
-	op, captureID string
-	vars          map[string]any
-	write         bool
-}
-
-// String names the request in messages (without the post body).
-func (s sentRequest) String() string {
+// do sends one operation; a transport error, a status other than 200 or a
+// GraphQL error fails the test. It returns the answer's data.
+func (c *gqlClient) do(op, doc string, vars map[string]any, write bool) map[string]any {
+	c.t.Helper()
 	var args []string
-	for k, v := range s.vars {
+	for k, v := range vars {
 		if k != "body" {
 			args = append(args, fmt.Sprintf("%s=%v", k, v))
 		}
 	}
 	slices.Sort(args)
-	return fmt.Sprintf("%s(%s) capture %s", s.op, strings.Join(args, ", "), s.captureID)
-}
-
-// do sends one operation; it fails the test on a transport error, a status
-// other than 200 or a GraphQL error, and returns the answer's data.
-func (c *gqlClient) do(op, doc string, vars map[string]any, write bool) map[string]any {
+	key, _ := vars["id"].(int64)
+	r := e2eRequest{Name: fmt.Sprintf("%s(%s)", op, strings.Join(args, ", ")), Operation: op, Key: key, Write: write}
 	var out struct {
 		Data   map[string]any `json:"data"`
 		Errors []any          `json:"errors"`
 	}
-	id, status, err := postJSON(c.ctx, c.url, map[string]any{"query": doc, "operationName": op, "variables": vars}, &out)
-	if err != nil || status != http.StatusOK || len(out.Errors) > 0 {
-		c.t.Errorf("%s: status %d, errors %v, %v", sentRequest{op: op, vars: vars}, status, out.Errors, err)
+	if !c.call(r, http.MethodPost, "/graphql", map[string]any{"query": doc, "operationName": op, "variables": vars}, &out) {
 		return nil
 	}
-	c.mu.Lock()
-	c.log = append(c.log, sentRequest{op: op, captureID: id, vars: vars, write: write})
-	c.mu.Unlock()
+	if len(out.Errors) > 0 {
+		c.t.Errorf("%s: errors %v", r.Name, out.Errors)
+	}
 	return out.Data
-}
-
-func (c *gqlClient) sent() []sentRequest {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.log)
 }
 
 func jsonInt(t *testing.T, data map[string]any, field, key string) int64 {

@@ -6,6 +6,7 @@ package main
 // package's throwaway PostgreSQL and an embedded NATS server of the test.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -14,7 +15,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -382,33 +385,100 @@ func ownerRole(t *testing.T, pg *testenv.PG, dbURL string, tables ...string) str
 	return u.String()
 }
 
-// postJSON posts body as JSON to u and decodes the answer into out; it
-// returns the tap's capture id (empty when not captured).
-func postJSON(ctx context.Context, u string, body, out any) (captureID string, status int, err error) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return "", 0, err
+// e2eRequest is one request a test sent through a tap, and what its
+// result in the mismatch store must be.
+type e2eRequest struct {
+	Name      string // for messages
+	CaptureID string // the tap's capture id (the store's request_id)
+	Operation string // operation key the result must carry ("": none)
+	Key       int64  // the record the request is about (0: none), for the test's own bookkeeping
+	Write     bool   // must be stored as skipped by policy (reason write)
+	Planted   string // the one differing path of a planted difference ("": must match)
+}
+
+// e2eClient sends requests through a tap and remembers them.
+type e2eClient struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	mu   sync.Mutex
+	sent []e2eRequest
+}
+
+// call sends one request with a JSON body (nil: none) and decodes a JSON
+// answer into out (nil: not decoded). A transport error or a status not in
+// ok fails the test (returns false); a request the tap captured is
+// remembered as r.
+func (c *e2eClient) call(r e2eRequest, method, path string, body, out any, ok ...int) bool {
+	c.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(string(b)))
+	req, err := http.NewRequestWithContext(c.ctx, method, c.base+path, rd)
 	if err != nil {
-		return "", 0, err
+		c.t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", 0, err
+		c.t.Errorf("%s: %v", r.Name, err)
+		return false
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return "", resp.StatusCode, err
+		c.t.Errorf("%s: read the answer: %v", r.Name, err)
+		return false
+	}
+	if len(ok) == 0 {
+		ok = []int{http.StatusOK}
+	}
+	if !slices.Contains(ok, resp.StatusCode) {
+		c.t.Errorf("%s: status %d (%s)", r.Name, resp.StatusCode, truncate(string(raw), 300))
+		return false
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return "", resp.StatusCode, fmt.Errorf("answer %q: %w", truncate(string(raw), 200), err)
+			c.t.Errorf("%s: answer %q: %v", r.Name, truncate(string(raw), 300), err)
+			return false
 		}
 	}
-	return resp.Header.Get(publisher.CaptureIDHeader), resp.StatusCode, nil
+	if r.CaptureID = resp.Header.Get(publisher.CaptureIDHeader); r.CaptureID != "" {
+		c.mu.Lock()
+		c.sent = append(c.sent, r)
+		c.mu.Unlock()
+	}
+	return true
+}
+
+// requests returns what was sent and captured so far.
+func (c *e2eClient) requests() []e2eRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.sent)
+}
+
+// parallel runs fns on n goroutines and waits for them.
+func parallel(n int, fns []func()) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(len(fns)); i = next.Add(1) - 1 {
+				fns[i]()
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func truncate(s string, n int) string {
@@ -416,6 +486,168 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// checkVerdicts checks the mismatch store against what was sent: one result
+// per request and nothing else; every write skipped by policy (reason
+// write); every read compared, not stale, no cube error, and matching
+// unless planted, a planted one mismatching on exactly its planted path;
+// the summary counting the skipped writes and one signature, of the planted
+// differences. It returns the number of planted differences.
+func (p *e2ePipeline) checkVerdicts(reqs []e2eRequest) int {
+	t := p.t
+	t.Helper()
+	type stored struct {
+		verdict, op, skipped, diffs, cubeErr string
+		causes                               []string
+		stale                                bool
+		n                                    int
+	}
+	byID := map[string]*stored{}
+	rows, err := p.storeConn().Query(p.ctx, fmt.Sprintf(`SELECT request_id, verdict, coalesce(operation, ''), coalesce(skipped, ''), causes,
+		diffs::text, stale, coalesce(cube_error, '') FROM %s.pairs`, p.store.Schema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		var r stored
+		if err := rows.Scan(&id, &r.verdict, &r.op, &r.skipped, &r.causes, &r.diffs, &r.stale, &r.cubeErr); err != nil {
+			t.Fatal(err)
+		}
+		if prev, dup := byID[id]; dup {
+			prev.n++
+			continue
+		}
+		r.n = 1
+		byID[id] = &r
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(byID) != len(reqs) {
+		t.Errorf("the store holds results of %d requests, %d were sent", len(byID), len(reqs))
+	}
+	planted, writes := 0, 0
+	for _, q := range reqs {
+		r, ok := byID[q.CaptureID]
+		switch {
+		case !ok:
+			t.Errorf("%s (capture %s): no result", q.Name, q.CaptureID)
+			continue
+		case r.n != 1:
+			t.Errorf("%s (capture %s): %d results", q.Name, q.CaptureID, r.n)
+		}
+		if r.op != q.Operation {
+			t.Errorf("%s: stored under operation %q, want %q", q.Name, r.op, q.Operation)
+		}
+		if q.Write {
+			writes++
+			if r.verdict != "skipped" || r.skipped != "write" {
+				t.Errorf("write %s: verdict %s, skipped %q; want skipped (write)", q.Name, r.verdict, r.skipped)
+			}
+			continue
+		}
+		if r.stale || r.cubeErr != "" {
+			t.Errorf("read %s: stale %v, cube error %q", q.Name, r.stale, r.cubeErr)
+		}
+		want := "match"
+		if q.Planted != "" {
+			want = "mismatch"
+			planted++
+		}
+		if r.verdict != want {
+			t.Errorf("read %s: verdict %s (causes %v, diffs %s); want %s", q.Name, r.verdict, r.causes, truncate(r.diffs, 300), want)
+			continue
+		}
+		if q.Planted != "" {
+			var diffs []struct{ Path string }
+			if err := json.Unmarshal([]byte(r.diffs), &diffs); err != nil || len(diffs) != 1 || diffs[0].Path != q.Planted {
+				t.Errorf("planted %s: diffs %s, want one at %s", q.Name, r.diffs, q.Planted)
+			}
+		}
+	}
+	if planted == 0 {
+		t.Fatal("no planted difference was read: the test proves nothing about reporting")
+	}
+
+	// The summary a user reads says the same.
+	sum, err := p.store.Summary(p.ctx, 20, comparator.AIConfig{}, comparator.NoiseConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skipped, mismatches int64
+	for _, k := range sum.Skipped {
+		if k.Reason != "write" {
+			t.Errorf("skipped for reason %q: %+v", k.Reason, k)
+		}
+		skipped += k.Count
+	}
+	if skipped != int64(writes) {
+		t.Errorf("the summary counts %d writes skipped, %d were sent", skipped, writes)
+	}
+	for _, r := range sum.Routes {
+		mismatches += r.Mismatches
+		if r.Errors != 0 || r.Stale != 0 || r.MovedOn != 0 || r.Noise != 0 {
+			t.Errorf("summary %s %s: %+v; want no error, stale, moved-on or noise-only pair", r.Route, r.Operation, r)
+		}
+	}
+	if mismatches != int64(planted) {
+		t.Errorf("the summary counts %d mismatches, %d were planted", mismatches, planted)
+	}
+	if len(sum.Signatures) != 1 || sum.Signatures[0].Count != int64(planted) {
+		t.Errorf("signatures %+v; want one, of the %d planted differences", sum.Signatures, planted)
+	}
+	return planted
+}
+
+// checkSync checks that sync caught up with the source, never stopped and
+// dead-lettered nothing, waits for two periodic sequence passes after that,
+// and reconciles: no difference, sequences included (want: the number of
+// tables and of sequences reconcile must have checked).
+func (p *e2ePipeline) checkSync(tables, sequences int) {
+	t := p.t
+	t.Helper()
+	p.waitCaughtUp(time.Minute)
+	if dl := p.deadLetters(); len(dl) > 0 {
+		t.Errorf("sync dead letters: %v", dl)
+	}
+	if n := p.metric("shadowcube_sync_dlq_total", nil); n != 0 {
+		t.Errorf("shadowcube_sync_dlq_total = %v", n)
+	}
+	// Sequences: a periodic pass that started after sync caught up moved
+	// them (SequenceInterval); then reconcile is clean, sequences included.
+	passes := p.metric("shadowcube_sync_sequence_passes_total", map[string]string{"reason": "interval"})
+	p.waitFor(time.Minute, func() string { return "two sequence passes after catching up" }, func() bool {
+		return p.metric("shadowcube_sync_sequence_passes_total", map[string]string{"reason": "interval"}) >= passes+2
+	})
+	reps := p.reconcile()
+	seqs := 0
+	for _, r := range reps {
+		t.Logf("reconcile %s: source rows %d, target rows %d, differences %d", r.Table, r.SourceRows, r.TargetRows, r.Differences)
+		if r.Differences != 0 || r.SourceRows != r.TargetRows {
+			b, _ := json.Marshal(r.Diffs)
+			t.Errorf("reconcile %s: %d differences: %s", r.Table, r.Differences, truncate(string(b), 1000))
+		}
+		for _, s := range r.Sequences {
+			seqs++
+			b, _ := json.Marshal(s)
+			t.Logf("reconcile %s: sequence %s", r.Table, b)
+			if s.Behind || s.Error != "" || s.Skipped != "" {
+				t.Errorf("reconcile %s: sequence %s", r.Table, b)
+			}
+		}
+	}
+	if len(reps) != tables || seqs != sequences {
+		t.Errorf("reconcile covered %d tables and %d sequences, want %d and %d", len(reps), seqs, tables, sequences)
+	}
+}
+
+// randomID is a request id of a test service's answers (noise to ignore).
+func randomID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return fmt.Sprintf("%x", b)
 }
 
 // cdcEvents decodes every change event now on the CDC stream.
