@@ -198,11 +198,12 @@ func (p *e2ePipeline) waitFor(within time.Duration, what func() string, cond fun
 	}
 }
 
-// storedPairs is the number of results (compared or skipped) in the store.
+// storedPairs is the number of requests with a result (compared or
+// skipped) in the store.
 func (p *e2ePipeline) storedPairs() int64 {
 	p.t.Helper()
 	var n int64
-	if err := p.storeConn().QueryRow(p.ctx, fmt.Sprintf("SELECT count(*) FROM %s.pairs", p.store.Schema())).Scan(&n); err != nil {
+	if err := p.storeConn().QueryRow(p.ctx, fmt.Sprintf("SELECT count(DISTINCT request_id) FROM %s.pairs", p.store.Schema())).Scan(&n); err != nil {
 		p.t.Fatalf("count stored pairs: %v", err)
 	}
 	return n
