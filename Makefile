@@ -21,7 +21,7 @@ test: ## all unit and integration tests, race detector on (needs PostgreSQL bina
 
 test-race: test ## same as test (the race detector is always on)
 
-test-short: ## unit tests only (-short skips the slow integration tests)
+test-short: ## the quicker subset: -short skips the slowest tests (large transactions, long property runs, benchmarks' full sizes); integration tests still run
 	$(GO) test -short -count=1 $(PKGS)
 
 bench: ## benchmarks with ratios against limits measured in the same run
