@@ -197,6 +197,14 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 	}
 	planted := p.checkVerdicts(all)
 	t.Logf("planted differences read: %d", planted)
+	// shadow's metrics say the same: writes skipped by policy, and each
+	// planted read confirmed by asking legacy again (it still differs).
+	if n := p.metric("shadowcube_shadow_skipped_total", map[string]string{"reason": "write"}); n != float64(writes) {
+		t.Errorf("shadowcube_shadow_skipped_total{reason=write} = %v, %d mutations were sent", n, writes)
+	}
+	if n := p.metric("shadowcube_shadow_legacy_rechecks_total", map[string]string{"outcome": "differs"}); n != float64(planted) {
+		t.Errorf("shadowcube_shadow_legacy_rechecks_total{outcome=differs} = %v, %d planted reads", n, planted)
+	}
 
 	// No write reached the cube by replay; the cube answered every read.
 	if n := cubeAPI.mutations.Load(); n != 0 {
