@@ -36,8 +36,9 @@ import (
 //   - reconcile finds no difference, sequences included, and a row created
 //     on the cube afterwards with default keys does not collide;
 //   - every read has exactly one compared pair, judged under its operation;
-//   - no write reaches the cube by replay: each mutation is stored as
-//     skipped (reason write) and the cube counted no mutation;
+//   - no write reaches the cube by replay: each mutation (those carrying an
+//     Idempotency-Key too) is stored as skipped (reason write) and the cube
+//     counted no mutation;
 //   - the planted difference (GetPost upper-cases titles of posts whose id
 //     is divisible by 5 on the cube) is reported for exactly those reads,
 //     on exactly that field, and nothing else is.
@@ -268,6 +269,10 @@ func (c *gqlClient) do(op, doc string, vars map[string]any, write bool) map[stri
 	slices.Sort(args)
 	key, _ := vars["id"].(int64)
 	r := e2eRequest{Name: fmt.Sprintf("%s(%s)", op, strings.Join(args, ", ")), Operation: op, Key: key, Write: write}
+	if op == "CreateAuthor" {
+		// A retry-safe write is still a write: not replayed either.
+		r.Header = http.Header{"Idempotency-Key": {randomID()}}
+	}
 	var out struct {
 		Data   map[string]any `json:"data"`
 		Errors []any          `json:"errors"`

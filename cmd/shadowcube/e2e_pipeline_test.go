@@ -389,12 +389,13 @@ func ownerRole(t *testing.T, pg *testenv.PG, dbURL string, tables ...string) str
 // e2eRequest is one request a test sent through a tap, and what its
 // result in the mismatch store must be.
 type e2eRequest struct {
-	Name      string // for messages
-	CaptureID string // the tap's capture id (the store's request_id)
-	Operation string // operation key the result must carry ("": none)
-	Key       int64  // the record the request is about (0: none), for the test's own bookkeeping
-	Write     bool   // must be stored as skipped by policy (reason write)
-	Planted   string // the one differing path of a planted difference ("": must match)
+	Name      string      // for messages
+	CaptureID string      // the tap's capture id (the store's request_id)
+	Operation string      // operation key the result must carry ("": none)
+	Key       int64       // the record the request is about (0: none), for the test's own bookkeeping
+	Write     bool        // must be stored as skipped by policy (reason write)
+	Planted   string      // the one differing path of a planted difference ("": must match)
+	Header    http.Header // sent with the request
 }
 
 // e2eClient sends requests through a tap and remembers them.
@@ -423,6 +424,9 @@ func (c *e2eClient) call(r e2eRequest, method, path string, body, out any, ok ..
 	req, err := http.NewRequestWithContext(c.ctx, method, c.base+path, rd)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	for k, v := range r.Header {
+		req.Header[k] = v
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
