@@ -1,9 +1,10 @@
 package main
 
 // Shared scaffolding of the end-to-end tests that run a service of their own
-// through the whole pipeline (appschema_test.go): tap, cdc, sync, shadow and
-// compare built from their package APIs as runDemo builds them, on the
-// package's throwaway PostgreSQL and an embedded NATS server of the test.
+// through the whole pipeline (appschema_test.go, paperwork_test.go): tap,
+// cdc, sync, shadow and compare built from their package APIs as runDemo
+// builds them, on the package's throwaway PostgreSQL and an embedded NATS
+// server of the test.
 
 import (
 	"bytes"
