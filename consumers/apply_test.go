@@ -146,7 +146,27 @@ func TestSmallBatchesDoNotStall(t *testing.T) {
 	f.lsn = ahead + 0x100
 	last := f.tx(f.ev(schemas.OpInsert, "public.items", r, nil, c))
 	_, stop := e.startSync(m, 3)
-	e.waitCheckpoint("cube", "s1", last, 25*time.Second)
+	// The stall was 30 s without a delivery: fail when the consumer's
+	// delivered sequence stops moving for 20 s before the last message is
+	// applied (no bound on the whole run, which a loaded machine under -race
+	// may need). The backlog lies below the checkpoint: its messages are
+	// skipped, and acknowledged only with the last one.
+	var floor uint64
+	moved := time.Now()
+	for {
+		if cp, err := ReadCheckpoint(e.ctx, e.dst, "cube", "s1"); err == nil && cp.LSN >= last {
+			break
+		}
+		if c, err := e.js.Consumer(e.ctx, schemas.StreamCDC, "sync-cube"); err == nil {
+			if info, err := c.Info(e.ctx); err == nil && info.Delivered.Stream > floor {
+				floor, moved = info.Delivered.Stream, time.Now()
+			}
+		}
+		if time.Since(moved) > 20*time.Second {
+			t.Fatalf("delivery stalled: deliveries stayed at stream sequence %d for 20 s with %d messages published", floor, n+1)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	stop()
 	if got := tableText(t, e.dst, "items"); len(got) != 1 || !strings.Contains(got[0], "new") {
 		t.Fatalf("target holds %q, want the row after the backlog", got)
@@ -184,7 +204,7 @@ func TestSnapshotResumeAndWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stop := e.startSync(m, 50)
-	waitFor(t, 30*time.Second, "the applier blocked on the locked row with snapshot rows applied", func() bool {
+	waitCond(t, 30*time.Second, "the applier blocked on the locked row with snapshot rows applied", func() bool {
 		c, _ := ReadCheckpoint(e.ctx, e.dst, "cube", "s1")
 		var waiting bool
 		e.src.QueryRow(e.ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO "public"."items"%')`,
@@ -258,8 +278,8 @@ func verifyNoSyncGoroutines(t *testing.T) {
 	t.Fatalf("%d sync goroutines left after stop:\n%s", len(left), strings.Join(left, "\n\n"))
 }
 
-// waitFor polls cond until it holds, failing the test after within.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+// waitCond polls cond until it holds, failing the test after within.
+func waitCond(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {

@@ -127,7 +127,7 @@ func TestFaultsKillTargetDownNATSRestart(t *testing.T) {
 	inFlight := 0
 	for i, q := range restarted {
 		if i == len(restarted)-1 {
-			waitFor(t, 90*time.Second, "the last restarted sync process to open its consumer", func() bool {
+			waitCond(t, 90*time.Second, "the last restarted sync process to open its consumer", func() bool {
 				return !q.alive() || strings.Contains(q.stderr.String(), "recreating consumer from its ack floor")
 			})
 		}

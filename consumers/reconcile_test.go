@@ -268,11 +268,11 @@ targets:
 		{"max diffs", nil, []string{"reconcile", "--max-diffs", "-2"}, []string{"--max-diffs -2: must be at least 1"}},
 		{"sync unknown target", nil, []string{"sync", "--target", "nosuch"}, []string{"--target nosuch: no such target", "known: cube, other"}},
 		{"sync max batch flag", nil, []string{"sync", "--max-batch", "-3"}, []string{"--max-batch -3: must be at least 1"}},
-		{"sync max batch env", []string{"SHADOWCUBE_SYNC_MAX_BATCH=-3"}, []string{"sync"}, []string{"SHADOWCUBE_SYNC_MAX_BATCH -3: must be at least 1"}},
+		{"sync max batch env", []string{"SHADOWCUBE_SYNC_MAX_BATCH=-3"}, []string{"sync"}, []string{`SHADOWCUBE_SYNC_MAX_BATCH="-3": out of range: must be at least 1`}},
 		{"sync sequence interval flag", nil, []string{"sync", "--sequences", "--sequence-interval", "0s"}, []string{"--sequence-interval 0s: must be at least 1s"}},
-		{"sync sequence interval env", []string{"SHADOWCUBE_SYNC_SEQUENCE_INTERVAL=-1s"}, []string{"sync"}, []string{"SHADOWCUBE_SYNC_SEQUENCE_INTERVAL -1s: must be at least 1s"}},
-		{"sync ack wait", []string{"SHADOWCUBE_SYNC_ACK_WAIT=-1s"}, []string{"sync"}, []string{"SHADOWCUBE_SYNC_ACK_WAIT -1s: must be at least 1s"}},
-		{"sync retry max", []string{"SHADOWCUBE_SYNC_RETRY_MAX=0s"}, []string{"sync"}, []string{"SHADOWCUBE_SYNC_RETRY_MAX 0s: must be at least 1ms"}},
+		{"sync sequence interval env", []string{"SHADOWCUBE_SYNC_SEQUENCE_INTERVAL=-1s"}, []string{"sync"}, []string{`SHADOWCUBE_SYNC_SEQUENCE_INTERVAL="-1s": out of range: must be at least 1s`}},
+		{"sync ack wait", []string{"SHADOWCUBE_SYNC_ACK_WAIT=-1s"}, []string{"sync"}, []string{`SHADOWCUBE_SYNC_ACK_WAIT="-1s": out of range: must be at least 1s`}},
+		{"sync retry max", []string{"SHADOWCUBE_SYNC_RETRY_MAX=0s"}, []string{"sync"}, []string{`SHADOWCUBE_SYNC_RETRY_MAX="0s": out of range: must be at least 1ms`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, stderr, code := runCLI(t, append(append([]string(nil), env...), tc.env...), tc.args...)

@@ -254,7 +254,7 @@ func TestSequenceSyncAfterSnapshot(t *testing.T) {
 		}
 		s.Close()
 	}()
-	waitFor(t, 60*time.Second, "start pass", func() bool { return testutil.ToFloat64(s.seq.passes.WithLabelValues("cube", "start")) == 1 })
+	waitCond(t, 60*time.Second, "start pass", func() bool { return testutil.ToFloat64(s.seq.passes.WithLabelValues("cube", "start")) == 1 })
 	if n := testutil.ToFloat64(s.seq.advanced.WithLabelValues("cube")); n != 0 {
 		t.Fatalf("start pass on empty tables advanced %v sequences", n)
 	}
@@ -270,7 +270,7 @@ func TestSequenceSyncAfterSnapshot(t *testing.T) {
 			CommitLSN: cp, Index: i, CommitTime: time.Now(), Columns: cols, Key: []string{"id"}, New: r}
 		f.publish(&ev, fmt.Sprintf("s1:snapshot:%s:%d", cp, i))
 	}
-	waitFor(t, 60*time.Second, "snapshot seen by the sequence syncer", func() bool {
+	waitCond(t, 60*time.Second, "snapshot seen by the sequence syncer", func() bool {
 		return testutil.ToFloat64(s.seq.inSnapshot.WithLabelValues("cube")) == 1
 	})
 	if next := seqNext(t, e, "items_id_seq"); next != 1 {
@@ -281,7 +281,7 @@ func TestSequenceSyncAfterSnapshot(t *testing.T) {
 	one := "1"
 	last := f.tx(f.ev(schemas.OpInsert, "public.other", schemas.Row{"id": &one}, nil, cols[:1]))
 	e.waitCheckpoint("cube", "s1", last, 30*time.Second)
-	waitFor(t, 60*time.Second, "snapshot pass", func() bool { return testutil.ToFloat64(s.seq.passes.WithLabelValues("cube", "snapshot")) == 1 })
+	waitCond(t, 60*time.Second, "snapshot pass", func() bool { return testutil.ToFloat64(s.seq.passes.WithLabelValues("cube", "snapshot")) == 1 })
 	if next := seqNext(t, e, "items_id_seq"); next != n+1 {
 		t.Fatalf("cube sequence next = %d after the snapshot, want %d", next, n+1)
 	}

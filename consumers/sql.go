@@ -145,7 +145,7 @@ func (tm *TableMap) truncateSQL(restartIdentity bool) string {
 
 // updateInPlaceSQL updates, in place, the target rows of the source rows in
 // $1 (each with its ordinal) whose new version passes the where filter. It
-// sets the key and the columns the source sent; target columns in excluded
+// sets the columns the source sent; target columns in excluded
 // (computed from unchanged TOAST values) keep the value the target holds, as
 // PostgreSQL's own subscriber does. Nothing goes through an insert, so NOT
 // NULL and CHECK constraints of the left-alone columns see the stored value.

@@ -29,28 +29,12 @@ type Config struct {
 	SequenceInterval time.Duration // how often cube sequences are moved past the values in use (default 30s; sequences.go)
 }
 
-// validate checks the numeric settings: zero means the default, a negative
-// value is an error naming the field.
-func (c *Config) validate() error {
-	var errs []error
-	if c.MaxBatch < 0 {
-		errs = append(errs, fmt.Errorf("sync config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
-	}
-	if c.AckWait < 0 {
-		errs = append(errs, fmt.Errorf("sync config: AckWait %s: must be positive (0: default 5m)", c.AckWait))
-	}
-	if c.RetryMax < 0 {
-		errs = append(errs, fmt.Errorf("sync config: RetryMax %s: must be positive (0: default 5s)", c.RetryMax))
-	}
-	return errors.Join(errs...)
-}
-
 // Sync runs one Applier per target.
 type Sync struct {
 	cfg       Config
 	appliers  []*Applier
-	pools     []*pgxpool.Pool
 	source    *pgxpool.Pool // re-reads of rows with unchanged TOAST values
+	pools     []*pgxpool.Pool
 	closeOnce sync.Once
 	seq       *sequenceSyncer // sequences.go
 }
@@ -114,9 +98,6 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 		return nil, err
 	}
 	s := &Sync{cfg: cfg, seq: seq}
-	if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
-		return nil, fmt.Errorf("source database: %w", err)
-	}
 	for _, t := range cfg.Mapping.Targets {
 		if len(cfg.Only) > 0 && !contains(cfg.Only, t.Name) {
 			continue
@@ -135,6 +116,13 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 		if err := cfg.Mapping.Validate(ctx, t, src, pool); err != nil {
 			s.Close()
 			return nil, err
+		}
+		if s.source == nil {
+			// re-reads of rows with unchanged TOAST values (reselect.go)
+			if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("source database: %w", err)
+			}
 		}
 		fk, err := DecideFK(ctx, pool, t, log)
 		if err != nil {
