@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heal7/shadowcube/schemas"
 )
+
+// MaxReplicas is the largest replica count JetStream allows for a stream or
+// bucket.
+const MaxReplicas = 5
 
 // StreamSettings are the operator-tunable limits of a stream.
 type StreamSettings struct {
@@ -51,6 +56,12 @@ func StreamConfig(name string, s StreamSettings) (jetstream.StreamConfig, error)
 	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
+	}
+	if s.Replicas < 0 || s.Replicas > MaxReplicas {
+		return cfg, fmt.Errorf("stream %s: replicas %d: want 1..%d", name, s.Replicas, MaxReplicas)
+	}
+	if s.MaxAge < 0 || s.MaxBytes < 0 || s.Duplicates < 0 {
+		return cfg, fmt.Errorf("stream %s: max age %s, max bytes %d, duplicates window %s: none may be negative (0 = default)", name, s.MaxAge, s.MaxBytes, s.Duplicates)
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = -1
@@ -128,8 +139,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 // not own its settings: a reader (shadow reads LEGACY_REQUESTS, sync reads
 // CDC, compare reads SHADOW_RESULTS) or a writer of a stream nobody
 // configures (every stage dead-letters into DLQ). A missing stream is
-// created with default limits, so a reader may start before the owner; an
-// existing stream is returned as it is, never updated.
+// created with default limits (DLQ: with the settings of
+// SetSharedSettings), so a reader may start before the owner; an existing
+// stream is returned as it is, never updated.
 func StreamForReader(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
@@ -140,7 +152,12 @@ func StreamForReader(ctx context.Context, js jetstream.JetStream, name string) (
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("look up stream %s: %w", name, err)
 	}
-	cfg, err := StreamConfig(name, StreamSettings{})
+	var cfg jetstream.StreamConfig
+	if name == schemas.StreamDLQ {
+		cfg, err = DLQStreamConfig()
+	} else {
+		cfg, err = StreamConfig(name, StreamSettings{})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -208,12 +225,97 @@ func KVForReader(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyV
 	return kv, nil
 }
 
+// KVSettings are the operator-tunable settings of a key-value bucket.
+type KVSettings struct {
+	Replicas int    // default 1, at most MaxReplicas
+	Storage  string // file (default) | memory
+	MaxBytes int64  // 0 = unlimited
+}
+
+// Validate names the setting that is out of range; what names the bucket or
+// its variables in the message.
+func (s KVSettings) Validate(what string) error {
+	var errs []error
+	if s.Replicas < 0 || s.Replicas > MaxReplicas {
+		errs = append(errs, fmt.Errorf("%s: replicas %d: want 1..%d", what, s.Replicas, MaxReplicas))
+	}
+	if s.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("%s: max bytes %d: must not be negative (0 = unlimited)", what, s.MaxBytes))
+	}
+	switch strings.ToLower(s.Storage) {
+	case "", "file", "memory":
+	default:
+		errs = append(errs, fmt.Errorf("%s: storage %q: want file or memory", what, s.Storage))
+	}
+	return errors.Join(errs...)
+}
+
+// Apply sets the replicas, storage and size limit of cfg from s (zero
+// fields keep JetStream's defaults: 1 replica, file storage, unlimited).
+func (s KVSettings) Apply(cfg jetstream.KeyValueConfig) jetstream.KeyValueConfig {
+	cfg.Replicas = max(s.Replicas, 1)
+	cfg.MaxBytes = s.MaxBytes
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = -1
+	}
+	cfg.Storage = jetstream.FileStorage
+	if strings.EqualFold(s.Storage, "memory") {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	return cfg
+}
+
+// shared holds the process-wide settings of the stream and the bucket that
+// several stages write and none owns: DLQ (every stage dead-letters) and the
+// shadowcube KV bucket (sync writes watermarks, flags writes rollout flags,
+// shadow and tap read). The command sets them once at start-up
+// (SetSharedSettings); every stage that finds them missing creates them
+// with these settings, and no stage updates them, so two processes with
+// different settings never fight over them.
+var shared struct {
+	mu  sync.Mutex
+	kv  KVSettings
+	dlq StreamSettings
+}
+
+// SetSharedSettings sets the settings the DLQ stream and the shared KV bucket
+// are created with when a stage finds them missing (see shared). It
+// validates both first and changes nothing on an error.
+func SetSharedSettings(kv KVSettings, dlq StreamSettings) error {
+	err := kv.Validate("KV bucket " + schemas.KVBucket)
+	if _, derr := StreamConfig(schemas.StreamDLQ, dlq); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	if err != nil {
+		return err
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	shared.kv, shared.dlq = kv, dlq
+	return nil
+}
+
+func sharedSettings() (KVSettings, StreamSettings) {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	return shared.kv, shared.dlq
+}
+
 // SharedKVConfig is the config of the shadowcube KV bucket (schemas.KVBucket)
 // that sync (watermarks) and flags write and shadow and tap read. Every stage
 // creates it, when missing, with this one config (KVForReader), so the
-// bucket is the same whichever stage starts first.
+// bucket is the same whichever stage starts first; its replicas, storage and
+// size come from SetSharedSettings.
 func SharedKVConfig() jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{Bucket: schemas.KVBucket, History: 5}
+	kv, _ := sharedSettings()
+	return kv.Apply(jetstream.KeyValueConfig{Bucket: schemas.KVBucket, History: 5})
+}
+
+// DLQStreamConfig is the config stream DLQ is created with when a dead-letter
+// writer finds it missing (settings from SetSharedSettings).
+func DLQStreamConfig() (jetstream.StreamConfig, error) {
+	_, dlq := sharedSettings()
+	return StreamConfig(schemas.StreamDLQ, dlq)
 }
 
 // withDefaultTimeout adds a 30s deadline only when the caller set none.
