@@ -8,7 +8,7 @@ STATICCHECK_VERSION ?= v0.8.2
 TEST_TIMEOUT ?= 25m
 PKGS ?= ./...
 
-.PHONY: help build test test-short test-race bench bench-short lint fmt demo clean
+.PHONY: help build test test-short test-race test-faults bench bench-short lint fmt demo clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -20,6 +20,11 @@ test: ## all unit and integration tests, race detector on (needs PostgreSQL bina
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
 
 test-race: test ## same as test (the race detector is always on)
+
+FAULT_BIRTHS ?= 1000
+
+test-faults: ## the 3-node cluster fault test at length (FAULT_BIRTHS births, node losses while load runs)
+	SHADOWCUBE_TEST_CLUSTER_BIRTHS=$(FAULT_BIRTHS) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestClusterPipelineSurvivesNodeLoss$$' ./cmd/shadowcube/
 
 test-short: ## unit tests only (-short skips the slow integration tests)
 	$(GO) test -short -count=1 $(PKGS)
