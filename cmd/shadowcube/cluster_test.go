@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -252,12 +253,23 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 		loadFinished.Store(true)
 		loadDone <- loadResult{sum, err}
 	}()
-	captured := func() uint64 {
-		s, err := js.Stream(ctx, schemas.StreamLegacyRequests)
+	// apiCtx bounds one JetStream API call, so a call lost in an election
+	// is retried by the wait around it.
+	apiCtx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 5*time.Second) }
+	streamInfo := func(name string) *jetstream.StreamInfo {
+		actx, acancel := apiCtx()
+		defer acancel()
+		s, err := js.Stream(actx, name)
 		if err != nil {
-			return 0
+			return nil
 		}
-		return s.CachedInfo().State.Msgs
+		return s.CachedInfo()
+	}
+	captured := func() uint64 {
+		if info := streamInfo(schemas.StreamLegacyRequests); info != nil {
+			return info.State.Msgs
+		}
+		return 0
 	}
 	waitFor := func(what string, timeout time.Duration, ok func() bool) {
 		t.Helper()
@@ -273,80 +285,108 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 		}
 	}
 	streamLeader := func(name string) string {
-		s, err := js.Stream(ctx, name)
-		if err != nil || s.CachedInfo().Cluster == nil {
-			return ""
+		if info := streamInfo(name); info != nil && info.Cluster != nil {
+			return info.Cluster.Leader
 		}
-		return s.CachedInfo().Cluster.Leader
+		return ""
 	}
+	owned := append(slices.Clone(streams), "KV_"+schemas.KVBucket)
 	allCurrent := func() {
 		t.Helper()
 		cctx, ccancel := context.WithTimeout(ctx, 90*time.Second)
 		defer ccancel()
-		for _, name := range append(streams, schemas.StreamDLQ, "KV_"+schemas.KVBucket) {
-			if _, err := js.Stream(cctx, name); errors.Is(err, jetstream.ErrStreamNotFound) {
-				continue // DLQ: nothing dead-lettered
+		for _, name := range append(slices.Clone(owned), schemas.StreamDLQ) {
+			if name == schemas.StreamDLQ && streamInfo(name) == nil {
+				continue // nothing dead-lettered
 			}
 			if _, err := testenv.StreamLeader(cctx, js, name); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-
-	// Fault 1: stop the leader of LEGACY_REQUESTS while requests flow.
-	waitFor("first comparisons", 2*time.Minute, func() bool { n, _ := pairs(); return n >= 10 })
-	first := streamLeader(schemas.StreamLegacyRequests)
-	led := []string{}
-	for _, name := range streams {
-		if streamLeader(name) == first {
-			led = append(led, name)
-		}
-	}
-	if loadFinished.Load() {
-		t.Fatal("the load finished before the first fault: raise the births or lower the rate")
-	}
-	capturedBefore := captured()
-	pairsBefore, _ := pairs()
-	cl.Node(first).Stop()
-	t.Logf("stopped %s, leader of %v, at %d captured, %d compared", first, led, capturedBefore, pairsBefore)
-	waitFor("a new leader of "+schemas.StreamLegacyRequests, time.Minute, func() bool {
-		l := streamLeader(schemas.StreamLegacyRequests)
-		return l != "" && l != first
-	})
-	// The pipeline works on two nodes: captures and comparisons go on.
-	waitFor("progress with a node down", 2*time.Minute, func() bool {
-		n, _ := pairs()
-		return captured() > capturedBefore+10 && n > pairsBefore+10
-	})
-	cl.Node(first).Start(t)
-	allCurrent()
-	t.Logf("%s back; every stream current", first)
-
-	// Fault 2: restart another node (the leader of SHADOW_RESULTS, unless
-	// that is the node just restarted).
-	pairsBefore, _ = pairs()
-	waitFor("progress after the first fault", 2*time.Minute, func() bool { n, _ := pairs(); return n > pairsBefore+10 })
-	second := streamLeader(schemas.StreamShadowResults)
-	if second == first || second == "" {
-		for _, nd := range cl.Nodes {
-			if nd.Name != first {
-				second = nd.Name
-				break
+	// progress waits until captures and comparisons both move on by 10
+	// (or, when strict is false, until the load is over and all compared).
+	progress := func(what string, strict bool) {
+		t.Helper()
+		cb := captured()
+		pb, _ := pairs()
+		waitFor(what, 2*time.Minute, func() bool {
+			n, _ := pairs()
+			if !strict && loadFinished.Load() {
+				return n >= int64(captured())
 			}
-		}
-	}
-	secondDuringLoad := !loadFinished.Load()
-	secondLed := streamLeader(schemas.StreamShadowResults) == second
-	cl.Node(second).Stop()
-	t.Logf("stopped %s (leader of %s: %v; load still running: %v)", second, schemas.StreamShadowResults, secondLed, secondDuringLoad)
-	if secondLed {
-		waitFor("a new leader of "+schemas.StreamShadowResults, time.Minute, func() bool {
-			l := streamLeader(schemas.StreamShadowResults)
-			return l != "" && l != second
+			return captured() > cb+10 && n > pb+10
 		})
 	}
-	cl.Node(second).Start(t)
-	allCurrent()
+
+	// Fault rounds. Short run: one round; with SHADOWCUBE_TEST_CLUSTER_BIRTHS
+	// (make test-faults), rounds go on while the load runs.
+	waitFor("first comparisons", 2*time.Minute, func() bool { n, _ := pairs(); return n >= 10 })
+	long := os.Getenv(clusterBirthsEnv) != ""
+	var stopsDuringLoad int
+	for round := 0; ; round++ {
+		// 1. Every stream led by one node; stop that node while requests flow.
+		names := make([]string, 0, len(cl.Nodes))
+		for _, nd := range cl.Nodes {
+			names = append(names, nd.Name)
+		}
+		target := names[round%len(names)]
+		mctx, mcancel := context.WithTimeout(ctx, time.Minute)
+		for _, name := range owned {
+			if err := testenv.MoveStreamLeader(mctx, watch.NC, js, name, target); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mcancel()
+		if round == 0 && loadFinished.Load() {
+			t.Fatal("the load finished before the first fault: raise the births or lower the rate")
+		}
+		if !loadFinished.Load() {
+			stopsDuringLoad++
+		}
+		cb, pb := captured(), int64(0)
+		pb, _ = pairs()
+		cl.Node(target).Stop()
+		t.Logf("round %d: stopped %s, leader of %v, at %d captured, %d compared", round, target, owned, cb, pb)
+		for _, name := range owned {
+			waitFor("a new leader of "+name, time.Minute, func() bool {
+				l := streamLeader(name)
+				return l != "" && l != target
+			})
+		}
+		// The pipeline works on two nodes: captures and comparisons go on.
+		progress("progress with "+target+" down", round == 0)
+		cl.Node(target).Start(t)
+		allCurrent()
+		t.Logf("round %d: %s back, every stream current", round, target)
+
+		// 2. Restart another node (stop, wait for new leaders, start).
+		progress("progress after restarting "+target, round == 0)
+		second := names[(round+1)%len(names)]
+		if !loadFinished.Load() {
+			stopsDuringLoad++
+		}
+		var led []string
+		for _, name := range owned {
+			if streamLeader(name) == second {
+				led = append(led, name)
+			}
+		}
+		cl.Node(second).Stop()
+		t.Logf("round %d: stopped %s, leader of %v", round, second, led)
+		for _, name := range led {
+			waitFor("a new leader of "+name, time.Minute, func() bool {
+				l := streamLeader(name)
+				return l != "" && l != second
+			})
+		}
+		cl.Node(second).Start(t)
+		allCurrent()
+		if !long || loadFinished.Load() || round >= 20 {
+			break
+		}
+		progress(fmt.Sprintf("progress after round %d", round), false)
+	}
 
 	// Drain: every captured request compared, once.
 	var load loadResult
@@ -518,6 +558,6 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 		t.Error("no stream leader election seen: the faults did not hit")
 	}
 	losses := int64(sent) - rows
-	t.Logf("cluster summary: requests %d, captured %d, comparisons %d, CDC changes %d (rows %d), leader changes %d, consumers %v, second fault during load %v, dead letters %d, losses = %d",
-		sent, len(ids), rows, len(msgIDs), legacyRows, elections.Load(), consumerNames, secondDuringLoad, dead, losses)
+	t.Logf("cluster summary: requests %d, captured %d, comparisons %d, CDC changes %d (rows %d), leader changes %d, node stops during load %d, consumers %v, dead letters %d, losses = %d",
+		sent, len(ids), rows, len(msgIDs), legacyRows, elections.Load(), stopsDuringLoad, consumerNames, dead, losses)
 }

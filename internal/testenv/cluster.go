@@ -225,7 +225,9 @@ func (c *NATSCluster) Connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 // and returns the leader's server name.
 func StreamLeader(ctx context.Context, js jetstream.JetStream, stream string) (string, error) {
 	for {
-		s, err := js.Stream(ctx, stream)
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.Stream(rctx, stream)
+		cancel()
 		if err == nil {
 			info := s.CachedInfo()
 			if cl := info.Cluster; cl != nil && cl.Leader != "" {
@@ -242,6 +244,32 @@ func StreamLeader(ctx context.Context, js jetstream.JetStream, stream string) (s
 		case <-ctx.Done():
 			return "", fmt.Errorf("stream %s: no leader with every replica current: %w (last error %v)", stream, ctx.Err(), err)
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// MoveStreamLeader asks JetStream to make node the leader of stream (a
+// leader step-down with that preferred placement) and waits until it is.
+func MoveStreamLeader(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream, node string) error {
+	req := []byte(`{"placement":{"preferred":"` + node + `"}}`)
+	for {
+		leader, err := StreamLeader(ctx, js, stream)
+		if err != nil {
+			return err
+		}
+		if leader == node {
+			return nil
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = nc.RequestWithContext(rctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, req)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("move the leader of %s to %s: %w", stream, node, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("move the leader of %s to %s: %w", stream, node, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
