@@ -21,10 +21,11 @@ test: ## all unit and integration tests, race detector on (needs PostgreSQL bina
 
 test-race: test ## same as test (the race detector is always on)
 
-FAULT_BIRTHS ?= 1000
+FAULT_BIRTHS ?= 800
+FAULT_RATE ?= 40
 
-test-faults: ## the 3-node cluster fault test at length (FAULT_BIRTHS births, node losses while load runs)
-	SHADOWCUBE_TEST_CLUSTER_BIRTHS=$(FAULT_BIRTHS) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestClusterPipelineSurvivesNodeLoss$$' ./cmd/shadowcube/
+test-faults: ## the 3-node cluster fault test at length (FAULT_BIRTHS births at FAULT_RATE/s, node losses while load runs)
+	SHADOWCUBE_TEST_CLUSTER_BIRTHS=$(FAULT_BIRTHS) SHADOWCUBE_TEST_CLUSTER_RATE=$(FAULT_RATE) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestClusterPipelineSurvivesNodeLoss$$' ./cmd/shadowcube/
 
 test-short: ## unit tests only (-short skips the slow integration tests)
 	$(GO) test -short -count=1 $(PKGS)

@@ -34,7 +34,11 @@ import (
 
 // clusterBirthsEnv raises the load of TestClusterPipelineSurvivesNodeLoss
 // (make test-faults); each birth makes two requests (saju chart, AI).
-const clusterBirthsEnv = "SHADOWCUBE_TEST_CLUSTER_BIRTHS"
+// clusterRateEnv sets the births per second (default 8).
+const (
+	clusterBirthsEnv = "SHADOWCUBE_TEST_CLUSTER_BIRTHS"
+	clusterRateEnv   = "SHADOWCUBE_TEST_CLUSTER_RATE"
+)
 
 // syncWriter serializes a log buffer shared by many goroutines.
 type syncWriter struct {
@@ -67,13 +71,20 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3-node NATS cluster and PostgreSQL")
 	}
-	births := 150
+	births, rate := 150, 8.0
 	if v := os.Getenv(clusterBirthsEnv); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 10 {
 			t.Fatalf("%s=%q: want a number of births ≥ 10", clusterBirthsEnv, v)
 		}
 		births = n
+	}
+	if v := os.Getenv(clusterRateEnv); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 1 || r > 1000 {
+			t.Fatalf("%s=%q: want births per second in 1..1000", clusterRateEnv, v)
+		}
+		rate = r
 	}
 	pg := testenv.Postgres(t)
 	cl := testenv.StartNATSCluster(t, 3)
@@ -249,7 +260,7 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	loadDone := make(chan loadResult, 1)
 	var loadFinished atomic.Bool
 	go func() {
-		sum, err := demo.RunLoad(ctx, demo.LoadConfig{SajuURL: tapURL["saju"], AIURL: tapURL["ai"], Count: births, Rate: 8, Concurrency: 4, Gen: gen})
+		sum, err := demo.RunLoad(ctx, demo.LoadConfig{SajuURL: tapURL["saju"], AIURL: tapURL["ai"], Count: births, Rate: rate, Concurrency: 4, Gen: gen})
 		loadFinished.Store(true)
 		loadDone <- loadResult{sum, err}
 	}()
@@ -407,7 +418,14 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 		c.Flush(fctx)
 		fcancel()
 	}
-	waitFor("every sent request captured", 2*time.Minute, func() bool { return captured() >= sent })
+	tapDrops := func() (n int64) {
+		for _, c := range capturers {
+			n += c.Stats().Dropped
+		}
+		return n
+	}
+	waitFor(fmt.Sprintf("every sent request captured (sent %d; the taps dropped %d so far)", sent, tapDrops()), 2*time.Minute,
+		func() bool { return captured() >= sent })
 	want := int64(captured())
 	waitFor("every captured request compared", 3*time.Minute, func() bool { n, _ := pairs(); return n >= want })
 
@@ -484,11 +502,7 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 		t.Errorf("sent %d, captured %d, comparison rows %d (distinct requests %d), captured without a row %d: want all equal, none missing",
 			sent, len(ids), rows, distinct, missing)
 	}
-	var drops int64
-	for _, c := range capturers {
-		drops += c.Stats().Dropped
-	}
-	if drops != 0 {
+	if drops := tapDrops(); drops != 0 {
 		t.Errorf("the taps dropped %d captures", drops)
 	}
 
@@ -504,6 +518,8 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	}
 	msgIDs := map[string]bool{}
 	inserts := map[string]int{}
+	var newest schemas.LSN
+	outOfOrder := 0 // events stored after an event of a later transaction
 	for seq := uint64(1); ; seq++ {
 		m, err := cs.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -520,6 +536,12 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 		ev, err := schemas.DecodeChangeEvent(m.Data)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if ev.Op != schemas.OpSnapshot {
+			if ev.CommitLSN < newest {
+				outOfOrder++
+			}
+			newest = max(newest, ev.CommitLSN)
 		}
 		if ev.Table == "saju_records" && (ev.Op == schemas.OpInsert || ev.Op == schemas.OpSnapshot) {
 			inserts[fmt.Sprint(ev.New["id"])]++
@@ -539,9 +561,12 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cubeLost := int64(0)
 	for _, r := range reports {
+		cubeLost += max(r.SourceRows-r.TargetRows, 0)
 		if r.Differences != 0 || r.SourceRows != r.TargetRows || r.SourceRows != legacyRows {
-			t.Errorf("reconcile %s → %s: source %d, target %d rows, %d differences", r.Source, r.Table, r.SourceRows, r.TargetRows, r.Differences)
+			t.Errorf("reconcile %s → %s: source %d, target %d rows, %d differences (the CDC stream holds %d events stored after a later transaction's)",
+				r.Source, r.Table, r.SourceRows, r.TargetRows, r.Differences, outOfOrder)
 		}
 	}
 	var dead uint64
@@ -557,7 +582,7 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	if elections.Load() == 0 {
 		t.Error("no stream leader election seen: the faults did not hit")
 	}
-	losses := int64(sent) - rows
-	t.Logf("cluster summary: requests %d, captured %d, comparisons %d, CDC changes %d (rows %d), leader changes %d, node stops during load %d, consumers %v, dead letters %d, losses = %d",
-		sent, len(ids), rows, len(msgIDs), legacyRows, elections.Load(), stopsDuringLoad, consumerNames, dead, losses)
+	losses := int64(sent) - rows + cubeLost
+	t.Logf("cluster summary: requests %d, captured %d, comparisons %d, CDC changes %d (rows %d, stored out of order %d), leader changes %d, node stops during load %d, consumers %v, dead letters %d, losses = %d (requests %d, cube rows %d)",
+		sent, len(ids), rows, len(msgIDs), legacyRows, outOfOrder, elections.Load(), stopsDuringLoad, consumerNames, dead, losses, int64(sent)-rows, cubeLost)
 }
