@@ -1,6 +1,8 @@
 package natsx_test
 
 import (
+	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,4 +137,65 @@ func TestReplicationOnCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after the readers")
+}
+
+// TestEnsureRetriesThroughLostQuorum: while a 3-node cluster has lost its
+// quorum (two nodes down), the Ensure*/ForReader helpers get no answer or
+// "temporarily unavailable"; they retry each bounded attempt and succeed
+// once the nodes are back, instead of failing (or waiting out the caller's
+// whole deadline on one unanswered request).
+func TestEnsureRetriesThroughLostQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node NATS cluster")
+	}
+	cl := testenv.StartNATSCluster(t, 3)
+	nc, js := cl.Connect(t)
+	ctx := testenv.Context(t, 3*time.Minute)
+	cfg, _ := natsx.StreamConfig(schemas.StreamLegacyRequests, natsx.StreamSettings{Replicas: 3})
+	if _, err := natsx.EnsureStream(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cl.Nodes[1].Stop()
+	cl.Nodes[2].Stop()
+	// the client is on the remaining node
+	for deadline := time.Now().Add(time.Minute); nc.ConnectedUrl() != "nats://127.0.0.1:"+strconv.Itoa(cl.Nodes[0].ClientPort); {
+		if time.Now().After(deadline) {
+			t.Fatalf("client not reconnected to %s: on %q", cl.Nodes[0].Name, nc.ConnectedUrl())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	before := natsx.APIRetries()
+	callCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	errs := make(chan error, 3)
+	go func() {
+		_, err := natsx.EnsureConsumer(callCtx, js, schemas.StreamLegacyRequests, jetstream.ConsumerConfig{Durable: "quorum-test", AckPolicy: jetstream.AckExplicitPolicy})
+		errs <- err
+	}()
+	go func() { _, err := natsx.StreamForReader(callCtx, js, schemas.StreamCDC); errs <- err }()
+	go func() { _, err := natsx.KVForReader(callCtx, js, natsx.SharedKVConfig()); errs <- err }()
+	// The fault hits: every call had an attempt fail transiently (or is
+	// still waiting on its first) before the nodes come back.
+	for deadline := time.Now().Add(time.Minute); natsx.APIRetries() < before+3; {
+		select {
+		case err := <-errs:
+			t.Fatalf("a call returned while the cluster had no quorum: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if natsx.APIRetries() == before {
+		t.Fatal("no attempt failed while the cluster had no quorum")
+	}
+	cl.Nodes[1].Start(t)
+	cl.Nodes[2].Start(t)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("after the nodes came back: %v", err)
+		}
+	}
+	t.Logf("retried attempts: %d", natsx.APIRetries()-before)
 }

@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heal7/shadowcube/schemas"
@@ -102,14 +104,21 @@ var ErrIncompatibleStream = errors.New("existing stream has an incompatible conf
 // reset the limits the owner set. It is idempotent. A change JetStream cannot apply in place returns an error
 // wrapping ErrIncompatibleStream that names the field and both values.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
+	var s jetstream.Stream
+	err := apiRetry(ctx, func(ctx context.Context) (err error) {
+		s, err = ensureStreamOnce(ctx, js, cfg)
+		return err
+	})
+	return s, err
+}
+
+func ensureStreamOnce(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	existing, err := js.Stream(ctx, cfg.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err := js.CreateStream(ctx, cfg)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				return EnsureStream(ctx, js, cfg)
+				return ensureStreamOnce(ctx, js, cfg)
 			}
 			return nil, fmt.Errorf("create stream %s (subjects %v): %w", cfg.Name, cfg.Subjects, err)
 		}
@@ -129,6 +138,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		return existing, nil
 	}
 	s, err := js.UpdateStream(ctx, cfg)
+	if transient(context.Background(), err) { // retried by apiRetry
+		return nil, fmt.Errorf("update stream %s: %w", cfg.Name, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("update stream %s from %+v: %w: %w", cfg.Name, have, ErrIncompatibleStream, err)
 	}
@@ -143,8 +155,15 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 // SetSharedSettings), so a reader may start before the owner; an existing
 // stream is returned as it is, never updated.
 func StreamForReader(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
+	var s jetstream.Stream
+	err := apiRetry(ctx, func(ctx context.Context) (err error) {
+		s, err = streamForReaderOnce(ctx, js, name)
+		return err
+	})
+	return s, err
+}
+
+func streamForReaderOnce(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, name)
 	if err == nil {
 		return s, nil
@@ -183,9 +202,11 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 	if cfg.Durable == "" {
 		return nil, fmt.Errorf("ensure consumer on %s: durable name required", stream)
 	}
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	c, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	var c jetstream.Consumer
+	err := apiRetry(ctx, func(ctx context.Context) (err error) {
+		c, err = js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure consumer %s on stream %s: %w", cfg.Durable, stream, err)
 	}
@@ -196,9 +217,11 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 // of a bucket only (cdc's state bucket). Stages that share a bucket use
 // KVForReader.
 func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	var kv jetstream.KeyValue
+	err := apiRetry(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure KV bucket %s: %w", cfg.Bucket, err)
 	}
@@ -210,15 +233,17 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 // is written by sync and flags and read by shadow and tap: no stage resets
 // another's history setting).
 func KVForReader(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
+	var kv jetstream.KeyValue
+	err := apiRetry(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, cfg.Bucket)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %s: %w", cfg.Bucket, err)
 	}
@@ -316,6 +341,55 @@ func SharedKVConfig() jetstream.KeyValueConfig {
 func DLQStreamConfig() (jetstream.StreamConfig, error) {
 	_, dlq := sharedSettings()
 	return StreamConfig(schemas.StreamDLQ, dlq)
+}
+
+// APIAttemptTimeout bounds one attempt of a JetStream API call of the
+// Ensure*/ *ForReader helpers. A request that reaches a stream or the
+// meta leader during an election can go unanswered; without a bound of its
+// own it would wait for the caller's whole deadline.
+const APIAttemptTimeout = 10 * time.Second
+
+// apiRetries counts retried attempts (read by tests).
+var apiRetries atomic.Int64
+
+// apiRetry runs op, each attempt bounded by APIAttemptTimeout, and retries
+// a transient failure (see transient) with back-off until ctx ends (30s
+// when ctx has no deadline). The last error is returned.
+func apiRetry(ctx context.Context, op func(ctx context.Context) error) error {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	delay := 100 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, APIAttemptTimeout)
+		err := op(actx)
+		acancel()
+		if err == nil || !transient(ctx, err) {
+			return err
+		}
+		apiRetries.Add(1)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// transient says whether err is what a JetStream cluster answers while it
+// elects a leader or a node restarts: no answer within the attempt's
+// bound, no responders, or "temporarily unavailable" (503). ctx is the
+// caller's: its own end is never transient.
+func transient(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil || errors.Is(err, ErrIncompatibleStream) {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == 503
 }
 
 // withDefaultTimeout adds a 30s deadline only when the caller set none.
