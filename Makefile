@@ -9,7 +9,7 @@ TEST_TIMEOUT ?= 25m
 PKGS ?= ./...
 IMAGE ?= shadowcube:$(VERSION)
 
-.PHONY: help build test test-short test-race bench bench-short lint fmt demo clean image
+.PHONY: help build test test-short test-race test-faults bench bench-short lint fmt demo clean image
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,12 @@ test: ## all unit and integration tests, race detector on (needs PostgreSQL bina
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
 
 test-race: test ## same as test (the race detector is always on)
+
+FAULT_BIRTHS ?= 800
+FAULT_RATE ?= 40
+
+test-faults: ## the 3-node cluster fault test at length (FAULT_BIRTHS births at FAULT_RATE/s, node losses while load runs)
+	SHADOWCUBE_TEST_CLUSTER_BIRTHS=$(FAULT_BIRTHS) SHADOWCUBE_TEST_CLUSTER_RATE=$(FAULT_RATE) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestClusterPipelineSurvivesNodeLoss$$' ./cmd/shadowcube/
 
 test-short: ## the quicker subset: -short skips the slowest tests (large transactions, long property runs, benchmarks' full sizes); integration tests still run
 	$(GO) test -short -count=1 $(PKGS)

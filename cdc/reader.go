@@ -184,8 +184,9 @@ func (r *Reader) setupNATS(ctx context.Context, streamCfg jetstream.StreamConfig
 		}
 		return err
 	}
-	kv, err := natsx.EnsureKV(ctx, r.js, jetstream.KeyValueConfig{Bucket: StateBucket, History: 4,
-		Description: "shadowcube cdc: state of each reader's replication slot"})
+	// the state bucket is as available as the CDC stream: same replicas and storage
+	kv, err := natsx.EnsureKV(ctx, r.js, natsx.KVSettings{Replicas: r.cfg.Stream.Replicas, Storage: r.cfg.Stream.Storage}.Apply(
+		jetstream.KeyValueConfig{Bucket: StateBucket, History: 4, Description: "shadowcube cdc: state of each reader's replication slot"}))
 	if err != nil {
 		return err
 	}

@@ -122,6 +122,9 @@ shadowcube_cdc_snapshot_rows_total{table}, shadowcube_cdc_snapshot_tables(_done)
 			if err := process.Load(&e); err != nil {
 				return err
 			}
+			if err := storageValue("SHADOWCUBE_CDC_STREAM_STORAGE", e.StreamStorage); err != nil {
+				return err
+			}
 			if cmd.Flags().Changed("resnapshot") {
 				e.Resnapshot = resnapshot
 			}

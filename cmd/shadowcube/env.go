@@ -32,7 +32,7 @@ Environment (all commands):
                                source database for cdc); once running, connections are retried (default 10s)
   SHADOWCUBE_LOG_FORMAT        text or json (default text)
   SHADOWCUBE_LOG_LEVEL         debug, info, warn or error (default info)
-  SHADOWCUBE_SHUTDOWN_TIMEOUT  how long a graceful stop may drain (default 20s)`
+  SHADOWCUBE_SHUTDOWN_TIMEOUT  how long a graceful stop may drain (default 20s)` + replicationEnvHelp
 
 // Env is what a long-running subcommand gets: validated common config, a
 // logger, a metrics registry served on SHADOWCUBE_METRICS_ADDR, and a context
@@ -57,6 +57,9 @@ func setup(cmd *cobra.Command, component string, serveOps bool) (context.Context
 		return nil, nil, err
 	}
 	if err := e.Common.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if err := loadSharedStores(); err != nil {
 		return nil, nil, err
 	}
 	e.Log = e.Common.Logger(e.Stderr).With("stage", component)

@@ -26,6 +26,7 @@ var envStructs = map[string]func() any{
 	"compareEnv":     func() any { return new(compareEnv) },
 	"loadgenEnv":     func() any { return new(loadgenEnv) },
 	"demoServiceEnv": func() any { return new(demoServiceEnv) },
+	"sharedStoreEnv": func() any { return new(sharedStoreEnv) },
 }
 
 var numericIdents = map[string]bool{"int": true, "int8": true, "int16": true, "int32": true, "int64": true,

@@ -140,6 +140,9 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 			if err := process.Load(&env); err != nil {
 				return err
 			}
+			if err := storageValue("SHADOWCUBE_SHADOW_RESULTS_STORAGE", env.ResultsStorage); err != nil {
+				return err
+			}
 			f := cmd.Flags()
 			if f.Changed("routes") {
 				env.RoutesFile = routesFile

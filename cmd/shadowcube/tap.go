@@ -46,6 +46,8 @@ type CaptureEnv struct {
 	StreamMaxAge   string `envconfig:"LEGACY_REQUESTS_MAX_AGE"`
 	StreamMaxSize  string `envconfig:"LEGACY_REQUESTS_MAX_BYTES"`
 	StreamDupes    string `envconfig:"LEGACY_REQUESTS_DUPLICATES"`
+	StreamReplicas *int   `envconfig:"LEGACY_REQUESTS_REPLICAS" min:"1" max:"5"`
+	StreamStorage  string `envconfig:"LEGACY_REQUESTS_STORAGE"`
 }
 
 const captureEnvHelp = `
@@ -72,6 +74,8 @@ const captureEnvHelp = `
   SHADOWCUBE_TAP_SPILL_MAX_BYTES  spill file limit (default 256MiB)
   SHADOWCUBE_LEGACY_REQUESTS_MAX_AGE    retention of the LEGACY_REQUESTS stream, e.g. 72h (default unlimited)
   SHADOWCUBE_LEGACY_REQUESTS_MAX_BYTES  size limit of the LEGACY_REQUESTS stream, e.g. 10GiB (default unlimited)
+  SHADOWCUBE_LEGACY_REQUESTS_REPLICAS   replicas of the LEGACY_REQUESTS stream, 1..5 (default 1)
+  SHADOWCUBE_LEGACY_REQUESTS_STORAGE    file or memory (default file)
   SHADOWCUBE_LEGACY_REQUESTS_DUPLICATES de-duplication window of Nats-Msg-Id (re-import, spill replay), e.g. 24h (default 2m)`
 
 // parseSize reads "1048576", "512KiB", "1MiB", "2GiB" (KB/MB/GB are the same
@@ -182,6 +186,13 @@ func (c *CaptureEnv) streamSettings() (natsx.StreamSettings, error) {
 		}
 		s.MaxBytes = n
 	}
+	if c.StreamReplicas != nil {
+		s.Replicas = *c.StreamReplicas
+	}
+	if err := storageValue("SHADOWCUBE_LEGACY_REQUESTS_STORAGE", c.StreamStorage); err != nil {
+		return s, err
+	}
+	s.Storage = c.StreamStorage
 	if c.StreamDupes != "" {
 		d, err := time.ParseDuration(c.StreamDupes)
 		if err != nil || d <= 0 {

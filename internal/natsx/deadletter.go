@@ -38,7 +38,7 @@ func DeadLetterMsgID(d *schemas.DeadLetter) string {
 }
 
 // PublishDeadLetter publishes d on schemas.DLQSubject(d.Stage), creating
-// stream DLQ with default limits when it is missing (StreamForReader: no
+// stream DLQ with the SetSharedSettings settings when it is missing (no
 // stage owns its settings). msgID, when set, de-duplicates.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, d *schemas.DeadLetter, msgID string) error {
 	data, err := d.Encode()
