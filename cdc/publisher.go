@@ -51,11 +51,18 @@ type publisher struct {
 
 	done    chan struct{}
 	closing sync.Once
+
+	// ordered publishing (fence.go); used by the one publishing goroutine
+	slot    string
+	fence   fence
+	lastID  string // id of the event published last (the next one's expected last id)
+	skipped int    // events at or before the fence, not published again
 }
 
-func newPublisher(js jetstream.JetStream, window int, timeout time.Duration, durable *atomic.Uint64, lastTime *atomic.Int64, m *metrics) *publisher {
+func newPublisher(js jetstream.JetStream, window int, timeout time.Duration, durable *atomic.Uint64, lastTime *atomic.Int64, m *metrics, slot string, f fence) *publisher {
 	p := &publisher{js: js, reconnects: js.Conn().Stats().Reconnects, m: m, timeout: timeout, items: make(chan ackItem, window),
-		durable: durable, lastTime: lastTime, failed: make(chan struct{}), done: make(chan struct{})}
+		durable: durable, lastTime: lastTime, failed: make(chan struct{}), done: make(chan struct{}),
+		slot: slot, fence: f, lastID: f.lastID}
 	go p.ackLoop()
 	return p
 }
@@ -70,7 +77,22 @@ func (p *publisher) publish(ctx context.Context, subject, msgID string, data []b
 		p.fail(err)
 		return err
 	}
+	if p.fence.stored(msgID, p.slot) {
+		// the stream holds it already, in order (fence.go)
+		p.skipped++
+		if end != 0 {
+			return p.mark(ctx, end, commit)
+		}
+		return nil
+	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{msgID}}}
+	if p.fence.chain {
+		// stored only right after the event published before it (fence.go)
+		if p.lastID != "" {
+			msg.Header.Set(jetstream.ExpectedLastMsgIDHeader, p.lastID)
+		}
+		p.lastID = msgID
+	}
 	// No retries on "no responders": a retried event would be stored after
 	// later ones.
 	fut, err := p.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))

@@ -304,6 +304,12 @@ func (st *streamState) close() {
 }
 
 func (r *Reader) stream(ctx context.Context, repl *pgconn.PgConn, meta *pgx.Conn) error {
+	// the stream's last event, read before replication starts: nothing of
+	// this session is published yet (fence.go)
+	f, err := r.readFence(ctx)
+	if err != nil {
+		return err
+	}
 	args := []string{"proto_version '2'", "publication_names '" + r.cfg.Publication + "'", "messages 'true'"}
 	if !r.cfg.NoStreaming {
 		args = append(args, "streaming 'true'")
@@ -320,16 +326,19 @@ func (r *Reader) stream(ctx context.Context, repl *pgconn.PgConn, meta *pgx.Conn
 	}
 	r.relations = map[uint32]*relation{}
 	st := &streamState{streams: map[uint32]*txState{}, reported: schemas.LSN(r.durable.Load())}
-	st.pub = newPublisher(r.pubJS, r.cfg.Window, r.cfg.PublishTimeout, &r.durable, &r.lastCommit, r.m)
-	r.log.Info("streaming", "acknowledged_lsn", st.reported.String(), "publication", r.cfg.Publication)
+	st.pub = newPublisher(r.pubJS, r.cfg.Window, r.cfg.PublishTimeout, &r.durable, &r.lastCommit, r.m, r.cfg.Slot, f)
+	r.log.Info("streaming", "acknowledged_lsn", st.reported.String(), "publication", r.cfg.Publication, "stream_last_event", f.lastID)
 
 	stop := context.AfterFunc(ctx, func() { _ = repl.Conn().SetReadDeadline(time.Now()) })
 	defer stop()
-	err := r.receiveLoop(ctx, repl, meta, st)
+	err = r.receiveLoop(ctx, repl, meta, st)
 	st.close()
 	// Drain: every event already published is acknowledged or failed, then
 	// tell PostgreSQL what is durable.
 	gaps, pubErr := st.pub.close()
+	if st.pub.skipped > 0 {
+		r.log.Info("events the CDC stream already held were not published again", "events", st.pub.skipped, "stream_last_event", f.lastID)
+	}
 	if gaps > 0 {
 		r.m.reordered.Add(float64(gaps))
 		r.log.Error("JetStream stored events published after one that failed; the failed ones are re-published after them on restart (consumers see them out of order)",
@@ -690,4 +699,19 @@ func checkLengths(data []byte, inStream bool) error {
 		return tuple()
 	}
 	return nil
+}
+
+// readFence reads the CDC stream's last event for ordered publishing
+// (fence.go), and says when another writer keeps the chain off.
+func (r *Reader) readFence(ctx context.Context) (fence, error) {
+	f, err := readFence(ctx, r.pubJS, r.cfg.Slot)
+	if err != nil {
+		return f, err
+	}
+	if !f.chain {
+		r.log.Warn("the CDC stream's last event is another writer's: publishing without the order fence "+
+			"(run one cdc reader per CDC stream; an event lost in a NATS leader election may then be stored after later ones)",
+			"slot", r.cfg.Slot, "last_event", f.foreign)
+	}
+	return f, nil
 }

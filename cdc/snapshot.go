@@ -60,7 +60,11 @@ func (r *Reader) snapshot(ctx context.Context, conn *pgx.Conn, name string, cp s
 	}
 	var durable atomic.Uint64
 	var last atomic.Int64
-	pub := newPublisher(r.pubJS, r.cfg.Window, r.cfg.PublishTimeout, &durable, &last, r.m)
+	f, err := r.readFence(ctx)
+	if err != nil {
+		return err
+	}
+	pub := newPublisher(r.pubJS, r.cfg.Window, r.cfg.PublishTimeout, &durable, &last, r.m, r.cfg.Slot, f)
 	r.m.snapshotTotal.Set(float64(len(tables)))
 	r.m.snapshotDone.Set(0)
 	start := time.Now()
