@@ -388,18 +388,10 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 			return 0, fmt.Errorf("defer constraints: %w", err)
 		}
 	}
-	var lsnText string
-	var idx int64
-	err = tx.QueryRow(ctx, `SELECT pg_logical_emit_message(true, 'shadowcube.origin', $3)::text, lsn::text, idx
-FROM shadowcube.applied WHERE target = $1 AND slot = $2 FOR UPDATE`, a.target, a.slot, a.slot).Scan(new(string), &lsnText, &idx)
-	if err != nil {
-		return 0, fmt.Errorf("read checkpoint: %w", err)
-	}
-	cpLSN, err := schemas.ParseLSN(lsnText)
+	cp, err := lockCheckpoint(ctx, tx, a.target, a.slot)
 	if err != nil {
 		return 0, err
 	}
-	cp := pos{cpLSN, idx}
 	var todo []*txn
 	for _, t := range batch {
 		if cp.less(t.pos) || mode == modeForce {
@@ -422,10 +414,11 @@ FROM shadowcube.applied WHERE target = $1 AND slot = $2 FOR UPDATE`, a.target, a
 		return err
 	}
 	if mode != modeSkipData {
-		stmts, count, err := a.statements(todo)
-		if err != nil {
-			return 0, err
+		sb := newStmtBatch(a.cfg.Target, a.log)
+		for _, t := range todo {
+			sb.addUnit(t.events)
 		}
+		stmts, count := sb.statements()
 		n = count
 		for _, s := range stmts {
 			if s.fill == nil {
@@ -441,13 +434,8 @@ FROM shadowcube.applied WHERE target = $1 AND slot = $2 FOR UPDATE`, a.target, a
 		}
 	}
 	last := todo[len(todo)-1]
-	var ct any
-	if !last.commitTime.IsZero() {
-		ct = last.commitTime
-	}
 	if cp.less(last.pos) {
-		b.Queue(`UPDATE shadowcube.applied SET lsn = $3::pg_lsn, idx = $4, commit_time = coalesce($5, commit_time), applied_at = now()
-WHERE target = $1 AND slot = $2`, a.target, a.slot, last.pos.LSN.String(), last.pos.Idx, ct)
+		queueAdvance(b, a.target, a.slot, last.pos, last.commitTime)
 	}
 	if err := send(); err != nil {
 		return 0, err

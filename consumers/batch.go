@@ -1,6 +1,7 @@
 package consumers
 
 import (
+	"log/slog"
 	"slices"
 	"sort"
 	"strconv"
@@ -64,9 +65,11 @@ func jsonArray(rows [][]byte) string {
 	return string(append(buf, ']'))
 }
 
-// statements turns units into SQL, keeping order: consecutive changes of the
-// same kind to the same table share one statement; a row changed twice in
-// such a run keeps only its newest version.
+// stmtBatch turns the change events of consecutive units into the SQL of one
+// target transaction, keeping order: consecutive changes of the same kind to
+// the same table share one statement; a row changed twice in such a run keeps
+// only its newest version. It does no I/O: the applier runs its statements
+// (and completes the fill ones from the source, see Applier.complete).
 //
 // Updates whose new version carries every mapped value are upserts. An
 // update with unchanged TOAST values (not sent by the source) never goes
@@ -76,194 +79,227 @@ func jsonArray(rows [][]byte) string {
 // row enters the where filter, the filter or a mapped expression reads an
 // unchanged value together with sent ones) the row is re-read from the
 // source by key (see Applier.reselect).
-func (a *Applier) statements(units []*txn) ([]stmt, int, error) {
-	var out []stmt
-	var g *group
-	count := 0
-	flush := func() {
-		if g == nil || len(g.rows) == 0 {
-			g = nil
-			return
-		}
-		param := jsonArray(g.rows)
-		switch g.kind {
-		case gUpsert:
-			out = append(out, stmt{sql: g.tm.upsertSQL(g.excluded), args: []any{param}})
-			if s := g.tm.filteredOutSQL(); s != "" {
-				out = append(out, stmt{sql: s, args: []any{param}})
-			}
-		case gInPlace:
-			out = append(out, stmt{sql: g.tm.updateInPlaceSQL(g.excluded), args: []any{param}, fill: &fill{tm: g.tm, evs: g.evs}})
-			if s := g.tm.filteredOutSQL(); s != "" {
-				out = append(out, stmt{sql: s, args: []any{param}})
-			}
-		default:
-			if s := g.tm.deleteSQL(); s != "" {
-				out = append(out, stmt{sql: s, args: []any{param}})
-			}
-		}
-		g = nil
+type stmtBatch struct {
+	target *Target
+	log    *slog.Logger // warns of source tables that changed shape
+	out    []stmt
+	g      *group // the run being grouped into one statement
+	count  int    // changes the statements apply
+}
+
+// newStmtBatch returns an empty batch for target (validated by
+// Mapping.Validate); log may be nil.
+func newStmtBatch(target *Target, log *slog.Logger) *stmtBatch {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	add := func(tm *TableMap, kind groupKind, excluded map[string]bool, ev *schemas.ChangeEvent, row schemas.Row, key string) {
-		sig := ""
-		if kind != gRemove {
-			sig = excludedSig(excluded)
+	return &stmtBatch{target: target, log: log}
+}
+
+// statements returns the statements of the units added so far, in order,
+// and the number of changes they apply.
+func (b *stmtBatch) statements() ([]stmt, int) {
+	b.flush()
+	return b.out, b.count
+}
+
+// flush closes the current group, turning it into its statements.
+func (b *stmtBatch) flush() {
+	g := b.g
+	b.g = nil
+	if g == nil || len(g.rows) == 0 {
+		return
+	}
+	param := jsonArray(g.rows)
+	switch g.kind {
+	case gUpsert:
+		b.out = append(b.out, stmt{sql: g.tm.upsertSQL(g.excluded), args: []any{param}})
+		if s := g.tm.filteredOutSQL(); s != "" {
+			b.out = append(b.out, stmt{sql: s, args: []any{param}})
 		}
-		if g == nil || g.tm != tm || g.kind != kind || g.sig != sig || (key == "" && len(g.rows) > 0) {
-			flush()
-			g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
+	case gInPlace:
+		b.out = append(b.out, stmt{sql: g.tm.updateInPlaceSQL(g.excluded), args: []any{param}, fill: &fill{tm: g.tm, evs: g.evs}})
+		if s := g.tm.filteredOutSQL(); s != "" {
+			b.out = append(b.out, stmt{sql: s, args: []any{param}})
 		}
-		var js []byte
-		if kind == gInPlace {
-			js = rowJSONOrd(tm, row, ev.CommitTime, len(g.rows))
-		} else {
-			js = rowJSON(tm, row, ev.CommitTime)
+	default:
+		if s := g.tm.deleteSQL(); s != "" {
+			b.out = append(b.out, stmt{sql: s, args: []any{param}})
 		}
-		if key != "" {
-			if i, ok := g.keys[key]; ok {
-				if tm.Where == "" {
-					// the newer version replaces the older: same end state
-					// (in place: both carry the same columns, same signature)
-					if kind == gInPlace {
-						g.rows[i], g.evs[i] = rowJSONOrd(tm, row, ev.CommitTime, i), ev
-					} else {
-						g.rows[i] = js
-					}
-					return
-				}
-				// with a filter the older version may matter (it may have been
-				// in the subset, then left it): keep both, in order
-				flush()
-				g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
+	}
+}
+
+// add adds row (of ev) to the current group, starting a new group when the
+// table, kind or excluded columns differ.
+func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, ev *schemas.ChangeEvent, row schemas.Row, key string) {
+	sig := ""
+	if kind != gRemove {
+		sig = excludedSig(excluded)
+	}
+	if g := b.g; g == nil || g.tm != tm || g.kind != kind || g.sig != sig || (key == "" && len(g.rows) > 0) {
+		b.flush()
+		b.g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
+	}
+	g := b.g
+	var js []byte
+	if kind == gInPlace {
+		js = rowJSONOrd(tm, row, ev.CommitTime, len(g.rows))
+	} else {
+		js = rowJSON(tm, row, ev.CommitTime)
+	}
+	if key != "" {
+		if i, ok := g.keys[key]; ok {
+			if tm.Where == "" {
+				// the newer version replaces the older: same end state
+				// (in place: both carry the same columns, same signature)
 				if kind == gInPlace {
-					js = rowJSONOrd(tm, row, ev.CommitTime, 0)
+					g.rows[i], g.evs[i] = rowJSONOrd(tm, row, ev.CommitTime, i), ev
+				} else {
+					g.rows[i] = js
 				}
+				return
 			}
-			g.keys[key] = len(g.rows)
+			// with a filter the older version may matter (it may have been
+			// in the subset, then left it): keep both, in order
+			b.flush()
+			b.g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
+			g = b.g
+			if kind == gInPlace {
+				js = rowJSONOrd(tm, row, ev.CommitTime, 0)
+			}
 		}
-		g.rows = append(g.rows, js)
-		if kind == gInPlace {
-			g.evs = append(g.evs, ev)
-		}
+		g.keys[key] = len(g.rows)
 	}
-	// single appends a statement of its own (after the current group).
-	single := func(st stmt) {
-		flush()
-		out = append(out, st)
+	g.rows = append(g.rows, js)
+	if kind == gInPlace {
+		g.evs = append(g.evs, ev)
 	}
-	for _, t := range units {
-		truncated := map[string]bool{} // target tables truncated in this unit
-		for _, ev := range t.events {
-			switch ev.Op {
-			case schemas.OpInsert, schemas.OpUpdate, schemas.OpSnapshot:
-				tm := a.cfg.Target.table(ev.Schema, ev.Table)
-				if tm == nil {
-					continue
-				}
-				count++
-				rekey := ev.Op == schemas.OpUpdate && ev.Old != nil && keyChanged(tm, ev)
-				excluded := excludedFor(tm, ev.Unchanged)
-				whereReads := len(ev.Unchanged) > 0 && slices.ContainsFunc(tm.whereDeps, func(c string) bool { return slices.Contains(ev.Unchanged, c) })
-				if ev.Op != schemas.OpUpdate || len(excluded) == 0 && !whereReads {
-					// the event carries every value the mapping reads
-					if rekey {
-						// the old key row goes whatever the delete policy: the row was re-keyed, not deleted
-						add(hardDeleteView(tm), gRemove, nil, ev, ev.Old, rowKey(tm, ev, ev.Old))
-					}
-					add(tm, gUpsert, nil, ev, ev.New, rowKey(tm, ev, ev.New))
-					continue
-				}
-				if whereReads || mixedRead(tm, ev, excluded, rekey) || rekey && tm.alwaysKey {
-					// the target cannot compute the row: complete it from the source
-					if rekey {
-						add(hardDeleteView(tm), gRemove, nil, ev, ev.Old, rowKey(tm, ev, ev.Old))
-					}
-					single(stmt{fill: &fill{tm: tm, evs: []*schemas.ChangeEvent{ev}}})
-					continue
-				}
+}
+
+// single appends a statement of its own (after the current group).
+func (b *stmtBatch) single(st stmt) {
+	b.flush()
+	b.out = append(b.out, st)
+}
+
+// addUnit adds the events of one unit (a source transaction or a snapshot
+// row), in order.
+func (b *stmtBatch) addUnit(events []*schemas.ChangeEvent) {
+	truncated := map[string]bool{} // target tables truncated in this unit
+	for _, ev := range events {
+		switch ev.Op {
+		case schemas.OpInsert, schemas.OpUpdate, schemas.OpSnapshot:
+			tm := b.target.table(ev.Schema, ev.Table)
+			if tm == nil {
+				continue
+			}
+			b.count++
+			rekey := ev.Op == schemas.OpUpdate && ev.Old != nil && keyChanged(tm, ev)
+			excluded := excludedFor(tm, ev.Unchanged)
+			whereReads := len(ev.Unchanged) > 0 && slices.ContainsFunc(tm.whereDeps, func(c string) bool { return slices.Contains(ev.Unchanged, c) })
+			if ev.Op != schemas.OpUpdate || len(excluded) == 0 && !whereReads {
+				// the event carries every value the mapping reads
 				if rekey {
-					nw := jsonArray([][]byte{rowJSONOrd(tm, ev.New, ev.CommitTime, 0)})
-					old := jsonArray([][]byte{rowJSON(tm, ev.Old, ev.CommitTime)})
-					single(stmt{sql: tm.staleNewKeySQL(), args: []any{nw, old}})
-					out = append(out, stmt{sql: tm.rekeySQL(excluded), args: []any{nw, old}, fill: &fill{tm: tm, evs: []*schemas.ChangeEvent{ev}}})
-					if s := tm.rekeyedOutSQL(); s != "" {
-						out = append(out, stmt{sql: s, args: []any{nw, old}})
-					}
-					continue
+					// the old key row goes whatever the delete policy: the row was re-keyed, not deleted
+					b.add(hardDeleteView(tm), gRemove, nil, ev, ev.Old, rowKey(tm, ev, ev.Old))
 				}
-				add(tm, gInPlace, excluded, ev, ev.New, rowKey(tm, ev, ev.New))
-			case schemas.OpDelete:
-				tm := a.cfg.Target.table(ev.Schema, ev.Table)
-				if tm == nil || tm.Delete == DeleteIgnore {
-					continue
+				b.add(tm, gUpsert, nil, ev, ev.New, rowKey(tm, ev, ev.New))
+				continue
+			}
+			if whereReads || mixedRead(tm, ev, excluded, rekey) || rekey && tm.alwaysKey {
+				// the target cannot compute the row: complete it from the source
+				if rekey {
+					b.add(hardDeleteView(tm), gRemove, nil, ev, ev.Old, rowKey(tm, ev, ev.Old))
 				}
-				count++
-				row := ev.Old
-				if row == nil {
-					row = ev.New
+				b.single(stmt{fill: &fill{tm: tm, evs: []*schemas.ChangeEvent{ev}}})
+				continue
+			}
+			if rekey {
+				nw := jsonArray([][]byte{rowJSONOrd(tm, ev.New, ev.CommitTime, 0)})
+				old := jsonArray([][]byte{rowJSON(tm, ev.Old, ev.CommitTime)})
+				b.single(stmt{sql: tm.staleNewKeySQL(), args: []any{nw, old}})
+				b.out = append(b.out, stmt{sql: tm.rekeySQL(excluded), args: []any{nw, old}, fill: &fill{tm: tm, evs: []*schemas.ChangeEvent{ev}}})
+				if s := tm.rekeyedOutSQL(); s != "" {
+					b.out = append(b.out, stmt{sql: s, args: []any{nw, old}})
 				}
-				add(tm, gRemove, nil, ev, row, rowKey(tm, ev, row))
-			case schemas.OpTruncate:
-				// cdc publishes one truncate event per truncated table: truncate
-				// only this event's table (Truncate.Tables when it names none).
-				tables := []string{ev.Schema + "." + ev.Table}
-				restart := false
-				if ev.Truncate != nil {
-					if ev.Table == "" {
-						tables = ev.Truncate.Tables
-					}
-					restart = ev.Truncate.RestartIdentity
-				}
-				// Hard-policy tables truncated by one source statement are
-				// truncated by one target statement (on the first of its
-				// events): PostgreSQL refuses to truncate a table referenced
-				// by a foreign key unless the referencing table goes with it.
-				var hard []string
-				for _, name := range tables {
-					s, tb, _ := strings.Cut(name, ".")
-					tm := a.cfg.Target.table(s, tb)
-					if tm == nil {
-						continue
-					}
-					if tm.Delete == DeleteHard {
-						if !truncated[tm.qTarget()] {
-							truncated[tm.qTarget()] = true
-							hard = append(hard, tm.qTarget())
-						}
-						if ev.Truncate != nil {
-							for _, other := range ev.Truncate.Tables {
-								s, tb, _ := strings.Cut(other, ".")
-								if om := a.cfg.Target.table(s, tb); om != nil && om.Delete == DeleteHard && !truncated[om.qTarget()] {
-									truncated[om.qTarget()] = true
-									hard = append(hard, om.qTarget())
-								}
-							}
-						}
-						continue
-					}
-					if sql := tm.truncateSQL(restart); sql != "" {
-						count++
-						single(stmt{sql: sql})
-					}
-				}
-				if len(hard) > 0 {
-					sql := "TRUNCATE " + strings.Join(hard, ", ")
-					if restart {
-						sql += " RESTART IDENTITY"
-					}
-					count++
-					single(stmt{sql: sql})
-				}
-			case schemas.OpSchema:
-				if tm := a.cfg.Target.table(ev.Schema, ev.Table); tm != nil {
-					a.log.Warn("source table changed shape; restart sync to re-validate the mapping if mapped columns changed",
-						"table", ev.Schema+"."+ev.Table, "lsn", ev.CommitLSN.String())
-				}
+				continue
+			}
+			b.add(tm, gInPlace, excluded, ev, ev.New, rowKey(tm, ev, ev.New))
+		case schemas.OpDelete:
+			tm := b.target.table(ev.Schema, ev.Table)
+			if tm == nil || tm.Delete == DeleteIgnore {
+				continue
+			}
+			b.count++
+			row := ev.Old
+			if row == nil {
+				row = ev.New
+			}
+			b.add(tm, gRemove, nil, ev, row, rowKey(tm, ev, row))
+		case schemas.OpTruncate:
+			b.truncate(ev, truncated)
+		case schemas.OpSchema:
+			if tm := b.target.table(ev.Schema, ev.Table); tm != nil {
+				b.log.Warn("source table changed shape; restart sync to re-validate the mapping if mapped columns changed",
+					"table", ev.Schema+"."+ev.Table, "lsn", ev.CommitLSN.String())
 			}
 		}
 	}
-	flush()
-	return out, count, nil
+}
+
+// truncate adds the statements of a truncate event; truncated holds the
+// target tables the unit has truncated already.
+func (b *stmtBatch) truncate(ev *schemas.ChangeEvent, truncated map[string]bool) {
+	// cdc publishes one truncate event per truncated table: truncate
+	// only this event's table (Truncate.Tables when it names none).
+	tables := []string{ev.Schema + "." + ev.Table}
+	restart := false
+	if ev.Truncate != nil {
+		if ev.Table == "" {
+			tables = ev.Truncate.Tables
+		}
+		restart = ev.Truncate.RestartIdentity
+	}
+	// Hard-policy tables truncated by one source statement are
+	// truncated by one target statement (on the first of its
+	// events): PostgreSQL refuses to truncate a table referenced
+	// by a foreign key unless the referencing table goes with it.
+	var hard []string
+	for _, name := range tables {
+		s, tb, _ := strings.Cut(name, ".")
+		tm := b.target.table(s, tb)
+		if tm == nil {
+			continue
+		}
+		if tm.Delete == DeleteHard {
+			if !truncated[tm.qTarget()] {
+				truncated[tm.qTarget()] = true
+				hard = append(hard, tm.qTarget())
+			}
+			if ev.Truncate != nil {
+				for _, other := range ev.Truncate.Tables {
+					s, tb, _ := strings.Cut(other, ".")
+					if om := b.target.table(s, tb); om != nil && om.Delete == DeleteHard && !truncated[om.qTarget()] {
+						truncated[om.qTarget()] = true
+						hard = append(hard, om.qTarget())
+					}
+				}
+			}
+			continue
+		}
+		if sql := tm.truncateSQL(restart); sql != "" {
+			b.count++
+			b.single(stmt{sql: sql})
+		}
+	}
+	if len(hard) > 0 {
+		sql := "TRUNCATE " + strings.Join(hard, ", ")
+		if restart {
+			sql += " RESTART IDENTITY"
+		}
+		b.count++
+		b.single(stmt{sql: sql})
+	}
 }
 
 // mixedRead reports whether a target column left alone (excluded: it reads

@@ -90,3 +90,33 @@ func ReadCheckpoint(ctx context.Context, db DB, target, slot string) (Checkpoint
 	}
 	return cp, nil
 }
+
+// lockCheckpoint locks the target's checkpoint row in tx and returns its
+// position. In the same statement it writes the origin message
+// (pg_logical_emit_message with the source slot) that lets a CDC reading the
+// target recognise, and skip, the changes the applier makes.
+func lockCheckpoint(ctx context.Context, tx pgx.Tx, target, slot string) (pos, error) {
+	var lsnText string
+	var idx int64
+	err := tx.QueryRow(ctx, `SELECT pg_logical_emit_message(true, 'shadowcube.origin', $3)::text, lsn::text, idx
+FROM shadowcube.applied WHERE target = $1 AND slot = $2 FOR UPDATE`, target, slot, slot).Scan(new(string), &lsnText, &idx)
+	if err != nil {
+		return pos{}, fmt.Errorf("read checkpoint: %w", err)
+	}
+	lsn, err := schemas.ParseLSN(lsnText)
+	if err != nil {
+		return pos{}, err
+	}
+	return pos{lsn, idx}, nil
+}
+
+// queueAdvance queues the statement moving the checkpoint to p (commit time
+// ct; zero keeps the stored one) into b, to commit with the changes.
+func queueAdvance(b *pgx.Batch, target, slot string, p pos, ct time.Time) {
+	var ctArg any
+	if !ct.IsZero() {
+		ctArg = ct
+	}
+	b.Queue(`UPDATE shadowcube.applied SET lsn = $3::pg_lsn, idx = $4, commit_time = coalesce($5, commit_time), applied_at = now()
+WHERE target = $1 AND slot = $2`, target, slot, p.LSN.String(), p.Idx, ctArg)
+}
