@@ -84,6 +84,72 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 	if len(tcols) == 0 {
 		return merr(tm.Line, "", "target table %s does not exist in the database of target %s", tm.Target, t.Name)
 	}
+	if err := m.resolveTable(t, tm, scols, tcols); err != nil {
+		return err
+	}
+
+	// Type-check each expression alone, then the whole statements, on zero rows.
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("validate target %s: %w", t.Name, err)
+	}
+	defer tx.Rollback(ctx)
+	// check runs sql on zero rows ($2, used by the key-change statements, too)
+	check := func(sql string) error {
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		args := []any{"[]"}
+		if strings.Contains(sql, "$2") {
+			args = append(args, "[]")
+		}
+		_, err = sp.Exec(ctx, sql, args...)
+		if rerr := sp.Rollback(ctx); rerr != nil && err == nil {
+			err = rerr
+		}
+		return err
+	}
+	rs := recordset(tm)
+	for _, c := range tm.Columns {
+		sql := fmt.Sprintf("INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s", tm.qTarget(), quoteIdent(c.Name), c.Expr, rs)
+		if err := check(sql); err != nil {
+			return merr(c.Line, c.Name, "expression %q: %s", c.Expr, pgMessage(err))
+		}
+	}
+	if tm.Where != "" {
+		if err := check(fmt.Sprintf("SELECT 1 FROM %s WHERE (%s)", rs, tm.Where)); err != nil {
+			return merr(tm.WhereLine, "", "where %q: %s", tm.Where, pgMessage(err))
+		}
+	}
+	rekey := tm.rekeySQL(nil)
+	if tm.alwaysKey {
+		rekey = "" // not used: key changes are completed from the source
+	}
+	for _, sql := range []string{tm.upsertSQL(nil), tm.deleteSQL(), tm.filteredOutSQL(), tm.updateInPlaceSQL(nil), rekey,
+		tm.staleNewKeySQL(), tm.rekeyedOutSQL()} {
+		if sql == "" {
+			continue // delete: ignore
+		}
+		if err := check(sql); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "42P10" {
+				return merr(tm.KeyLine, "", "key %v: %s has no unique index or primary key on exactly these columns", tm.Key, tm.Target)
+			}
+			return merr(tm.Line, "", "statement check failed: %s", pgMessage(err))
+		}
+	}
+	return nil
+}
+
+// resolveTable resolves what the applier needs of tm from the columns of its
+// source (scols) and target (tcols) tables, without I/O: key columns first,
+// the soft-delete mark, the source columns each target column and the where
+// filter read, the plain key. Errors are *MappingError.
+func (m *Mapping) resolveTable(t *Target, tm *TableMap, scols, tcols []srcColumn) error {
+	merr := func(line int, column, format string, args ...any) error {
+		return &MappingError{File: m.File, Line: line, Target: t.Name, Table: tm.Source, Column: column, Msg: fmt.Sprintf(format, args...)}
+	}
 	tm.srcCols = scols
 	tm.tgtTypes = map[string]string{}
 	tm.alwaysKey = false
@@ -156,58 +222,6 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 			break
 		}
 		tm.plainKey = append(tm.plainKey, name)
-	}
-
-	// Type-check each expression alone, then the whole statements, on zero rows.
-	tx, err := dst.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("validate target %s: %w", t.Name, err)
-	}
-	defer tx.Rollback(ctx)
-	// check runs sql on zero rows ($2, used by the key-change statements, too)
-	check := func(sql string) error {
-		sp, err := tx.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		args := []any{"[]"}
-		if strings.Contains(sql, "$2") {
-			args = append(args, "[]")
-		}
-		_, err = sp.Exec(ctx, sql, args...)
-		if rerr := sp.Rollback(ctx); rerr != nil && err == nil {
-			err = rerr
-		}
-		return err
-	}
-	rs := recordset(tm)
-	for _, c := range tm.Columns {
-		sql := fmt.Sprintf("INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s", tm.qTarget(), quoteIdent(c.Name), c.Expr, rs)
-		if err := check(sql); err != nil {
-			return merr(c.Line, c.Name, "expression %q: %s", c.Expr, pgMessage(err))
-		}
-	}
-	if tm.Where != "" {
-		if err := check(fmt.Sprintf("SELECT 1 FROM %s WHERE (%s)", rs, tm.Where)); err != nil {
-			return merr(tm.WhereLine, "", "where %q: %s", tm.Where, pgMessage(err))
-		}
-	}
-	rekey := tm.rekeySQL(nil)
-	if tm.alwaysKey {
-		rekey = "" // not used: key changes are completed from the source
-	}
-	for _, sql := range []string{tm.upsertSQL(nil), tm.deleteSQL(), tm.filteredOutSQL(), tm.updateInPlaceSQL(nil), rekey,
-		tm.staleNewKeySQL(), tm.rekeyedOutSQL()} {
-		if sql == "" {
-			continue // delete: ignore
-		}
-		if err := check(sql); err != nil {
-			var pe *pgconn.PgError
-			if errors.As(err, &pe) && pe.Code == "42P10" {
-				return merr(tm.KeyLine, "", "key %v: %s has no unique index or primary key on exactly these columns", tm.Key, tm.Target)
-			}
-			return merr(tm.Line, "", "statement check failed: %s", pgMessage(err))
-		}
 	}
 	return nil
 }
