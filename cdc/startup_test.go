@@ -235,7 +235,7 @@ func TestSourceRestartRetried(t *testing.T) {
 	// Wait for attempts made while the server is down, not only the end of
 	// the session the stop broke.
 	deadline := time.Now().Add(60 * time.Second)
-	for counterValue(t, reg, "shadowcube_cdc_session_failures_total") < 3 {
+	for testenv.Metric(t, reg, "shadowcube_cdc_session_failures_total") < 3 {
 		select {
 		case err := <-done:
 			t.Fatalf("Run returned while the source was down: %v", err)
@@ -261,7 +261,7 @@ func TestSourceRestartRetried(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run returned %v after cancel", err)
 	}
-	failures := counterValue(t, reg, "shadowcube_cdc_session_failures_total")
+	failures := testenv.Metric(t, reg, "shadowcube_cdc_session_failures_total")
 	logs := buf.String()
 	if lines := strings.Count(logs, "replication session ended; retrying"); lines != int(failures) {
 		t.Fatalf("%d retry log lines, %v failures counted", lines, failures)
@@ -270,18 +270,4 @@ func TestSourceRestartRetried(t *testing.T) {
 		t.Fatalf("password in the log:\n%s", logs)
 	}
 	t.Logf("streamed again after the restart; %v failed attempts counted and logged", failures)
-}
-
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
 }

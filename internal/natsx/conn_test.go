@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/testenv"
@@ -127,16 +126,16 @@ func TestReconnectLogRedacted(t *testing.T) {
 	if strings.Contains(conn.ClientURL(), secret) {
 		t.Fatalf("ClientURL shows the password: %s", conn.ClientURL())
 	}
-	before := counter(t, reg, "shadowcube_nats_reconnects_total")
+	before := testenv.Metric(t, reg, "shadowcube_nats_reconnects_total")
 	n.Shutdown()
 	// Failed attempts while the server is down: wait for one logged.
 	waitFor(t, func() bool { return strings.Contains(buf.String(), "NATS reconnect attempt failed") }, "a failed reconnect attempt logged")
 	n.Start(t)
 	waitFor(t, func() bool { return strings.Contains(buf.String(), "NATS reconnected") }, "the reconnect logged")
-	if got := counter(t, reg, "shadowcube_nats_reconnects_total"); got != before+1 {
+	if got := testenv.Metric(t, reg, "shadowcube_nats_reconnects_total"); got != before+1 {
 		t.Fatalf("shadowcube_nats_reconnects_total = %v, want %v", got, before+1)
 	}
-	if counter(t, reg, "shadowcube_nats_reconnect_attempts_total") < 1 {
+	if testenv.Metric(t, reg, "shadowcube_nats_reconnect_attempts_total") < 1 {
 		t.Fatal("no failed reconnect attempt counted")
 	}
 	logs := buf.String()
@@ -161,22 +160,6 @@ func TestRedactURL(t *testing.T) {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var m *dto.Metric = mf.GetMetric()[0]
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }
 
 func waitFor(t *testing.T, cond func() bool, what string) {
