@@ -3,7 +3,6 @@ package natsx_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -16,50 +15,6 @@ import (
 
 const secret = "s3cretPW"
 
-// closedPort returns a local port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return port
-}
-
-// silentPort returns a local port that accepts connections and never says a
-// word (not a NATS server), and counts the connections it accepted.
-func silentPort(t *testing.T) (int, func() int) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan net.Conn, 100)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		for {
-			select {
-			case c := <-accepted:
-				c.Close()
-			default:
-				return
-			}
-		}
-	})
-	return ln.Addr().(*net.TCPAddr).Port, func() int { return len(accepted) }
-}
-
 // TestConnectFailsFastRedacted: one start-up attempt, bounded by
 // ConnectTimeout even when the caller's context allows 30 s (what every
 // command passes), for a closed port and for a port that accepts but is not
@@ -67,11 +22,11 @@ func silentPort(t *testing.T) (int, func() int) {
 // check. Before: the silent port hung for the caller's 30 s, and both errors
 // printed the password.
 func TestConnectFailsFastRedacted(t *testing.T) {
-	silent, accepted := silentPort(t)
+	silent, accepted := testenv.SilentPort(t)
 	for _, tc := range []struct {
 		name string
 		port int
-	}{{"closed port", closedPort(t)}, {"not NATS", silent}} {
+	}{{"closed port", testenv.ClosedPort(t)}, {"not NATS", silent}} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, buf := testenv.CaptureLogger(t)
 			url := fmt.Sprintf("nats://shadow:%s@127.0.0.1:%d?token=%s", secret, tc.port, secret)
