@@ -3,9 +3,7 @@ package cdc
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -18,50 +16,6 @@ import (
 
 const secret = "s3cretPW"
 
-// closedPort returns a local port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return port
-}
-
-// silentPort returns a local port that accepts connections and never
-// answers, and the number of connections it accepted so far.
-func silentPort(t *testing.T) (int, func() int) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan net.Conn, 100)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		for {
-			select {
-			case c := <-accepted:
-				c.Close()
-			default:
-				return
-			}
-		}
-	})
-	return ln.Addr().(*net.TCPAddr).Port, func() int { return len(accepted) }
-}
-
 // TestStartupFailsFast (issue 11 item 4, issue 19 item 5): with a source
 // that cannot be reached, Run makes one attempt bounded by StartupTimeout
 // and returns an error naming the source without its password and saying
@@ -71,8 +25,8 @@ func silentPort(t *testing.T) (int, func() int) {
 func TestStartupFailsFast(t *testing.T) {
 	n := testenv.StartNATS(t)
 	_, js := n.Connect(t)
-	closed := closedPort(t)
-	silent, accepted := silentPort(t)
+	closed := testenv.ClosedPort(t)
+	silent, accepted := testenv.SilentPort(t)
 	const bound = 2 * time.Second
 	for _, tc := range []struct {
 		name string
@@ -150,56 +104,6 @@ func TestSourceURLParseErrorRedacted(t *testing.T) {
 	}
 }
 
-// TestCLIStartupFailsFast: `shadowcube cdc` exits with an error within
-// SHADOWCUBE_STARTUP_TIMEOUT when NATS is a port that accepts but is not
-// NATS (it hung 30 s and printed the password) and when the source is
-// unreachable (it retried forever); its output never shows a password.
-func TestCLIStartupFailsFast(t *testing.T) {
-	bin := testenv.Binary(t)
-	n := testenv.StartNATS(t)
-	silent, _ := silentPort(t)
-	closed := closedPort(t)
-	natsWithPW := strings.Replace(n.URL, "nats://", "nats://shadow:"+secret+"@", 1)
-	for _, tc := range []struct {
-		name, natsURL, source string
-		want                  []string
-	}{
-		{"NATS not NATS", fmt.Sprintf("nats://shadow:%s@127.0.0.1:%d", secret, silent), fmt.Sprintf("postgres://cdc:%s@127.0.0.1:%d/legacy", secret, closed),
-			[]string{fmt.Sprintf("nats://shadow:xxxxx@127.0.0.1:%d", silent), "SHADOWCUBE_STARTUP_TIMEOUT"}},
-		{"source unreachable", natsWithPW, fmt.Sprintf("postgres://cdc:%s@127.0.0.1:%d/legacy", secret, closed),
-			[]string{fmt.Sprintf("host=127.0.0.1 port=%d database=legacy user=cdc", closed), "SHADOWCUBE_STARTUP_TIMEOUT"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, bin, "cdc")
-			cmd.Env = append(cmd.Environ(), "SHADOWCUBE_NATS_URL="+tc.natsURL, "SHADOWCUBE_SOURCE_DATABASE_URL="+tc.source,
-				"SHADOWCUBE_STARTUP_TIMEOUT=2s", "SHADOWCUBE_METRICS_ADDR=", "SHADOWCUBE_CDC_SLOT=cli_startup")
-			start := time.Now()
-			out, err := cmd.CombinedOutput()
-			took := time.Since(start)
-			if ctx.Err() != nil {
-				t.Fatalf("shadowcube cdc still running after 90s; output:\n%s", out)
-			}
-			if err == nil {
-				t.Fatalf("shadowcube cdc exited 0:\n%s", out)
-			}
-			if took > 20*time.Second { // bound 2s; slack for a loaded machine only
-				t.Fatalf("shadowcube cdc failed after %s with a 2s start-up bound:\n%s", took, out)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(string(out), w) {
-					t.Errorf("output does not say %q:\n%s", w, out)
-				}
-			}
-			if strings.Contains(string(out), secret) {
-				t.Fatalf("password in the output:\n%s", out)
-			}
-			t.Logf("exited after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(string(out)))
-		})
-	}
-}
-
 // TestSourceRestartRetried: once started, a reader survives a restart of the
 // source server: each failed attempt while the server is down is counted
 // (shadowcube_cdc_session_failures_total) and logged once, the reader
@@ -235,7 +139,7 @@ func TestSourceRestartRetried(t *testing.T) {
 	// Wait for attempts made while the server is down, not only the end of
 	// the session the stop broke.
 	deadline := time.Now().Add(60 * time.Second)
-	for counterValue(t, reg, "shadowcube_cdc_session_failures_total") < 3 {
+	for testenv.Metric(t, reg, "shadowcube_cdc_session_failures_total") < 3 {
 		select {
 		case err := <-done:
 			t.Fatalf("Run returned while the source was down: %v", err)
@@ -261,7 +165,7 @@ func TestSourceRestartRetried(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run returned %v after cancel", err)
 	}
-	failures := counterValue(t, reg, "shadowcube_cdc_session_failures_total")
+	failures := testenv.Metric(t, reg, "shadowcube_cdc_session_failures_total")
 	logs := buf.String()
 	if lines := strings.Count(logs, "replication session ended; retrying"); lines != int(failures) {
 		t.Fatalf("%d retry log lines, %v failures counted", lines, failures)
@@ -270,18 +174,4 @@ func TestSourceRestartRetried(t *testing.T) {
 		t.Fatalf("password in the log:\n%s", logs)
 	}
 	t.Logf("streamed again after the restart; %v failed attempts counted and logged", failures)
-}
-
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
 }

@@ -1,13 +1,14 @@
 package cdc
 
 import (
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 
+	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -23,34 +24,24 @@ func TestSnapshotThenStream(t *testing.T) {
 	e.exec(t, "BEGIN; UPDATE items SET name = 'y' WHERE id = 51; DELETE FROM items WHERE id = 1; COMMIT")
 	gs := waitEvents(t, e.js, "cdc.*.public.items", 53, 30*time.Second)
 	run.stop(t)
-	metrics := map[string]float64{}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			name := mf.GetName()
-			for _, l := range m.GetLabel() {
-				name += "{" + l.GetValue() + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				metrics[name] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				metrics[name] = m.Gauge.GetValue()
-			case m.Histogram != nil:
-				metrics[name] = float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	for name, min := range map[string]float64{"shadowcube_cdc_events_total{insert}": 1, "shadowcube_cdc_events_total{update}": 1,
-		"shadowcube_cdc_events_total{delete}": 1, "shadowcube_cdc_events_total{snapshot}": 50,
-		"shadowcube_cdc_snapshot_rows_total{public.items}": 50, "shadowcube_cdc_snapshot_tables_done": 2,
-		"shadowcube_cdc_confirmed_lsn": 1, "shadowcube_cdc_publish_seconds": 53, "shadowcube_cdc_transactions_total": 2,
-		"shadowcube_cdc_published_bytes_total": 1000} {
-		if metrics[name] < min {
-			t.Errorf("metric %s = %v, want >= %v", name, metrics[name], min)
+	for _, m := range []struct {
+		name   string
+		labels []string
+		min    float64
+	}{
+		{"shadowcube_cdc_events_total", []string{"op", "insert"}, 1},
+		{"shadowcube_cdc_events_total", []string{"op", "update"}, 1},
+		{"shadowcube_cdc_events_total", []string{"op", "delete"}, 1},
+		{"shadowcube_cdc_events_total", []string{"op", "snapshot"}, 50},
+		{"shadowcube_cdc_snapshot_rows_total", []string{"table", "public.items"}, 50},
+		{"shadowcube_cdc_snapshot_tables_done", nil, 2},
+		{"shadowcube_cdc_confirmed_lsn", nil, 1},
+		{"shadowcube_cdc_publish_seconds", nil, 53}, // sample count
+		{"shadowcube_cdc_transactions_total", nil, 2},
+		{"shadowcube_cdc_published_bytes_total", nil, 1000},
+	} {
+		if v := testenv.Metric(t, reg, m.name, m.labels...); v < m.min {
+			t.Errorf("metric %s%q = %v, want >= %v", m.name, m.labels, v, m.min)
 		}
 	}
 	var snaps, stream []got
@@ -96,44 +87,23 @@ func TestSnapshotThenStream(t *testing.T) {
 }
 
 // TestRunLeavesNoGoroutines checks Run's goroutines (ops loop, ack loop,
-// context watchers, pgx connections) all end when it returns. The embedded
-// NATS server runs in this process too, so only goroutines running code of
-// this package, pgx or pglogrepl count.
+// context watchers, pgx connections) all end when it returns. goleak ignores
+// the goroutines that existed before Run started (the shared PostgreSQL
+// cluster's); the embedded NATS server, which runs in this process and keeps
+// goroutines for its streams and consumers, is shut down before the check.
 func TestRunLeavesNoGoroutines(t *testing.T) {
 	e := newEnv(t)
 	e.exec(t, "CREATE TABLE g (id int PRIMARY KEY)")
+	before := goleak.IgnoreCurrent()
 	run := e.start(t, e.config("leak"))
 	waitHeartbeat(t, e.js)
-	if len(ours()) == 0 {
+	if err := goleak.Find(before); err == nil || !strings.Contains(err.Error(), "shadowcube/cdc.(*") {
 		t.Fatal("no goroutine of the reader found while it runs: the check below cannot fail")
 	}
 	e.exec(t, "INSERT INTO g SELECT generate_series(1, 100)")
 	waitEvents(t, e.js, "cdc.*.public.g", 100, 30*time.Second)
 	run.stop(t)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		left := ours()
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines left after Run returned:\n%s", len(left), strings.Join(left, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func ours() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "TestRunLeavesNoGoroutines") || strings.Contains(g, "runtime.Stack") {
-			continue
-		}
-		if strings.Contains(g, "shadowcube/cdc.(*") || strings.Contains(g, "jackc/pgx") || strings.Contains(g, "jackc/pglogrepl") {
-			out = append(out, g)
-		}
-	}
-	return out
+	e.js.Conn().Close()
+	e.nats.Shutdown()
+	testenv.VerifyNone(t, before)
 }

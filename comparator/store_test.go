@@ -128,7 +128,7 @@ func TestStoreRoundTrip(t *testing.T) {
 func TestConsumerEndToEnd(t *testing.T) {
 	testenv.Postgres(t) // the package's shared cluster (and its goroutines) outlives this test
 	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // runs last: after NATS, pool and consumer stopped
+	t.Cleanup(func() { testenv.VerifyNone(t, ignore) }) // runs last: after NATS, pool and consumer stopped
 	s := openStore(t)
 	srv := testenv.StartNATS(t)
 	_, js := srv.Connect(t)

@@ -1,8 +1,6 @@
 package consumers
 
 import (
-	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -188,11 +186,11 @@ func TestPoisonSkip(t *testing.T) {
 	}
 }
 
-// TestDLQSyncEnvelopeAndCLI: sync's dead letters (a poison transaction and
-// an undecodable CDC message) are the one envelope on dlq.sync, the
-// undecodable one with its original subject, headers and payload; the CLI
-// lists, shows and drops them by stage, and other stages' views stay empty.
-func TestDLQSyncEnvelopeAndCLI(t *testing.T) {
+// TestDLQSyncEnvelope: sync's dead letters (a poison transaction and an
+// undecodable CDC message) are the one envelope on dlq.sync, the
+// undecodable one with its original subject, headers and payload. The CLI
+// over the same dead letters: cmd/shadowcube TestCLIDLQSyncStages.
+func TestDLQSyncEnvelope(t *testing.T) {
 	e, f, m, lsns := poisonSetup(t, "skip")
 	garbage := nats.NewMsg(schemas.ChangeSubject("legacy", "public", "items"))
 	garbage.Data = []byte("garbage")
@@ -232,35 +230,5 @@ func TestDLQSyncEnvelopeAndCLI(t *testing.T) {
 	if d := decoded[1]; d.Reason != schemas.ReasonUndecodable || !d.Sync.Broken || string(d.Payload) != "garbage" ||
 		d.Subject != garbage.Subject || len(d.Headers["X-Trace"]) != 1 || d.Headers["X-Trace"][0] != "t-9" {
 		t.Errorf("undecodable message's dead letter = %+v %+v", d, d.Sync)
-	}
-
-	env := []string{"SHADOWCUBE_NATS_URL=" + e.nats.URL, "SHADOWCUBE_METRICS_ADDR="}
-	out, stderr, code := runCLI(t, env, "dlq", "list", "--stage", "sync")
-	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 3 || !strings.Contains(lines[1], "apply-failed") ||
-		!strings.Contains(lines[1], "cube@"+lsns[1].String()) || !strings.Contains(lines[2], "undecodable") {
-		t.Fatalf("dlq list --stage sync: exit %d\n%s\n%s", code, out, stderr)
-	}
-	for _, other := range []string{"shadow", "compare"} {
-		out, stderr, code = runCLI(t, env, "dlq", "list", "--stage", other)
-		if code != 0 || strings.Count(out, "\n") != 1 {
-			t.Fatalf("dlq list --stage %s: exit %d\n%s\n%s", other, code, out, stderr)
-		}
-	}
-	seq0, seq1 := fmt.Sprint(entries[0].Seq), fmt.Sprint(entries[1].Seq)
-	out, stderr, code = runCLI(t, env, "dlq", "show", "--stage", "sync", seq1)
-	var shown DLQMessage
-	if code != 0 || json.Unmarshal([]byte(out), &shown) != nil || string(shown.Entry.Payload) != "garbage" {
-		t.Fatalf("dlq show --stage sync: exit %d\n%s\n%s", code, out, stderr)
-	}
-	_, stderr, code = runCLI(t, env, "dlq", "drop", "--stage", "shadow", seq0)
-	if code != 1 || !strings.Contains(stderr, "not a shadow entry") {
-		t.Fatalf("dlq drop --stage shadow of a sync entry: exit %d\n%s", code, stderr)
-	}
-	out, stderr, code = runCLI(t, env, "dlq", "drop", "--stage", "sync", seq0, seq1)
-	if code != 0 || out != "dropped "+seq0+"\ndropped "+seq1+"\n" {
-		t.Fatalf("dlq drop: exit %d\n%s\n%s", code, out, stderr)
-	}
-	if n := len(dlqEntries(t, e)); n != 0 {
-		t.Fatalf("DLQ holds %d after drop", n)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/heal7/shadowcube/internal/testenv"
 )
 
@@ -81,7 +83,7 @@ ALTER TABLE b_post OWNER TO %s; ALTER TABLE a_comment OWNER TO %s`, name, dbName
 			fkLoad(t, e, 20, 3)
 			waitCaughtUp(t, e.ctx, e.src, e.dst, "cube", slot, 90*time.Second)
 			stop()
-			if n := testCounter(s.appliers[0].met.dlq, "cube"); n != 0 {
+			if n := testutil.ToFloat64(s.appliers[0].met.dlq.WithLabelValues("cube")); n != 0 {
 				t.Fatalf("%v transactions went to the DLQ", n)
 			}
 			// sequence positions are the sequence sync's business (and a

@@ -15,8 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/testenv"
@@ -249,12 +247,6 @@ func tableText(t testing.TB, c *pgx.Conn, table string) []string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-func testCounter(v interface {
-	WithLabelValues(...string) prometheus.Counter
-}, label string) float64 {
-	return testutil.ToFloat64(v.WithLabelValues(label))
 }
 
 func jsonMarshalEvent(ev *schemas.ChangeEvent) ([]byte, error) { return json.Marshal(ev) }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -72,7 +73,7 @@ func TestUnchangedToastKeyChange(t *testing.T) {
 	if reps := reconcileAll(t, e, m, 100); totalDiffs(reps) != 0 {
 		t.Fatalf("reconcile: %s", diffSummary(reps))
 	}
-	if n := testCounter(s.appliers[0].met.reselected, "cube"); n != 0 {
+	if n := testutil.ToFloat64(s.appliers[0].met.reselected.WithLabelValues("cube")); n != 0 {
 		t.Errorf("%v rows re-read from the source; the target held the row, want 0", n)
 	}
 }
@@ -102,7 +103,7 @@ func TestUnchangedToastNotNull(t *testing.T) {
 	if got := tableText(t, e.dst, "p"); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("cube differs from source:\n got %.80q\nwant %.80q", got, want)
 	}
-	if n := testCounter(s.appliers[0].met.dlq, "cube"); n != 0 {
+	if n := testutil.ToFloat64(s.appliers[0].met.dlq.WithLabelValues("cube")); n != 0 {
 		t.Fatalf("%v poison transactions", n)
 	}
 }
@@ -159,7 +160,7 @@ targets:
 	}
 	// cube: row 1 entering, row 3 missing, row 20 old key missing;
 	// comp: row 1 and 2 (summary mixes title and body), row 3 missing, 20 (key change with mixed read)
-	if n := testCounter(s.appliers[0].met.reselected, "cube") + testCounter(s.appliers[1].met.reselected, "comp"); n < 6 {
+	if n := testutil.ToFloat64(s.appliers[0].met.reselected.WithLabelValues("cube")) + testutil.ToFloat64(s.appliers[1].met.reselected.WithLabelValues("comp")); n < 6 {
 		t.Errorf("%v rows re-read from the source, want at least 6", n)
 	}
 }

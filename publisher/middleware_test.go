@@ -69,7 +69,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer up.Close()
 	time.Sleep(50 * time.Millisecond)
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer testenv.VerifyNone(t, goleak.IgnoreCurrent())
 
 	c, err := New(e.nc, Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte(testSecret)}, Spill: SpillConfig{Dir: t.TempDir()}}, nil, nil)
 	if err != nil {

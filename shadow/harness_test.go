@@ -17,7 +17,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/heal7/shadowcube/internal/natsx"
@@ -300,9 +299,4 @@ func (c *cubeServer) setHandler(h func(w http.ResponseWriter, r *http.Request)) 
 	c.mu.Lock()
 	c.handler = h
 	c.mu.Unlock()
-}
-
-func counter(t *testing.T, c prometheus.Collector) float64 {
-	t.Helper()
-	return testutil.ToFloat64(c)
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -80,7 +82,7 @@ func TestReplayPublishesResultAndAcks(t *testing.T) {
 			}
 		}
 	}
-	if got := counter(t, r.m.replays.WithLabelValues("saju", "/api/saju/chart", outcomeReplayed)); got != 1 {
+	if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", "/api/saju/chart", outcomeReplayed)); got != 1 {
 		t.Errorf("replays_total{replayed} = %v, want 1", got)
 	}
 }
@@ -97,7 +99,7 @@ func TestAckOnlyAfterResultStored(t *testing.T) {
 	h.publish(event("req-1", "saju", "/api/saju/chart", "GET", "/api/saju/chart"))
 
 	eventually(t, 20*time.Second, func() error {
-		if got := counter(t, r.m.publishFailures); got < 2 {
+		if got := testutil.ToFloat64(r.m.publishFailures); got < 2 {
 			return fmt.Errorf("%v publish failures so far", got)
 		}
 		return nil
@@ -281,7 +283,7 @@ func TestReplayPolicies(t *testing.T) {
 	skips["/half "+SkipSampled] = float64(200 - half)
 	for key, n := range skips {
 		route, reason, _ := strings.Cut(key, " ")
-		if got := counter(t, r.m.skipped.WithLabelValues("web", route, reason)); got != n {
+		if got := testutil.ToFloat64(r.m.skipped.WithLabelValues("web", route, reason)); got != n {
 			t.Errorf("skipped_total{%s,%s} = %v, want %v", route, reason, got, n)
 		}
 	}
@@ -462,7 +464,7 @@ func TestFreshnessBarrier(t *testing.T) {
 		// replayer has seen the behind watermark.
 		key := schemas.WatermarkKey("saju-cube")
 		eventually(t, 30*time.Second, func() error {
-			if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+			if got := testutil.ToFloat64(r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
 				return fmt.Errorf("%v requests waiting at the barrier", got)
 			}
 			if mark, _ := r.marks.get(key); !mark.Equal(ev.CapturedAt.Add(-time.Second)) {
@@ -486,7 +488,7 @@ func TestFreshnessBarrier(t *testing.T) {
 		if h.resultCount() != 0 {
 			t.Fatal("result published before the watermark passed")
 		}
-		if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+		if got := testutil.ToFloat64(r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
 			t.Fatalf("another target's watermark released the replay (%v waiting)", got)
 		}
 		released := time.Now()
@@ -500,7 +502,7 @@ func TestFreshnessBarrier(t *testing.T) {
 		if res.Cube == nil {
 			t.Errorf("no cube answer: %q", res.CubeError)
 		}
-		if got := counter(t, r.m.stale.WithLabelValues("saju", "/api/saju/chart/{id}")); got != 0 {
+		if got := testutil.ToFloat64(r.m.stale.WithLabelValues("saju", "/api/saju/chart/{id}")); got != 0 {
 			t.Errorf("stale count = %v", got)
 		}
 		// Already fresh: no wait at all.
@@ -528,7 +530,7 @@ func TestFreshnessBarrier(t *testing.T) {
 				t.Errorf("%s: freshness %+v cube %v", id, f, r.Cube)
 			}
 		}
-		if got := counter(t, r.m.stale.WithLabelValues("saju", "/api/saju/chart/{id}")); got != 20 {
+		if got := testutil.ToFloat64(r.m.stale.WithLabelValues("saju", "/api/saju/chart/{id}")); got != 20 {
 			t.Errorf("stale count = %v, want 20", got)
 		}
 	})
@@ -577,7 +579,7 @@ func TestCircuitBreakerCubeDown(t *testing.T) {
 	// held in the client's buffer instead of JetStream would be redelivered
 	// and replayed twice.
 	eventually(t, 60*time.Second, func() error {
-		if got := counter(t, r.m.breakerChanges.WithLabelValues("saju", "open")); got < 8 {
+		if got := testutil.ToFloat64(r.m.breakerChanges.WithLabelValues("saju", "open")); got < 8 {
 			return fmt.Errorf("breaker opened %v times", got)
 		}
 		return nil
@@ -585,12 +587,12 @@ func TestCircuitBreakerCubeDown(t *testing.T) {
 	if got := h.resultCount(); got != 0 {
 		t.Fatalf("%d results stored while the cube was down; want every request waiting", got)
 	}
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got < 3 {
+	if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got < 3 {
 		t.Errorf("deferred count %v, want the failed requests handed back", got)
 	}
 	// Requests reaching the down cube: those failing until it opens, those
 	// already in flight (concurrency 2), and one per half-open probe.
-	probes := counter(t, r.m.breakerChanges.WithLabelValues("saju", "half-open"))
+	probes := testutil.ToFloat64(r.m.breakerChanges.WithLabelValues("saju", "half-open"))
 	if saw, limit := len(cube.requests()), 3+2+int(probes); saw > limit {
 		t.Errorf("cube saw %d requests while down with %v probes, want ≤ %d (the breaker must stop the hammering)", saw, probes, limit)
 	}
@@ -624,17 +626,17 @@ func TestCircuitBreakerCubeDown(t *testing.T) {
 		}
 	}
 	for _, o := range []string{outcomeCubeError, outcomeTimeout, outcomeCircuitOpen} {
-		if got := counter(t, r.m.replays.WithLabelValues("saju", route, o)); got != 0 {
+		if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, o)); got != 0 {
 			t.Errorf("replays_total{%s} = %v, want 0", o, got)
 		}
 	}
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeReplayed)); got != n {
+	if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, outcomeReplayed)); got != n {
 		t.Errorf("replayed %v, want %d", got, n)
 	}
 	if st, _ := r.BreakerState("saju"); st != BreakerClosed {
 		t.Errorf("breaker %v after recovery, want closed", st)
 	}
-	if got := counter(t, r.m.breakerState.WithLabelValues("saju")); got != float64(BreakerClosed) {
+	if got := testutil.ToFloat64(r.m.breakerState.WithLabelValues("saju")); got != float64(BreakerClosed) {
 		t.Errorf("breaker gauge %v, want %d", got, BreakerClosed)
 	}
 }
@@ -659,10 +661,10 @@ func TestCubeNotUpYet(t *testing.T) {
 	h.publish(evs...)
 	route := "/api/saju/chart/{id}"
 	eventually(t, 30*time.Second, func() error { // refused, refused again: the breaker opened
-		if got := counter(t, r.m.breakerChanges.WithLabelValues("saju", "open")); got < 1 {
+		if got := testutil.ToFloat64(r.m.breakerChanges.WithLabelValues("saju", "open")); got < 1 {
 			return fmt.Errorf("breaker opened %v times", got)
 		}
-		if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got < 3 {
+		if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got < 3 {
 			return fmt.Errorf("%v requests deferred", got)
 		}
 		return nil
@@ -683,7 +685,7 @@ func TestCubeNotUpYet(t *testing.T) {
 	if len(res) != n {
 		t.Errorf("%d results, want %d", len(res), n)
 	}
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeCubeError)); got != 0 {
+	if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, outcomeCubeError)); got != 0 {
 		t.Errorf("cube-error count %v, want 0", got)
 	}
 	if saw := len(cube.requests()); saw < n {
@@ -708,10 +710,10 @@ func TestCubeConnectionRefused(t *testing.T) {
 		t.Errorf("cube %v error %q, want connection refused", rs.Cube, rs.CubeError)
 	}
 	route := "/api/saju/chart/{id}"
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got != 2 {
+	if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got != 2 {
 		t.Errorf("deferred %v times, want 2 (recorded on the 3rd delivery)", got)
 	}
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeCubeError)); got != 1 {
+	if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, outcomeCubeError)); got != 1 {
 		t.Errorf("cube-error count %v, want 1", got)
 	}
 }
@@ -747,14 +749,14 @@ func TestCubeTimeout(t *testing.T) {
 		t.Errorf("early: cube %v error %q, want the answer of the second try", rs.Cube, rs.CubeError)
 	}
 	route := "/api/saju/chart/{id}"
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got != 1 {
+	if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, outcomeDeferred)); got != 1 {
 		t.Errorf("deferred %v, want 1", got)
 	}
 	h.publish(event("slow", "saju", "/api/saju/chart/{id}", "GET", "/api/saju/chart/slow"))
 	if e := h.results(2)["slow"].CubeError; e != ErrTextTimeout {
 		t.Errorf("cube error %q, want %q", e, ErrTextTimeout)
 	}
-	if got := counter(t, r.m.replays.WithLabelValues("saju", route, outcomeTimeout)); got != 1 {
+	if got := testutil.ToFloat64(r.m.replays.WithLabelValues("saju", route, outcomeTimeout)); got != 1 {
 		t.Errorf("timeout count %v, want 1", got)
 	}
 }
@@ -787,8 +789,8 @@ func TestTwoReplayersShareDurable(t *testing.T) {
 		}
 	}
 	route := "/api/saju/chart/{id}"
-	a := counter(t, r1.m.replays.WithLabelValues("saju", route, outcomeReplayed))
-	b := counter(t, r2.m.replays.WithLabelValues("saju", route, outcomeReplayed))
+	a := testutil.ToFloat64(r1.m.replays.WithLabelValues("saju", route, outcomeReplayed))
+	b := testutil.ToFloat64(r2.m.replays.WithLabelValues("saju", route, outcomeReplayed))
 	if a+b != float64(n) || a == 0 || b == 0 {
 		t.Errorf("replayer 1 did %v, replayer 2 did %v of %d: want the work split", a, b, n)
 	}
@@ -1071,7 +1073,7 @@ func TestFreshnessBarrierPreventsLagMismatch(t *testing.T) {
 			if withBarrier {
 				// Sync lags: it applies only once the replay is held at the barrier.
 				eventually(t, 30*time.Second, func() error {
-					if got := counter(t, r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
+					if got := testutil.ToFloat64(r.m.freshnessWaiting.WithLabelValues("saju")); got != 1 {
 						return fmt.Errorf("%v requests waiting at the barrier", got)
 					}
 					return nil
@@ -1217,7 +1219,7 @@ func TestLegacyRecheck(t *testing.T) {
 		outcome string
 		n       float64
 	}{{"moved-on", 1}, {"differs", 1}, {"error", 0}} {
-		if got := counter(t, r.m.rechecks.WithLabelValues("data", "/item/{id}", o.outcome)); got != o.n {
+		if got := testutil.ToFloat64(r.m.rechecks.WithLabelValues("data", "/item/{id}", o.outcome)); got != o.n {
 			t.Errorf("legacy_rechecks_total{%s} = %v, want %v", o.outcome, got, o.n)
 		}
 	}

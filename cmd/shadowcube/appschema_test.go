@@ -176,7 +176,7 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 		t.Errorf("only %d post updates left the body unchanged in the CDC stream; the test lost its TOAST case", unchangedBody)
 	}
 	t.Logf("post updates with the body unchanged: %d; rows re-read from the source: %v",
-		unchangedBody, p.metric("shadowcube_sync_reselected_rows_total", nil))
+		unchangedBody, testenv.MetricSum(p.t, p.reg, "shadowcube_sync_reselected_rows_total"))
 
 	// No trace in the application's schema: cdc's heartbeat lives elsewhere.
 	var userTables []string
@@ -200,10 +200,10 @@ func TestAppSchemaEndToEnd(t *testing.T) {
 	t.Logf("planted differences read: %d", planted)
 	// shadow's metrics say the same: writes skipped by policy, and each
 	// planted read confirmed by asking legacy again (it still differs).
-	if n := p.metric("shadowcube_shadow_skipped_total", map[string]string{"reason": "write"}); n != float64(writes) {
+	if n := testenv.MetricSum(p.t, p.reg, "shadowcube_shadow_skipped_total", "reason", "write"); n != float64(writes) {
 		t.Errorf("shadowcube_shadow_skipped_total{reason=write} = %v, %d mutations were sent", n, writes)
 	}
-	if n := p.metric("shadowcube_shadow_legacy_rechecks_total", map[string]string{"outcome": "differs"}); n != float64(planted) {
+	if n := testenv.MetricSum(p.t, p.reg, "shadowcube_shadow_legacy_rechecks_total", "outcome", "differs"); n != float64(planted) {
 		t.Errorf("shadowcube_shadow_legacy_rechecks_total{outcome=differs} = %v, %d planted reads", n, planted)
 	}
 

@@ -26,7 +26,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/heal7/shadowcube/cdc"
 	"github.com/heal7/shadowcube/comparator"
@@ -249,47 +248,6 @@ func (p *e2ePipeline) waitCaughtUp(within time.Duration) {
 			cp, err = consumers.ReadCheckpoint(p.ctx, dst, p.cfg.Target, p.cfg.Slot)
 			return err == nil && cp.LSN >= wal && cp.Index == 1<<31-1
 		})
-}
-
-// metric sums the values of the samples of a counter or gauge whose labels
-// include labels.
-func (p *e2ePipeline) metric(name string, labels map[string]string) float64 {
-	p.t.Helper()
-	mfs, err := p.reg.Gather()
-	if err != nil {
-		p.t.Fatalf("gather metrics: %v", err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if !hasLabels(m, labels) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			}
-		}
-	}
-	return sum
-}
-
-func hasLabels(m *dto.Metric, want map[string]string) bool {
-	have := map[string]string{}
-	for _, l := range m.GetLabel() {
-		have[l.GetName()] = l.GetValue()
-	}
-	for k, v := range want {
-		if have[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // deadLetters lists the sync stage's dead letters.
@@ -618,14 +576,14 @@ func (p *e2ePipeline) checkSync(tables, sequences int) {
 	if dl := p.deadLetters(); len(dl) > 0 {
 		t.Errorf("sync dead letters: %v", dl)
 	}
-	if n := p.metric("shadowcube_sync_dlq_total", nil); n != 0 {
+	if n := testenv.MetricSum(p.t, p.reg, "shadowcube_sync_dlq_total"); n != 0 {
 		t.Errorf("shadowcube_sync_dlq_total = %v", n)
 	}
 	// Sequences: a periodic pass that started after sync caught up moved
 	// them (SequenceInterval); then reconcile is clean, sequences included.
-	passes := p.metric("shadowcube_sync_sequence_passes_total", map[string]string{"reason": "interval"})
+	passes := testenv.MetricSum(p.t, p.reg, "shadowcube_sync_sequence_passes_total", "reason", "interval")
 	p.waitFor(time.Minute, func() string { return "two sequence passes after catching up" }, func() bool {
-		return p.metric("shadowcube_sync_sequence_passes_total", map[string]string{"reason": "interval"}) >= passes+2
+		return testenv.MetricSum(p.t, p.reg, "shadowcube_sync_sequence_passes_total", "reason", "interval") >= passes+2
 	})
 	reps := p.reconcile()
 	seqs := 0

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
@@ -42,36 +43,28 @@ func TestReconcilePushesFigures(t *testing.T) {
 
 	type pushed struct {
 		method, path string
-		families     map[string]*dto.MetricFamily
+		families     prometheus.GathererFunc // the pushed families, read with testenv.Metric
 	}
 	var mu sync.Mutex
 	var pushes []pushed
 	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		dec := expfmt.NewDecoder(bytes.NewReader(body), expfmt.ResponseFormat(r.Header))
-		fams := map[string]*dto.MetricFamily{}
+		var fams []*dto.MetricFamily
 		for {
 			var mf dto.MetricFamily
 			if err := dec.Decode(&mf); err != nil {
 				break
 			}
-			fams[mf.GetName()] = &mf
+			fams = append(fams, &mf)
 		}
 		mu.Lock()
-		pushes = append(pushes, pushed{r.Method, r.URL.Path, fams})
+		pushes = append(pushes, pushed{r.Method, r.URL.Path, func() ([]*dto.MetricFamily, error) { return fams, nil }})
 		mu.Unlock()
 		w.WriteHeader(http.StatusOK)
 	}))
 	defer gw.Close()
 
-	value := func(p pushed, name string) float64 {
-		t.Helper()
-		mf := p.families[name]
-		if mf == nil || len(mf.Metric) != 1 {
-			t.Fatalf("push to %s lacks %s: %v", p.path, name, p.families)
-		}
-		return mf.Metric[0].GetGauge().GetValue()
-	}
 	run1 := func(wantCode int) pushed {
 		t.Helper()
 		var out, errb bytes.Buffer
@@ -90,14 +83,14 @@ func TestReconcilePushesFigures(t *testing.T) {
 		if p.method != http.MethodPut || p.path != "/metrics/job/shadowcube_reconcile/target/cube" {
 			t.Fatalf("pushed %s %s, want PUT to the job's group of target cube", p.method, p.path)
 		}
-		if at := value(p, "shadowcube_reconcile_last_run_timestamp_seconds"); at < float64(before.Unix())-1 {
+		if at := testenv.Metric(t, p.families, "shadowcube_reconcile_last_run_timestamp_seconds"); at < float64(before.Unix())-1 {
 			t.Fatalf("last run time %v is before the run started (%v)", at, before.Unix())
 		}
 		return p
 	}
 
 	p := run1(0)
-	if d, n, f := value(p, "shadowcube_reconcile_differences"), value(p, "shadowcube_reconcile_tables"), value(p, "shadowcube_reconcile_failed"); d != 0 || n != 1 || f != 0 {
+	if d, n, f := testenv.Metric(t, p.families, "shadowcube_reconcile_differences"), testenv.Metric(t, p.families, "shadowcube_reconcile_tables"), testenv.Metric(t, p.families, "shadowcube_reconcile_failed"); d != 0 || n != 1 || f != 0 {
 		t.Fatalf("clean run pushed differences %v, tables %v, failed %v; want 0, 1, 0", d, n, f)
 	}
 
@@ -106,7 +99,7 @@ func TestReconcilePushesFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = run1(1)
-	if d, f := value(p, "shadowcube_reconcile_differences"), value(p, "shadowcube_reconcile_failed"); d != 3 || f != 0 {
+	if d, f := testenv.Metric(t, p.families, "shadowcube_reconcile_differences"), testenv.Metric(t, p.families, "shadowcube_reconcile_failed"); d != 3 || f != 0 {
 		t.Fatalf("run after drift pushed differences %v, failed %v; want 3, 0", d, f)
 	}
 	if !strings.Contains(p.path, "target/cube") {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/heal7/shadowcube/internal/testenv"
 )
 
 // TestGeneratorMix checks the realistic mix and the edge-case kinds.
@@ -103,7 +105,7 @@ func TestGeneratorMix(t *testing.T) {
 // TestRunLoad drives real HTTP servers (legacy saju + legacy AI) at a
 // bounded rate and checks what arrived and the summary.
 func TestRunLoad(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // RunLoad's workers all end
+	defer testenv.VerifyNone(t, goleak.IgnoreCurrent()) // RunLoad's workers all end
 	saju, err := NewLegacySaju(SajuConfig{})
 	if err != nil {
 		t.Fatal(err)

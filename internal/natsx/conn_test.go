@@ -3,63 +3,17 @@ package natsx_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/testenv"
 )
 
 const secret = "s3cretPW"
-
-// closedPort returns a local port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return port
-}
-
-// silentPort returns a local port that accepts connections and never says a
-// word (not a NATS server), and counts the connections it accepted.
-func silentPort(t *testing.T) (int, func() int) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan net.Conn, 100)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		for {
-			select {
-			case c := <-accepted:
-				c.Close()
-			default:
-				return
-			}
-		}
-	})
-	return ln.Addr().(*net.TCPAddr).Port, func() int { return len(accepted) }
-}
 
 // TestConnectFailsFastRedacted: one start-up attempt, bounded by
 // ConnectTimeout even when the caller's context allows 30 s (what every
@@ -68,11 +22,11 @@ func silentPort(t *testing.T) (int, func() int) {
 // check. Before: the silent port hung for the caller's 30 s, and both errors
 // printed the password.
 func TestConnectFailsFastRedacted(t *testing.T) {
-	silent, accepted := silentPort(t)
+	silent, accepted := testenv.SilentPort(t)
 	for _, tc := range []struct {
 		name string
 		port int
-	}{{"closed port", closedPort(t)}, {"not NATS", silent}} {
+	}{{"closed port", testenv.ClosedPort(t)}, {"not NATS", silent}} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, buf := testenv.CaptureLogger(t)
 			url := fmt.Sprintf("nats://shadow:%s@127.0.0.1:%d?token=%s", secret, tc.port, secret)
@@ -127,16 +81,16 @@ func TestReconnectLogRedacted(t *testing.T) {
 	if strings.Contains(conn.ClientURL(), secret) {
 		t.Fatalf("ClientURL shows the password: %s", conn.ClientURL())
 	}
-	before := counter(t, reg, "shadowcube_nats_reconnects_total")
+	before := testenv.Metric(t, reg, "shadowcube_nats_reconnects_total")
 	n.Shutdown()
 	// Failed attempts while the server is down: wait for one logged.
 	waitFor(t, func() bool { return strings.Contains(buf.String(), "NATS reconnect attempt failed") }, "a failed reconnect attempt logged")
 	n.Start(t)
 	waitFor(t, func() bool { return strings.Contains(buf.String(), "NATS reconnected") }, "the reconnect logged")
-	if got := counter(t, reg, "shadowcube_nats_reconnects_total"); got != before+1 {
+	if got := testenv.Metric(t, reg, "shadowcube_nats_reconnects_total"); got != before+1 {
 		t.Fatalf("shadowcube_nats_reconnects_total = %v, want %v", got, before+1)
 	}
-	if counter(t, reg, "shadowcube_nats_reconnect_attempts_total") < 1 {
+	if testenv.Metric(t, reg, "shadowcube_nats_reconnect_attempts_total") < 1 {
 		t.Fatal("no failed reconnect attempt counted")
 	}
 	logs := buf.String()
@@ -161,22 +115,6 @@ func TestRedactURL(t *testing.T) {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var m *dto.Metric = mf.GetMetric()[0]
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }
 
 func waitFor(t *testing.T, cond func() bool, what string) {
