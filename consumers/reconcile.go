@@ -39,16 +39,16 @@ func (c *ReconcileConfig) validate() error {
 		errs = append(errs, errors.New("Mapping, Target, Source and Dest are required"))
 	}
 	if c.LeafRows < 0 {
-		errs = append(errs, fmt.Errorf("LeafRows %d: must be at least 1 (0: default 1000)", c.LeafRows))
+		errs = append(errs, fmt.Errorf("reconcile config: LeafRows %d: must be at least 1 (0: default 1000)", c.LeafRows))
 	}
 	if c.Fanout < 0 || c.Fanout == 1 {
-		errs = append(errs, fmt.Errorf("Fanout %d: must be at least 2 (0: default 8)", c.Fanout))
+		errs = append(errs, fmt.Errorf("reconcile config: Fanout %d: must be at least 2 (0: default 8)", c.Fanout))
 	}
 	if c.Settle < 0 {
-		errs = append(errs, fmt.Errorf("Settle %s: must not be negative (0: no re-check)", c.Settle))
+		errs = append(errs, fmt.Errorf("reconcile config: Settle %s: must not be negative (0: no re-check)", c.Settle))
 	}
 	if c.MaxDiffs < 0 {
-		errs = append(errs, fmt.Errorf("MaxDiffs %d: must be at least 1 (0: default 1000)", c.MaxDiffs))
+		errs = append(errs, fmt.Errorf("reconcile config: MaxDiffs %d: must be at least 1 (0: default 1000)", c.MaxDiffs))
 	}
 	if c.Target != nil {
 		for _, name := range c.Tables {

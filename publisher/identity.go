@@ -203,8 +203,15 @@ func parseJWKS(data []byte) (map[string]any, error) {
 			if err != nil {
 				return nil, fmt.Errorf("key %d: y: %w", i, err)
 			}
-			pk := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
-			if _, err := pk.ECDH(); err != nil {
+			if x.BitLen() > 256 || y.BitLen() > 256 {
+				return nil, fmt.Errorf("key %d: not a point on P-256", i)
+			}
+			pt := make([]byte, 65)
+			pt[0] = 4 // uncompressed point: 0x04 || X || Y
+			x.FillBytes(pt[1:33])
+			y.FillBytes(pt[33:])
+			pk, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), pt)
+			if err != nil {
 				return nil, fmt.Errorf("key %d: not a point on P-256", i)
 			}
 			keys[k.Kid] = pk
