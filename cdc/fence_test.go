@@ -42,7 +42,7 @@ func TestPublishOrderFence(t *testing.T) {
 		}
 		return "cdc.db.public.t"
 	}
-	session := func(lostAt int) (gaps int, err error, skipped int) {
+	session := func(lostAt int) (gaps, skipped int, err error) {
 		t.Helper()
 		f, ferr := readFence(ctx, js, slot)
 		if ferr != nil {
@@ -61,7 +61,7 @@ func TestPublishOrderFence(t *testing.T) {
 			}
 		}
 		gaps, err = p.close()
-		return gaps, err, p.skipped
+		return gaps, p.skipped, err
 	}
 	stored := func() []string {
 		t.Helper()
@@ -85,7 +85,7 @@ func TestPublishOrderFence(t *testing.T) {
 	}
 
 	// Session 1: event 1 is lost; 2 and 3 are published after it.
-	gaps, err, _ := session(1)
+	gaps, _, err := session(1)
 	if err == nil {
 		t.Fatal("the lost publish was not reported")
 	}
@@ -94,7 +94,7 @@ func TestPublishOrderFence(t *testing.T) {
 	}
 	// Session 2 restarts from the durable position (all four again): the
 	// one the stream holds is skipped, the rest are stored in order, once.
-	gaps, err, skipped := session(-1)
+	gaps, skipped, err := session(-1)
 	if err != nil || gaps != 0 {
 		t.Fatalf("second session: gaps %d, err %v", gaps, err)
 	}
@@ -103,7 +103,7 @@ func TestPublishOrderFence(t *testing.T) {
 	}
 	// Session 3 re-sends everything (a restart behind the stream): nothing
 	// is stored twice, even past the duplicate window.
-	if _, err, skipped = session(-1); err != nil || skipped != 4 {
+	if _, skipped, err = session(-1); err != nil || skipped != 4 {
 		t.Fatalf("third session: err %v, skipped %d; want all 4 skipped", err, skipped)
 	}
 	if got := stored(); len(got) != 4 {
