@@ -490,12 +490,12 @@ func waitCompared(ctx context.Context, st *demoStack, store *comparator.Store, c
 // demoReconcile compares the legacy and cube databases through the mapping,
 // waiting for sync to settle first.
 func demoReconcile(ctx context.Context, m *consumers.Mapping, dbs demoDBs) ([]consumers.TableReport, error) {
-	src, err := pgx.Connect(ctx, dbs.legacy)
+	src, err := consumers.ConnectSource(ctx, dbs.legacy) // the pinned session settings, as the reconcile command
 	if err != nil {
 		return nil, fmt.Errorf("demo: reconcile: %w", err)
 	}
 	defer src.Close(context.Background())
-	dst, err := pgx.Connect(ctx, dbs.cube)
+	dst, err := consumers.ConnectSource(ctx, dbs.cube)
 	if err != nil {
 		return nil, fmt.Errorf("demo: reconcile: %w", err)
 	}
