@@ -5,7 +5,10 @@
 // reconcile apply this one copy to every connection they open.
 package pgsession
 
-import "maps"
+import (
+	"maps"
+	"strings"
+)
 
 var settings = map[string]string{
 	"TimeZone":           "UTC",      // timestamptz in UTC
@@ -17,8 +20,17 @@ var settings = map[string]string{
 }
 
 // Apply sets the pinned settings in params, the RuntimeParams of a pgx or
-// pgconn configuration, replacing any value the URL gave them.
+// pgconn configuration, replacing any value the URL gave them. Setting names
+// are case-insensitive to the server, so a URL's "timezone" is removed too:
+// left beside "TimeZone", whichever the startup message sent last would win.
 func Apply(params map[string]string) {
+	for k := range params {
+		for p := range settings {
+			if strings.EqualFold(k, p) {
+				delete(params, k)
+			}
+		}
+	}
 	maps.Copy(params, settings)
 }
 
