@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heal7/shadowcube/internal/pgsession"
 )
 
 // Errors of the set-up and slot checks. They stop the Reader: fix the cause
@@ -52,25 +54,12 @@ func isFatal(err error) bool {
 	return errors.As(err, &f)
 }
 
-// pinned session settings: every value is printed the same way by the
-// snapshot and by pgoutput.
-var pinnedParams = map[string]string{
-	"TimeZone":           "UTC",
-	"DateStyle":          "ISO",
-	"bytea_output":       "hex",
-	"extra_float_digits": "3",
-	"IntervalStyle":      "postgres",
-	"client_encoding":    "UTF8",
-}
-
 func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(r.cfg.DatabaseURL)
 	if err != nil {
 		return nil, fatal(parseError(err))
 	}
-	for k, v := range pinnedParams {
-		cfg.RuntimeParams[k] = v
-	}
+	pgsession.Apply(cfg.RuntimeParams) // every value printed alike by the snapshot and pgoutput
 	cfg.RuntimeParams["application_name"] = "shadowcube-cdc-" + r.cfg.Slot
 	cctx, cancel := r.connectCtx(ctx)
 	defer cancel()
@@ -86,9 +75,7 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	if err != nil {
 		return nil, fatal(parseError(err))
 	}
-	for k, v := range pinnedParams {
-		cfg.RuntimeParams[k] = v
-	}
+	pgsession.Apply(cfg.RuntimeParams) // every value printed alike by the snapshot and pgoutput
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = "shadowcube-cdc-" + r.cfg.Slot
 	if r.cfg.DecodingWorkMem != "" {

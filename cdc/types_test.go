@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"pgregory.net/rapid"
 
+	"github.com/heal7/shadowcube/internal/pgsession"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -67,9 +68,7 @@ func sourceText(t testing.TB, url, table string, id int) schemas.Row {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range pinnedParams {
-		cfg.RuntimeParams[k] = v
-	}
+	pgsession.Apply(cfg.RuntimeParams)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

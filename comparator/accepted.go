@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/heal7/shadowcube/internal/fileerr"
 )
 
 // AcceptedVersion is the version of the accepted-signatures file format.
@@ -43,34 +44,28 @@ type Accepted struct {
 
 // LoadAccepted reads an accepted-signatures file.
 func LoadAccepted(path string) (*Accepted, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("accepted signatures: %w", err)
-	}
-	return ParseAccepted(path, data)
+	return fileerr.Read(path, "accepted signatures", ParseAccepted)
 }
 
-// ParseAccepted parses accepted-signatures YAML; errors name file and line.
+// ParseAccepted parses accepted-signatures YAML; errors are file errors
+// (internal/fileerr) naming file, line and entry.
 func ParseAccepted(name string, data []byte) (*Accepted, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	root, err := fileerr.Document(name, data, fmt.Sprintf("version: %d and an accepted: list", AcceptedVersion))
+	if err != nil {
+		return nil, err
 	}
 	a := &Accepted{exact: map[string]int{}}
-	if len(doc.Content) == 0 {
-		return nil, fmt.Errorf("%s:1: empty file; want version: %d and an accepted: list", name, AcceptedVersion)
-	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(a); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, fileerr.YAML(name, err)
 	}
-	if a.Version != AcceptedVersion {
-		return nil, fmt.Errorf("%s: version %d: this build reads version %d", name, a.Version, AcceptedVersion)
-	}
-	// Line numbers of the entries, for error messages.
-	root := doc.Content[0]
+	// Line numbers of the version and the entries, for error messages.
+	versionLine := root.Line
 	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "version" {
+			versionLine = root.Content[i].Line
+		}
 		if root.Content[i].Value == "accepted" && root.Content[i+1].Kind == yaml.SequenceNode {
 			for j, n := range root.Content[i+1].Content {
 				if j < len(a.Entries) {
@@ -79,15 +74,21 @@ func ParseAccepted(name string, data []byte) (*Accepted, error) {
 			}
 		}
 	}
+	if a.Version != AcceptedVersion {
+		return nil, &fileerr.Error{File: name, Line: versionLine, Field: "version", Msg: fmt.Sprintf("%d: this build reads version %d", a.Version, AcceptedVersion)}
+	}
 	var errs []error
 	for i, e := range a.Entries {
+		bad := func(msg string) {
+			errs = append(errs, &fileerr.Error{File: name, Line: e.Line, Field: fmt.Sprintf("accepted[%d]", i), Msg: msg})
+		}
 		switch {
 		case e.Signature != "" && (e.Route != "" || e.Cause != ""):
-			errs = append(errs, fmt.Errorf("%s:%d: accepted[%d]: give either signature or route+cause, not both", name, e.Line, i))
+			bad("give either signature or route+cause, not both")
 		case e.Signature == "" && (e.Route == "" || e.Cause == ""):
-			errs = append(errs, fmt.Errorf("%s:%d: accepted[%d]: want signature, or route and cause", name, e.Line, i))
+			bad("want signature, or route and cause")
 		case strings.TrimSpace(e.Reason) == "":
-			errs = append(errs, fmt.Errorf("%s:%d: accepted[%d]: reason is required (say why this is expected)", name, e.Line, i))
+			bad("reason is required (say why this is expected)")
 		}
 		if e.Signature != "" {
 			a.exact[e.Signature] = i

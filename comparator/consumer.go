@@ -85,7 +85,7 @@ func NewConsumer(ctx context.Context, cfg ConsumerConfig, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
-	return &Consumer{cfg: cfg, js: js, cmp: cmp, store: store, metrics: m, log: log.With("stage", "compare"), cons: cons}, nil
+	return &Consumer{cfg: cfg, js: js, cmp: cmp, store: store, metrics: m, log: log, cons: cons}, nil
 }
 
 // Run fetches, compares, stores and acknowledges until ctx ends. Two

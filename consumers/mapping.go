@@ -1,15 +1,13 @@
 package consumers
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"regexp"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/heal7/shadowcube/internal/fileerr"
 )
 
 // Mapping is a parsed and syntactically checked mapping file (see docs/architecture.md,
@@ -88,57 +86,41 @@ type ColumnMap struct {
 	Line int
 }
 
-// MappingError names the file, line and place of a mapping problem.
-type MappingError struct {
-	File   string
-	Line   int
-	Target string
-	Table  string
-	Column string
-	Msg    string
-}
+// MappingError names the file, line and place of a mapping problem: the
+// error type of every shadowcube file (file, line, field, message). Field is
+// "target <name>: table <schema.table>: column <name>", as far as known.
+type MappingError = fileerr.Error
 
-func (e *MappingError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
-	if e.Target != "" {
-		fmt.Fprintf(&b, "target %s: ", e.Target)
+// mappingError builds a *MappingError; target, table and column may be empty.
+func mappingError(file string, line int, target, table, column, msg string) *MappingError {
+	var place []string
+	if target != "" {
+		place = append(place, "target "+target)
 	}
-	if e.Table != "" {
-		fmt.Fprintf(&b, "table %s: ", e.Table)
+	if table != "" {
+		place = append(place, "table "+table)
 	}
-	if e.Column != "" {
-		fmt.Fprintf(&b, "column %s: ", e.Column)
+	if column != "" {
+		place = append(place, "column "+column)
 	}
-	b.WriteString(e.Msg)
-	return b.String()
+	return &MappingError{File: file, Line: line, Field: strings.Join(place, ": "), Msg: msg}
 }
 
 // LoadMapping reads and parses a mapping file.
 func LoadMapping(path string) (*Mapping, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read mapping file: %w", err)
-	}
-	return ParseMapping(path, data)
+	return fileerr.Read(path, "mapping file", ParseMapping)
 }
 
 var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*$`)
 
 // ParseMapping parses mapping YAML; name is used in error messages.
 func ParseMapping(name string, data []byte) (*Mapping, error) {
-	var root yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&root); errors.Is(err, io.EOF) { // no document at all
-		return nil, &MappingError{File: name, Line: 1, Msg: "file is empty; want source: and targets:"}
-	} else if err != nil {
-		return nil, &MappingError{File: name, Line: yamlErrLine(err), Msg: "invalid YAML: " + err.Error()}
+	root, err := fileerr.Document(name, data, "source: and targets:")
+	if err != nil {
+		return nil, err
 	}
 	p := &parser{file: name}
-	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
-		return nil, p.errf(&root, "", "", "", "empty mapping file")
-	}
-	m, err := p.mapping(root.Content[0])
+	m, err := p.mapping(root)
 	if err != nil {
 		return nil, err
 	}
@@ -146,18 +128,10 @@ func ParseMapping(name string, data []byte) (*Mapping, error) {
 	return m, nil
 }
 
-func yamlErrLine(err error) int {
-	var line int
-	if _, e := fmt.Sscanf(strings.TrimPrefix(err.Error(), "yaml: "), "line %d:", &line); e == nil {
-		return line
-	}
-	return 1
-}
-
 type parser struct{ file string }
 
 func (p *parser) errf(n *yaml.Node, target, table, column, format string, args ...any) error {
-	return &MappingError{File: p.file, Line: n.Line, Target: target, Table: table, Column: column, Msg: fmt.Sprintf(format, args...)}
+	return mappingError(p.file, n.Line, target, table, column, fmt.Sprintf(format, args...))
 }
 
 // fields returns the key/value pairs of a mapping node, rejecting unknown keys.

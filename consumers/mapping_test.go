@@ -96,9 +96,13 @@ func TestValidateMappingAgainstDatabases(t *testing.T) {
 			if !errors.As(err, &me) {
 				t.Fatalf("err = %v, want a *MappingError", err)
 			}
-			if !strings.Contains(err.Error(), c.want) || me.Line != c.line || me.Column != c.column || me.Table != "public.saju_records" ||
+			field := "target saju: table public.saju_records"
+			if c.column != "" {
+				field += ": column " + c.column
+			}
+			if !strings.Contains(err.Error(), c.want) || me.Line != c.line || me.Field != field ||
 				!strings.HasPrefix(err.Error(), "bad.yaml:") {
-				t.Fatalf("err = %q (line %d column %q), want %q at line %d column %q", err, me.Line, me.Column, c.want, c.line, c.column)
+				t.Fatalf("err = %q (line %d field %q), want %q at line %d field %q", err, me.Line, me.Field, c.want, c.line, field)
 			}
 		})
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/pgsession"
 )
 
 // Sequence positions.
@@ -365,9 +367,7 @@ func (q *sequenceSyncer) run(ctx context.Context, appliers []*Applier) {
 		q.log.Error("sequence sync disabled: bad source database URL", "err", err)
 		return
 	}
-	for k, v := range SessionSettings {
-		pc.ConnConfig.RuntimeParams[k] = v
-	}
+	pgsession.Apply(pc.ConnConfig.RuntimeParams)
 	pc.MaxConns = 1
 	src, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {

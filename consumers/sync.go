@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/pgsession"
 )
 
 // Config configures the sync stage: every target of the mapping.
@@ -39,13 +41,6 @@ type Sync struct {
 	seq       *sequenceSyncer // sequences.go
 }
 
-// SessionSettings pins the session settings that make text values exact and
-// stable (docs/cdc-notes.md, "Values").
-var SessionSettings = map[string]string{
-	"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
-	"bytea_output": "hex", "extra_float_digits": "3",
-}
-
 // OpenTargetPool opens a pool to a cube database (or the source database,
 // for re-reads) with the pinned session settings.
 func OpenTargetPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
@@ -53,22 +48,19 @@ func OpenTargetPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse database URL: %w", err)
 	}
-	for k, v := range SessionSettings {
-		pc.ConnConfig.RuntimeParams[k] = v
-	}
+	pgsession.Apply(pc.ConnConfig.RuntimeParams)
 	pc.MaxConns = 4
 	return pgxpool.NewWithConfig(ctx, pc)
 }
 
-// ConnectSource connects to the legacy database with the pinned settings.
+// ConnectSource connects to the legacy database, or to a cube database for
+// reconcile, with the pinned session settings (internal/pgsession).
 func ConnectSource(ctx context.Context, url string) (*pgx.Conn, error) {
 	cc, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse source database URL: %w", err)
 	}
-	for k, v := range SessionSettings {
-		cc.RuntimeParams[k] = v
-	}
+	pgsession.Apply(cc.RuntimeParams)
 	return pgx.ConnectConfig(ctx, cc)
 }
 

@@ -68,7 +68,7 @@ func (m *Mapping) Validate(ctx context.Context, t *Target, src, dst DB) error {
 
 func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, src, dst DB) error {
 	merr := func(line int, column, format string, args ...any) error {
-		return &MappingError{File: m.File, Line: line, Target: t.Name, Table: tm.Source, Column: column, Msg: fmt.Sprintf(format, args...)}
+		return mappingError(m.File, line, t.Name, tm.Source, column, fmt.Sprintf(format, args...))
 	}
 	scols, err := tableColumns(ctx, src, tm.SourceSchema, tm.SourceTable)
 	if err != nil {
@@ -148,7 +148,7 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 // filter read, the plain key. Errors are *MappingError.
 func (m *Mapping) resolveTable(t *Target, tm *TableMap, scols, tcols []srcColumn) error {
 	merr := func(line int, column, format string, args ...any) error {
-		return &MappingError{File: m.File, Line: line, Target: t.Name, Table: tm.Source, Column: column, Msg: fmt.Sprintf(format, args...)}
+		return mappingError(m.File, line, t.Name, tm.Source, column, fmt.Sprintf(format, args...))
 	}
 	tm.srcCols = scols
 	tm.tgtTypes = map[string]string{}

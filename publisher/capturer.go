@@ -187,7 +187,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer)
 	c := &Capturer{
 		cfg:   cfg,
 		priv:  priv,
-		log:   log.With("stage", "tap", "service", cfg.Service),
+		log:   log.With("service", cfg.Service),
 		queue: make(chan *item, cfg.QueueSize),
 		free:  make(chan []byte, freeBufs),
 		stop:  make(chan struct{}),

@@ -3,8 +3,6 @@ package publisher
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,12 +11,12 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/heal7/shadowcube/internal/redact"
 	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/internal/tlsconf"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -227,25 +225,12 @@ func NewTransport(h2c bool, tc UpstreamTLS) (*http.Transport, error) {
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
 	if tc != (UpstreamTLS{}) {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: tc.ServerName, InsecureSkipVerify: tc.InsecureSkipVerify} //nolint:gosec // operator's explicit choice
-		if tc.CAFile != "" {
-			pem, err := os.ReadFile(tc.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("tap: upstream CA %s: %w", tc.CAFile, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("tap: upstream CA %s: no PEM certificate found", tc.CAFile)
-			}
-			cfg.RootCAs = pool
+		cfg, err := tlsconf.Client(tlsconf.Files{CA: tc.CAFile, Cert: tc.CertFile, Key: tc.KeyFile})
+		if err != nil {
+			return nil, fmt.Errorf("tap: upstream TLS: %w", err)
 		}
-		if tc.CertFile != "" || tc.KeyFile != "" {
-			cert, err := tls.LoadX509KeyPair(tc.CertFile, tc.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("tap: upstream client certificate %s / key %s: %w", tc.CertFile, tc.KeyFile, err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
-		}
+		cfg.ServerName = tc.ServerName
+		cfg.InsecureSkipVerify = tc.InsecureSkipVerify //nolint:gosec // operator's explicit choice
 		tr.TLSClientConfig = cfg
 	}
 	return tr, nil

@@ -178,7 +178,7 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	}
 
 	// cdc: legacy database → CDC stream.
-	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.legacy, Slot: "shadowcube_demo", Publication: "shadowcube_demo"}, nc.JS, e.Log.With("stage", "cdc"), e.Reg)
+	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.legacy, Slot: "shadowcube_demo", Publication: "shadowcube_demo"}, nc.JS, e.Base.With("stage", "cdc"), e.Reg)
 	if err != nil {
 		return err
 	}
@@ -190,7 +190,7 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	if err != nil {
 		return err
 	}
-	syncer, err := consumers.New(ctx, consumers.Config{Mapping: mapping, SourceURL: dbs.legacy, TargetURLs: map[string]string{"saju-cube": dbs.cube}}, nc.JS, e.Log.With("stage", "sync"), e.Reg)
+	syncer, err := consumers.New(ctx, consumers.Config{Mapping: mapping, SourceURL: dbs.legacy, TargetURLs: map[string]string{"saju-cube": dbs.cube}}, nc.JS, e.Base.With("stage", "sync"), e.Reg)
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	}
 
 	// shadow replayer.
-	rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv}, nc.JS, e.Log.With("stage", "shadow"), e.Reg)
+	rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv}, nc.JS, e.Base.With("stage", "shadow"), e.Reg)
 	if err != nil {
 		return err
 	}
@@ -244,7 +244,7 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	if err != nil {
 		return err
 	}
-	cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{}, nc.JS, cmpr, store, cm, e.Log.With("stage", "compare"))
+	cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{}, nc.JS, cmpr, store, cm, e.Base.With("stage", "compare"))
 	if err != nil {
 		return err
 	}
@@ -379,11 +379,11 @@ func startDemoServices(ctx context.Context, st *demoStack, dbs demoDBs, opts dem
 	if err != nil {
 		return out, err
 	}
-	legacy, err := demo.NewLegacySaju(demo.SajuConfig{DB: legacyDB, Log: st.log.With("service", demo.LegacySajuName)})
+	legacy, err := demo.NewLegacySaju(demo.SajuConfig{DB: legacyDB, Log: st.log})
 	if err != nil {
 		return out, err
 	}
-	cube, err := demo.NewSajuCube(demo.SajuConfig{DB: cubeDB, Log: st.log.With("service", demo.SajuCubeName)})
+	cube, err := demo.NewSajuCube(demo.SajuConfig{DB: cubeDB, Log: st.log})
 	if err != nil {
 		return out, err
 	}
@@ -436,7 +436,7 @@ func serveLoopback(st *demoStack, h http.Handler) (string, error) {
 func startDemoTap(ctx context.Context, st *demoStack, nc *natsx.Conn, rf *routes.File, service, upstream string, secret []byte, e *Env) (string, error) {
 	svc, _ := rf.Service(service)
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"tap": service}, e.Reg)
-	c, err := publisher.New(nc.NC, publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}}, e.Log.With("stage", "tap", "service", service), reg)
+	c, err := publisher.New(nc.NC, publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}}, e.Base.With("stage", "tap"), reg)
 	if err != nil {
 		return "", err
 	}
@@ -490,12 +490,12 @@ func waitCompared(ctx context.Context, st *demoStack, store *comparator.Store, c
 // demoReconcile compares the legacy and cube databases through the mapping,
 // waiting for sync to settle first.
 func demoReconcile(ctx context.Context, m *consumers.Mapping, dbs demoDBs) ([]consumers.TableReport, error) {
-	src, err := pgx.Connect(ctx, dbs.legacy)
+	src, err := consumers.ConnectSource(ctx, dbs.legacy) // the pinned session settings, as the reconcile command
 	if err != nil {
 		return nil, fmt.Errorf("demo: reconcile: %w", err)
 	}
 	defer src.Close(context.Background())
-	dst, err := pgx.Connect(ctx, dbs.cube)
+	dst, err := consumers.ConnectSource(ctx, dbs.cube)
 	if err != nil {
 		return nil, fmt.Errorf("demo: reconcile: %w", err)
 	}

@@ -26,12 +26,28 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Common.NATSURL = ""
-	e.Log = slog.New(slog.NewTextHandler(&errb, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var logs testenv.Buffer
+	e.Base = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	e.Log = e.Base.With("stage", "demo") // as setup does
 	ctx := testenv.Context(t, 4*time.Minute)
 	err := runDemo(ctx, e, pg.AdminURL(), demoOptions{Requests: 80, EdgeShare: 0.5, AIDrop: 2, Timeout: 2 * time.Minute})
 	t.Logf("stdout:\n%s", out.String())
 	if err != nil {
-		t.Fatalf("demo failed: %v\nstderr:\n%s", err, errb.String())
+		t.Fatalf("demo failed: %v\nstderr:\n%s\nlog:\n%s", err, errb.String(), logs.String())
+	}
+	// Each log line carries the stage attribute once: the demo's own lines
+	// say demo, each stage's lines its name (stage packages add none).
+	stages := map[string]bool{}
+	for line := range strings.Lines(logs.String()) {
+		if n := strings.Count(line, "stage="); n != 1 {
+			t.Errorf("log line with stage %d times: %s", n, line)
+		}
+		if m := regexp.MustCompile(`stage=(\S+)`).FindStringSubmatch(line); m != nil {
+			stages[m[1]] = true
+		}
+	}
+	if !stages["demo"] || !stages["cdc"] {
+		t.Errorf("want log lines of the demo and cdc stages, got stages %v", stages)
 	}
 	report := out.String()
 	m := regexp.MustCompile(`source rows (\d+), target rows (\d+), differences (\d+)`).FindStringSubmatch(report)

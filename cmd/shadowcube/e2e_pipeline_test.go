@@ -138,7 +138,7 @@ func startE2E(t *testing.T, cfg e2eConfig) *e2ePipeline {
 		}
 		reg := prometheus.WrapRegistererWith(prometheus.Labels{"tap": service}, p.reg)
 		c, err := publisher.New(nc.NC, publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}},
-			log.With("stage", "tap", "service", service), reg)
+			log.With("stage", "tap"), reg)
 		fail("capturer", err)
 		p.st.onStop(func() { c.Close() })
 		tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: upstream, EchoID: true})

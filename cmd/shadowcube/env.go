@@ -39,7 +39,8 @@ Environment (all commands):
 // cancelled on SIGINT/SIGTERM. Close releases it all.
 type Env struct {
 	Common process.Common
-	Log    *slog.Logger
+	Log    *slog.Logger // Base with the stage attribute (the command's name)
+	Base   *slog.Logger // without it: for a process that runs several stages (demo)
 	Reg    *prometheus.Registry
 	Ops    *process.OpsServer // nil when SHADOWCUBE_METRICS_ADDR is empty
 	Stdout io.Writer
@@ -62,7 +63,9 @@ func setup(cmd *cobra.Command, component string, serveOps bool) (context.Context
 	if err := loadSharedStores(); err != nil {
 		return nil, nil, err
 	}
-	e.Log = e.Common.Logger(e.Stderr).With("stage", component)
+	// The one place the stage attribute is set: stage packages do not add it.
+	e.Base = e.Common.Logger(e.Stderr)
+	e.Log = e.Base.With("stage", component)
 	e.Reg = process.NewRegistry()
 	drain, _ := e.Common.ShutdownTimeout()
 	ctx, cancel := process.SignalContext(cmd.Context(), drain, func(why string) {

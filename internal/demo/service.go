@@ -118,7 +118,7 @@ func newBase(name string, reg *prometheus.Registry, log *slog.Logger) (*base, er
 	if err != nil {
 		return nil, err
 	}
-	b := &base{name: name, mux: http.NewServeMux(), reg: reg, m: m, log: log.With("stage", name), now: time.Now}
+	b := &base{name: name, mux: http.NewServeMux(), reg: reg, m: m, log: log.With("service", name), now: time.Now}
 	b.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")

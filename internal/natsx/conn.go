@@ -2,8 +2,6 @@ package natsx
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/heal7/shadowcube/internal/tlsconf"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -290,24 +289,9 @@ func clientOptions(cfg Config, shown string, log *slog.Logger) ([]nats.Option, e
 		opts = append(opts, o)
 	}
 	if cfg.TLSCA != "" || cfg.TLSCert != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if cfg.TLSCA != "" {
-			pem, err := os.ReadFile(cfg.TLSCA)
-			if err != nil {
-				return nil, fmt.Errorf("SHADOWCUBE_NATS_TLS_CA=%s: %w", cfg.TLSCA, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("SHADOWCUBE_NATS_TLS_CA=%s: no PEM certificate found", cfg.TLSCA)
-			}
-			tc.RootCAs = pool
-		}
-		if cfg.TLSCert != "" || cfg.TLSKey != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-			if err != nil {
-				return nil, fmt.Errorf("SHADOWCUBE_NATS_TLS_CERT/SHADOWCUBE_NATS_TLS_KEY: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
+		tc, err := tlsconf.Client(tlsconf.Files{CA: cfg.TLSCA, Cert: cfg.TLSCert, Key: cfg.TLSKey})
+		if err != nil {
+			return nil, fmt.Errorf("NATS TLS (SHADOWCUBE_NATS_TLS_CA, SHADOWCUBE_NATS_TLS_CERT, SHADOWCUBE_NATS_TLS_KEY): %w", err)
 		}
 		opts = append(opts, nats.Secure(tc))
 	}

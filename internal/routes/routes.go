@@ -1,18 +1,17 @@
 package routes
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/theory/jsonpath"
 	"gopkg.in/yaml.v3"
+
+	"github.com/heal7/shadowcube/internal/fileerr"
 )
 
 // File is a parsed, validated routes file.
@@ -131,41 +130,23 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// Error is a problem in a routes file, with its place.
-type Error struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
-}
+// Error is a problem in a routes file, with its place: the error type of
+// every shadowcube file (internal/fileerr).
+type Error = fileerr.Error
 
 // Load reads and validates a routes file.
 func Load(path string) (*File, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("routes file: %w", err)
-	}
-	return Parse(path, data)
+	return fileerr.Read(path, "routes file", Parse)
 }
 
 // Parse parses and validates routes file content; name is used in errors.
 func Parse(name string, data []byte) (*File, error) {
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	err := dec.Decode(&doc)
-	if err != nil && !errors.Is(err, io.EOF) { // io.EOF: no document at all
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if len(doc.Content) == 0 {
-		return nil, &Error{File: name, Line: 1, Field: "services", Msg: "file is empty; want a services: list"}
+	root, err := fileerr.Document(name, data, "a services: list")
+	if err != nil {
+		return nil, err
 	}
 	v := validator{file: name}
 	f := &File{name: name}
-	root := doc.Content[0]
 	v.keys(root, "", "services")
 	svcs := v.child(root, "services")
 	if svcs == nil {
