@@ -544,7 +544,11 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 			newest = max(newest, ev.CommitLSN)
 		}
 		if ev.Table == "saju_records" && (ev.Op == schemas.OpInsert || ev.Op == schemas.OpSnapshot) {
-			inserts[fmt.Sprint(ev.New["id"])]++
+			id := ev.New["id"]
+			if id == nil {
+				t.Fatalf("CDC message %d: saju_records %s without an id", seq, ev.Op)
+			}
+			inserts[*id]++
 		}
 	}
 	for k, n := range inserts {
