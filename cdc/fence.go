@@ -32,6 +32,14 @@ import (
 // The chain needs this reader to be the CDC stream's only writer. When the
 // stream's last event is another slot's, the session publishes unchained and
 // says so (the old behaviour: a lost event is logged as a reorder).
+//
+// Not on a replicated stream: nats-server (v2.15) checks the expected last
+// id of a clustered stream only when a replica applies the message, and a
+// mismatch there is an apply error that stalls the stream's replicas (seen
+// as a CDC stream that elects no leader for minutes in the 3-node test). On
+// a replicated CDC stream the session publishes unchained and says so: an
+// event lost in a leader election can then still be stored after later ones
+// (counted in shadowcube_cdc_publish_gaps_total, logged at ERROR).
 
 // fence is the position of the stream's last event of this slot.
 type fence struct {
@@ -41,6 +49,8 @@ type fence struct {
 	lsn       schemas.LSN
 	idx       int
 	foreign   string // the other writer's id, when chain is false
+	// replicated: the stream has replicas, where the chain cannot be used
+	replicated bool
 }
 
 // readFence reads the CDC stream's last event.
@@ -52,6 +62,9 @@ func readFence(ctx context.Context, js jetstream.JetStream, slot string) (fence,
 	info, err := s.Info(ctx)
 	if err != nil {
 		return fence{}, fmt.Errorf("read the CDC stream's last event: %w", err)
+	}
+	if info.Config.Replicas > 1 {
+		return fence{replicated: true}, nil
 	}
 	if info.State.Msgs == 0 || info.State.LastSeq == 0 {
 		return fence{chain: true}, nil

@@ -708,6 +708,12 @@ func (r *Reader) readFence(ctx context.Context) (fence, error) {
 	if err != nil {
 		return f, err
 	}
+	if f.replicated {
+		r.log.Warn("the CDC stream is replicated: publishing without the order fence (nats-server checks the expected last id of a "+
+			"replicated stream only when replicas apply a message, and a mismatch stalls them); an event lost in a leader election "+
+			"may be stored after later ones (shadowcube_cdc_publish_gaps_total)", "slot", r.cfg.Slot)
+		return f, nil
+	}
 	if !f.chain {
 		r.log.Warn("the CDC stream's last event is another writer's: publishing without the order fence "+
 			"(run one cdc reader per CDC stream; an event lost in a NATS leader election may then be stored after later ones)",
