@@ -16,11 +16,14 @@ type Metrics struct {
 	stopped    *prometheus.GaugeVec
 	skippedTxs *prometheus.CounterVec
 	reselected *prometheus.CounterVec
+	conflicts  *prometheus.CounterVec
 }
 
 // NewMetrics registers the sync metrics on reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_conflicts_total",
+			Help: "Two-way sync conflicts (consumers/conflict.go), by target table and winning side (legacy or cube)."}, []string{"table", "winner"}),
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_applied_changes_total",
 			Help: "Source row changes applied to the target (mapped tables only)."}, []string{"target"}),
 		txs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_applied_transactions_total",
@@ -47,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Rows re-read from the source because an update left TOAST values unchanged that the target could not supply."}, []string{"target"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reselected)
+		reg.MustRegister(m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reselected, m.conflicts)
 	}
 	return m
 }
