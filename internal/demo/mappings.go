@@ -16,8 +16,10 @@ var ForwardMapping string
 //go:embed testdata/reverse-mapping.yaml
 var ReverseMapping string
 
-// RolloutSchema makes both saju tables send whole old rows
-// (REPLICA IDENTITY FULL), which conflict detection needs on the source side
-// of each direction (consumers/conflict.go).
-const RolloutSchema = `ALTER TABLE saju_records REPLICA IDENTITY FULL;
-ALTER TABLE cube.saju_charts REPLICA IDENTITY FULL`
+// LegacyRolloutSchema and CubeRolloutSchema make the saju tables send whole
+// old rows (REPLICA IDENTITY FULL), which conflict detection needs on the
+// source side of each direction (consumers/conflict.go).
+const (
+	LegacyRolloutSchema = `ALTER TABLE saju_records REPLICA IDENTITY FULL`
+	CubeRolloutSchema   = `ALTER TABLE cube.saju_charts REPLICA IDENTITY FULL`
+)

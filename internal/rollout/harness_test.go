@@ -39,6 +39,7 @@ type world struct {
 	fwdSlot, revSlot   string
 	bin                string
 	procs              map[string]*proc
+	metricsAddr        map[string]string // process -> its metrics address (none: metrics off)
 }
 
 var worldSeq atomic.Int64
@@ -64,8 +65,8 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	w.legacy, w.cube = testenv.Connect(t, w.legacyURL), testenv.Connect(t, w.cubeURL)
 	w.exec(w.legacy, demo.LegacySchema)
 	w.exec(w.cube, demo.CubeSchema)
-	w.exec(w.legacy, "ALTER TABLE saju_records REPLICA IDENTITY FULL")
-	w.exec(w.cube, "ALTER TABLE cube.saju_charts REPLICA IDENTITY FULL")
+	w.exec(w.legacy, demo.LegacyRolloutSchema)
+	w.exec(w.cube, demo.CubeRolloutSchema)
 	w.nats = testenv.StartNATS(t)
 	w.nc, w.js = w.nats.Connect(t)
 	cfg, err := natsx.StreamConfig(schemas.StreamCDC, natsx.StreamSettings{})
@@ -172,7 +173,7 @@ const (
 // start starts (or restarts) one of the four processes.
 func (w *world) start(name string) {
 	w.t.Helper()
-	env := append(os.Environ(), "SHADOWCUBE_NATS_URL="+w.nats.URL, "SHADOWCUBE_METRICS_ADDR=", "SHADOWCUBE_LOG_LEVEL=info",
+	env := append(os.Environ(), "SHADOWCUBE_NATS_URL="+w.nats.URL, "SHADOWCUBE_METRICS_ADDR="+w.metricsAddr[name], "SHADOWCUBE_LOG_LEVEL=info",
 		"SHADOWCUBE_LEGACY_DATABASE_URL="+w.legacyURL, "SAJU_CUBE_DATABASE_URL="+w.cubeURL,
 		"SHADOWCUBE_SYNC_RETRY_MAX=1s", "SHADOWCUBE_CDC_HEARTBEAT=250ms")
 	var args []string

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/heal7/shadowcube/consumers"
 	"github.com/heal7/shadowcube/internal/demo"
 	"github.com/heal7/shadowcube/internal/testenv"
@@ -28,6 +30,11 @@ func TestDemoMappingsValidate(t *testing.T) {
 	}
 	if _, err := cube.Exec(ctx, demo.CubeSchema); err != nil {
 		t.Fatal(err)
+	}
+	for c, sql := range map[*pgx.Conn]string{legacy: demo.LegacyRolloutSchema, cube: demo.CubeRolloutSchema} {
+		if _, err := c.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
 	}
 	fwd, err := consumers.ParseMapping("forward-mapping.yaml", []byte(demo.ForwardMapping))
 	if err != nil {
@@ -55,5 +62,43 @@ func TestDemoMappingsValidate(t *testing.T) {
 	var me *consumers.MappingError
 	if !errors.As(err, &me) || me.Line != 19 || !strings.Contains(me.Field, "column birth_month") {
 		t.Fatalf("bad reverse expression: got %v, want a mapping error at line 19 naming column birth_month", err)
+	}
+}
+
+// TestConflictStartupChecks: a conflict policy without whole old rows, or
+// newest without commit timestamps in the target, fails at start-up with
+// the fix named.
+func TestConflictStartupChecks(t *testing.T) {
+	ctx := testenv.Context(t, 2*time.Minute)
+	pg := testenv.Postgres(t) // the shared cluster runs without track_commit_timestamp
+	legacy := testenv.Connect(t, pg.NewDatabase(t))
+	cube := testenv.Connect(t, pg.NewDatabase(t))
+	if _, err := legacy.Exec(ctx, demo.LegacySchema); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cube.Exec(ctx, demo.CubeSchema); err != nil {
+		t.Fatal(err)
+	}
+	fwd, err := consumers.ParseMapping("forward-mapping.yaml", []byte(demo.ForwardMapping))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = fwd.Validate(ctx, fwd.Targets[0], legacy, cube)
+	if err == nil || !strings.Contains(err.Error(), "ALTER TABLE public.saju_records REPLICA IDENTITY FULL") {
+		t.Fatalf("default replica identity: got %v, want the ALTER TABLE to run", err)
+	}
+	if _, err := legacy.Exec(ctx, "ALTER TABLE saju_records REPLICA IDENTITY FULL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fwd.Validate(ctx, fwd.Targets[0], legacy, cube); err != nil {
+		t.Fatalf("with REPLICA IDENTITY FULL: %v", err)
+	}
+	newest, err := consumers.ParseMapping("newest.yaml", []byte(strings.Replace(demo.ForwardMapping, "conflict: legacy-wins", "conflict: newest", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = newest.Validate(ctx, newest.Targets[0], legacy, cube)
+	if err == nil || !strings.Contains(err.Error(), "track_commit_timestamp = on") {
+		t.Fatalf("newest without commit timestamps: got %v, want track_commit_timestamp named", err)
 	}
 }
