@@ -263,4 +263,3 @@ func waitTaps(ctx context.Context, kv jetstream.KeyValue, cfg Config, since time
 		}
 	}
 }
-

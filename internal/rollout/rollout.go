@@ -221,4 +221,3 @@ func dlqDepth(ctx context.Context, js jetstream.JetStream) (int64, error) {
 	}
 	return int64(info.State.Msgs), nil
 }
-
