@@ -244,7 +244,7 @@ func waitTaps(ctx context.Context, kv jetstream.KeyValue, cfg Config, since time
 				waiting = append(waiting, fmt.Sprintf("%s (at %d%%, %d at the cube, reported %s ago)", r.Instance, r.Percent, r.CubeInFlight, now.Sub(r.At).Round(time.Millisecond)))
 			}
 			if live > 0 && done == live {
-				return first, true, fmt.Sprintf("%d taps", live)
+				return first, true, fmt.Sprintf("taps: %d", live)
 			}
 		}
 		if time.Now().After(deadline) {
