@@ -151,9 +151,9 @@ func (w *world) checkCubeChartsInLegacy() int {
 		t.Fatal(err)
 	}
 	type doc struct {
-		id                  int64
+		id                   int64
 		user, bi, sc, interp string
-		created             time.Time
+		created              time.Time
 	}
 	var docs []doc
 	for rows.Next() {
