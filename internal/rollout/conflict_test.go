@@ -60,7 +60,10 @@ func TestConflictPolicies(t *testing.T) {
 			w.startAll()
 			ids := make([]int64, n)
 			for i := range ids {
-				ids[i] = w.legacyInsert(w.legacy, fmt.Sprintf("u-%d", i), i)
+				var err error
+				if ids[i], err = w.legacyInsert(w.legacy, fmt.Sprintf("u-%d", i), i); err != nil {
+					t.Fatal(err)
+				}
 			}
 			w.converged(n, 90*time.Second)
 			w.procs[syncFwd].kill9()

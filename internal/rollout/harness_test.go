@@ -254,15 +254,12 @@ func tail(s string, n int) string {
 }
 
 // legacyInsert writes a chart in legacy as the legacy service would.
-func (w *world) legacyInsert(c *pgx.Conn, user string, i int) int64 {
+func (w *world) legacyInsert(c *pgx.Conn, user string, i int) (int64, error) {
 	var id int64
 	err := c.QueryRow(w.ctx, `INSERT INTO saju_records (user_id, birth_year, birth_month, birth_day, birth_hour, is_solar,
   year_pillar, month_pillar, day_pillar, hour_pillar, interpretation) VALUES ($1, $2, 5, 15, $3, true, '경오', '신사', '갑자', NULL, $4) RETURNING id`,
 		user, 1950+i%60, nullHour(i), fmt.Sprintf("legacy %d", i)).Scan(&id)
-	if err != nil {
-		w.t.Errorf("legacy insert: %v", err)
-	}
-	return id
+	return id, err
 }
 
 func nullHour(i int) any {
@@ -273,16 +270,13 @@ func nullHour(i int) any {
 }
 
 // cubeInsert writes a chart in the cube database as the cube service would.
-func (w *world) cubeInsert(c *pgx.Conn, user string, i int) int64 {
+func (w *world) cubeInsert(c *pgx.Conn, user string, i int) (int64, error) {
 	var id int64
 	err := c.QueryRow(w.ctx, `INSERT INTO cube.saju_charts (id, user_id, birth_info, saju_chart, interpretation, created_at)
 VALUES (nextval('cube.saju_charts_own_id'), $1, jsonb_build_object('year', $2::int, 'month', 7, 'day', 1, 'hour', $3::int, 'solar_calendar', false),
   jsonb_build_object('year_pillar', '갑자', 'month_pillar', '을축', 'day_pillar', '병인', 'hour_pillar', '정묘'), $4, now()) RETURNING id`,
 		user, 1960+i%50, nullHour(i), fmt.Sprintf("cube %d", i)).Scan(&id)
-	if err != nil {
-		w.t.Errorf("cube insert: %v", err)
-	}
-	return id
+	return id, err
 }
 
 // streamCounts reads the whole CDC stream and counts, per slot, the distinct
