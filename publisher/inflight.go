@@ -46,8 +46,9 @@ type TapReport struct {
 // right now (rolled-out users, including a fallback to legacy in progress).
 func (t *Tap) CubeInFlight() int64 { return t.cubeInFlight.Load() }
 
-// ReportTap puts the tap's report every interval (and within 20 ms of a
-// change of its in-flight count or percent) until ctx ends. It returns when
+// ReportTap puts the tap's report every interval, within 5 ms of a change
+// of its in-flight count or percent and again 20 ms after the last change,
+// until ctx ends. It returns when
 // ctx ends; write failures are logged and retried at the next tick.
 func ReportTap(ctx context.Context, kv jetstream.KeyValue, t *Tap, service, instance string, interval time.Duration, log *slog.Logger) {
 	if log == nil {
@@ -59,7 +60,8 @@ func ReportTap(ctx context.Context, kv jetstream.KeyValue, t *Tap, service, inst
 	key := TapReportKey(service, instance)
 	last := TapReport{Percent: -1, CubeInFlight: -1}
 	lastPut := time.Time{}
-	tick := time.NewTicker(20 * time.Millisecond)
+	var confirm time.Time // a change is reported again 20 ms later, so a reader sees a settled state soon
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
@@ -71,8 +73,15 @@ func ReportTap(ctx context.Context, kv jetstream.KeyValue, t *Tap, service, inst
 		if t.rollout != nil {
 			r.Percent = t.rollout.Percent()
 		}
-		if r.Percent == last.Percent && r.CubeInFlight == last.CubeInFlight && time.Since(lastPut) < interval {
+		changed := r.Percent != last.Percent || r.CubeInFlight != last.CubeInFlight
+		due := !confirm.IsZero() && !time.Now().Before(confirm)
+		if !changed && !due && time.Since(lastPut) < interval {
 			continue
+		}
+		if changed {
+			confirm = time.Now().Add(20 * time.Millisecond)
+		} else if due {
+			confirm = time.Time{}
 		}
 		r.At = time.Now().UTC()
 		data, _ := json.Marshal(r)

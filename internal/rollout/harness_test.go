@@ -27,7 +27,7 @@ import (
 // cube schemas in two databases, embedded NATS, and four real shadowcube
 // processes (cdc and sync in each direction) that tests kill -9 and restart.
 type world struct {
-	t                  *testing.T
+	t                  testing.TB
 	ctx                context.Context
 	legacyURL, cubeURL string
 	legacy, cube       *pgx.Conn
@@ -50,7 +50,7 @@ type worldOpts struct {
 	revPolicy    string      // of the reverse table (default legacy-wins)
 }
 
-func newWorld(t *testing.T, o worldOpts) *world {
+func newWorld(t testing.TB, o worldOpts) *world {
 	t.Helper()
 	if o.legacy == nil {
 		o.legacy = testenv.Postgres(t)

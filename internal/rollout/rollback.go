@@ -122,39 +122,46 @@ func Rollback(ctx context.Context, cfg Config, progress func(Step)) (*DrillRepor
 		return d, nil
 	}
 	if !step("no request in flight at the cube", func() (bool, string) {
-		// a request routed to the cube just before the change may not be
-		// counted yet at the first 0% report: take a report at least 100 ms
-		// after that one
+		// a request routed to the cube just before the change is counted a
+		// few instructions after its decision: take a report at least 20 ms
+		// after the tap's first one at 0%
 		_, ok, detail := waitTaps(ctx, kv, cfg, changed, cfg.InFlightWait, func(r publisher.TapReport, _ map[string]time.Time) bool {
-			return r.Percent == 0 && r.CubeInFlight == 0 && r.At.Sub(sawZero[r.Instance]) >= 100*time.Millisecond
+			return r.Percent == 0 && r.CubeInFlight == 0 && r.At.Sub(sawZero[r.Instance]) >= 20*time.Millisecond
 		})
 		return ok, detail
 	}) {
 		return d, nil
 	}
 	if !step("reverse sync caught up with the cube", func() (bool, string) {
-		lsn, err := currentLSN(ctx, cfg.CubeURL)
+		lsn, err := markCube(ctx, cfg.CubeURL, cfg.Reverse.Source.Slot)
 		if err != nil {
 			return false, err.Error()
 		}
+		legacy, err := consumers.ConnectSource(ctx, cfg.LegacyURL)
+		if err != nil {
+			return false, fmt.Sprintf("connect to the legacy database: %v", err)
+		}
+		defer legacy.Close(context.Background())
 		deadline := time.Now().Add(cfg.CatchUpWait)
 		for {
-			wm, err := watermark(ctx, kv, cfg.ReverseTarget)
-			if err == nil && wm.LSN >= lsn {
+			// the reverse checkpoint commits with the data it covers: the
+			// watermark as legacy holds it
+			cp, err := consumers.ReadCheckpoint(ctx, legacy, cfg.ReverseTarget, cfg.Reverse.Source.Slot)
+			if err == nil && cp.LSN >= lsn {
 				d.CaughtUp = time.Since(changed)
-				return true, fmt.Sprintf("cube WAL %s applied to legacy (watermark %s)", lsn, wm.LSN)
+				return true, fmt.Sprintf("cube WAL %s applied to legacy (checkpoint %s)", lsn, cp.LSN)
 			}
 			if time.Now().After(deadline) {
-				at := "no watermark yet"
+				at := "no checkpoint yet"
 				if err != nil {
 					at = err.Error()
-				} else if wm.LSN != 0 {
-					at = "watermark at " + wm.LSN.String()
+				} else if cp.LSN != 0 {
+					at = "checkpoint at " + cp.LSN.String()
 				}
 				return false, fmt.Sprintf("reverse sync (target %s) did not reach the cube's WAL position %s within %s (%s): is cdc running on the cube database and sync with the reverse mapping?",
 					cfg.ReverseTarget, lsn, cfg.CatchUpWait, at)
 			}
-			if !sleep(ctx, 50*time.Millisecond) {
+			if !sleep(ctx, 5*time.Millisecond) {
 				return false, ctx.Err().Error()
 			}
 		}
@@ -258,7 +265,7 @@ func waitTaps(ctx context.Context, kv jetstream.KeyValue, cfg Config, since time
 				return first, false, fmt.Sprintf("not within %s: waiting for %s", bound, strings.Join(waiting, ", "))
 			}
 		}
-		if !sleep(ctx, 25*time.Millisecond) {
+		if !sleep(ctx, 5*time.Millisecond) {
 			return first, false, ctx.Err().Error()
 		}
 	}

@@ -192,16 +192,26 @@ func conflictCounts(ctx context.Context, url string) (map[string]int64, error) {
 	return out, rows.Err()
 }
 
-// currentLSN is the cube database's WAL position now.
-func currentLSN(ctx context.Context, url string) (schemas.LSN, error) {
+// markCube reads the cube database's WAL position now and, when the cdc
+// heartbeat table exists there, commits a heartbeat of the reverse slot right
+// after: a transaction past that position that reverse sync applies (and
+// checkpoints) at once, instead of waiting for cdc's next heartbeat when the
+// cube is idle.
+func markCube(ctx context.Context, url, slot string) (schemas.LSN, error) {
 	conn, err := consumers.ConnectSource(ctx, url)
 	if err != nil {
 		return 0, fmt.Errorf("connect to the cube database: %w", err)
 	}
 	defer conn.Close(context.Background())
 	var s string
-	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s); err != nil {
+	var beat bool
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text, to_regclass('shadowcube.heartbeat') IS NOT NULL`).Scan(&s, &beat); err != nil {
 		return 0, fmt.Errorf("read the cube database's WAL position: %w", err)
+	}
+	if beat {
+		if _, err := conn.Exec(ctx, `INSERT INTO shadowcube.heartbeat (slot, beat_at) VALUES ($1, now()) ON CONFLICT (slot) DO UPDATE SET beat_at = excluded.beat_at`, slot); err != nil {
+			return 0, fmt.Errorf("heartbeat in the cube database: %w", err)
+		}
 	}
 	return schemas.ParseLSN(s)
 }
