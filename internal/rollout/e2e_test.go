@@ -221,7 +221,7 @@ func TestTwoWayDemoRolloutAndDrill(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.waitFor(30*time.Second, "the tap at 25%", func() bool { return s.watcher.Percent() == 25 })
-	tr := s.startTraffic(10*time.Millisecond)
+	tr := s.startTraffic(10 * time.Millisecond)
 	w.waitFor(2*time.Minute, "charts of both sides synced the other way", func() bool {
 		return w.count(w.legacy, `SELECT count(*) FROM saju_records WHERE id >= $1`, demo.CubeOwnIDStart) >= 10 &&
 			w.count(w.cube, `SELECT count(*) FROM cube.saju_charts WHERE id < $1`, demo.CubeOwnIDStart) >= 30
