@@ -138,7 +138,7 @@ func (r *StatusReport) WriteText(w io.Writer) error {
 		d    Direction
 	}{{"forward", r.Forward}, {"reverse", r.Reverse}} {
 		if d.d.Watermark.IsZero() {
-			fmt.Fprintf(&b, "%-11s target %s (slot %s): nothing applied yet\n", d.name+":", d.d.Target, d.d.Slot)
+			fmt.Fprintf(&b, "%-11s target %s (slot %s): no watermark in KV yet (sync not started, or nothing applied)\n", d.name+":", d.d.Target, d.d.Slot)
 			continue
 		}
 		fmt.Fprintf(&b, "%-11s target %s (slot %s): lag %s\n", d.name+":", d.d.Target, d.d.Slot, d.d.Lag.Round(time.Millisecond))
