@@ -23,7 +23,7 @@ import (
 //     values;
 //   - update: a conflict when the target row differs both from the change's
 //     old values (mapped through the table's expressions) and from its new
-//     values, or is gone;
+//     values, or is gone (unless the table has a where filter);
 //   - delete: a conflict when the target row differs from the old values.
 //
 // The old values need REPLICA IDENTITY FULL on the source table: Validate
@@ -282,8 +282,8 @@ func (a *Applier) checkConflict(ctx context.Context, tx pgx.Tx, tm *TableMap, ev
 		}
 		newJSON = jsonArray([][]byte{rowJSON(tm, ev.New, ev.CommitTime)})
 	}
-	if ev.Op == schemas.OpDelete && ev.Old == nil {
-		return nil, true, nil
+	if ev.Op == schemas.OpDelete && (ev.Old == nil || tm.Delete == DeleteIgnore) {
+		return nil, true, nil // nothing to compare, or the delete changes nothing in the target
 	}
 	var cur *string
 	var ts *time.Time
@@ -301,7 +301,8 @@ func (a *Applier) checkConflict(ctx context.Context, tx pgx.Tx, tm *TableMap, ev
 	case schemas.OpInsert:
 		conflict = found && !sameNew
 	case schemas.OpUpdate:
-		conflict = !found || !sameOld && !sameNew
+		// a missing row is a conflict unless a where filter keeps rows out
+		conflict = !found && tm.Where == "" || found && !sameOld && !sameNew
 	case schemas.OpDelete:
 		conflict = found && !sameOld
 	}
