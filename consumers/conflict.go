@@ -35,7 +35,9 @@ import (
 // exactly).
 //
 // The winner is the side the policy names; under newest the later commit
-// time, legacy on a tie or when the target row's commit time is unknown.
+// time, legacy on a tie or when the target row's commit time is unknown, and
+// the delete when a delete races an update (the deleted row's time is gone,
+// so only "the delete wins" lets both directions agree).
 // When the source side wins the change is applied as usual; otherwise it is
 // dropped and the target keeps its row. Later changes of the same row in the
 // same batch follow the first decision. Every conflict is written, in the
@@ -311,6 +313,17 @@ func (a *Applier) checkConflict(ctx context.Context, tx pgx.Tx, tm *TableMap, ev
 	}
 	m := a.cfg.Mapping
 	win := m.winner(tm, ev.CommitTime, ts)
+	if tm.Conflict == ConflictNewest {
+		// a delete racing an update: the delete's time is gone with the row
+		// on one side, so no comparison of times can agree both ways; the
+		// delete wins in both directions
+		switch {
+		case ev.Op == schemas.OpDelete:
+			win = m.Source.Side
+		case ev.Op == schemas.OpUpdate && !found:
+			win = m.TargetSide()
+		}
+	}
 	keyRow := newJSON
 	if ev.Op == schemas.OpDelete {
 		keyRow = oldJSON

@@ -46,7 +46,8 @@ func scrapeConflicts(t *testing.T, addr string) map[string]float64 {
 }
 
 // TestConflictPolicies writes the same rows on both sides while both syncs
-// are down (so each write is inside the other's sync lag), then starts the
+// are down (so each write is inside the other's sync lag): updates on both
+// sides, and a delete racing an update each way round. Then it starts the
 // syncs: under each policy both databases end with the winner's version,
 // every conflict is in shadowcube.sync_conflicts of the database where it
 // was resolved, with both versions and the winner, and in the metric.
@@ -95,18 +96,51 @@ func TestConflictPolicies(t *testing.T) {
 					want[id] = c
 				}
 			}
+			// a delete racing an update, each way round: rows n and n+1
+			var del [2]int64
+			for i := range del {
+				var err error
+				if del[i], err = w.legacyInsert(w.legacy, fmt.Sprintf("d-%d", i), i); err != nil {
+					t.Fatal(err)
+				}
+			}
 			w.start(syncFwd)
 			w.start(syncRev)
+			w.converged(n+2, 90*time.Second)
+			w.procs[syncFwd].kill9()
+			w.procs[syncRev].kill9()
+			w.exec(w.legacy, `DELETE FROM saju_records WHERE id = $1`, del[0])
+			w.exec(w.cube, `UPDATE cube.saju_charts SET interpretation = 'C-del' WHERE id = $1`, del[0])
+			w.exec(w.legacy, `UPDATE saju_records SET interpretation = 'L-del' WHERE id = $1`, del[1])
+			w.exec(w.cube, `DELETE FROM cube.saju_charts WHERE id = $1`, del[1])
+			const gone = "(deleted)"
+			switch policy {
+			case consumers.ConflictLegacyWins:
+				want[del[0]], want[del[1]] = gone, "L-del"
+				winner[del[0]], winner[del[1]] = consumers.SideLegacy, consumers.SideLegacy
+			case consumers.ConflictCubeWins:
+				want[del[0]], want[del[1]] = "C-del", gone
+				winner[del[0]], winner[del[1]] = consumers.SideCube, consumers.SideCube
+			default: // the delete wins
+				want[del[0]], want[del[1]] = gone, gone
+				winner[del[0]], winner[del[1]] = consumers.SideLegacy, consumers.SideCube
+			}
+			w.start(syncFwd)
+			w.start(syncRev)
+			read := func(sql string, id int64) string {
+				var v string
+				c := w.legacy
+				if strings.Contains(sql, "cube.") {
+					c = w.cube
+				}
+				if err := c.QueryRow(w.ctx, sql, id).Scan(&v); err != nil {
+					return gone
+				}
+				return v
+			}
 			w.waitFor(90*time.Second, "both sides at the winner's version", func() bool {
 				for id, v := range want {
-					var lv, cv string
-					if err := w.legacy.QueryRow(w.ctx, `SELECT interpretation FROM saju_records WHERE id = $1`, id).Scan(&lv); err != nil {
-						t.Fatal(err)
-					}
-					if err := w.cube.QueryRow(w.ctx, `SELECT interpretation FROM cube.saju_charts WHERE id = $1`, id).Scan(&cv); err != nil {
-						t.Fatal(err)
-					}
-					if lv != v || cv != v {
+					if read(`SELECT interpretation FROM saju_records WHERE id = $1`, id) != v || read(`SELECT interpretation FROM cube.saju_charts WHERE id = $1`, id) != v {
 						return false
 					}
 				}
@@ -127,10 +161,10 @@ func TestConflictPolicies(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					return len(cs) >= n
+					return len(cs) >= n+2
 				})
-				if len(cs) != n {
-					t.Errorf("%s: %d conflicts recorded, want %d: %+v", db.name, len(cs), n, cs)
+				if len(cs) != n+2 {
+					t.Errorf("%s: %d conflicts recorded, want %d: %+v", db.name, len(cs), n+2, cs)
 				}
 				for _, c := range cs {
 					var key struct{ ID int64 }
@@ -139,7 +173,9 @@ func TestConflictPolicies(t *testing.T) {
 						t.Fatalf("conflict key %q: %v", c.Key, err)
 					}
 					key.ID = id
-					if c.Winner != winner[key.ID] || c.Policy != policy || c.SourceVersion == "" || c.TargetVersion == "" || c.Op != "update" {
+					// both versions, except the side where the row is deleted
+					versions := (c.SourceVersion != "") == (c.Op != "delete") && (c.TargetVersion != "" || key.ID == del[0] || key.ID == del[1])
+					if c.Winner != winner[key.ID] || c.Policy != policy || !versions {
 						t.Errorf("%s: conflict %+v: want winner %s under %s with both versions", db.name, c, winner[key.ID], policy)
 					}
 				}
@@ -147,8 +183,8 @@ func TestConflictPolicies(t *testing.T) {
 				for _, v := range scrapeConflicts(t, w.metricsAddr[db.proc]) {
 					total += v
 				}
-				if total != n {
-					t.Errorf("%s: shadowcube_sync_conflicts_total %v, want %d", db.proc, total, n)
+				if total != 2 { // the process started before the delete races only
+					t.Errorf("%s: shadowcube_sync_conflicts_total %v, want 2 (the conflicts since its last start)", db.proc, total)
 				}
 			}
 			w.reconcileBoth()
