@@ -57,7 +57,7 @@ func TestConflictWinner(t *testing.T) {
 		{fwd, ConflictLegacyWins, &later, SideLegacy},
 		{rev, ConflictLegacyWins, &earlier, SideLegacy},
 		{fwd, ConflictCubeWins, &earlier, SideCube},
-		{fwd, ConflictNewest, &later, SideCube},   // the cube's row is newer
+		{fwd, ConflictNewest, &later, SideCube}, // the cube's row is newer
 		{fwd, ConflictNewest, &earlier, SideLegacy},
 		{rev, ConflictNewest, &later, SideLegacy}, // legacy's row is newer
 		{rev, ConflictNewest, &earlier, SideCube},
