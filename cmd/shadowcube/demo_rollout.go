@@ -59,7 +59,7 @@ func demoPrepareRollout(ctx context.Context, dbs demoDBs) error {
 func startDemoReverse(ctx context.Context, cancel context.CancelFunc, st *demoStack, e *Env, nc *natsx.Conn, dbs demoDBs) (*consumers.Mapping, error) {
 	reg := prometheus.NewRegistry()
 	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.cube, Slot: demoReverseSlot, Publication: "shadowcube_demo", IgnoreOrigins: []string{demoForwardSlot}},
-		nc.JS, e.Base.With("stage", "cdc", "direction", "reverse"), reg)
+		cdc.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "cdc", "direction", "reverse"), Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -68,12 +68,12 @@ func startDemoReverse(ctx context.Context, cancel context.CancelFunc, st *demoSt
 	if err != nil {
 		return nil, err
 	}
-	syncer, err := consumers.New(ctx, consumers.Config{Mapping: rev, SourceURL: dbs.cube, TargetURLs: map[string]string{"legacy": dbs.legacy}},
-		nc.JS, e.Base.With("stage", "sync", "direction", "reverse"), reg)
+	syncer, err := consumers.New(consumers.Config{Mapping: rev, SourceURL: dbs.cube, TargetURLs: map[string]string{"legacy": dbs.legacy}},
+		consumers.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "sync", "direction", "reverse"), Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
-	st.onStop(syncer.Close)
+	st.onStop(func() { syncer.Close() })
 	st.goRun(ctx, cancel, "sync (reverse)", syncer.Run)
 	st.step("reverse cdc + sync: cube database → legacy saju_records (slot %s)", demoReverseSlot)
 	return rev, nil

@@ -73,11 +73,15 @@ func (w *world) startSaju() *saju {
 	svc, _ := rf.Service("saju")
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	c, err := publisher.New(w.nc, publisher.Config{Service: "saju", Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}}, testenv.Logger(t), nil)
+	c, err := publisher.New(publisher.Config{Service: "saju", Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}},
+		publisher.Deps{Conn: w.nc, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	cctx, stopCapture := context.WithCancel(context.Background())
+	capDone := make(chan struct{})
+	go func() { defer close(capDone); c.Run(cctx) }()
+	t.Cleanup(func() { stopCapture(); <-capDone; c.Close() })
 	flags, err := publisher.OpenFlags(w.ctx, w.js)
 	if err != nil {
 		t.Fatal(err)
