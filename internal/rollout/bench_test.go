@@ -56,9 +56,6 @@ WHERE id > $1 AND id < 1000000000000 AND seen IS NOT NULL`, from)
 			d.WriteText(&sb)
 			b.Fatalf("drill not clean:\n%s", sb.String())
 		}
-		var sb strings.Builder
-		d.WriteText(&sb)
-		b.Logf("drill:\n%s", sb.String())
 		caught := float64(d.CaughtUp.Microseconds()) / 1000
 		fmt.Printf("bench R2 rollback drill: %.0f ms flag change to caught up | limit %.0f ms (forward sync lag p99 over %d rows, p50 %.0f ms) | ratio %.2f | target <= 3 (%d requests, drill clean)\n",
 			caught, p99, len(lags), lags[len(lags)/2], caught/p99, tr.ok.Load())
