@@ -80,6 +80,21 @@ type Config struct {
 	// Redact sanitises every answer (cube, secondary) before it is published
 	// or stored, with the tap's rules (nil: the default rules).
 	Redact *redact.Rules
+	// Sink, when set, takes over storing results (fused replay + compare:
+	// `shadow --compare`): the replayer hands each result to it and acks
+	// the request once the sink reports it stored. Nil: results are
+	// published to SHADOW_RESULTS and acked once JetStream stored them.
+	Sink Sink
+}
+
+// Sink stores results in process instead of the replayer's publish to
+// SHADOW_RESULTS (comparator.Fused compares and stores them, and
+// publishes them for other readers).
+type Sink interface {
+	// Put takes res (the sink owns it from now on) and calls done exactly
+	// once: nil once res is durably stored, else the error. done may run
+	// on another goroutine and must not block.
+	Put(res *schemas.ShadowResult, done func(error))
 }
 
 // validate rejects negative settings and malformed names in one error that
