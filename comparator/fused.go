@@ -39,7 +39,7 @@ func (c FusedConfig) withDefaults() FusedConfig {
 // shadow.Sink), it compares the result on the caller's goroutine, stores
 // the verdicts in batches, one transaction each, exactly as the Consumer
 // does, and publishes the result to SHADOW_RESULTS asynchronously
-// (Nats-Msg-Id = request id, as the replayer's own publish) for audit and
+// (with the replayer's Nats-Msg-Id: the request id) for audit and
 // other readers, so the one-message-per-result contract stays. A result is
 // reported stored (done(nil)) once its verdict's transaction committed and
 // JetStream answered its publish; a failed publish is logged and counted
@@ -101,13 +101,13 @@ func NewFused(cfg FusedConfig, js jetstream.JetStream, cmp *Comparator, store *S
 
 // Put compares res and queues its verdict for the next batch; done is
 // called once the verdict is stored (see Fused).
-func (f *Fused) Put(res *schemas.ShadowResult, done func(error)) {
+func (f *Fused) Put(res *schemas.ShadowResult, msgID string, done func(error)) {
 	it := fusedItem{done: done}
 	if !f.cfg.NoPublish {
 		// Encoded before Compare, which may normalise res in place.
 		data := schemas.AppendShadowResult(nil, res)
 		it.ack, it.err = f.js.PublishAsync(schemas.ShadowResultSubject(res.Service, res.Route), data,
-			jetstream.WithMsgID(res.RequestID))
+			jetstream.WithMsgID(msgID))
 	}
 	it.out = f.cmp.Compare(res)
 	f.mu.RLock()

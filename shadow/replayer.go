@@ -91,10 +91,11 @@ type Config struct {
 // SHADOW_RESULTS (comparator.Fused compares and stores them, and
 // publishes them for other readers).
 type Sink interface {
-	// Put takes res (the sink owns it from now on) and calls done exactly
-	// once: nil once res is durably stored, else the error. done may run
-	// on another goroutine and must not block.
-	Put(res *schemas.ShadowResult, done func(error))
+	// Put takes res (the sink owns it from now on), to be published to
+	// SHADOW_RESULTS with Nats-Msg-Id msgID, and calls done exactly once:
+	// nil once res is durably stored, else the error. done may run on
+	// another goroutine and must not block.
+	Put(res *schemas.ShadowResult, msgID string, done func(error))
 }
 
 // validate rejects negative settings and malformed names in one error that
@@ -664,7 +665,7 @@ func (r *Replayer) Close() {
 		return
 	}
 	r.closed = true
-	started := r.started
+	started := r.started && r.cancel != nil // ReplayWindow starts no loops
 	r.mu.Unlock()
 	if started {
 		r.cancel()
