@@ -219,18 +219,8 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 		return err
 	}
 
-	// shadow replayer.
-	rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv}, nc.JS, e.Base.With("stage", "shadow"), e.Reg)
-	if err != nil {
-		return err
-	}
-	if err := rep.Start(ctx); err != nil {
-		return err
-	}
-	st.onStop(rep.Close)
-	st.step("shadow replaying to the cubes (freshness barrier on sync target saju-cube)")
-
-	// comparator.
+	// comparator, fused with the replayer (shadow --compare): verdicts are
+	// stored in process, results still published to SHADOW_RESULTS.
 	cmpr, err := comparator.New(comparator.Config{Routes: routeRules(rf)})
 	if err != nil {
 		return err
@@ -244,12 +234,22 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	if err != nil {
 		return err
 	}
-	cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{}, nc.JS, cmpr, store, cm, e.Base.With("stage", "compare"))
+	fused, err := comparator.NewFused(comparator.FusedConfig{}, nc.JS, cmpr, store, cm, e.Base.With("stage", "compare"))
 	if err != nil {
 		return err
 	}
-	st.goRun(ctx, cancel, "compare", cons.Run)
-	st.step("comparator storing verdicts in the mismatch store")
+	st.onStop(fused.Close) // after the replayer's Close (stops run newest first)
+
+	// shadow replayer.
+	rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv, Sink: fused}, nc.JS, e.Base.With("stage", "shadow"), e.Reg)
+	if err != nil {
+		return err
+	}
+	if err := rep.Start(ctx); err != nil {
+		return err
+	}
+	st.onStop(rep.Close)
+	st.step("shadow replaying to the cubes (freshness barrier on sync target saju-cube), comparing in process (fused) and storing verdicts in the mismatch store")
 
 	// traffic.
 	gen := demo.DefaultGenConfig()
