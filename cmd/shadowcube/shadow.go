@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/internal/natsx"
@@ -224,7 +223,7 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 			if env.RoutesFile == "" {
 				return usageError{fmt.Errorf("shadow: no routes file: pass --routes FILE or set SHADOWCUBE_ROUTES_FILE")}
 			}
-			win, err := windowFlags(f, since, until, pace, skew, loop)
+			win, err := windowFlags(f.Changed, since, until, pace, skew, loop)
 			if err != nil {
 				return usageError{err}
 			}
@@ -313,10 +312,10 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 }
 
 // windowFlags reads the window replay flags; nil without --since.
-func windowFlags(f *pflag.FlagSet, since, until, pace string, skew time.Duration, loop bool) (*shadow.Window, error) {
-	if !f.Changed("since") {
+func windowFlags(changed func(string) bool, since, until, pace string, skew time.Duration, loop bool) (*shadow.Window, error) {
+	if !changed("since") {
 		for _, name := range []string{"until", "pace", "loop", "skew"} {
-			if f.Changed(name) {
+			if changed(name) {
 				return nil, fmt.Errorf("shadow: --%s needs --since (a window replay)", name)
 			}
 		}
