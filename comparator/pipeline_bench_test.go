@@ -130,6 +130,9 @@ services:
 		b.ReportMetric(testenv.Median(cpuFused), "cpu-µs/fused-pair")
 		fmt.Printf("bench B6 shadow replay+compare+store, separate stages: %.0f pairs/s | limit %.0f req/s | ratio %.2f | target — (0.50 is fused's)\n", figure, limit, figure/limit)
 		fmt.Printf("bench B6 shadow replay+compare+store, fused (shadow --compare): %.0f pairs/s | limit %.0f req/s | ratio %.2f | target 0.50\n", fused, limit, fused/limit)
+		rawUS, pairUS, fusedUS := testenv.Median(cpuRaw), testenv.Median(cpuPair), testenv.Median(cpuFused)
+		fmt.Printf("bench B6 cpu per pair, fused: %.1f cpu-µs/pair | limit %.1f cpu-µs/raw-req | ratio %.2f | target 0.50 (separate stages: %.1f cpu-µs/pair, ratio %.2f)\n",
+			fusedUS, rawUS, rawUS/fusedUS, pairUS, rawUS/pairUS)
 	}
 }
 
