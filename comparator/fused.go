@@ -199,13 +199,23 @@ func (f *Fused) storeLoop() {
 // results stored.
 func (f *Fused) ackLoop() {
 	for batch := range f.acks {
+		timeout := time.NewTimer(30 * time.Second) // for the whole batch
+		expired := false
 		for _, it := range batch {
 			err := it.err
-			if it.ack != nil && err == nil {
+			if it.ack != nil && err == nil && !expired {
 				select {
 				case <-it.ack.Ok():
 				case err = <-it.ack.Err():
-				case <-time.After(30 * time.Second):
+				case <-timeout.C:
+					expired = true
+				}
+			}
+			if expired && err == nil && it.ack != nil {
+				select {
+				case <-it.ack.Ok():
+				case err = <-it.ack.Err():
+				default:
 					err = errors.New("no publish acknowledgement within 30s")
 				}
 			}
@@ -217,5 +227,6 @@ func (f *Fused) ackLoop() {
 			}
 			it.done(nil)
 		}
+		timeout.Stop()
 	}
 }
