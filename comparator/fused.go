@@ -72,19 +72,27 @@ type fusedItem struct {
 	done func(error)
 }
 
-// NewFused starts the sink's store loop. js may be nil only with NoPublish.
-func NewFused(cfg FusedConfig, js jetstream.JetStream, cmp *Comparator, store *Store, m *Metrics, log *slog.Logger) (*Fused, error) {
-	if cmp == nil || store == nil || m == nil {
-		return nil, errors.New("fused compare: comparator, store and metrics are required")
+// NewFused registers the compare metrics on deps.Registerer and starts the
+// sink's store loop (Close stops it). deps.JetStream may be nil only with
+// NoPublish; deps.Comparator and deps.Store are required (the store is the
+// caller's).
+func NewFused(cfg FusedConfig, deps Deps) (*Fused, error) {
+	if deps.Comparator == nil || deps.Store == nil {
+		return nil, errors.New("fused compare: comparator and store are required")
 	}
-	if js == nil && !cfg.NoPublish {
+	if deps.JetStream == nil && !cfg.NoPublish {
 		return nil, errors.New("fused compare: JetStream is required to publish results")
 	}
+	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	m, err := NewMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
-	f := &Fused{cfg: cfg, js: js, cmp: cmp, store: store, metrics: m, log: log,
+	f := &Fused{cfg: cfg, js: deps.JetStream, cmp: deps.Comparator, store: deps.Store, metrics: m, log: log,
 		in: make(chan fusedItem, 4*cfg.Batch), acks: make(chan []fusedItem, 4)}
 	f.wg.Add(2)
 	go func() {
@@ -128,17 +136,19 @@ func (f *Fused) PublishFailures() int64 {
 }
 
 // Close stores what is queued, waits until every done ran, and stops.
-// Call it after the replayer that feeds it has closed.
-func (f *Fused) Close() {
+// Call it after the replayer that feeds it has closed. Idempotent; the
+// store stays open (it is the caller's).
+func (f *Fused) Close() error {
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
-		return
+		return nil
 	}
 	f.closed = true
 	close(f.in)
 	f.mu.Unlock()
 	f.wg.Wait()
+	return nil
 }
 
 // storeLoop batches verdicts: it waits for one, then takes up to Batch,

@@ -70,26 +70,25 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewMetrics(prometheus.NewRegistry())
+	fused, err := NewFused(FusedConfig{Batch: 16}, Deps{JetStream: js, Comparator: cmp, Store: store, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fused, err := NewFused(FusedConfig{Batch: 16}, js, cmp, store, m, nil)
+	m := fused.metrics
+	rep, err := shadow.New(shadow.Config{Routes: rf, Sink: fused}, shadow.Deps{JetStream: js, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := shadow.New(shadow.Config{Routes: rf, Sink: fused}, js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rep.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	repDone := make(chan error, 1)
+	go func() { repDone <- rep.Run(ctx) }()
 	stopped := false
 	stop := func() {
 		if !stopped {
 			stopped = true
 			rep.Close()
+			if err := <-repDone; err != nil {
+				t.Error(err)
+			}
 			fused.Close()
 		}
 	}
@@ -101,11 +100,11 @@ services:
 		}
 		return int(s)
 	}
-	reqCons, err := js.Consumer(ctx, schemas.StreamLegacyRequests, shadow.DurableName(shadow.DefaultDurable, "svc"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() error {
+	waitFor(t, func() error { // the durable appears once Run set up
+		reqCons, err := js.Consumer(ctx, schemas.StreamLegacyRequests, shadow.DurableName(shadow.DefaultDurable, "svc"))
+		if err != nil {
+			return err
+		}
 		info, err := reqCons.Info(ctx)
 		if err != nil {
 			return err
@@ -158,11 +157,7 @@ services:
 	}
 	// A separate compare process on the same store: every result is a
 	// pair already stored.
-	m2, err := NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := NewConsumer(ctx, ConsumerConfig{Durable: "separate"}, js, cmp, store, m2, nil)
+	cons, err := NewConsumer(ConsumerConfig{Durable: "separate"}, Deps{JetStream: js, Comparator: cmp, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

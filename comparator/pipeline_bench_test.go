@@ -149,35 +149,41 @@ func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream,
 		b.Fatal(err)
 	}
 	start := time.Now()
-	m, err := NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
 	durable := fmt.Sprintf("b6-%d", round)
+	var fusedSink *Fused
 	var sink shadow.Sink
 	if fused {
 		durable = fmt.Sprintf("b6-fused-%d", round)
-		f, err := NewFused(FusedConfig{}, js, cmp, store, m, nil)
+		f, err := NewFused(FusedConfig{}, Deps{JetStream: js, Comparator: cmp, Store: store, Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer f.Close() // after the replayer's Close (deferred below)
-		sink = f
+		fusedSink, sink = f, f
 	}
 	r, err := shadow.New(shadow.Config{Routes: rf, Durable: durable, Sink: sink},
-		js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		shadow.Deps{JetStream: js, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if !fused {
-		cons, err := NewConsumer(ctx, ConsumerConfig{Durable: fmt.Sprintf("b6-compare-%d", round)}, js, cmp, store, m, nil)
+	shadowDone := make(chan error, 1)
+	go func() { shadowDone <- r.Run(ctx) }()
+	defer func() {
+		r.Close()
+		if err := <-shadowDone; err != nil {
+			b.Error(err)
+		}
+	}()
+	var m *Metrics
+	if fused {
+		m = fusedSink.metrics
+	} else {
+		cons, err := NewConsumer(ConsumerConfig{Durable: fmt.Sprintf("b6-compare-%d", round)}, Deps{JetStream: js, Comparator: cmp, Store: store, Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			b.Fatal(err)
 		}
+		m = cons.metrics
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- cons.Run(runCtx) }()

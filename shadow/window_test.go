@@ -39,11 +39,11 @@ func TestParsePace(t *testing.T) {
 // newWindowReplayer builds a replayer for ReplayWindow (not started).
 func (h *harness) newWindowReplayer(cfg Config) *Replayer {
 	h.t.Helper()
-	r, err := New(cfg, h.js, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	r, err := New(cfg, Deps{JetStream: h.js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.t.Cleanup(r.Close)
+	h.t.Cleanup(func() { r.Close() })
 	return r
 }
 

@@ -270,12 +270,12 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 					Replicas: env.ResultsReplicas, Storage: env.ResultsStorage,
 				},
 				LookupEnv: os.LookupEnv,
-			}, conn.JS, e.Log, e.Reg)
+			}, shadow.Deps{JetStream: conn.JS, Logger: e.Log, Registerer: e.Reg})
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			if win != nil {
-				defer r.Close()
 				sum, err := r.ReplayWindow(ctx, *win, func(s shadow.Summary) {
 					if win.Loop {
 						fmt.Fprintln(e.Stdout, s)
@@ -284,12 +284,10 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 				fmt.Fprintln(e.Stdout, sum)
 				return err
 			}
-			if err := r.Start(ctx); err != nil {
+			if err := r.Run(ctx); err != nil {
 				return err
 			}
-			<-ctx.Done()
-			e.Log.Info("stopping shadow replayer")
-			r.Close()
+			e.Log.Info("shadow replayer stopped")
 			return nil
 		},
 	}
@@ -383,13 +381,10 @@ func openFused(ctx context.Context, e *Env, routesFile string, rf *routes.File, 
 	if err != nil {
 		return nil, err
 	}
-	e.OnClose(store.Close)
+	e.OnClose(func() { store.Close() })
 	if err := store.Seed(ctx, cmpr); err != nil {
 		return nil, err
 	}
-	m, err := comparator.NewMetrics(e.Reg)
-	if err != nil {
-		return nil, err
-	}
-	return comparator.NewFused(comparator.FusedConfig{Batch: env.Batch}, js, cmpr, store, m, e.Base.With("stage", "compare"))
+	return comparator.NewFused(comparator.FusedConfig{Batch: env.Batch},
+		comparator.Deps{JetStream: js, Comparator: cmpr, Store: store, Logger: e.Base.With("stage", "compare"), Registerer: e.Reg})
 }
