@@ -164,11 +164,11 @@ services:
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- cons.Run(runCtx) }()
-	c, err := js.Consumer(ctx, schemas.StreamShadowResults, "separate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() error {
+	waitFor(t, func() error { // the durable appears once Run set up
+		c, err := js.Consumer(ctx, schemas.StreamShadowResults, "separate")
+		if err != nil {
+			return err
+		}
 		info, err := c.Info(ctx)
 		if err != nil {
 			return err
