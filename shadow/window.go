@@ -204,6 +204,10 @@ func (r *Replayer) ReplayWindow(ctx context.Context, w Window, pass func(Summary
 			pass(s)
 		}
 		total.add(s)
+		if err == nil && w.Loop && ctx.Err() == nil && s.Replayed == 0 && s.SkippedTotal() == 0 {
+			return total, fmt.Errorf("shadow: window replay: no request captured from %s to %s to loop over",
+				w.Since.Format(time.RFC3339Nano), w.Until.Format(time.RFC3339Nano))
+		}
 		if err != nil || !w.Loop || ctx.Err() != nil {
 			if ctx.Err() != nil && w.Loop {
 				err = nil // a loop ends when it is stopped

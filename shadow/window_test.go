@@ -262,3 +262,30 @@ services:
 		t.Errorf("loop: %d passes, %d replayed; want at least 2 full passes", passes, total.Replayed)
 	}
 }
+
+// TestWindowEmpty: a window nothing was captured in ends at once with
+// nothing replayed; looping over it is an error, not a spin.
+func TestWindowEmpty(t *testing.T) {
+	h := newHarness(t)
+	cube := newCube(t, "cube")
+	rf := h.routes(`
+services:
+  - name: svc
+    cube_url: {{cube}}
+    routes:
+      - route: /r/{id}
+`, "{{cube}}", cube.URL)
+	h.publish(event("old", "svc", "/r/{id}", "GET", "/r/1"))
+	since := time.Now().Add(time.Hour)
+	sum, err := h.newWindowReplayer(Config{Routes: rf}).ReplayWindow(h.ctx, Window{Since: since, Until: since.Add(time.Hour)}, nil)
+	if err != nil || sum.Replayed != 0 || sum.Scanned != 0 || sum.Passes != 1 {
+		t.Errorf("empty window: %s, %v; want one pass, nothing read", sum, err)
+	}
+	_, err = h.newWindowReplayer(Config{Routes: rf}).ReplayWindow(h.ctx, Window{Since: since, Until: since.Add(time.Hour), Loop: true}, nil)
+	if err == nil || !strings.Contains(err.Error(), "no request captured") {
+		t.Errorf("loop over an empty window: %v, want an error", err)
+	}
+	if len(cube.requests()) != 0 {
+		t.Errorf("cube received %d requests", len(cube.requests()))
+	}
+}
