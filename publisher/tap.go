@@ -352,37 +352,15 @@ func (st *reqState) finish() {
 	}
 	st.done = true
 	t, r, resp := st.t, st.r, st.resp
-	ev := &schemas.RequestEvent{
-		V:           schemas.Version,
-		ID:          st.d.captureID,
-		Service:     t.c.cfg.Service,
-		Route:       st.d.route,
-		Method:      r.Method,
-		Path:        r.URL.Path,
-		Query:       r.URL.RawQuery,
-		Headers:     r.Header, // stripped by the publisher goroutine: the proxy sends a clone, nobody writes this map any more
-		UserKey:     st.d.id.key,
-		TraceParent: r.Header.Get("Traceparent"),
-		CapturedAt:  st.start,
-		Source:      schemas.SourceTap,
-		Response: schemas.HTTPResponse{
-			Status:  resp.StatusCode,
-			Headers: resp.Header,
-			Latency: time.Since(st.start),
-		},
-	}
+	// r.Header is stripped by the publisher goroutine: the proxy sends a
+	// clone, nobody writes this map any more.
+	ev := t.c.exchangeEvent(st.d, r, st.start, resp, time.Since(st.start))
 	if st.reqBuf != nil {
 		ev.Body, ev.BodyTruncated = st.reqBuf.seal()
 	}
 	ev.Response.Body, ev.Response.BodyTruncated = st.respBuf.seal()
 	if !st.eof {
 		ev.Response.BodyTruncated = true // the copy to the user stopped early
-	}
-	if len(resp.Trailer) > 0 {
-		ev.Response.Headers = resp.Header.Clone()
-		for k, v := range resp.Trailer {
-			ev.Response.Headers[http.CanonicalHeaderKey("Trailer-"+k)] = v
-		}
 	}
 	// The response header map is ours now: the proxy has copied it to the
 	// user's answer and reads only resp.Trailer after this.
