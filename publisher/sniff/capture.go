@@ -221,12 +221,13 @@ func (s *Sniffer) ReadFile(ctx context.Context, name string, r io.Reader) error 
 	magic, _ := br.Peek(4)
 	var src packetSource
 	var link layers.LinkType
+	ng := false
 	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
-		ng, err := pcapgo.NewNgReader(cr, pcapgo.DefaultNgReaderOptions)
+		nr, err := pcapgo.NewNgReader(cr, pcapgo.DefaultNgReaderOptions)
 		if err != nil {
 			return &FileError{File: name, Offset: 0, Msg: "not a pcapng file: " + err.Error()}
 		}
-		src, link = ng, ng.LinkType()
+		src, link, ng = nr, nr.LinkType(), true
 	} else {
 		pr, err := pcapgo.NewReader(cr)
 		if err != nil {
@@ -234,15 +235,23 @@ func (s *Sniffer) ReadFile(ctx context.Context, name string, r io.Reader) error 
 		}
 		src, link = pr, pr.LinkType()
 	}
+	// The offset of each pcap record: the 24-byte file header, then a
+	// 16-byte header and the captured bytes per packet. pcapng blocks vary:
+	// there the offset is how far the reader had read (at or after it).
+	off := int64(24)
 	for n := 0; ; n++ {
-		off := cr.n
+		if ng {
+			off = cr.n
+		}
 		data, ci, err := src.ZeroCopyReadPacketData()
-		if err != nil {
+		if err == nil {
+			off += 16 + int64(len(data))
+		} else {
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			s.Close()
-			return &FileError{File: name, Offset: max(off, 0), Msg: fmt.Sprintf("packet %d: %v", n+1, err)}
+			return &FileError{File: name, Offset: off, Msg: fmt.Sprintf("packet %d: %v", n+1, err)}
 		}
 		s.Packet(link, data, ci)
 		if s.err != nil {
