@@ -11,8 +11,10 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/afpacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/net/bpf"
@@ -23,18 +25,24 @@ type packetSource interface {
 	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
 }
 
-// Live is an AF_PACKET capture on one interface.
+// Live is an AF_PACKET capture on one interface, through a TPACKET_V3
+// ring shared with the kernel (no system call per packet, no copy).
 type Live struct {
-	h    *pcapgo.EthernetHandle
+	h    *afpacket.TPacket
 	link layers.LinkType
 }
 
-// OpenLive opens a packet socket on iface (needs CAP_NET_RAW) with a
-// kernel filter: the compiled program filter when given (tcpdump -ddd
-// output, see ParseBPF), else "tcp port <port>". On the loopback interface
-// each packet would be seen twice (going out and coming in): the filter
-// drops the outgoing copy.
-func OpenLive(iface string, port int, filter []bpf.RawInstruction) (*Live, error) {
+// DefaultRingBytes is the size of the capture ring: what the kernel can
+// hold while sniff is busy before it drops packets (counted by the kernel,
+// then as lost_segments here).
+const DefaultRingBytes = 32 << 20
+
+// OpenLive opens a packet socket on iface (needs CAP_NET_RAW) with a ring
+// of ringBytes (0: DefaultRingBytes) and a kernel filter: the compiled
+// program filter when given (tcpdump -ddd output, see ParseBPF), else
+// "tcp port <port>". On the loopback interface each packet would be seen
+// twice (going out and coming in): the filter drops the outgoing copy.
+func OpenLive(iface string, port int, filter []bpf.RawInstruction, ringBytes int) (*Live, error) {
 	ifc, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("sniff: interface %q: %w (list them with `ip link`)", iface, err)
@@ -50,9 +58,15 @@ func OpenLive(iface string, port int, filter []bpf.RawInstruction) (*Live, error
 	if ifc.Flags&net.FlagLoopback != 0 {
 		filter = append(dropOutgoing(), filter...)
 	}
-	h, err := pcapgo.NewEthernetHandle(iface)
+	if ringBytes <= 0 {
+		ringBytes = DefaultRingBytes
+	}
+	const block = 1 << 20 // holds the largest packet (64 KiB with segmentation offload)
+	h, err := afpacket.NewTPacket(afpacket.OptInterface(iface), afpacket.TPacketVersion3,
+		afpacket.OptFrameSize(1<<16), afpacket.OptBlockSize(block), afpacket.OptNumBlocks(max(ringBytes/block, 2)),
+		afpacket.OptBlockTimeout(20*time.Millisecond), afpacket.OptPollTimeout(200*time.Millisecond))
 	if err != nil {
-		return nil, fmt.Errorf("sniff: %w (sniff needs CAP_NET_RAW: run as root or give the binary/container that capability)", err)
+		return nil, fmt.Errorf("sniff: packet socket on %s: %w (sniff needs CAP_NET_RAW: run as root or give the binary/container that capability)", iface, err)
 	}
 	if err := h.SetBPF(filter); err != nil {
 		h.Close()
@@ -61,28 +75,43 @@ func OpenLive(iface string, port int, filter []bpf.RawInstruction) (*Live, error
 	return &Live{h: h, link: layers.LinkTypeEthernet}, nil
 }
 
-// Close closes the socket; a Run reading it returns.
-func (l *Live) Close() error { return l.h.Close() }
+// Close closes the socket. Run closes it itself when its context ends.
+func (l *Live) Close() error {
+	l.h.Close()
+	return nil
+}
 
-// Run feeds s every packet of l until ctx ends or l is closed, then
-// closes s. It returns nil when ctx ended.
+// KernelDrops returns the packets the kernel dropped because the ring was
+// full, since the last call.
+func (l *Live) KernelDrops() int64 {
+	_, v3, err := l.h.SocketStats()
+	if err != nil {
+		return 0
+	}
+	return int64(v3.Drops())
+}
+
+// Run feeds s every packet of l until ctx ends, then closes l and s.
+// Gaps and idle connections are flushed by the wall clock while no
+// packet comes.
 func (s *Sniffer) Run(ctx context.Context, l *Live) error {
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
+	defer l.Close()
 	for {
 		data, ci, err := l.h.ZeroCopyReadPacketData()
-		if err != nil {
-			if ctx.Err() != nil {
-				s.Close()
-				return nil
-			}
-			if isTemporary(err) {
-				continue
-			}
+		if ctx.Err() != nil {
+			s.Close()
+			return nil
+		}
+		switch {
+		case err == nil:
+			s.Packet(l.link, data, ci)
+		case errors.Is(err, afpacket.ErrTimeout):
+			s.tick(time.Now())
+		case isTemporary(err):
+		default:
 			s.Close()
 			return fmt.Errorf("sniff: read packet: %w", err)
 		}
-		s.Packet(l.link, data, ci)
 	}
 }
 

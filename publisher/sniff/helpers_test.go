@@ -1,8 +1,6 @@
 package sniff
 
 import (
-	"context"
-	"errors"
 	"os"
 	"testing"
 	"time"
@@ -80,28 +78,21 @@ func (s *sink) events(tb testing.TB) []schemas.RequestEvent {
 	}
 	var out []schemas.RequestEvent
 	for len(out) < want {
-		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(5*time.Second))
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
 		if err != nil {
-			tb.Fatal(err)
+			tb.Fatalf("stream has %d messages, read %d: %v", want, len(out), err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			ev, err := schemas.DecodeRequestEvent(m.Data())
-			if err != nil {
-				tb.Fatalf("message on %s: %v", m.Subject(), err)
-			}
-			if id := m.Headers().Get(jetstream.MsgIDHeader); id != ev.ID {
-				tb.Fatalf("Nats-Msg-Id %q, want the event id %q", id, ev.ID)
-			}
-			out = append(out, ev)
-			n++
+		ev, err := schemas.DecodeRequestEvent(m.Data())
+		if err != nil {
+			tb.Fatalf("message on %s: %v", m.Subject(), err)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			tb.Fatal(err)
+		if id := m.Headers().Get(jetstream.MsgIDHeader); id != ev.ID {
+			tb.Fatalf("Nats-Msg-Id %q, want the event id %q", id, ev.ID)
 		}
-		if n == 0 {
-			tb.Fatalf("stream has %d messages, read %d", want, len(out))
+		if subj := schemas.RequestSubject(ev.Service, ev.Route); m.Subject() != subj {
+			tb.Fatalf("event %s on subject %s, want %s", ev.ID, m.Subject(), subj)
 		}
+		out = append(out, ev)
 	}
 	return out
 }
