@@ -1,0 +1,165 @@
+package publisher
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// slowLegacy serves at most slots requests at once, each for hold: its
+// capacity is slots/hold requests per second, whatever the proxy in front.
+func slowLegacy(slots int, hold time.Duration) http.Handler {
+	sem := make(chan struct{}, slots)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case sem <- struct{}{}:
+		case <-r.Context().Done():
+			return
+		}
+		time.Sleep(hold)
+		<-sem
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"pillar":"gyeong-o"}`)
+	})
+}
+
+// capacityLoop measures a proxy's capacity: conc clients back to back for d.
+func capacityLoop(t *testing.T, target string, conc int, d time.Duration) float64 {
+	t.Helper()
+	tr := &http.Transport{MaxIdleConnsPerHost: conc}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+				resp, err := client.Get(target)
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(ok.Load()) / time.Since(start).Seconds()
+}
+
+// overloadLoop sends n requests at rate per second whatever the answers (users
+// do not wait for each other) and returns how many failed: no answer
+// within the timeout, or not 200.
+func overloadLoop(t *testing.T, target string, rate float64, n int, timeout time.Duration) int {
+	t.Helper()
+	tr := &http.Transport{MaxIdleConnsPerHost: 4096}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: timeout}
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		if wait := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); wait > 0 {
+			time.Sleep(wait)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get(target)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(failed.Load())
+}
+
+// TestTapOverloadLikeBareProxy: at three times the capacity of a bare
+// httputil.ReverseProxy in front of the same legacy service (measured
+// here), the tap fails no more of the users' requests than the bare proxy.
+// Both queue at the legacy service; the tap's capture runs on the side.
+func TestTapOverloadLikeBareProxy(t *testing.T) {
+	legacy := httptest.NewServer(slowLegacy(4, 10*time.Millisecond))
+	defer legacy.Close()
+	up, _ := url.Parse(legacy.URL)
+	bare := httptest.NewServer(httputil.NewSingleHostReverseProxy(up))
+	defer bare.Close()
+	e := newEnv(t, Config{})
+	tap, err := NewTap(e.c, TapConfig{Upstream: legacy.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	front := httptest.NewServer(tap)
+	defer front.Close()
+
+	capacity := capacityLoop(t, bare.URL+"/api/saju/chart", 16, time.Second)
+	if capacity < 50 {
+		t.Fatalf("bare proxy capacity %.0f requests/s: the machine is too loaded to measure", capacity)
+	}
+	rate := 3 * capacity
+	n := int(rate * 1.5) // 1.5 s of overload
+	const timeout = 2 * time.Second
+	bareFailed := overloadLoop(t, bare.URL+"/api/saju/chart", rate, n, timeout)
+	time.Sleep(3 * time.Second) // the legacy queue drains: both runs start from idle
+	tapFailed := overloadLoop(t, front.URL+"/api/saju/chart", rate, n, timeout)
+	t.Logf("capacity %.0f/s; %d requests at %.0f/s: bare proxy failed %d, tap %d", capacity, n, rate, bareFailed, tapFailed)
+	if bareFailed == 0 {
+		t.Fatalf("the bare proxy failed no request at 3× its capacity: the overload did not happen")
+	}
+	// no higher error rate; the slack (2% of the requests) absorbs the noise
+	// of a shared machine, not a different behaviour
+	if tapFailed > bareFailed+n/50 {
+		t.Fatalf("tap failed %d of %d requests, the bare proxy %d", tapFailed, n, bareFailed)
+	}
+	e.flush(t)
+	if st := e.c.Stats(); st.Published == 0 {
+		t.Fatalf("the tap captured nothing: %+v", st)
+	}
+}
+
+// TestRaiseFileLimit: a lowered soft limit goes back up to the hard limit.
+func TestRaiseFileLimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	low := rl
+	low.Cur = min(rl.Max/2, 4096)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	n, err := RaiseFileLimit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &now); err != nil {
+		t.Fatal(err)
+	}
+	if n != rl.Max || now.Cur != rl.Max || low.Cur == rl.Max {
+		t.Fatalf("soft limit %d (returned %d) after raising from %d, want the hard limit %d", now.Cur, n, low.Cur, rl.Max)
+	}
+}
