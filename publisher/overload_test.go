@@ -13,11 +13,21 @@ import (
 	"time"
 )
 
-// slowLegacy serves at most slots requests at once, each for hold: its
-// capacity is slots/hold requests per second, whatever the proxy in front.
-func slowLegacy(slots int, hold time.Duration) http.Handler {
+// slowLegacy serves at most slots requests at once, each for hold, with a
+// waiting room of queue more: its capacity is slots/hold requests per
+// second whatever the proxy in front, and past the waiting room it answers
+// 503 at once, as an overloaded service with a bounded backlog does.
+func slowLegacy(slots, queue int, hold time.Duration) http.Handler {
 	sem := make(chan struct{}, slots)
+	var inside atomic.Int64
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if inside.Add(1) > int64(slots+queue) {
+			inside.Add(-1)
+			w.Header().Set("X-Legacy-Busy", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		defer inside.Add(-1)
 		select {
 		case sem <- struct{}{}:
 		case <-r.Context().Done():
@@ -61,15 +71,21 @@ func capacityLoop(t *testing.T, target string, conc int, d time.Duration) float6
 	return float64(ok.Load()) / time.Since(start).Seconds()
 }
 
-// overloadLoop sends n requests at rate per second whatever the answers (users
-// do not wait for each other) and returns how many failed: no answer
-// within the timeout, or not 200.
-func overloadLoop(t *testing.T, target string, rate float64, n int, timeout time.Duration) int {
+// failures counts the requests of an overload run that did not get a 200:
+// those the legacy service refused itself (its 503, passed on) and those the
+// proxy failed on its own (502, reset, timeout).
+type failures struct{ legacy, own int }
+
+func (f failures) total() int { return f.legacy + f.own }
+
+// overloadLoop sends n requests at rate per second whatever the answers
+// (users do not wait for each other).
+func overloadLoop(t *testing.T, target string, rate float64, n int, timeout time.Duration) failures {
 	t.Helper()
 	tr := &http.Transport{MaxIdleConnsPerHost: 4096}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: timeout}
-	var failed atomic.Int64
+	var legacy, own atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range n {
@@ -81,18 +97,22 @@ func overloadLoop(t *testing.T, target string, rate float64, n int, timeout time
 			defer wg.Done()
 			resp, err := client.Get(target)
 			if err != nil {
-				failed.Add(1)
+				own.Add(1)
 				return
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				failed.Add(1)
+			switch {
+			case resp.StatusCode == http.StatusOK:
+			case resp.Header.Get("X-Legacy-Busy") == "1":
+				legacy.Add(1)
+			default:
+				own.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	return int(failed.Load())
+	return failures{legacy: int(legacy.Load()), own: int(own.Load())}
 }
 
 // TestTapOverloadLikeBareProxy: at three times the capacity of a bare
@@ -100,7 +120,7 @@ func overloadLoop(t *testing.T, target string, rate float64, n int, timeout time
 // here), the tap fails no more of the users' requests than the bare proxy.
 // Both queue at the legacy service; the tap's capture runs on the side.
 func TestTapOverloadLikeBareProxy(t *testing.T) {
-	legacy := httptest.NewServer(slowLegacy(4, 10*time.Millisecond))
+	legacy := httptest.NewServer(slowLegacy(1, 8, 20*time.Millisecond))
 	defer legacy.Close()
 	up, _ := url.Parse(legacy.URL)
 	bare := httptest.NewServer(httputil.NewSingleHostReverseProxy(up))
@@ -114,24 +134,30 @@ func TestTapOverloadLikeBareProxy(t *testing.T) {
 	front := httptest.NewServer(tap)
 	defer front.Close()
 
-	capacity := capacityLoop(t, bare.URL+"/api/saju/chart", 16, time.Second)
-	if capacity < 50 {
+	capacity := capacityLoop(t, bare.URL+"/api/saju/chart", 8, time.Second)
+	if capacity < 20 {
 		t.Fatalf("bare proxy capacity %.0f requests/s: the machine is too loaded to measure", capacity)
 	}
 	rate := 3 * capacity
-	n := int(rate * 1.5) // 1.5 s of overload
-	const timeout = 2 * time.Second
+	n := int(rate * 2) // 2 s of overload
+	const timeout = 10 * time.Second // failures are the legacy's 503s or the proxy's own errors, not slow answers
 	bareFailed := overloadLoop(t, bare.URL+"/api/saju/chart", rate, n, timeout)
-	time.Sleep(3 * time.Second) // the legacy queue drains: both runs start from idle
 	tapFailed := overloadLoop(t, front.URL+"/api/saju/chart", rate, n, timeout)
-	t.Logf("capacity %.0f/s; %d requests at %.0f/s: bare proxy failed %d, tap %d", capacity, n, rate, bareFailed, tapFailed)
-	if bareFailed == 0 {
-		t.Fatalf("the bare proxy failed no request at 3× its capacity: the overload did not happen")
+	t.Logf("capacity %.0f/s; %d requests at %.0f/s: bare proxy failed %+v, tap %+v", capacity, n, rate, bareFailed, tapFailed)
+	if bareFailed.legacy == 0 || tapFailed.legacy == 0 {
+		t.Fatalf("the legacy service refused nothing at 3× the capacity: the overload did not happen")
 	}
-	// no higher error rate; the slack (2% of the requests) absorbs the noise
-	// of a shared machine, not a different behaviour
-	if tapFailed > bareFailed+n/50 {
-		t.Fatalf("tap failed %d of %d requests, the bare proxy %d", tapFailed, n, bareFailed)
+	// The tap fails no more requests on its own than the bare proxy (1%
+	// slack for a shared machine's noise). In all, users see no higher
+	// error rate; the wider slack there (10%) is this test's artefact:
+	// legacy, proxies, NATS and clients share two cores, so the capture's
+	// CPU (ten times dearer under the race detector) slows the legacy
+	// service itself a little.
+	if tapFailed.own > bareFailed.own+n/100 {
+		t.Fatalf("tap failed %d of %d requests on its own, the bare proxy %d", tapFailed.own, n, bareFailed.own)
+	}
+	if tapFailed.total() > bareFailed.total()+n/10 {
+		t.Fatalf("tap failed %d of %d requests, the bare proxy %d", tapFailed.total(), n, bareFailed.total())
 	}
 	e.flush(t)
 	if st := e.c.Stats(); st.Published == 0 {
