@@ -139,7 +139,7 @@ func TestTapOverloadLikeBareProxy(t *testing.T) {
 		t.Fatalf("bare proxy capacity %.0f requests/s: the machine is too loaded to measure", capacity)
 	}
 	rate := 3 * capacity
-	n := int(rate * 2) // 2 s of overload
+	n := int(rate * 2)               // 2 s of overload
 	const timeout = 10 * time.Second // failures are the legacy's 503s or the proxy's own errors, not slow answers
 	bareFailed := overloadLoop(t, bare.URL+"/api/saju/chart", rate, n, timeout)
 	tapFailed := overloadLoop(t, front.URL+"/api/saju/chart", rate, n, timeout)
