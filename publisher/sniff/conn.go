@@ -30,7 +30,6 @@ type conn struct {
 	cur             *exchange   // request whose body is being read
 	resp            *exchange   // exchange whose answer body is being read
 	respBody        body
-	respStart       time.Time
 	lastTS          time.Time
 }
 

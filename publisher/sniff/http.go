@@ -17,9 +17,6 @@ import (
 // server default is 1 MiB too); longer is not HTTP we can follow.
 const maxHeaderBytes = 1 << 20
 
-// errNeedMore says a message is not complete yet.
-var errNeedMore = errors.New("need more data")
-
 // body reads one message body, framed by Content-Length, chunked encoding or
 // the end of the connection, keeping at most max bytes.
 type body struct {
