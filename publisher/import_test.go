@@ -229,7 +229,7 @@ func TestImportGoReplayMalformed(t *testing.T) {
 func FuzzGoReplayPayload(f *testing.F) {
 	f.Add([]byte("1 aa 1796050436593733815 0\nGET /x?a=1 HTTP/1.1\r\nHost: a\r\n\r\n"), []byte("2 aa 1796050436593833815 100\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"))
 	f.Add([]byte("1 bb 1 0\nPOST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab"), []byte("2 bb 2 0\nHTTP/1.1 500 Oops\r\n\r\nbody until close"))
-	c, err := New(nil, Config{Service: "saju", MaxBody: 8, Privacy: PrivacyConfig{Secret: []byte(testSecret)}}, nil, nil)
+	c, err := New(Config{Service: "saju", MaxBody: 8, Privacy: PrivacyConfig{Secret: []byte(testSecret)}}, Deps{})
 	if err != nil {
 		f.Fatal(err)
 	}

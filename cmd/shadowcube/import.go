@@ -101,11 +101,14 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 			if err != nil {
 				return err
 			}
-			c, err := publisher.New(conn.NC, cfg, e.Log, nil)
+			c, err := publisher.New(cfg, publisher.Deps{Conn: conn.NC, Logger: e.Log})
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			capErr := make(chan error, 1)
+			go func() { capErr <- c.Run(context.WithoutCancel(ctx)) }()
+			defer func() { c.Close(); <-capErr }()
 			tty := !noProgress && isTerminal(os.Stderr)
 			total, bad := 0, 0
 			for _, name := range files {
@@ -170,7 +173,7 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 // importPcap publishes the exchanges of a pcap file through the sniff
 // reassembly; those it cannot follow are reported as skipped records.
 func importPcap(ctx context.Context, c *publisher.Capturer, name string, f *os.File, port int, e *Env) (publisher.ImportResult, error) {
-	sn, err := sniff.New(c, sniff.Config{Port: port, Source: schemas.SourceImport, Wait: true}, e.Log, nil)
+	sn, err := sniff.New(sniff.Config{Port: port, Source: schemas.SourceImport, Wait: true}, sniff.Deps{Capturer: c, Logger: e.Log})
 	if err != nil {
 		return publisher.ImportResult{}, err
 	}

@@ -69,6 +69,7 @@ func commands() []*cobra.Command {
 		newImportCmd(),
 		newSniffCmd(),
 		newFlagsCmd(),
+		newRolloutCmd(),
 		newCDCCmd(),
 		newSyncCmd(),
 		newReconcileCmd(),

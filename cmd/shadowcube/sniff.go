@@ -118,12 +118,15 @@ func runSniff(cmd *cobra.Command, se sniffEnv) error {
 		return err
 	}
 	defer e.Close()
-	c, err := publisher.New(nil, cfg, e.Log, e.Reg)
+	c, err := publisher.New(cfg, publisher.Deps{Logger: e.Log, Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	sn, err := sniff.New(c, sniff.Config{Port: se.Port}, e.Log, e.Reg)
+	capErr := make(chan error, 1)
+	go func() { capErr <- c.Run(context.WithoutCancel(ctx)) }()
+	defer func() { c.Close(); <-capErr }()
+	sn, err := sniff.New(sniff.Config{Port: se.Port}, sniff.Deps{Capturer: c, Logger: e.Log, Registerer: e.Reg})
 	if err != nil {
 		return err
 	}

@@ -374,11 +374,15 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 			cn.Close()
 		}
 	}()
-	c, err := publisher.New(nil, cfg, e.Log, e.Reg)
+	c, err := publisher.New(cfg, publisher.Deps{Logger: e.Log, Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	// The capturer outlives the signal: Close (deferred, after the server's
+	// shutdown) drains what the last requests captured.
+	capErr := make(chan error, 1)
+	go func() { capErr <- c.Run(context.WithoutCancel(ctx)) }()
 	tr, err := publisher.NewTransport(te.H2C, publisher.UpstreamTLS{
 		CAFile: te.UpstreamCA, CertFile: te.UpstreamCert, KeyFile: te.UpstreamKey,
 		ServerName: te.UpstreamServerName, InsecureSkipVerify: te.UpstreamInsecure,
@@ -409,6 +413,7 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 	defer tap.Close()
 	lctx, stopLoop := context.WithCancel(ctx)
 	var loop sync.WaitGroup
+	var reportOnce sync.Once
 	loop.Add(1)
 	go func() {
 		defer loop.Done()
@@ -435,6 +440,13 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 					return nil, err
 				}
 				rollout.w.Store(w)
+				reportOnce.Do(func() { // in-flight count at the cube, for the rollback drill (publisher/inflight.go)
+					loop.Add(1)
+					go func() {
+						defer loop.Done()
+						publisher.ReportTap(lctx, flags.KV(), tap, cfg.Service, tapInstance(), 0, e.Log)
+					}()
+				})
 				e.Log.Info("following rollout flag", "key", publisher.FlagKey(cfg.Service), "percent", w.Percent(), "cube", redact.URLString(tcfg.Cube))
 			}
 			conn.Store(cn)
@@ -456,6 +468,10 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 	select {
 	case err := <-errc:
 		return fmt.Errorf("tap server: %w", err)
+	case err := <-capErr:
+		if err != nil {
+			return err
+		}
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -465,4 +481,13 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 	}
 	<-errc
 	return nil
+}
+
+// tapInstance names this tap process in its rollout report: host and pid.
+func tapInstance() string {
+	h, err := os.Hostname()
+	if err != nil {
+		h = "tap"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
 }

@@ -69,7 +69,7 @@ func load(b *testing.B, base string, n, conc int) float64 {
 // sniffing runs a Sniffer on lo for port until the returned stop is called.
 func sniffing(b *testing.B, s *sink, port int) (*Sniffer, func()) {
 	b.Helper()
-	sn, err := New(s.c, Config{Port: port}, nil, nil)
+	sn, err := New(Config{Port: port}, Deps{Capturer: s.c})
 	if err != nil {
 		b.Fatal(err)
 	}

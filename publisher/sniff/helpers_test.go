@@ -1,6 +1,7 @@
 package sniff
 
 import (
+	"context"
 	"os"
 	"testing"
 	"time"
@@ -40,11 +41,18 @@ func newSink(tb testing.TB, cfg publisher.Config) *sink {
 	}
 	cfg.Privacy.Secret = []byte(testSecret)
 	reg := prometheus.NewRegistry()
-	c, err := publisher.New(nc, cfg, nil, reg)
+	c, err := publisher.New(cfg, publisher.Deps{Conn: nc, Registerer: reg})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { c.Close() })
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(context.Background()) }()
+	tb.Cleanup(func() {
+		c.Close()
+		if err := <-runErr; err != nil {
+			tb.Error(err)
+		}
+	})
 	return &sink{nc: nc, js: js, c: c, reg: reg}
 }
 

@@ -53,7 +53,7 @@ func readPackets(tb testing.TB, name string) []packet {
 
 func newSniffer(tb testing.TB, s *sink, cfg Config) *Sniffer {
 	tb.Helper()
-	sn, err := New(s.c, cfg, nil, s.reg)
+	sn, err := New(cfg, Deps{Capturer: s.c, Registerer: s.reg})
 	if err != nil {
 		tb.Fatal(err)
 	}

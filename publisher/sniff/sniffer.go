@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -15,6 +15,7 @@ import (
 	"github.com/gopacket/gopacket/reassembly"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/heal7/shadowcube/internal/stage"
 	"github.com/heal7/shadowcube/publisher"
 	"github.com/heal7/shadowcube/schemas"
 )
@@ -100,12 +101,20 @@ type Sniffer struct {
 	packets   prometheus.Counter
 	exchanges prometheus.Counter
 	drops     *prometheus.CounterVec
-	stats     Stats
-	mu        sync.Mutex
+	// counters, read by Stats from other goroutines
+	nPackets, nExchanges, nPublished, nDropped atomic.Int64
 }
 
-// New builds a Sniffer publishing through c. reg may be nil.
-func New(c *publisher.Capturer, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Sniffer, error) {
+// Deps are what a Sniffer uses and does not own.
+type Deps struct {
+	Capturer   *publisher.Capturer   // required: where exchanges are published
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: metrics not exported
+}
+
+// New builds a Sniffer publishing through deps.Capturer. It does no I/O.
+func New(cfg Config, deps Deps) (*Sniffer, error) {
+	c, log, reg := deps.Capturer, deps.Logger, deps.Registerer
 	if c == nil {
 		return nil, errors.New("sniff: no capturer")
 	}
@@ -131,12 +140,8 @@ func New(c *publisher.Capturer, cfg Config, log *slog.Logger, reg prometheus.Reg
 	s.packets = prometheus.NewCounter(prometheus.CounterOpts{Name: "shadowcube_sniff_packets_total", Help: "TCP packets given to the reassembler."})
 	s.exchanges = prometheus.NewCounter(prometheus.CounterOpts{Name: "shadowcube_sniff_exchanges_total", Help: "HTTP request/answer pairs read whole off the wire (captured or not by routes and sampling)."})
 	s.drops = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sniff_dropped_total", Help: "Exchanges seen but not published, by reason (lost_segments, midstream, tls, http2, not_http, unpaired, incomplete, queue_full); midstream counts connections."}, []string{"reason"})
-	if reg != nil {
-		for _, col := range []prometheus.Collector{s.packets, s.exchanges, s.drops} {
-			if err := reg.Register(col); err != nil {
-				return nil, fmt.Errorf("sniff: register metrics: %w", err)
-			}
-		}
+	if err := stage.Register(reg, "sniff", s.packets, s.exchanges, s.drops); err != nil {
+		return nil, err
 	}
 	pool := reassembly.NewStreamPool(&factory{s: s})
 	s.asm = reassembly.NewAssembler(pool)
@@ -223,7 +228,7 @@ func (s *Sniffer) feed(data []byte, ci gopacket.CaptureInfo) {
 	if s.port != 0 && s.tcp.SrcPort != layers.TCPPort(s.port) && s.tcp.DstPort != layers.TCPPort(s.port) {
 		return
 	}
-	s.stats.Packets++
+	s.nPackets.Add(1)
 	s.packets.Inc()
 	s.asm.AssembleWithContext(netFlow, &s.tcp, &assemblerContext{ci: ci})
 	s.tick(ci.Timestamp)
@@ -248,22 +253,16 @@ func (s *Sniffer) Close() error {
 
 // Stats returns the counters.
 func (s *Sniffer) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
+	return Stats{Packets: s.nPackets.Load(), Exchanges: s.nExchanges.Load(), Published: s.nPublished.Load(), Dropped: s.nDropped.Load()}
 }
 
 func (s *Sniffer) dropped(reason string, n int) {
-	s.mu.Lock()
-	s.stats.Dropped += int64(n)
-	s.mu.Unlock()
+	s.nDropped.Add(int64(n))
 	s.drops.WithLabelValues(reason).Add(float64(n))
 }
 
 func (s *Sniffer) exchanged() {
-	s.mu.Lock()
-	s.stats.Exchanges++
-	s.mu.Unlock()
+	s.nExchanges.Add(1)
 	s.exchanges.Inc()
 }
 
@@ -281,7 +280,5 @@ func (s *Sniffer) publish(seen *publisher.Seen, o publisher.Observed) {
 		s.dropped(ReasonQueueFull, 1)
 		return
 	}
-	s.mu.Lock()
-	s.stats.Published++
-	s.mu.Unlock()
+	s.nPublished.Add(1)
 }
