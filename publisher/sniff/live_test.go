@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -257,5 +258,72 @@ func TestSniffMatchesTap(t *testing.T) {
 	}
 	if got := testenv.MetricSum(t, sniffSink.reg, "shadowcube_sniff_dropped_total"); got != 0 {
 		t.Errorf("sniff dropped %v exchanges", got)
+	}
+}
+
+// TestSniffCountsWhatItCannotFollow: a keep-alive connection opened before
+// sniff started (midstream) and a TLS handshake (tls) are counted by reason
+// and publish nothing, while a plain exchange next to them is published.
+func TestSniffCountsWhatItCannotFollow(t *testing.T) {
+	legacy := httptest.NewServer(http.HandlerFunc(legacyHandler))
+	defer legacy.Close()
+	u, _ := url.Parse(legacy.URL)
+	port, _ := strconv.Atoi(u.Port())
+	s := newSink(t, publisher.Config{})
+	sn := newSniffer(t, s, Config{Port: port})
+
+	// opened, and used, before sniff starts
+	early, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	earlyR := bufio.NewReader(early)
+	ask := func(id string) {
+		t.Helper()
+		early.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := early.Write(rawReq{id: id, method: "GET", target: "/api/saju/chart?year=1984"}.bytes()); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(earlyR, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	ask("before")
+
+	live, err := OpenLive("lo", port, nil, 1<<22)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- sn.Run(ctx, live) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	ask("midstream")
+	// a TLS client at a plaintext port: the handshake fails, sniff sees TLS records
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", u.Host, &tls.Config{InsecureSkipVerify: true}); err == nil {
+		c.Close()
+	}
+	conversation(t, u.Host, []rawReq{{id: "plain", method: "GET", target: "/api/saju/chart?year=1990"}})
+
+	waitFor(t, 30*time.Second, func() bool {
+		return s.c.Stats().Published == 1 &&
+			testenv.MetricSum(t, s.reg, "shadowcube_sniff_dropped_total", "reason", ReasonMidstream) == 1 &&
+			testenv.MetricSum(t, s.reg, "shadowcube_sniff_dropped_total", "reason", ReasonTLS) == 1
+	}, func() string {
+		return fmt.Sprintf("published %+v, sniff %+v", s.c.Stats(), sn.Stats())
+	})
+	evs := byRequestID(t, s.events(t))
+	if _, ok := evs["plain"]; !ok || len(evs) != 1 {
+		t.Fatalf("events %v, want only the plain exchange", evs)
 	}
 }
