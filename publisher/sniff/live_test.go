@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"go.uber.org/goleak"
 
 	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/publisher"
@@ -186,6 +187,8 @@ func traffic(tb testing.TB, addr string) int {
 // interface: every exchange is captured by both, and the events are equal
 // field for field but for id, timings and source.
 func TestSniffMatchesTap(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { testenv.VerifyNone(t, before) }) // registered first: runs after every other cleanup
 	legacy := httptest.NewServer(http.HandlerFunc(legacyHandler))
 	defer legacy.Close()
 	cfg := publisher.Config{MaxBody: 1 << 20}
