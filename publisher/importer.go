@@ -52,7 +52,8 @@ type ImportConfig struct {
 
 // LineError is one bad record of an import file: at a line (JSONL, HAR)
 // or, for binary-framed formats (GoReplay), at a byte offset (Line 0; of
-// the decompressed stream for a gzipped file).
+// the decompressed stream for a gzipped file); Line 0 and Offset -1 speak
+// of the whole file.
 type LineError struct {
 	File   string
 	Line   int
@@ -61,6 +62,9 @@ type LineError struct {
 }
 
 func (e *LineError) Error() string {
+	if e.Line == 0 && e.Offset < 0 { // about the whole file
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
 	if e.Line == 0 {
 		return fmt.Sprintf("%s:%d: %s", e.File, e.Offset, e.Msg)
 	}

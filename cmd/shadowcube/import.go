@@ -181,7 +181,7 @@ func importPcap(ctx context.Context, c *publisher.Capturer, name string, f *os.F
 	st := sn.Stats()
 	res := publisher.ImportResult{Events: int(st.Published)}
 	if st.Dropped > 0 {
-		res.Bad = append(res.Bad, &publisher.LineError{File: name, Msg: fmt.Sprintf("%d exchanges could not be followed (lost segments, connections begun before the recording, TLS, not HTTP/1.x)", st.Dropped)})
+		res.Bad = append(res.Bad, &publisher.LineError{File: name, Offset: -1, Msg: fmt.Sprintf("%d exchanges could not be followed (lost segments, connections begun before the recording, TLS, not HTTP/1.x)", st.Dropped)})
 	}
 	return res, err
 }
