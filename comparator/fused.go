@@ -65,8 +65,8 @@ type Fused struct {
 	failed      int64
 
 	// bufs holds *[]byte for encoding results: a buffer goes back once
-	// JetStream answered its publish (the async publisher keeps the
-	// message for retries until then).
+	// JetStream acknowledged its publish (the async publisher keeps the
+	// message for retries until then; a failed one is left to the GC).
 	bufs sync.Pool
 }
 
@@ -217,7 +217,7 @@ func (f *Fused) storeLoop() {
 	}
 }
 
-// release hands back a payload buffer JetStream answered for.
+// release hands back a payload buffer JetStream acknowledged.
 func (f *Fused) release(bp *[]byte) {
 	if bp != nil && cap(*bp) <= 1<<20 { // do not keep the rare huge one
 		f.bufs.Put(bp)
@@ -236,8 +236,7 @@ func (f *Fused) ackLoop() {
 				select {
 				case <-it.ack.Ok():
 					f.release(it.buf)
-				case err = <-it.ack.Err():
-					f.release(it.buf)
+				case err = <-it.ack.Err(): // a timed-out publish may still be retrying: its buffer stays with it
 				case <-timeout.C:
 					expired = true // the publisher may still retry: its buffer stays with it
 				}
