@@ -3,104 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/heal7/shadowcube/comparator"
-	"github.com/heal7/shadowcube/internal/process"
-	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/internal/wiring"
 	"github.com/heal7/shadowcube/schemas"
 )
-
-// compareEnv is the configuration of `shadowcube compare`; flags override it.
-type compareEnv struct {
-	RoutesFile   string        `envconfig:"ROUTES_FILE"`
-	StoreURL     string        `envconfig:"STORE_DATABASE_URL"`
-	Schema       string        `envconfig:"COMPARE_SCHEMA" default:"shadowcube_compare"`
-	Durable      string        `envconfig:"COMPARE_DURABLE" default:"comparator"`
-	Batch        int           `envconfig:"COMPARE_BATCH" default:"256" min:"1"`
-	AckWait      time.Duration `envconfig:"COMPARE_ACK_WAIT" min:"1ms" default:"60s"`
-	AcceptedFile string        `envconfig:"COMPARE_ACCEPTED_FILE"`
-	NoiseOff     bool          `envconfig:"COMPARE_NOISE_DISABLED"`
-	NoiseRel     float64       `envconfig:"COMPARE_NOISE_MIN_RELATIVE" min:">0" max:"<1" default:"0.2"`
-	NoiseAbs     float64       `envconfig:"COMPARE_NOISE_MIN_ABSOLUTE" min:">0" max:"<1" default:"0.0003"`
-	RepeatCache  int           `envconfig:"COMPARE_REPEAT_CACHE" default:"10000" min:"-1"`
-	RepeatWindow time.Duration `envconfig:"COMPARE_REPEAT_WINDOW" min:"0s" default:"2s"`
-	AIMaxDrop    float64       `envconfig:"COMPARE_AI_MAX_DROP" min:">0" max:"<1" default:"0.05"`
-	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" min:">0" max:"<1" default:"0.05"`
-	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30" min:"1"`
-	Longitude    float64       `envconfig:"COMPARE_SAJU_LONGITUDE" min:"-180" max:"180" default:"126.978"`
-}
-
-// validate checks the numeric settings: each error names the variable
-// and the allowed range (the comparator's own check names its fields).
-func (e compareEnv) validate() error {
-	var errs []error
-	if e.Batch < 1 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_BATCH %d: must be at least 1", e.Batch))
-	}
-	if e.AckWait <= 0 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_ACK_WAIT %v: must be positive", e.AckWait))
-	}
-	if e.NoiseRel <= 0 || e.NoiseRel >= 1 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_NOISE_MIN_RELATIVE %v: must be in (0, 1)", e.NoiseRel))
-	}
-	if e.NoiseAbs <= 0 || e.NoiseAbs >= 1 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_NOISE_MIN_ABSOLUTE %v: must be in (0, 1)", e.NoiseAbs))
-	}
-	if e.RepeatWindow <= 0 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_REPEAT_WINDOW %v: must be positive", e.RepeatWindow))
-	}
-	if e.RepeatCache < -1 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_REPEAT_CACHE %d: must be -1 (off) or at least 0", e.RepeatCache))
-	}
-	if e.AIMaxDrop <= 0 || e.AIMaxDrop >= 1 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_MAX_DROP %v: must be in (0, 1)", e.AIMaxDrop))
-	}
-	if e.AIAlpha <= 0 || e.AIAlpha >= 1 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_ALPHA %v: must be in (0, 1)", e.AIAlpha))
-	}
-	if e.AIMinSamples < 1 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_AI_MIN_SAMPLES %d: must be at least 1", e.AIMinSamples))
-	}
-	if e.Longitude < -180 || e.Longitude > 180 || e.Longitude == 0 {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_COMPARE_SAJU_LONGITUDE %v: must be in [-180, 180], not 0", e.Longitude))
-	}
-	return errors.Join(errs...)
-}
-
-func (e compareEnv) noise() comparator.NoiseConfig {
-	return comparator.NoiseConfig{Disabled: e.NoiseOff, MinRelative: e.NoiseRel, MinAbsolute: e.NoiseAbs}
-}
-
-func (e compareEnv) ai() comparator.AIConfig {
-	return comparator.AIConfig{MaxDrop: e.AIMaxDrop, Alpha: e.AIAlpha, MinSamples: e.AIMinSamples}
-}
-
-// routeRules turns the routes file's compare sections into comparator rules.
-func routeRules(f *routes.File) []comparator.RouteRules {
-	var out []comparator.RouteRules
-	for _, s := range f.Services {
-		for _, r := range s.Routes {
-			c := r.Compare
-			out = append(out, comparator.RouteRules{Service: s.Name, Route: r.Route, Rules: comparator.Rules{
-				Kind: c.Kind, Ignore: c.Ignore, Tolerance: c.Tolerance, Unordered: c.Unordered, Headers: c.Headers,
-				Presence: c.Presence, Normalize: comparator.StringNorm{
-					Trim:          slices.Contains(c.Normalize, routes.NormTrim),
-					CollapseSpace: slices.Contains(c.Normalize, routes.NormCollapseSpace),
-					FoldCase:      slices.Contains(c.Normalize, routes.NormFoldCase),
-				},
-				Label: c.Label, Score: c.Score, TruthHeader: c.TruthHeader,
-			}})
-		}
-	}
-	return out
-}
 
 const compareHelp = `compare reads answer pairs from the SHADOW_RESULTS stream with a durable
 JetStream consumer (processes started with the same durable share the work),
@@ -156,29 +67,6 @@ Accepted-signatures file (versioned YAML):
       cause: solar-term-boundary
       reason: why this is expected
 
-Flags (each overrides its environment variable):
-  --routes FILE      SHADOWCUBE_ROUTES_FILE          routes file (required)
-  --accepted FILE    SHADOWCUBE_COMPARE_ACCEPTED_FILE accepted signatures (none)
-  --durable NAME     SHADOWCUBE_COMPARE_DURABLE      durable consumer name (comparator)
-  --batch N          SHADOWCUBE_COMPARE_BATCH        pairs fetched and stored per transaction (256)
-
-Environment only:
-  SHADOWCUBE_STORE_DATABASE_URL        PostgreSQL of the mismatch store (required)
-  SHADOWCUBE_COMPARE_SCHEMA            schema of the store (shadowcube_compare)
-  SHADOWCUBE_COMPARE_ACK_WAIT          consumer ack wait (60s)
-  SHADOWCUBE_COMPARE_NOISE_DISABLED    true turns noise suppression off (false)
-  SHADOWCUBE_COMPARE_NOISE_MIN_RELATIVE  Diffy relative threshold (0.2)
-  SHADOWCUBE_COMPARE_NOISE_MIN_ABSOLUTE  Diffy absolute threshold, share of requests (0.0003)
-  SHADOWCUBE_COMPARE_REPEAT_CACHE      request fingerprints kept to learn noise from repeats
-                                       when there is no secondary (10000; -1 disables)
-  SHADOWCUBE_COMPARE_REPEAT_WINDOW     two captures of one request this close count as
-                                       repeats without a watermark showing no write between (2s)
-  SHADOWCUBE_COMPARE_AI_MAX_DROP       allowed accuracy drop of an AI cube (0.05 = 5 pp)
-  SHADOWCUBE_COMPARE_AI_ALPHA          significance level of the drop test (0.05)
-  SHADOWCUBE_COMPARE_AI_MIN_SAMPLES    labelled pairs needed before flagging (30)
-  SHADOWCUBE_COMPARE_SAJU_LONGITUDE    saju: degrees east for local mean time when the
-                                       request names no known city (126.978, Seoul)
-
 Metrics (shadowcube_compare_*): compared_total{service,route,verdict} (rate =
 compared/s), match_ratio{service,route}, mismatches_total{service,route,cause},
 signature_mismatches_total{signature,accepted}, noise_suppressed_total,
@@ -192,93 +80,42 @@ Undecodable messages are terminated and copied to dlq.compare.
 'shadowcube compare show <request-id>' the verdict, diffs and causes of one request.`
 
 func newCompareCmd() *cobra.Command {
-	var (
-		routesFile, accepted, durable string
-		batch                         int
-	)
+	var e wiring.CompareEnv
 	cmd := &cobra.Command{
 		Use:   "compare",
 		Short: "Compare legacy and cube answers (rules, saju, AI, noise) and store the verdicts",
-		Long:  compareHelp + commonEnvHelp,
+		Long:  compareHelp + wiring.EnvHelp("Environment", &e) + commonEnvHelp,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var env compareEnv
-			if err := process.Load(&env); err != nil {
+			if err := load(cmd, &e); err != nil {
 				return err
 			}
-			f := cmd.Flags()
-			if f.Changed("routes") {
-				env.RoutesFile = routesFile
+			if err := e.Check(); err != nil {
+				return err
 			}
-			if f.Changed("accepted") {
-				env.AcceptedFile = accepted
-			}
-			if f.Changed("durable") {
-				env.Durable = durable
-			}
-			if f.Changed("batch") {
-				if batch < 1 {
-					return usageError{fmt.Errorf("compare: --batch %d: must be at least 1", batch)}
-				}
-				env.Batch = batch
-			}
-			if err := env.validate(); err != nil {
-				return usageError{fmt.Errorf("compare: %w", err)}
-			}
-			if env.RoutesFile == "" {
-				return usageError{fmt.Errorf("compare: no routes file: pass --routes FILE or set SHADOWCUBE_ROUTES_FILE")}
-			}
-			if env.StoreURL == "" {
-				return usageError{fmt.Errorf("compare: SHADOWCUBE_STORE_DATABASE_URL is not set: the mismatch store's PostgreSQL URL")}
-			}
-			rf, err := routes.Load(env.RoutesFile)
+			cmpr, err := e.Comparator()
 			if err != nil {
 				return err
 			}
-			var acc *comparator.Accepted
-			if env.AcceptedFile != "" {
-				if acc, err = comparator.LoadAccepted(env.AcceptedFile); err != nil {
-					return err
-				}
-			}
-			cmpr, err := comparator.New(comparator.Config{
-				Routes: routeRules(rf), Noise: env.noise(), AI: env.ai(), Accepted: acc, RepeatCache: env.RepeatCache, RepeatWindow: env.RepeatWindow,
-				Saju: comparator.SajuConfig{Longitude: env.Longitude},
-			})
-			if err != nil {
-				return fmt.Errorf("%s: %w", env.RoutesFile, err)
-			}
-			ctx, e, err := setup(cmd, "compare", true)
+			ctx, p, err := setup(cmd, "compare", true)
 			if err != nil {
 				return err
 			}
-			defer e.Close()
-			store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema})
+			defer p.Close()
+			conn, err := p.ConnectNATS(ctx)
 			if err != nil {
 				return err
 			}
-			e.OnClose(func() { store.Close() })
-			if err := store.Seed(ctx, cmpr); err != nil {
-				return err
-			}
-			conn, err := e.ConnectNATS(ctx)
+			cons, _, err := wiring.NewCompare(ctx, p, conn, &e, cmpr)
 			if err != nil {
 				return err
 			}
-			cons, err := comparator.NewConsumer(comparator.ConsumerConfig{Durable: env.Durable, Batch: env.Batch, AckWait: env.AckWait},
-				comparator.Deps{JetStream: conn.JS, Comparator: cmpr, Store: store, Logger: e.Log, Registerer: e.Reg})
-			if err != nil {
-				return err
-			}
-			e.Log.Info("comparing shadow results", "durable", env.Durable, "routes", len(routeRules(rf)))
+			defer cons.Close()
+			p.Log.Info("comparing shadow results", "durable", e.Durable)
 			return cons.Run(ctx)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&routesFile, "routes", "", "routes file (SHADOWCUBE_ROUTES_FILE)")
-	f.StringVar(&accepted, "accepted", "", "accepted-signatures YAML file (SHADOWCUBE_COMPARE_ACCEPTED_FILE)")
-	f.StringVar(&durable, "durable", "comparator", "durable consumer name shared by comparators (SHADOWCUBE_COMPARE_DURABLE)")
-	f.IntVar(&batch, "batch", 256, "pairs fetched and stored per transaction (SHADOWCUBE_COMPARE_BATCH)")
+	wiring.BindFlags(cmd.Flags(), &e)
 	cmd.AddCommand(newCompareSummaryCmd(), newCompareShowCmd())
 	return cmd
 }
@@ -302,19 +139,16 @@ Environment:
   SHADOWCUBE_COMPARE_SCHEMA            schema of the store (shadowcube_compare)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var env compareEnv
-			if err := process.Load(&env); err != nil {
+			var env wiring.CompareEnv
+			if err := wiring.Load(&env, nil); err != nil {
 				return err
-			}
-			if env.StoreURL == "" {
-				return usageError{fmt.Errorf("compare show: SHADOWCUBE_STORE_DATABASE_URL is not set")}
 			}
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("compare show: --format %q: want text or json", format)}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema})
+			store, err := env.OpenStore(ctx)
 			if err != nil {
 				return err
 			}
@@ -414,30 +248,27 @@ Environment:
   SHADOWCUBE_COMPARE_AI_MIN_SAMPLES    AI rollback rule (see 'shadowcube compare --help')`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var env compareEnv
-			if err := process.Load(&env); err != nil {
+			var env wiring.CompareEnv
+			if err := wiring.Load(&env, nil); err != nil {
 				return err
-			}
-			if env.StoreURL == "" {
-				return usageError{fmt.Errorf("compare summary: SHADOWCUBE_STORE_DATABASE_URL is not set")}
 			}
 			if limit < 1 {
 				return usageError{fmt.Errorf("compare summary: --limit %d: must be at least 1", limit)}
 			}
-			if err := env.validate(); err != nil {
-				return usageError{fmt.Errorf("compare summary: %w", err)}
+			if err := env.Check(); err != nil {
+				return err
 			}
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("compare summary: --format %q: want text or json", format)}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema})
+			store, err := env.OpenStore(ctx)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
-			sum, err := store.Summary(ctx, limit, env.ai(), env.noise())
+			sum, err := store.Summary(ctx, limit, env.AI(), env.Noise())
 			if err != nil {
 				return err
 			}

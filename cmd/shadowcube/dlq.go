@@ -16,6 +16,7 @@ import (
 	"github.com/heal7/shadowcube/consumers"
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -121,7 +122,7 @@ Environment (replay of sync entries):
 			})
 		},
 	}
-	var mapping string
+	var e wiring.MappingEnv
 	var all bool
 	replay := &cobra.Command{
 		Use:   "replay SEQ... | --all",
@@ -137,12 +138,8 @@ Environment (replay of sync entries):
 			if len(seqs) > 0 && all {
 				return usageError{fmt.Errorf("replay: give entry sequence numbers or --all, not both")}
 			}
-			var e syncEnv
-			if err := process.Load(&e); err != nil {
+			if err := load(cmd, &e); err != nil {
 				return err
-			}
-			if cmd.Flags().Changed("mapping") {
-				e.MappingFile = mapping
 			}
 			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
 				if all {
@@ -177,7 +174,7 @@ Environment (replay of sync entries):
 			})
 		},
 	}
-	replay.Flags().StringVar(&mapping, "mapping", "", "mapping file, for sync entries (SHADOWCUBE_MAPPING_FILE)")
+	wiring.BindFlags(replay.Flags(), &e)
 	replay.Flags().BoolVar(&all, "all", false, "replay every entry (of --stage)")
 	drop := &cobra.Command{
 		Use:   "drop SEQ...",
@@ -235,8 +232,7 @@ func dlqSource(e *schemas.DeadLetter) string {
 // compare entries needs no mapping.
 type syncReplayer struct {
 	mappingFile string
-	m           *consumers.Mapping
-	urls        map[string]string
+	m           *wiring.Mapping
 	src         *pgx.Conn
 	validated   map[string]bool
 }
@@ -246,24 +242,24 @@ func (r *syncReplayer) replay(ctx context.Context, js jetstream.JetStream, seq u
 		return nil, fmt.Errorf("DLQ entry %d is not a readable sync entry (see dlq show %d)", seq, seq)
 	}
 	if r.m == nil {
-		m, src, urls, err := loadMappingURLs(r.mappingFile)
+		m, err := wiring.LoadMapping(r.mappingFile)
 		if err != nil {
 			return nil, fmt.Errorf("DLQ entry %d is a sync entry: %w", seq, err)
 		}
-		conn, err := consumers.ConnectSource(ctx, src)
+		conn, err := consumers.ConnectSource(ctx, m.SourceURL)
 		if err != nil {
 			return nil, fmt.Errorf("connect to source database: %w", err)
 		}
-		r.m, r.urls, r.src, r.validated = m, urls, conn, map[string]bool{}
+		r.m, r.src, r.validated = m, conn, map[string]bool{}
 	}
 	t := r.m.Target(entry.Target)
 	if t == nil {
 		return nil, fmt.Errorf("DLQ entry %d: target %q is not in %s", seq, entry.Target, r.mappingFile)
 	}
-	if r.urls[t.Name] == "" {
+	if r.m.TargetURLs[t.Name] == "" {
 		return nil, &process.EnvError{Var: t.DatabaseURLEnv, Msg: "required: database URL of target " + t.Name}
 	}
-	pool, err := consumers.OpenTargetPool(ctx, r.urls[t.Name])
+	pool, err := consumers.OpenTargetPool(ctx, r.m.TargetURLs[t.Name])
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +270,7 @@ func (r *syncReplayer) replay(ctx context.Context, js jetstream.JetStream, seq u
 		}
 		r.validated[t.Name] = true
 	}
-	return consumers.ReplayDLQ(ctx, js, seq, r.m, pool)
+	return consumers.ReplayDLQ(ctx, js, seq, r.m.Mapping, pool)
 }
 
 func (r *syncReplayer) close() {

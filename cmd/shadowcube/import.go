@@ -10,13 +10,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/internal/natsx"
-	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 	"github.com/heal7/shadowcube/publisher"
 	"github.com/heal7/shadowcube/schemas"
 )
 
 func newImportCmd() *cobra.Command {
-	var service, routesFile, maxBody, format, onError string
+	var ce wiring.CaptureEnv
+	var format, onError string
 	var noProgress, keyed bool
 	cmd := &cobra.Command{
 		Use:   "import [flags] FILE...",
@@ -47,22 +48,17 @@ Flags:
   --keyed-user-keys    accept records that carry a user_key: they must already be user keys made
                        with this SHADOWCUBE_USER_KEY_SECRET (hmac-sha256:<64 hex>). Without it
                        such records are bad: put raw user ids in the user header instead.
-  --service NAME       (SHADOWCUBE_TAP_SERVICE)   --routes FILE (SHADOWCUBE_ROUTES_FILE)   --max-body SIZE (SHADOWCUBE_TAP_MAX_BODY)
 
 Exit status: 0 done (skipped lines are listed), 1 a fatal bad line, no event
 imported at all, or events JetStream did not acknowledge, 2 bad usage or
-configuration.
-
-Environment:` + captureEnvHelp + commonEnvHelp,
+configuration.` + wiring.EnvHelp("Environment", &ce) + commonEnvHelp,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
-			var ce CaptureEnv
-			if err := process.Load(&ce); err != nil {
+			if err := load(cmd, &ce); err != nil {
 				return err
 			}
-			ce.override(service, routesFile, maxBody)
-			cfg, _, err := ce.capturerConfig()
-			settings, serr := ce.streamSettings()
+			cfg, _, err := ce.CapturerConfig()
+			settings, serr := ce.StreamSettings()
 			if err = errors.Join(err, serr); err != nil {
 				return usageError{err}
 			}
@@ -81,7 +77,7 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 				return err
 			}
 			// the tap owns LEGACY_REQUESTS' limits: import sets them only when told to
-			if settings == (natsx.StreamSettings{}) {
+			if settings == (publisher.StreamSettings{}) {
 				_, err = natsx.StreamForReader(ctx, conn.JS, schemas.StreamLegacyRequests)
 			} else {
 				err = publisher.EnsureStream(ctx, conn.JS, settings)
@@ -144,7 +140,7 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 			return nil
 		},
 	}
-	bindCaptureFlags(cmd, &service, &routesFile, &maxBody)
+	wiring.BindFlags(cmd.Flags(), &ce)
 	cmd.Flags().StringVar(&format, "format", "", "jsonl or har (default from the file name)")
 	cmd.Flags().StringVar(&onError, "on-error", publisher.OnErrorSkip, "skip or fatal")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "no progress line on a terminal")

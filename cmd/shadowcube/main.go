@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
 func main() {
@@ -92,7 +93,8 @@ func isUsageError(err error) bool {
 	}
 	// A bad SHADOWCUBE_* value is a usage error too: the command cannot run as asked.
 	var ee *process.EnvError
-	if errors.As(err, &ee) {
+	var fe *wiring.FlagError
+	if errors.As(err, &ee) || errors.As(err, &fe) {
 		return true
 	}
 	// cobra reports unknown commands and bad arg counts as plain errors.

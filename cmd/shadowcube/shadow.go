@@ -1,51 +1,13 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"time"
-
 	"github.com/spf13/cobra"
 
-	"github.com/heal7/shadowcube/internal/natsx"
-	"github.com/heal7/shadowcube/internal/process"
-	"github.com/heal7/shadowcube/internal/redact"
-	"github.com/heal7/shadowcube/internal/routes"
-	"github.com/heal7/shadowcube/shadow"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
-// shadowEnv is the configuration of `shadowcube shadow`; flags override it.
-type shadowEnv struct {
-	// The tap's privacy rules, applied to the cubes' answers.
-	redact.Env
-
-	RoutesFile      string        `envconfig:"ROUTES_FILE"`
-	Durable         string        `envconfig:"SHADOW_DURABLE" default:"shadow"`
-	MaxInFlight     int           `envconfig:"SHADOW_MAX_IN_FLIGHT" min:"1" default:"256"`
-	MaxAckPending   int           `envconfig:"SHADOW_MAX_ACK_PENDING" min:"0" default:"0"`
-	Concurrency     int           `envconfig:"SHADOW_CONCURRENCY" min:"1" default:"16"`
-	Timeout         time.Duration `envconfig:"SHADOW_TIMEOUT" min:"1ms" default:"5s"`
-	FreshnessWait   time.Duration `envconfig:"SHADOW_FRESHNESS_WAIT" min:"1ms" default:"10s"`
-	BreakerFailures int           `envconfig:"SHADOW_BREAKER_FAILURES" min:"1" default:"5"`
-	BreakerOpen     time.Duration `envconfig:"SHADOW_BREAKER_OPEN" min:"1ms" default:"5s"`
-	BreakerProbes   int           `envconfig:"SHADOW_BREAKER_PROBES" min:"1" default:"1"`
-	MaxBodyBytes    int64         `envconfig:"SHADOW_MAX_BODY_BYTES" min:"1" default:"1048576"`
-	AckWait         time.Duration `envconfig:"SHADOW_ACK_WAIT" min:"0s" default:"0"`
-	ResultsMaxAge   time.Duration `envconfig:"SHADOW_RESULTS_MAX_AGE" min:"0s" default:"0"`
-	ResultsMaxBytes int64         `envconfig:"SHADOW_RESULTS_MAX_BYTES" min:"0" default:"0"`
-	ResultsReplicas int           `envconfig:"SHADOW_RESULTS_REPLICAS" min:"1" max:"5" default:"1"`
-	ResultsStorage  string        `envconfig:"SHADOW_RESULTS_STORAGE" default:"file"`
-	// CubeErrorAttempts: on which delivery a healthy cube's transport error
-	// or 502/503/504 is recorded (earlier ones are replayed again).
-	CubeErrorAttempts int `envconfig:"SHADOW_CUBE_ERROR_ATTEMPTS" default:"3" min:"1" max:"100"`
-}
-
 func newShadowCmd() *cobra.Command {
-	var (
-		routesFile, durable             string
-		maxInFlight, conc, brkFail      int
-		timeout, freshWait, breakerOpen time.Duration
-	)
+	var e wiring.ShadowEnv
 	cmd := &cobra.Command{
 		Use:   "shadow",
 		Short: "Replay captured legacy requests against the cubes and publish the answer pairs",
@@ -97,34 +59,6 @@ closed, 1 half-open, 2 open).
 
 Undecodable messages are terminated and copied to dlq.shadow with the reason.
 
-Flags (each overrides its environment variable):
-  --routes FILE            SHADOWCUBE_ROUTES_FILE          routes file (required)
-  --durable NAME           SHADOWCUBE_SHADOW_DURABLE       base name of the durable consumers (shadow)
-  --max-in-flight N        SHADOWCUBE_SHADOW_MAX_IN_FLIGHT requests of one service handled at once by
-                                                           this process (256)
-  --concurrency N          SHADOWCUBE_SHADOW_CONCURRENCY   replays in flight per target when the
-                                                           service sets no concurrency (16)
-  --timeout D              SHADOWCUBE_SHADOW_TIMEOUT       per-request timeout when the service sets none (5s)
-  --freshness-wait D       SHADOWCUBE_SHADOW_FRESHNESS_WAIT longest watermark wait when the service
-                                                           sets no freshness_wait (10s)
-  --breaker-failures N     SHADOWCUBE_SHADOW_BREAKER_FAILURES consecutive failures that open a breaker (5)
-  --breaker-open D         SHADOWCUBE_SHADOW_BREAKER_OPEN  how long a breaker stays open (5s)
-
-Environment only:
-  SHADOWCUBE_SHADOW_BREAKER_PROBES   requests let through while half-open (1)
-  SHADOWCUBE_SHADOW_MAX_ACK_PENDING  unacknowledged messages of one service over all
-                                     processes (0 = 4 × max-in-flight)
-  SHADOWCUBE_SHADOW_ACK_WAIT         consumer ack wait (0 = longest freshness wait +
-                                     2 × longest timeout + 30s)
-  SHADOWCUBE_SHADOW_MAX_BODY_BYTES   cap on a replayed answer's body (1048576)
-  SHADOWCUBE_SHADOW_CUBE_ERROR_ATTEMPTS delivery on which a healthy cube's transport
-                                     error or 502/503/504 is recorded (3, 1..100)
-  SHADOWCUBE_SHADOW_RESULTS_MAX_AGE, SHADOWCUBE_SHADOW_RESULTS_MAX_BYTES,
-  SHADOWCUBE_SHADOW_RESULTS_REPLICAS, SHADOWCUBE_SHADOW_RESULTS_STORAGE
-                                     limits of the SHADOW_RESULTS stream (unlimited, 1
-                                     replica, file storage)
-  The variables the routes file names in credentials (token_env, secret_env).
-
 Metrics (shadowcube_shadow_*): replays_total{service,route,outcome},
 skipped_total{service,route,reason}, legacy_rechecks_total{service,route,outcome},
 replay_seconds{service,route,side=legacy|cube|secondary}, breaker_state{target},
@@ -133,96 +67,27 @@ freshness_waiting, in_flight, publish_failures_total.
 
 Privacy: every cube and secondary answer is sanitised with the tap's rules before it
 is published (header allowlist, query/form/JSON redaction), read from the same
-variables:` + redact.EnvHelp + commonEnvHelp,
+variables (below).` + wiring.EnvHelp("Environment", &e) + `
+  The variables the routes file names in credentials (token_env, secret_env).` + commonEnvHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var env shadowEnv
-			if err := process.Load(&env); err != nil {
+			if err := load(cmd, &e); err != nil {
 				return err
 			}
-			if err := storageValue("SHADOWCUBE_SHADOW_RESULTS_STORAGE", env.ResultsStorage); err != nil {
-				return err
-			}
-			f := cmd.Flags()
-			if f.Changed("routes") {
-				env.RoutesFile = routesFile
-			}
-			if f.Changed("durable") {
-				env.Durable = durable
-			}
-			if f.Changed("max-in-flight") {
-				env.MaxInFlight = maxInFlight
-			}
-			if f.Changed("concurrency") {
-				env.Concurrency = conc
-			}
-			if f.Changed("timeout") {
-				env.Timeout = timeout
-			}
-			if f.Changed("freshness-wait") {
-				env.FreshnessWait = freshWait
-			}
-			if f.Changed("breaker-failures") {
-				env.BreakerFailures = brkFail
-			}
-			if f.Changed("breaker-open") {
-				env.BreakerOpen = breakerOpen
-			}
-			for _, fl := range []struct {
-				name string
-				bad  bool
-				v    any
-			}{
-				{"max-in-flight", maxInFlight < 0, maxInFlight},
-				{"concurrency", conc < 0, conc},
-				{"breaker-failures", brkFail < 0, brkFail},
-				{"timeout", timeout < 0, timeout},
-				{"freshness-wait", freshWait < 0, freshWait},
-				{"breaker-open", breakerOpen < 0, breakerOpen},
-			} {
-				if f.Changed(fl.name) && fl.bad {
-					return usageError{fmt.Errorf("--%s %v: must be at least 0 (0 = default)", fl.name, fl.v)}
-				}
-			}
-			if env.RoutesFile == "" {
-				return usageError{fmt.Errorf("shadow: no routes file: pass --routes FILE or set SHADOWCUBE_ROUTES_FILE")}
-			}
-			rf, err := routes.Load(env.RoutesFile)
+			cfg, err := e.Config()
 			if err != nil {
 				return err
 			}
-			ctx, e, err := setup(cmd, "shadow", true)
+			ctx, p, err := setup(cmd, "shadow", true)
 			if err != nil {
 				return err
 			}
-			defer e.Close()
-			conn, err := e.ConnectNATS(ctx)
+			defer p.Close()
+			conn, err := p.ConnectNATS(ctx)
 			if err != nil {
 				return err
 			}
-			rules, err := redact.New(env.Env.Config())
-			if err != nil {
-				return usageError{err}
-			}
-			r, err := shadow.New(shadow.Config{
-				Redact:            rules,
-				Routes:            rf,
-				Durable:           env.Durable,
-				MaxInFlight:       env.MaxInFlight,
-				MaxAckPending:     env.MaxAckPending,
-				Timeout:           env.Timeout,
-				Concurrency:       env.Concurrency,
-				FreshnessWait:     env.FreshnessWait,
-				Breaker:           shadow.BreakerConfig{Failures: env.BreakerFailures, OpenFor: env.BreakerOpen, Probes: env.BreakerProbes},
-				MaxBodyBytes:      env.MaxBodyBytes,
-				AckWait:           env.AckWait,
-				CubeErrorAttempts: env.CubeErrorAttempts,
-				Results: natsx.StreamSettings{
-					MaxAge: env.ResultsMaxAge, MaxBytes: env.ResultsMaxBytes,
-					Replicas: env.ResultsReplicas, Storage: env.ResultsStorage,
-				},
-				LookupEnv: os.LookupEnv,
-			}, shadow.Deps{JetStream: conn.JS, Logger: e.Log, Registerer: e.Reg})
+			r, err := wiring.NewShadow(p, conn, cfg)
 			if err != nil {
 				return err
 			}
@@ -230,18 +95,10 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 			if err := r.Run(ctx); err != nil {
 				return err
 			}
-			e.Log.Info("shadow replayer stopped")
+			p.Log.Info("shadow replayer stopped")
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&routesFile, "routes", "", "routes file (SHADOWCUBE_ROUTES_FILE)")
-	f.StringVar(&durable, "durable", shadow.DefaultDurable, "base name of the per-service durable consumers shared by replayers (SHADOWCUBE_SHADOW_DURABLE)")
-	f.IntVar(&maxInFlight, "max-in-flight", 256, "requests of one service handled at once by this process (SHADOWCUBE_SHADOW_MAX_IN_FLIGHT)")
-	f.IntVar(&conc, "concurrency", 16, "default replays in flight per target (SHADOWCUBE_SHADOW_CONCURRENCY)")
-	f.DurationVar(&timeout, "timeout", 5*time.Second, "default per-request timeout (SHADOWCUBE_SHADOW_TIMEOUT)")
-	f.DurationVar(&freshWait, "freshness-wait", 10*time.Second, "default longest wait for a cube's sync watermark (SHADOWCUBE_SHADOW_FRESHNESS_WAIT)")
-	f.IntVar(&brkFail, "breaker-failures", 5, "consecutive failures that open a target's breaker (SHADOWCUBE_SHADOW_BREAKER_FAILURES)")
-	f.DurationVar(&breakerOpen, "breaker-open", 5*time.Second, "how long an open breaker rejects replays (SHADOWCUBE_SHADOW_BREAKER_OPEN)")
+	wiring.BindFlags(cmd.Flags(), &e)
 	return cmd
 }

@@ -1,58 +1,15 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"os"
-	"slices"
 	"strings"
-	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/consumers"
-	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
-
-// syncEnv is the configuration of `shadowcube sync`; flags override it.
-type syncEnv struct {
-	MappingFile string        `envconfig:"MAPPING_FILE"`
-	Targets     string        `envconfig:"SYNC_TARGETS"`
-	MaxBatch    int           `envconfig:"SYNC_MAX_BATCH" min:"1" default:"5000"`
-	AckWait     time.Duration `envconfig:"SYNC_ACK_WAIT" min:"1s" default:"5m"`
-	RetryMax    time.Duration `envconfig:"SYNC_RETRY_MAX" min:"1ms" default:"5s"`
-	SeqInterval time.Duration `envconfig:"SYNC_SEQUENCE_INTERVAL" min:"1s" default:"30s"`
-	Pushgateway string        `envconfig:"RECONCILE_PUSHGATEWAY"`
-}
-
-// check rejects out-of-range settings, naming the flag when one set the
-// value and the environment variable otherwise (exit status 2).
-func (e *syncEnv) check(cmd *cobra.Command) error {
-	name := func(flag, env string) string {
-		if cmd.Flags().Changed(flag) {
-			return "--" + flag
-		}
-		return "SHADOWCUBE_" + env
-	}
-	var errs []error
-	if e.MaxBatch < 1 {
-		errs = append(errs, fmt.Errorf("%s %d: must be at least 1", name("max-batch", "SYNC_MAX_BATCH"), e.MaxBatch))
-	}
-	if e.AckWait < time.Second {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_SYNC_ACK_WAIT %s: must be at least 1s", e.AckWait))
-	}
-	if e.RetryMax < time.Millisecond {
-		errs = append(errs, fmt.Errorf("SHADOWCUBE_SYNC_RETRY_MAX %s: must be at least 1ms", e.RetryMax))
-	}
-	if e.SeqInterval < time.Second {
-		errs = append(errs, fmt.Errorf("%s %s: must be at least 1s", name("sequence-interval", "SYNC_SEQUENCE_INTERVAL"), e.SeqInterval))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return usageError{err}
-	}
-	return nil
-}
 
 const mappingHelp = `
 Mapping file (YAML; errors name file, line, table and column):
@@ -74,32 +31,8 @@ Mapping file (YAML; errors name file, line, table and column):
                                             # (boolean column set true, or timestamp set to the
                                             # source commit time)`
 
-// loadMappingURLs loads the mapping and the database URLs it names.
-func loadMappingURLs(path string) (*consumers.Mapping, string, map[string]string, error) {
-	if path == "" {
-		return nil, "", nil, &process.EnvError{Var: "SHADOWCUBE_MAPPING_FILE", Msg: "required (or --mapping FILE): the mapping file"}
-	}
-	m, err := consumers.LoadMapping(path)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	src := os.Getenv(m.Source.DatabaseURLEnv)
-	if src == "" {
-		return nil, "", nil, &process.EnvError{Var: m.Source.DatabaseURLEnv, Msg: "required by " + path + ": the legacy (source) PostgreSQL URL"}
-	}
-	urls := map[string]string{}
-	for _, t := range m.Targets {
-		urls[t.Name] = os.Getenv(t.DatabaseURLEnv)
-	}
-	return m, src, urls, nil
-}
-
 func newSyncCmd() *cobra.Command {
-	var e syncEnv
-	var mapping string
-	var targets []string
-	var maxBatch int
-	var seqInterval time.Duration
+	var e wiring.SyncEnv
 	var seqOnce bool
 	cmd := &cobra.Command{
 		Use:   "sync",
@@ -145,20 +78,6 @@ interleaved one (the same INCREMENT on both sides, different START: legacy
 odd, cube even; sync keeps the cube's residue), or UUID keys. Never let both
 sides draw from overlapping ranges of one counter.
 
-Flags (each overrides its environment variable):
-  --mapping FILE    SHADOWCUBE_MAPPING_FILE   mapping file (required)
-  --target NAME     SHADOWCUBE_SYNC_TARGETS   sync only these targets (repeatable; env: comma list)
-  --max-batch N     SHADOWCUBE_SYNC_MAX_BATCH most source events per target transaction (5000; at least 1)
-  --sequence-interval D  SHADOWCUBE_SYNC_SEQUENCE_INTERVAL  how often cube sequences are moved (30s; at least 1s)
-  --sequences       move the cube sequences once, print what moved, and exit (needs no NATS)
-
-Environment:
-  SHADOWCUBE_SOURCE_DATABASE_URL  legacy PostgreSQL (or the variable named by the mapping's
-                                  source.database_url_env), to validate the mapping
-  <target database_url_env>       each target's cube database URL, e.g. SAJU_CUBE_DATABASE_URL
-  SHADOWCUBE_SYNC_ACK_WAIT        JetStream ack wait of the consumers (5m; at least 1s)
-  SHADOWCUBE_SYNC_RETRY_MAX       longest back-off between retries of a transient failure (5s; at least 1ms)
-
 Metrics: shadowcube_sync_lag_seconds{target}, shadowcube_sync_watermark_timestamp_seconds{target},
 shadowcube_sync_applied_changes_total{target}, shadowcube_sync_applied_transactions_total{target},
 shadowcube_sync_batch_events{target}, shadowcube_sync_batch_seconds{target},
@@ -166,106 +85,65 @@ shadowcube_sync_retries_total{target}, shadowcube_sync_dlq_total{target}, shadow
 shadowcube_sync_stopped{target}, shadowcube_sync_duplicates_skipped_total{target},
 shadowcube_sync_sequence_passes_total{target,reason}, shadowcube_sync_sequences_advanced_total{target},
 shadowcube_sync_sequence_errors_total{target}, shadowcube_sync_snapshot_in_progress{target}.
-` + mappingHelp + commonEnvHelp,
+` + mappingHelp + wiring.EnvHelp("Environment", &e) + `
+  <target database_url_env>       each target's cube database URL` + commonEnvHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := process.Load(&e); err != nil {
+			if err := load(cmd, &e); err != nil {
 				return err
 			}
-			if cmd.Flags().Changed("mapping") {
-				e.MappingFile = mapping
-			}
-			only := splitList(e.Targets)
-			if cmd.Flags().Changed("target") {
-				only = targets
-			}
-			if cmd.Flags().Changed("max-batch") {
-				e.MaxBatch = maxBatch
-			}
-			if cmd.Flags().Changed("sequence-interval") {
-				e.SeqInterval = seqInterval
-			}
-			if err := e.check(cmd); err != nil {
-				return err
-			}
-			m, src, urls, err := loadMappingURLs(e.MappingFile)
+			e.Targets = wiring.SplitList(strings.Join(e.Targets, ","))
+			m, err := wiring.LoadMapping(e.MappingFile)
 			if err != nil {
 				return err
 			}
-			var known []string
-			for _, t := range m.Targets {
-				known = append(known, t.Name)
-			}
-			for _, name := range only {
-				if m.Target(name) == nil {
-					return usageError{fmt.Errorf("--target %s: no such target in %s (known: %s)", name, e.MappingFile, strings.Join(known, ", "))}
-				}
+			if err := m.CheckTargets(e.Targets); err != nil {
+				return err
 			}
 			if seqOnce {
-				return syncSequencesOnce(cmd, m, src, urls, only)
+				return syncSequencesOnce(cmd, m, e.Targets)
 			}
-			ctx, env, err := setup(cmd, "sync", true)
+			ctx, p, err := setup(cmd, "sync", true)
 			if err != nil {
 				return err
 			}
-			defer env.Close()
-			conn, err := env.ConnectNATS(ctx)
+			defer p.Close()
+			conn, err := p.ConnectNATS(ctx)
 			if err != nil {
 				return err
 			}
-			s, err := consumers.New(consumers.Config{Mapping: m, SourceURL: src, TargetURLs: urls, Only: only,
-				MaxBatch: e.MaxBatch, AckWait: e.AckWait, RetryMax: e.RetryMax, SequenceInterval: e.SeqInterval},
-				consumers.Deps{JetStream: conn.JS, Logger: env.Log, Registerer: env.Reg})
+			s, err := wiring.NewSync(p, conn, &e, m)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			env.Log.Info("sync starting", "mapping", e.MappingFile)
+			p.Log.Info("sync starting", "mapping", e.MappingFile)
 			if err := s.Run(ctx); err != nil {
 				return err
 			}
-			env.Log.Info("sync stopped")
+			p.Log.Info("sync stopped")
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&mapping, "mapping", "", "mapping file (SHADOWCUBE_MAPPING_FILE)")
-	cmd.Flags().StringArrayVar(&targets, "target", nil, "sync only this target (repeatable; SHADOWCUBE_SYNC_TARGETS)")
-	cmd.Flags().IntVar(&maxBatch, "max-batch", 5000, "most source events per target transaction (SHADOWCUBE_SYNC_MAX_BATCH)")
-	cmd.Flags().DurationVar(&seqInterval, "sequence-interval", 30*time.Second, "how often cube sequences are moved (SHADOWCUBE_SYNC_SEQUENCE_INTERVAL)")
+	wiring.BindFlags(cmd.Flags(), &e)
 	cmd.Flags().BoolVar(&seqOnce, "sequences", false, "move the cube sequences once and exit")
 	return cmd
 }
 
 // syncSequencesOnce is `sync --sequences`: validate the mapping of each
 // selected target, move its sequences, print one line per sequence.
-func syncSequencesOnce(cmd *cobra.Command, m *consumers.Mapping, src string, urls map[string]string, only []string) error {
+func syncSequencesOnce(cmd *cobra.Command, m *wiring.Mapping, only []string) error {
 	ctx, env, err := setup(cmd, "sync", false)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	srcConn, err := consumers.ConnectSource(ctx, src)
-	if err != nil {
-		return fmt.Errorf("connect to source database: %w", err)
-	}
-	defer srcConn.Close(context.Background())
-	for _, t := range m.Targets {
-		if len(only) > 0 && !slices.Contains(only, t.Name) {
-			continue
-		}
-		if urls[t.Name] == "" {
-			return &process.EnvError{Var: t.DatabaseURLEnv, Msg: "required: database URL of target " + t.Name}
-		}
-		dst, err := consumers.ConnectSource(ctx, urls[t.Name])
-		if err != nil {
-			return fmt.Errorf("connect to target %s: %w", t.Name, err)
-		}
+	for _, t := range m.Selected(only) {
 		var ps []consumers.SequencePosition
-		err = m.Validate(ctx, t, srcConn, dst)
-		if err == nil {
-			ps, err = consumers.SyncSequences(ctx, t, srcConn, dst)
-		}
-		dst.Close(context.Background())
+		err := m.Connect(ctx, t, func(src, dst *pgx.Conn) (err error) {
+			ps, err = consumers.SyncSequences(ctx, t, src, dst)
+			return err
+		})
 		if err != nil {
 			return err
 		}
