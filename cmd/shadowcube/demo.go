@@ -11,30 +11,7 @@ import (
 	"github.com/heal7/shadowcube/internal/wiring"
 )
 
-const demoHelp = `demo runs the whole shadowcube pipeline on this machine with no set-up and
-prints the verdict:
-
-  1. a throwaway PostgreSQL cluster from the local binaries (initdb into a temp
-     dir, wal_level=logical), or the server of SHADOWCUBE_SOURCE_DATABASE_URL,
-     with three databases: the legacy one, the saju cube's and the mismatch store;
-  2. an embedded NATS JetStream server (or SHADOWCUBE_NATS_URL);
-  3. the systems under test: legacy saju + saju cube, legacy AI + AI cube
-     (internal/demo), on free loopback ports;
-  4. cdc (legacy database → CDC stream) and sync (CDC → the cube's database,
-     mapping saju_records to cube.saju_charts);
-  5. a tap in front of each legacy service (capture into LEGACY_REQUESTS);
-  6. the shadow replayer (waits on the cube's sync watermark, replays to the
-     cubes) and the comparator (saju by domain with cause tags, AI by accuracy);
-  7. the traffic generator sending realistic births through the taps;
-  8. when every pair is compared: reconcile of legacy vs cube database, and the
-     mismatch summary by route, cause and signature.
-
-Everything it started is stopped and removed at the end (databases it created
-on a given server are dropped).
-
-Environment:
-  SHADOWCUBE_SOURCE_DATABASE_URL  use this PostgreSQL server instead of a throwaway cluster
-  SHADOWCUBE_NATS_URL             use this NATS server instead of an embedded one`
+var demoHelp = help("demo")
 
 func newDemoCmd() *cobra.Command {
 	opts := wiring.DemoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"embed"
 
 	"github.com/spf13/cobra"
 
+	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/wiring"
 )
 
@@ -23,3 +25,47 @@ func setup(cmd *cobra.Command, component string, serveOps bool) (context.Context
 
 // load reads spec's variables and applies the command's flags over them.
 func load(cmd *cobra.Command, spec any) error { return wiring.Load(spec, cmd.Flags()) }
+
+//go:embed help/*.txt
+var helpFiles embed.FS
+
+// help returns the hand-written part of a command's help text
+// (help/<name>.txt); the variables and flags are generated from the config
+// structs' tags (wiring.EnvHelp).
+func help(name string) string {
+	b, err := helpFiles.ReadFile("help/" + name + ".txt")
+	if err != nil {
+		panic("help text " + name + ": " + err.Error())
+	}
+	return string(b)
+}
+
+// runStage is a one-stage command: the process plumbing of name, then the
+// stage build makes, run until a signal.
+func runStage(cmd *cobra.Command, name string, build func(ctx context.Context, p *Env, conn *natsx.Conn) (wiring.Stage, error)) error {
+	ctx, p, err := setup(cmd, name, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	return wiring.RunStage(ctx, p, func(ctx context.Context, conn *natsx.Conn) (wiring.Stage, error) { return build(ctx, p, conn) })
+}
+
+// configured builds the command name whose configuration is spec (a
+// wiring env struct): its help is help/<name>.txt followed by spec's
+// variables and flags (generated from the tags) and extraEnv, and run is
+// called once the environment and the flags are read into spec.
+func configured(name, use, short string, spec any, extraEnv string, run func(cmd *cobra.Command, args []string) error) *cobra.Command {
+	cmd := &cobra.Command{
+		Use: use, Short: short, Args: cobra.NoArgs,
+		Long: help(name) + wiring.EnvHelp("Environment", spec) + extraEnv + commonEnvHelp,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := load(cmd, spec); err != nil {
+				return err
+			}
+			return run(cmd, args)
+		},
+	}
+	wiring.BindFlags(cmd.Flags(), spec)
+	return cmd
+}

@@ -156,7 +156,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	runStage(t, context.WithoutCancel(ctx), c.Run, c.Close)
+	runInBackground(t, context.WithoutCancel(ctx), c.Run, c.Close)
 	tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: legacy.URL, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +168,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	runStage(t, ctx, rep.Run, rep.Close)
+	runInBackground(t, ctx, rep.Run, rep.Close)
 
 	type req struct{ query, ctype, body string }
 	reqs := []req{

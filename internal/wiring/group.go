@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/heal7/shadowcube/internal/natsx"
 )
 
 // Stage is the shape every stage has (docs/architecture.md, "Stage
@@ -131,4 +133,23 @@ func (g *Group) ServeLoopback(h http.Handler) (string, error) {
 	go func() { defer close(done); Serve(ctx, ln, h, 5*time.Second) }()
 	g.OnStop(func() { stop(); <-done })
 	return "http://" + ln.Addr().String(), nil
+}
+
+// RunStage is the life of a one-stage command: connect to NATS, build the
+// stage, run it until ctx ends (it drains), close it.
+func RunStage(ctx context.Context, p *Process, build func(ctx context.Context, conn *natsx.Conn) (Stage, error)) error {
+	conn, err := p.ConnectNATS(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := build(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Run(ctx); err != nil {
+		return err
+	}
+	p.Log.Info(p.name + " stopped")
+	return nil
 }

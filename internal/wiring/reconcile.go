@@ -2,6 +2,8 @@ package wiring
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,7 +22,59 @@ type MappingEnv struct {
 // ReconcileEnv is the configuration of `shadowcube reconcile`.
 type ReconcileEnv struct {
 	MappingEnv
-	Pushgateway string `envconfig:"RECONCILE_PUSHGATEWAY" flag:"pushgateway" desc:"push each target's figures to this Prometheus Pushgateway (job shadowcube_reconcile): last run time, differences, tables compared, failed; the alert rules ShadowcubeReconcileStale and ShadowcubeReconcileDirty read them"`
+	Tables      []string      `flag:"table" desc:"compare only this table (source or target name; repeatable)"`
+	Targets     []string      `flag:"target" desc:"compare only this target (repeatable)"`
+	Format      string        `flag:"format" default:"text" desc:"output: text, or json: {\"tables\":[...],\"differences\":N}"`
+	LeafRows    int64         `flag:"leaf-rows" default:"1000" min:"1" desc:"range size compared row by row"`
+	Settle      time.Duration `flag:"settle" desc:"wait up to this for sync to catch up, then re-check differing rows (0: off)"`
+	MaxDiffs    int           `flag:"max-diffs" default:"1000" min:"1" desc:"differences listed per table (all are counted)"`
+	NoSequences bool          `flag:"no-sequences" desc:"skip the check of sequences feeding mapped columns"`
+	Pushgateway string        `envconfig:"RECONCILE_PUSHGATEWAY" flag:"pushgateway" desc:"push each target's figures to this Prometheus Pushgateway (job shadowcube_reconcile): last run time, differences, tables compared, failed; the alert rules ShadowcubeReconcileStale and ShadowcubeReconcileDirty read them"`
+}
+
+// Check rejects what the bounds tags cannot say.
+func (e *ReconcileEnv) Check() error {
+	if e.Format != "text" && e.Format != "json" {
+		return &FlagError{Flag: "format", Value: e.Format, Msg: "want text or json"}
+	}
+	if e.Settle < 0 {
+		return &FlagError{Flag: "settle", Value: e.Settle.String(), Msg: "must be 0 (off) or positive"}
+	}
+	return nil
+}
+
+// Select resolves --target and --table against the mapping. An unknown
+// target, or a table that no selected target maps, is an error listing the
+// known ones: a typo must never compare nothing and pass.
+func (m *Mapping) Select(targets, tables []string) ([]ReconcileTarget, error) {
+	if err := m.CheckTargets(targets); err != nil {
+		return nil, err
+	}
+	var out []ReconcileTarget
+	matched := map[string]bool{}
+	var tableNames []string
+	for _, t := range m.Selected(targets) {
+		for _, n := range t.TableNames() {
+			tableNames = append(tableNames, t.Name+": "+n)
+		}
+		sel := ReconcileTarget{Target: t}
+		for _, name := range tables {
+			if slices.ContainsFunc(t.Tables, func(tm *consumers.TableMap) bool { return tm.Matches(name) }) {
+				sel.Tables = append(sel.Tables, name)
+				matched[name] = true
+			}
+		}
+		if len(tables) > 0 && len(sel.Tables) == 0 {
+			continue
+		}
+		out = append(out, sel)
+	}
+	for _, name := range tables {
+		if !matched[name] {
+			return nil, &FlagError{Flag: "table", Value: name, Msg: "no selected target maps such a table (known: " + strings.Join(tableNames, "; ") + ")"}
+		}
+	}
+	return out, nil
 }
 
 // ReconcileTarget is one target to reconcile and the tables of it to

@@ -81,7 +81,7 @@ type SyncEnv struct {
 	AckWait     time.Duration `envconfig:"SYNC_ACK_WAIT" min:"1s" default:"5m" desc:"JetStream ack wait of the consumers"`
 	RetryMax    time.Duration `envconfig:"SYNC_RETRY_MAX" min:"1ms" default:"5s" desc:"longest back-off between retries of a transient failure"`
 	SeqInterval time.Duration `envconfig:"SYNC_SEQUENCE_INTERVAL" flag:"sequence-interval" min:"1s" default:"30s" desc:"how often cube sequences are moved past the values in use"`
-	Pushgateway string        `envconfig:"RECONCILE_PUSHGATEWAY" desc:"reconcile: push each run's figures to this Prometheus Pushgateway (job shadowcube_reconcile)"`
+	Sequences   bool          `flag:"sequences" desc:"move the cube sequences past the values in use once, print them and exit"`
 }
 
 // Mapping is a loaded mapping file with the database URLs it names.
