@@ -199,6 +199,8 @@ func (r *Reader) setupNATS(ctx context.Context, streamCfg jetstream.StreamConfig
 		}
 		r.pubNC, r.pubJS = nc, pubJS
 	}
+	ctx, cancel := r.apiCtx(ctx)
+	defer cancel()
 	if _, err := natsx.EnsureStream(ctx, r.js, streamCfg); err != nil {
 		if errors.Is(err, natsx.ErrIncompatibleStream) {
 			return fatal(err)
@@ -213,6 +215,15 @@ func (r *Reader) setupNATS(ctx context.Context, streamCfg jetstream.StreamConfig
 	}
 	r.kv = kv
 	return nil
+}
+
+// apiCtx bounds one JetStream API exchange of a session. nats.go bounds a
+// request only when ctx has no deadline (by its default timeout); under a
+// caller's far deadline, a request whose reply was lost in a NATS leader
+// election would hold the session (seen: a stream info request waiting for
+// minutes while changes piled up).
+func (r *Reader) apiCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.cfg.PublishTimeout)
 }
 
 // session runs one replication connection: checks, optional snapshot, stream.
@@ -362,8 +373,8 @@ func (r *Reader) stream(ctx context.Context, repl *pgconn.PgConn, meta *pgx.Conn
 	}
 	if gaps > 0 {
 		r.m.reordered.Add(float64(gaps))
-		r.log.Error("JetStream stored events published after one that failed; the failed ones are re-published after them on restart (consumers see them out of order)",
-			"gaps", gaps, "err", pubErr)
+		r.log.Warn("JetStream stored events published after one that failed; the failed ones are re-published after them on restart "+
+			"(sync waits for them by the events' prev_lsn chain and applies in source order)", "gaps", gaps, "err", pubErr)
 	}
 	if !repl.IsClosed() {
 		_ = repl.Conn().SetDeadline(time.Now().Add(5 * time.Second))
@@ -612,9 +623,12 @@ func (r *Reader) finish(ctx context.Context, st *streamState, tx *txState, xid u
 	}
 	lsn := schemas.LSN(commitLSN)
 	prefix := r.cfg.Slot + ":" + lsn.String() + ":"
+	prev := st.pub.prev
+	st.pub.prev = lsn
 	return tx.buf.each(func(i int, p *pending) error {
 		ev := p.Event
 		ev.CommitLSN, ev.TxID, ev.Index, ev.TxSize, ev.CommitTime = lsn, xid, i, n, commitTime
+		ev.PrevLSN = prev
 		data := marshalEvent(ev)
 		if len(data) > schemas.MaxEventSize {
 			return fatal(fmt.Errorf("change %d of transaction %d on %s.%s at %s is %d bytes, over the %d-byte event limit",
@@ -725,14 +739,16 @@ func checkLengths(data []byte, inStream bool) error {
 // readFence reads the CDC stream's last event for ordered publishing
 // (fence.go), and says when another writer keeps the chain off.
 func (r *Reader) readFence(ctx context.Context) (fence, error) {
+	ctx, cancel := r.apiCtx(ctx)
+	defer cancel()
 	f, err := readFence(ctx, r.pubJS, r.cfg.Slot)
 	if err != nil {
 		return f, err
 	}
 	if f.replicated {
-		r.log.Warn("the CDC stream is replicated: publishing without the order fence (nats-server checks the expected last id of a "+
+		r.log.Info("the CDC stream is replicated: publishing without the order fence (nats-server checks the expected last id of a "+
 			"replicated stream only when replicas apply a message, and a mismatch stalls them); an event lost in a leader election "+
-			"may be stored after later ones (shadowcube_cdc_publish_gaps_total)", "slot", r.cfg.Slot)
+			"may be stored after later ones (shadowcube_cdc_publish_gaps_total), and sync restores the order by the events' prev_lsn chain", "slot", r.cfg.Slot)
 		return f, nil
 	}
 	if !f.chain {

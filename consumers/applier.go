@@ -38,6 +38,10 @@ type ApplierConfig struct {
 	RetryMax  time.Duration // back-off bound (default 5s)
 	Watermark time.Duration // how often the watermark KV entry is refreshed (default 200ms)
 	PollStop  time.Duration // how often a stopped target looks for a replayed poison transaction (default 1s)
+	// ReorderWait bounds how long a source transaction that arrived before
+	// an earlier one waits for it (default 2m; txn.go); then the missing one
+	// is a poison unit.
+	ReorderWait time.Duration
 }
 
 func (c *ApplierConfig) defaults() error {
@@ -72,6 +76,9 @@ func (c *ApplierConfig) defaults() error {
 	}
 	if c.Watermark <= 0 {
 		c.Watermark = 200 * time.Millisecond
+	}
+	if c.ReorderWait <= 0 {
+		c.ReorderWait = 2 * time.Minute
 	}
 	if c.PollStop <= 0 {
 		c.PollStop = time.Second
@@ -142,6 +149,11 @@ func (a *Applier) Run(ctx context.Context) error {
 		if err := EnsureCheckpoint(ctx, a.cfg.DB, a.target, a.slot); err != nil {
 			return err
 		}
+		if a.cfg.Target.hasConflictPolicy() {
+			if err := EnsureConflictTable(ctx, a.cfg.DB); err != nil {
+				return err
+			}
+		}
 		var err error
 		cp, err = ReadCheckpoint(ctx, a.cfg.DB, a.target, a.slot)
 		return err
@@ -200,7 +212,10 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 func (a *Applier) loop(ctx context.Context, start pos, items <-chan item) error {
 	dups := a.met.skippedTxs.WithLabelValues(a.target)
-	as := &assembler{slot: a.slot, last: start, log: a.log, dup: dups.Inc}
+	as := &assembler{slot: a.slot, last: start, log: a.log, dup: dups.Inc, wait: a.cfg.ReorderWait,
+		reordered: a.met.reordered.WithLabelValues(a.target).Inc}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	applied := start
 	var ready []*txn
 	var reset chan struct{}
@@ -221,6 +236,11 @@ func (a *Applier) loop(ctx context.Context, start pos, items <-chan item) error 
 			return ctx.Err()
 		case it := <-items:
 			take(it)
+		case <-tick.C:
+			for _, t := range as.expire() {
+				ready = append(ready, t)
+				events += len(t.events)
+			}
 		}
 	drain:
 		for events < a.cfg.MaxBatch && reset == nil {
@@ -240,7 +260,7 @@ func (a *Applier) loop(ctx context.Context, start pos, items <-chan item) error 
 		}
 		if reset != nil {
 			// complete units before the gap are applied; forget the partial one
-			as.cur, as.have, as.last = nil, nil, applied
+			as.reset(applied)
 			close(reset)
 			reset = nil
 		}
@@ -413,10 +433,16 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 		b = &pgx.Batch{}
 		return err
 	}
+	var conflicts []Conflict
 	if mode != modeSkipData {
+		units, found, err := a.resolveConflicts(ctx, tx, todo) // conflict.go
+		if err != nil {
+			return 0, err
+		}
+		conflicts = found
 		sb := newStmtBatch(a.cfg.Target, a.log)
-		for _, t := range todo {
-			sb.addUnit(t.events)
+		for _, evs := range units {
+			sb.addUnit(evs)
 		}
 		stmts, count := sb.statements()
 		n = count
@@ -442,6 +468,9 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
+	}
+	for _, c := range conflicts {
+		a.met.conflicts.WithLabelValues(c.TargetTable, c.Winner).Inc()
 	}
 	return n, nil
 }

@@ -30,6 +30,7 @@ type Config struct {
 	RetryMax time.Duration // back-off bound of transient failures (0: 5s)
 
 	SequenceInterval time.Duration // how often cube sequences are moved past the values in use (default 30s; sequences.go)
+	ReorderWait      time.Duration // how long a transaction waits for a missing earlier one (0: 2m; txn.go)
 }
 
 // Sync runs one Applier per target.
@@ -140,7 +141,7 @@ func (s *Sync) open(ctx context.Context) error {
 			return err
 		}
 		ac := ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, FKMode: fk, Stream: cfg.Stream,
-			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax}
+			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax, ReorderWait: cfg.ReorderWait}
 		if s.tune != nil {
 			s.tune(&ac)
 		}
@@ -192,8 +193,10 @@ func (s *Sync) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(appliers))
-	wg.Add(1)
-	go func() { defer wg.Done(); s.seq.run(ctx, appliers) }() // sequence positions (sequences.go)
+	if !s.cfg.Mapping.Reverse() { // reverse sync never moves legacy's sequences (mapping_reverse.go)
+		wg.Add(1)
+		go func() { defer wg.Done(); s.seq.run(ctx, appliers) }() // sequence positions (sequences.go)
+	}
 	for i, a := range appliers {
 		wg.Add(1)
 		go func() {

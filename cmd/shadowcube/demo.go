@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +22,9 @@ func newDemoCmd() *cobra.Command {
 		Long:  demoHelp + commonEnvHelp,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Rollout < 0 || opts.Rollout > 100 {
+				return usageError{fmt.Errorf("--rollout must be in 0..100 (got %d)", opts.Rollout)}
+			}
 			if opts.Requests <= 0 || opts.EdgeShare < 0 || opts.EdgeShare > 1 || opts.AIDrop < 0 || opts.AIDrop > 50 {
 				return usageError{fmt.Errorf("--requests must be > 0, --edge-share in 0..1, --ai-drop in 0..50 (got %d, %v, %v)", opts.Requests, opts.EdgeShare, opts.AIDrop)}
 			}
@@ -44,6 +48,7 @@ func newDemoCmd() *cobra.Command {
 	f.Float64Var(&opts.EdgeShare, "edge-share", opts.EdgeShare, "share of births in the known divergence zones (0..1)")
 	f.Float64Var(&opts.AIDrop, "ai-drop", opts.AIDrop, "AI cube accuracy drop in percentage points (2 passes the gate rule, 8 fails it)")
 	f.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "longest wait for the pipeline to compare every pair")
+	f.IntVar(&opts.Rollout, "rollout", 0, "then serve this percent of saju users from the cube with two-way sync, and run the rollback drill (0: no rollout phase)")
 	return cmd
 }
 
@@ -67,6 +72,10 @@ func runDemo(ctx context.Context, e *Env, sourceURL string, opts wiring.DemoOpti
 	fmt.Fprintln(out, "== mismatch summary")
 	if err := rep.Summary.WriteText(out); err != nil {
 		return err
+	}
+	fmt.Fprint(out, rep.Drill)
+	if !rep.Clean {
+		return &exitError{code: 1, err: errors.New("demo: the rollback drill is not clean")}
 	}
 	if diffs > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("demo: reconcile found %d differences between legacy and cube", diffs)}

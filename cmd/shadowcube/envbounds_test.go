@@ -23,6 +23,7 @@ var envStructs = map[string]func() any{
 	"TapEnv":         func() any { return new(wiring.TapEnv) },
 	"CDCEnv":         func() any { return new(wiring.CDCEnv) },
 	"SyncEnv":        func() any { return new(wiring.SyncEnv) },
+	"rolloutEnv":     func() any { return new(rolloutEnv) },
 	"ShadowEnv":      func() any { return new(wiring.ShadowEnv) },
 	"CompareEnv":     func() any { return new(wiring.CompareEnv) },
 	"MappingEnv":     func() any { return new(wiring.MappingEnv) },

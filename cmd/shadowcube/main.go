@@ -63,6 +63,7 @@ func commands() []*cobra.Command {
 		newTapCmd(),
 		newImportCmd(),
 		newFlagsCmd(),
+		newRolloutCmd(),
 		newCDCCmd(),
 		newSyncCmd(),
 		newReconcileCmd(),

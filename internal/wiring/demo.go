@@ -32,6 +32,7 @@ type DemoOptions struct {
 	AIDrop    float64       // AI cube error rate above legacy, in percentage points
 	Timeout   time.Duration // longest wait for the pipeline to drain
 	SourceURL string        // PostgreSQL server to create the demo databases on ("" = a throwaway cluster)
+	Rollout   int           // after the shadow phase, serve this percent of saju users from the cube (0: no rollout phase; demo_rollout.go)
 }
 
 // DemoReport is what the demo found.
@@ -40,6 +41,8 @@ type DemoReport struct {
 	Sent      int64
 	Reconcile []consumers.TableReport
 	Summary   *comparator.Summary
+	Drill     string // the rollout phase's report (--rollout)
+	Clean     bool   // the rollback drill was clean (true without --rollout)
 }
 
 // demoStack is the running demo: its group and its progress lines.
@@ -116,12 +119,17 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 	st.onStop(nc.Close)
 	st.step("NATS JetStream at %s", nc.ClientURL())
 
-	// cdc: legacy database → CDC stream.
+	if opts.Rollout > 0 {
+		if err := demoPrepareRollout(ctx, dbs); err != nil {
+			return nil, err
+		}
+	}
+	// cdc: legacy database → CDC stream (without what reverse sync wrote).
 	var ce CDCEnv
 	if err := Load(&ce, nil); err != nil {
 		return nil, err
 	}
-	ce.SourceDatabaseURL, ce.Slot, ce.Publication = dbs.legacy, "shadowcube_demo", "shadowcube_demo"
+	ce.SourceDatabaseURL, ce.Slot, ce.Publication, ce.IgnoreOrigins = dbs.legacy, demoForwardSlot, "shadowcube_demo", demoReverseSlot
 	cfg, err := ce.Config(p.StartupTimeout())
 	if err != nil {
 		return nil, err
@@ -134,7 +142,7 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 	st.step("cdc reading the legacy database (slot shadowcube_demo)")
 
 	// sync: CDC stream → the saju cube's database.
-	mapping, err := consumers.ParseMapping("demo-mapping.yaml", []byte(DemoMapping))
+	mapping, err := consumers.ParseMapping("demo-mapping.yaml", []byte(demoForwardMapping(opts)))
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +158,12 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 	}
 	st.Run("sync", syncer)
 	st.step("sync applying to the saju cube's database (target saju-cube)")
+	var reverse *Mapping
+	if opts.Rollout > 0 {
+		if reverse, err = startDemoReverse(st, p, nc, dbs); err != nil {
+			return nil, err
+		}
+	}
 
 	// routes for tap, shadow and compare: a file, read as the commands read theirs.
 	dir, err := os.MkdirTemp("", "shadowcube-demo-")
@@ -174,7 +188,7 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 		te.Service, te.RoutesFile, te.Upstream, te.UserKeySecret = s.name, routesFile, s.upstream, hex.EncodeToString(secret)
 		tp := p.Stage("tap")
 		t, err := NewTap(te, TapDeps{Logger: tp.Log, Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"tap": s.name}, p.Reg),
-			Connect: func(context.Context) (*natsx.Conn, error) { return nc, nil }, SharedConn: true})
+			Connect: func(context.Context) (*natsx.Conn, error) { return nc, nil }, SharedConn: true, Instance: "demo-tap"})
 		if err != nil {
 			return nil, err
 		}
@@ -238,6 +252,23 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 	out.Reconcile, err = Reconcile(ctx, p.Stage("reconcile"), m, []ReconcileTarget{{Target: m.Target("saju-cube")}}, consumers.ReconcileConfig{Settle: 20 * time.Second}, "")
 	if err != nil {
 		return nil, fmt.Errorf("demo: reconcile: %w", err)
+	}
+	out.Clean = true
+	if opts.Rollout > 0 {
+		more := func(ctx context.Context) (int, error) {
+			g := demo.DefaultGenConfig()
+			g.Seed++ // other births and users than the shadow phase
+			s, err := demo.RunLoad(ctx, demo.LoadConfig{SajuURL: tapURL["saju"], AIURL: tapURL["ai"], Count: max(50, opts.Requests/2), Rate: opts.Rate, Concurrency: 4, Gen: g})
+			if err != nil {
+				return 0, err
+			}
+			return s.Births, nil
+		}
+		var drill strings.Builder
+		if out.Clean, err = runDemoRollout(ctx, st, nc, dbs, m, reverse, opts.Rollout, more, &drill); err != nil {
+			return nil, fmt.Errorf("demo: rollout: %w", err)
+		}
+		out.Drill = drill.String()
 	}
 	return out, st.Err()
 }

@@ -207,6 +207,9 @@ type TapDeps struct {
 	Registerer prometheus.Registerer
 	Connect    func(context.Context) (*natsx.Conn, error)
 	SharedConn bool
+	// Instance names this tap in its rollout report (in-flight requests
+	// at the cube, for the rollback drill); default host-pid.
+	Instance string
 }
 
 // Tap is the capture stage in front of one legacy service: a capturer, the
@@ -231,6 +234,13 @@ type Tap struct {
 func NewTap(te TapEnv, deps TapDeps) (*Tap, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Instance == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			h = "tap"
+		}
+		deps.Instance = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
 	cfg, settings, err := te.Check()
 	if err != nil {
@@ -278,6 +288,7 @@ func (t *Tap) Run(ctx context.Context) error {
 	go func() { t.capDone <- t.Capturer.Run(context.WithoutCancel(ctx)) }()
 	log := t.deps.Logger
 	var loop sync.WaitGroup
+	var reportOnce sync.Once
 	loop.Add(1)
 	go func() {
 		defer loop.Done()
@@ -307,6 +318,13 @@ func (t *Tap) Run(ctx context.Context) error {
 					return fail(err)
 				}
 				t.rollout.w.Store(w)
+				reportOnce.Do(func() { // in-flight count at the cube, for the rollback drill (publisher/inflight.go)
+					loop.Add(1)
+					go func() {
+						defer loop.Done()
+						publisher.ReportTap(ctx, flags.KV(), t.Handler, t.service, t.deps.Instance, 0, log)
+					}()
+				})
 				log.Info("following rollout flag", "key", publisher.FlagKey(t.service), "percent", w.Percent(), "cube", redact.URLString(t.Cube))
 			}
 			t.conn.Store(cn)
