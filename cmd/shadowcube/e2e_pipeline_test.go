@@ -184,6 +184,16 @@ func startE2E(t *testing.T, cfg e2eConfig) *e2ePipeline {
 	fail("comparator consumer", err)
 	p.store = store
 	p.st.Run("compare", cons)
+	// sync connects in Run: the pipeline is up once its appliers exist (the
+	// tests read its start-up log).
+	for deadline := time.Now().Add(time.Minute); len(syncer.Appliers()) == 0; time.Sleep(10 * time.Millisecond) {
+		if p.syncStopped.Load() {
+			t.Fatalf("sync stopped at start-up: %v", p.syncErr.Load())
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sync did not connect to its target within a minute")
+		}
+	}
 	return p
 }
 
