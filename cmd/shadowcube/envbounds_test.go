@@ -21,6 +21,7 @@ var envStructs = map[string]func() any{
 	"Common":         func() any { return new(process.Common) },
 	"CaptureEnv":     func() any { return new(wiring.CaptureEnv) },
 	"TapEnv":         func() any { return new(wiring.TapEnv) },
+	"SniffEnv":       func() any { return new(wiring.SniffEnv) },
 	"CDCEnv":         func() any { return new(wiring.CDCEnv) },
 	"SyncEnv":        func() any { return new(wiring.SyncEnv) },
 	"rolloutEnv":     func() any { return new(rolloutEnv) },

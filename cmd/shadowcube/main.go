@@ -62,6 +62,7 @@ func commands() []*cobra.Command {
 		newDemoCmd(),
 		newTapCmd(),
 		newImportCmd(),
+		newSniffCmd(),
 		newFlagsCmd(),
 		newRolloutCmd(),
 		newCDCCmd(),

@@ -118,6 +118,10 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 	}
 	st.onStop(nc.Close)
 	st.step("NATS JetStream at %s", nc.ClientURL())
+	// What the builders open for the demo (the mismatch store, the fused
+	// sink) is released after the stages stopped and before NATS closes.
+	p = p.Child()
+	st.onStop(p.Close)
 
 	if opts.Rollout > 0 {
 		if err := demoPrepareRollout(ctx, dbs); err != nil {
@@ -199,6 +203,21 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 		st.step("tap for %s at %s → %s", s.name, tapURL[s.name], s.upstream)
 	}
 
+	// comparator, fused with the replayer (shadow --compare): verdicts are
+	// stored in process, results still published to SHADOW_RESULTS.
+	var cme CompareEnv
+	if err := Load(&cme, nil); err != nil {
+		return nil, err
+	}
+	cme.RoutesFile, cme.StoreURL = routesFile, dbs.store
+	cmpr, err := cme.Comparator()
+	if err != nil {
+		return nil, err
+	}
+	fused, store, err := NewFused(ctx, p, nc, &cme, cmpr)
+	if err != nil {
+		return nil, err
+	}
 	// shadow replayer.
 	var she ShadowEnv
 	if err := Load(&she, nil); err != nil {
@@ -209,29 +228,13 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 	if err != nil {
 		return nil, err
 	}
+	shcfg.Sink = fused
 	rep2, err := NewShadow(p.Stage("shadow"), nc, shcfg)
 	if err != nil {
 		return nil, err
 	}
 	st.Run("shadow", rep2)
-	st.step("shadow replaying to the cubes (freshness barrier on sync target saju-cube)")
-
-	// comparator.
-	var cme CompareEnv
-	if err := Load(&cme, nil); err != nil {
-		return nil, err
-	}
-	cme.RoutesFile, cme.StoreURL = routesFile, dbs.store
-	cmpr, err := cme.Comparator()
-	if err != nil {
-		return nil, err
-	}
-	cons, store, err := NewCompare(ctx, p.Stage("compare"), nc, &cme, cmpr)
-	if err != nil {
-		return nil, err
-	}
-	st.Run("compare", cons)
-	st.step("comparator storing verdicts in the mismatch store")
+	st.step("shadow replaying to the cubes (freshness barrier on sync target saju-cube), comparing in process (fused) and storing verdicts in the mismatch store")
 
 	// traffic.
 	gen := demo.DefaultGenConfig()

@@ -34,6 +34,15 @@ type Process struct {
 	root    *Process // set on a Stage view: closers belong to the root
 }
 
+// Child returns a Process like p with closers of its own: what the
+// builders register on it is released by its Close, not p's (the demo
+// closes its stores before its NATS connection).
+func (p *Process) Child() *Process {
+	v := *p
+	v.closers, v.root = nil, nil
+	return &v
+}
+
 // Stage returns a view of p for one of several stages in one process (the
 // demo): its Log carries stage=name; OnClose and Close act on p.
 func (p *Process) Stage(name string) *Process {

@@ -194,6 +194,46 @@ type ShadowEnv struct {
 	// CubeErrorAttempts: on which delivery a healthy cube's transport error
 	// or 502/503/504 is recorded (earlier ones are replayed again).
 	CubeErrorAttempts int `envconfig:"SHADOW_CUBE_ERROR_ATTEMPTS" default:"3" min:"1" max:"100" desc:"delivery on which a healthy cube's transport error or 502/503/504 is recorded as its answer (earlier ones are replayed again)"`
+
+	Fused bool          `flag:"compare" desc:"compare and store the pairs in this process (fused replay + compare; the compare command's environment)"`
+	Since string        `flag:"since" desc:"replay the requests captured from this time (RFC 3339) and exit"`
+	Until string        `flag:"until" desc:"with --since: up to this capture time (RFC 3339; default now)"`
+	Pace  string        `flag:"pace" default:"recorded" desc:"with --since: recorded, Nx (e.g. 10x) or max"`
+	Loop  bool          `flag:"loop" desc:"with --since: repeat the window until stopped"`
+	Skew  time.Duration `flag:"skew" default:"1m" desc:"with --since: how long after capture a request may have been stored"`
+}
+
+// Window reads the window replay flags; nil without --since. changed says
+// which flags were given (a window flag without --since is an error).
+func (e *ShadowEnv) Window(changed func(string) bool) (*shadow.Window, error) {
+	if !changed("since") {
+		for _, name := range []string{"until", "pace", "loop", "skew"} {
+			if changed(name) {
+				return nil, fmt.Errorf("shadow: --%s needs --since (a window replay)", name)
+			}
+		}
+		return nil, nil
+	}
+	w := &shadow.Window{Loop: e.Loop, Skew: e.Skew}
+	var err error
+	if w.Since, err = time.Parse(time.RFC3339Nano, e.Since); err != nil {
+		return nil, fmt.Errorf("shadow: --since %q: want an RFC 3339 time such as 2026-11-29T14:00:00Z", e.Since)
+	}
+	if e.Until != "" && e.Until != "now" {
+		if w.Until, err = time.Parse(time.RFC3339Nano, e.Until); err != nil {
+			return nil, fmt.Errorf("shadow: --until %q: want an RFC 3339 time such as 2026-11-29T15:00:00Z", e.Until)
+		}
+		if w.Until.Before(w.Since) {
+			return nil, fmt.Errorf("shadow: --until %s is before --since %s", e.Until, e.Since)
+		}
+	}
+	if w.Pace, err = shadow.ParsePace(e.Pace); err != nil {
+		return nil, fmt.Errorf("shadow: --%w", err)
+	}
+	if e.Skew <= 0 {
+		return nil, fmt.Errorf("shadow: --skew %v: must be positive", e.Skew)
+	}
+	return w, nil
 }
 
 // Config checks e, loads the routes file and the redaction rules and
@@ -227,6 +267,33 @@ func (e *ShadowEnv) Config() (shadow.Config, error) {
 // NewShadow builds the shadow stage of p on conn.
 func NewShadow(p *Process, conn *natsx.Conn, cfg shadow.Config) (*shadow.Replayer, error) {
 	return shadow.New(cfg, shadow.Deps{JetStream: conn.JS, Logger: p.Log, Registerer: p.Reg})
+}
+
+// NewShadowStage builds the shadow stage of e: with e.Fused (shadow
+// --compare) the replayer compares and stores in process, with the compare
+// command's settings (SHADOWCUBE_STORE_DATABASE_URL, SHADOWCUBE_COMPARE_*)
+// and the same routes file, still publishing every result.
+func NewShadowStage(ctx context.Context, p *Process, conn *natsx.Conn, e *ShadowEnv, cfg shadow.Config) (*shadow.Replayer, error) {
+	if e.Fused {
+		var ce CompareEnv
+		if err := Load(&ce, nil); err != nil {
+			return nil, err
+		}
+		ce.RoutesFile = e.RoutesFile
+		if err := ce.Check(); err != nil {
+			return nil, err
+		}
+		cmp, err := ce.Comparator()
+		if err != nil {
+			return nil, err
+		}
+		sink, _, err := NewFused(ctx, p, conn, &ce, cmp)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Sink = sink
+	}
+	return NewShadow(p, conn, cfg)
 }
 
 // CompareEnv is the configuration of `shadowcube compare` and of the
@@ -309,17 +376,42 @@ func (e *CompareEnv) Comparator() (*comparator.Comparator, error) {
 // with p), seeds the comparator with the store's noise and AI counts (so a
 // restart keeps what it learnt), and returns the consumer.
 func NewCompare(ctx context.Context, p *Process, conn *natsx.Conn, e *CompareEnv, cmp *comparator.Comparator) (*comparator.Consumer, *comparator.Store, error) {
-	store, err := e.OpenStore(ctx)
+	deps, err := compareDeps(ctx, p, conn, e, cmp)
 	if err != nil {
 		return nil, nil, err
 	}
-	p.OnClose(func() { store.Close() })
-	if err := store.Seed(ctx, cmp); err != nil {
+	cons, err := comparator.NewConsumer(comparator.ConsumerConfig{Durable: e.Durable, Batch: e.Batch, AckWait: e.AckWait}, deps)
+	return cons, deps.Store, err
+}
+
+// NewFused builds the in-process compare sink of shadow --compare, on the
+// same store and seeding as NewCompare; it is closed with p, after the
+// replayer that feeds it.
+func NewFused(ctx context.Context, p *Process, conn *natsx.Conn, e *CompareEnv, cmp *comparator.Comparator) (*comparator.Fused, *comparator.Store, error) {
+	deps, err := compareDeps(ctx, p, conn, e, cmp)
+	if err != nil {
 		return nil, nil, err
 	}
-	cons, err := comparator.NewConsumer(comparator.ConsumerConfig{Durable: e.Durable, Batch: e.Batch, AckWait: e.AckWait},
-		comparator.Deps{JetStream: conn.JS, Comparator: cmp, Store: store, Logger: p.Log, Registerer: p.Reg})
-	return cons, store, err
+	deps.Logger = p.Base.With("stage", "compare")
+	f, err := comparator.NewFused(comparator.FusedConfig{Batch: e.Batch}, deps)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.OnClose(func() { f.Close() })
+	return f, deps.Store, nil
+}
+
+// compareDeps opens the store (closed with p) and seeds cmp from it.
+func compareDeps(ctx context.Context, p *Process, conn *natsx.Conn, e *CompareEnv, cmp *comparator.Comparator) (comparator.Deps, error) {
+	store, err := e.OpenStore(ctx)
+	if err != nil {
+		return comparator.Deps{}, err
+	}
+	p.OnClose(func() { store.Close() })
+	if err := store.Seed(ctx, cmp); err != nil {
+		return comparator.Deps{}, err
+	}
+	return comparator.Deps{JetStream: conn.JS, Comparator: cmp, Store: store, Logger: p.Log, Registerer: p.Reg}, nil
 }
 
 // RouteRules turns the routes file's compare sections into comparator rules.

@@ -170,6 +170,8 @@ type TapEnv struct {
 	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" min:"0s" default:"0s" desc:"wait for the upstream's response headers, e.g. 30s (0: none)"`
 	Rollout            bool          `envconfig:"TAP_ROLLOUT" default:"true" desc:"false: ignore rollout flags (rollout needs a cube URL)"`
 	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" default:"8" min:"1" desc:"background legacy calls for rolled-out users in flight"`
+	UpstreamMaxConns   int           `envconfig:"TAP_UPSTREAM_MAX_CONNS" default:"1024" min:"1" max:"65536" desc:"connections to each upstream (legacy, cube) at most; requests beyond wait for one, as at a busy upstream, instead of exhausting file descriptors"`
+	UpstreamMaxIdle    int           `envconfig:"TAP_UPSTREAM_MAX_IDLE_CONNS" default:"512" min:"1" max:"65536" desc:"idle connections kept per upstream for reuse"`
 	EchoID             bool          `envconfig:"TAP_ECHO_ID" desc:"true: answer captured requests with X-Shadowcube-Capture-Id: <capture id>, to look up their verdict with 'compare show <id>'"`
 }
 
@@ -259,6 +261,10 @@ func NewTap(te TapEnv, deps TapDeps) (*Tap, error) {
 		return nil, err
 	}
 	tr.ResponseHeaderTimeout = te.UpstreamTimeout
+	if te.UpstreamMaxConns > 0 { // 0 only for a TapEnv not read by Load
+		tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost = te.UpstreamMaxConns, min(max(te.UpstreamMaxIdle, 1), te.UpstreamMaxConns)
+		tr.MaxIdleConns = 2 * tr.MaxIdleConnsPerHost
+	}
 	t := &Tap{Capturer: c, deps: deps, service: cfg.Service, settings: settings, rollout: &lateRollout{}, capDone: make(chan error, 1)}
 	tcfg := publisher.TapConfig{Upstream: te.Upstream, Cube: te.CubeURL, Transport: tr, LegacyWorkers: te.LegacyWorkers, Log: deps.Logger, EchoID: te.EchoID}
 	if tcfg.Cube == "" && cfg.Routes != nil {
@@ -286,65 +292,79 @@ func (t *Tap) Run(ctx context.Context) error {
 	}
 	defer end()
 	go func() { t.capDone <- t.Capturer.Run(context.WithoutCancel(ctx)) }()
+	ctx, cancelRun := context.WithCancel(ctx)
 	log := t.deps.Logger
-	var loop sync.WaitGroup
-	var reportOnce sync.Once
-	loop.Add(1)
+	var reports sync.WaitGroup
+	defer reports.Wait()
+	wait := attachInBackground(ctx, t.Capturer, t.deps.Connect, t.deps.SharedConn, t.settings, log,
+		func(actx context.Context, cn *natsx.Conn) error {
+			if !t.useRollout {
+				return nil
+			}
+			flags, err := publisher.OpenFlags(actx, cn.JS)
+			if err != nil {
+				return err
+			}
+			w, err := publisher.WatchFlag(ctx, flags.KV(), t.service, log)
+			if err != nil {
+				return err
+			}
+			t.rollout.w.Store(w)
+			reports.Add(1)
+			go func() { // in-flight count at the cube, for the rollback drill (publisher/inflight.go)
+				defer reports.Done()
+				publisher.ReportTap(ctx, flags.KV(), t.Handler, t.service, t.deps.Instance, 0, log)
+			}()
+			log.Info("following rollout flag", "key", publisher.FlagKey(t.service), "percent", w.Percent(), "cube", redact.URLString(t.Cube))
+			return nil
+		}, t.conn.Store)
+	defer wait()
+	defer cancelRun() // first: the attempts and reports end, then they are waited for
+	select {
+	case <-ctx.Done():
+	case err := <-t.capDone:
+		t.capDone <- err // for Close
+		return err
+	}
+	return nil
+}
+
+// attachInBackground connects the capturer c to NATS in the background,
+// retrying with back-off until it succeeds or ctx ends (captures meanwhile
+// are dropped or spilled, and counted): each attempt connects, ensures
+// LEGACY_REQUESTS with settings and calls ready (nil: nothing more); the
+// connection is handed to keep. The returned wait waits for the attempts to
+// end (after ctx ended).
+func attachInBackground(ctx context.Context, c *publisher.Capturer, connect func(context.Context) (*natsx.Conn, error), shared bool,
+	settings publisher.StreamSettings, log *slog.Logger, ready func(context.Context, *natsx.Conn) error, keep func(*natsx.Conn)) (wait func()) {
+	done := make(chan struct{})
 	go func() {
-		defer loop.Done()
-		err := t.Capturer.ConnectLoop(ctx, func(ctx context.Context) (*nats.Conn, error) {
+		defer close(done)
+		err := c.ConnectLoop(ctx, func(ctx context.Context) (*nats.Conn, error) {
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			cn, err := t.deps.Connect(actx)
+			cn, err := connect(actx)
 			if err != nil {
 				return nil, err
 			}
-			fail := func(err error) (*nats.Conn, error) {
-				if !t.deps.SharedConn {
+			err = publisher.EnsureStream(actx, cn.JS, settings)
+			if err == nil && ready != nil {
+				err = ready(actx, cn)
+			}
+			if err != nil {
+				if !shared {
 					cn.Close()
 				}
 				return nil, err
 			}
-			if err := publisher.EnsureStream(actx, cn.JS, t.settings); err != nil {
-				return fail(err)
-			}
-			if t.useRollout {
-				flags, err := publisher.OpenFlags(actx, cn.JS)
-				if err != nil {
-					return fail(err)
-				}
-				w, err := publisher.WatchFlag(ctx, flags.KV(), t.service, log)
-				if err != nil {
-					return fail(err)
-				}
-				t.rollout.w.Store(w)
-				reportOnce.Do(func() { // in-flight count at the cube, for the rollback drill (publisher/inflight.go)
-					loop.Add(1)
-					go func() {
-						defer loop.Done()
-						publisher.ReportTap(ctx, flags.KV(), t.Handler, t.service, t.deps.Instance, 0, log)
-					}()
-				})
-				log.Info("following rollout flag", "key", publisher.FlagKey(t.service), "percent", w.Percent(), "cube", redact.URLString(t.Cube))
-			}
-			t.conn.Store(cn)
+			keep(cn)
 			return cn.NC, nil
 		})
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("capture stays down", "err", err)
 		}
 	}()
-	select {
-	case <-ctx.Done():
-	case err := <-t.capDone:
-		t.capDone <- err // for Close
-		if err != nil {
-			loop.Wait()
-			return err
-		}
-	}
-	loop.Wait()
-	return nil
+	return func() { <-done }
 }
 
 // Close stops Run, closes the proxy, drains the capturer (publishing what
@@ -378,6 +398,11 @@ func RunTap(ctx context.Context, p *Process, te TapEnv) error {
 	}})
 	if err != nil {
 		return err
+	}
+	if n, err := publisher.RaiseFileLimit(); err != nil {
+		p.Log.Warn("file descriptor limit", "err", err)
+	} else {
+		p.Log.Info("file descriptor limit", "open_files", n)
 	}
 	ln, err := net.Listen("tcp", te.Listen)
 	if err != nil {
