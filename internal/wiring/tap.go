@@ -291,7 +291,8 @@ func (t *Tap) Run(ctx context.Context) error {
 		return err
 	}
 	defer end()
-	go func() { t.capDone <- t.Capturer.Run(context.WithoutCancel(ctx)) }()
+	capCtx := context.WithoutCancel(ctx) // the capturer runs until Close
+	go func() { t.capDone <- t.Capturer.Run(capCtx) }()
 	ctx, cancelRun := context.WithCancel(ctx)
 	log := t.deps.Logger
 	var reports sync.WaitGroup
