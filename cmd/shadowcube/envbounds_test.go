@@ -24,7 +24,7 @@ var envStructs = map[string]func() any{
 	"SniffEnv":       func() any { return new(wiring.SniffEnv) },
 	"CDCEnv":         func() any { return new(wiring.CDCEnv) },
 	"SyncEnv":        func() any { return new(wiring.SyncEnv) },
-	"rolloutEnv":     func() any { return new(rolloutEnv) },
+	"RolloutEnv":     func() any { return new(wiring.RolloutEnv) },
 	"ShadowEnv":      func() any { return new(wiring.ShadowEnv) },
 	"CompareEnv":     func() any { return new(wiring.CompareEnv) },
 	"MappingEnv":     func() any { return new(wiring.MappingEnv) },
