@@ -188,14 +188,7 @@ func parseSeqs(args []string) ([]uint64, error) {
 }
 
 func withDLQ(cmd *cobra.Command, f func(ctx context.Context, env *Env, d *dlqDeps) error) error {
-	ctx, env, err := setup(cmd, "dlq", false)
-	if err != nil {
-		return err
-	}
-	defer env.Close()
-	conn, err := env.ConnectNATS(ctx)
-	if err != nil {
-		return err
-	}
-	return f(ctx, env, &dlqDeps{js: conn.JS})
+	return withNATS(cmd, "dlq", func(ctx context.Context, env *Env, conn *natsx.Conn) error {
+		return f(ctx, env, &dlqDeps{js: conn.JS})
+	})
 }

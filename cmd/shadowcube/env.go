@@ -69,3 +69,18 @@ func configured(name, use, short string, spec any, extraEnv string, run func(cmd
 	wiring.BindFlags(cmd.Flags(), spec)
 	return cmd
 }
+
+// withNATS runs f in a one-shot command's process plumbing with a NATS
+// connection (no ops server).
+func withNATS(cmd *cobra.Command, name string, f func(ctx context.Context, p *Env, conn *natsx.Conn) error) error {
+	ctx, p, err := setup(cmd, name, false)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	conn, err := p.ConnectNATS(ctx)
+	if err != nil {
+		return err
+	}
+	return f(ctx, p, conn)
+}
