@@ -107,6 +107,18 @@ func TestConflictPolicies(t *testing.T) {
 			w.start(syncFwd)
 			w.start(syncRev)
 			w.converged(n+2, 90*time.Second)
+			// Converged data does not mean drained queues: under legacy-wins
+			// the cube's losing updates may still be on their way to legacy.
+			// Wait until both directions recorded their n conflicts, so the
+			// restarted processes count only the delete races.
+			for _, url := range []string{w.cubeURL, w.legacyURL} {
+				w.waitFor(60*time.Second, "the update conflicts recorded", func() bool {
+					conn := testenv.Connect(t, url)
+					defer conn.Close(w.ctx)
+					cs, err := consumers.ReadConflicts(w.ctx, conn)
+					return err == nil && len(cs) >= n
+				})
+			}
 			w.procs[syncFwd].kill9()
 			w.procs[syncRev].kill9()
 			w.exec(w.legacy, `DELETE FROM saju_records WHERE id = $1`, del[0])
