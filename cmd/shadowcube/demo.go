@@ -21,8 +21,8 @@ import (
 
 	"github.com/heal7/shadowcube/cdc"
 	"github.com/heal7/shadowcube/comparator"
-	"github.com/heal7/shadowcube/internal/analyst"
 	"github.com/heal7/shadowcube/consumers"
+	"github.com/heal7/shadowcube/internal/analyst"
 	"github.com/heal7/shadowcube/internal/demo"
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/pgcluster"

@@ -71,7 +71,11 @@ func TestGate(t *testing.T) {
 		fail string // criterion expected to fail alone ("" = go)
 	}{
 		{passing("pass", now), ""},
-		{func() gateService { s := passing("few", now); s.ai.pairs, s.ai.aiLegacyOK, s.ai.aiCubeOK = 900, 810, 801; return s }(), CritMinPairs},
+		{func() gateService {
+			s := passing("few", now)
+			s.ai.pairs, s.ai.aiLegacyOK, s.ai.aiCubeOK = 900, 810, 801
+			return s
+		}(), CritMinPairs},
 		{func() gateService { s := passing("open", now); s.saju.open = 5; return s }(), CritOpenMismatch},
 		{func() gateService { s := passing("aidrop", now); s.ai.aiCubeOK = 900; return s }(), CritAIAccuracy},
 		{func() gateService { s := passing("lag", now); s.lag = 90 * time.Second; return s }(), CritSyncLag},
@@ -227,5 +231,3 @@ func TestParseCriteria(t *testing.T) {
 		})
 	}
 }
-
-
