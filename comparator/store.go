@@ -364,10 +364,12 @@ func (s *Store) SaveWithAnswers(ctx context.Context, outs []*Outcome, answers []
 	if err := s.addCounts(ctx, tx, fresh); err != nil {
 		return 0, err
 	}
-	if err := s.addRollups(ctx, tx, fresh); err != nil {
+	if err := s.addExamples(ctx, tx, fresh, freshAnswers); err != nil {
 		return 0, err
 	}
-	if err := s.addExamples(ctx, tx, fresh, freshAnswers); err != nil {
+	// Last: the roll-up rows are the ones concurrent comparators share, so
+	// their row locks are held for the shortest time.
+	if err := s.addRollups(ctx, tx, fresh); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -1,11 +1,13 @@
 package comparator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -280,16 +282,41 @@ const upsertRollup = `INSERT INTO {s}.rollup_hourly AS r (hour, service, route, 
 const upsertPath = `INSERT INTO {s}.rollup_paths AS p (hour, service, route, verdict, signature, path, pairs) VALUES ($1,$2,$3,$4,$5,$6,$7)
 	ON CONFLICT (hour, service, route, verdict, signature, path) DO UPDATE SET pairs = p.pairs + EXCLUDED.pairs`
 
-// queue adds the accumulated rows to b.
+// queue adds the accumulated rows to b, in key order: concurrent writers
+// lock shared roll-up rows in one order and cannot deadlock.
 func (r *Rollups) queue(s *Store, b *pgx.Batch) {
-	for k, v := range r.rows {
+	keys := make([]RollupKey, 0, len(r.rows))
+	for k := range r.rows {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compareKeys)
+	for _, k := range keys {
+		v := r.rows[k]
 		b.Queue(s.q(upsertRollup), k.Hour, k.Service, k.Route, k.Verdict, k.Signature, v.Kind, v.Causes, v.Pairs, v.Accepted, v.Stale,
 			v.LegacyMSSum, v.LegacyMSN, v.CubeMSSum, v.CubeMSN, v.LegacyHist, v.CubeHist,
 			v.AI.Pairs, v.AI.Agree, v.AI.ConfDiffSum, v.AI.ConfPairs, v.AI.Labelled, v.AI.LegacyCorrect, v.AI.CubeCorrect)
 	}
-	for k, n := range r.paths {
-		b.Queue(s.q(upsertPath), k.Hour, k.Service, k.Route, k.Verdict, k.Signature, k.path, n)
+	paths := make([]pathKey, 0, len(r.paths))
+	for k := range r.paths {
+		paths = append(paths, k)
 	}
+	slices.SortFunc(paths, func(a, b pathKey) int {
+		if c := compareKeys(a.RollupKey, b.RollupKey); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.path, b.path)
+	})
+	for _, k := range paths {
+		b.Queue(s.q(upsertPath), k.Hour, k.Service, k.Route, k.Verdict, k.Signature, k.path, r.paths[k])
+	}
+}
+
+func compareKeys(a, b RollupKey) int {
+	if c := a.Hour.Compare(b.Hour); c != 0 {
+		return c
+	}
+	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Route, b.Route), cmp.Compare(a.Verdict, b.Verdict),
+		cmp.Compare(a.Signature, b.Signature))
 }
 
 // Flush adds the accumulated rows to the store's roll-ups (one round trip)
@@ -372,6 +399,7 @@ func (s *Store) addExamples(ctx context.Context, tx pgx.Tx, outs []*Outcome, ans
 	for sig := range want {
 		sigs = append(sigs, sig)
 	}
+	slices.Sort(sigs) // one lock order across writers
 	have := map[string]int{}
 	rows, err := tx.Query(ctx, s.q(`SELECT signature, coalesce(max(slot), 0) FROM {s}.examples WHERE signature = ANY($1) GROUP BY 1`), sigs)
 	if err != nil {
