@@ -186,6 +186,12 @@ func (s *Store) migrate(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, s.q(`INSERT INTO {s}.schema_migrations (version) VALUES ($1)`), v); err != nil {
 			return fmt.Errorf("mismatch store: record migration %d: %w", v, err)
 		}
+		if v == rollupsMigration {
+			// Pairs stored before the roll-ups existed get theirs now.
+			if err := s.backfillRollups(ctx, tx); err != nil {
+				return fmt.Errorf("mismatch store: migration %d: %w", v, err)
+			}
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("mismatch store: migrate: %w", err)

@@ -498,3 +498,56 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // SQL replaces {s} in a statement by the store's quoted schema.
 func (s *Store) SQL(stmt string) string { return s.q(stmt) }
+
+// rollupsMigration is the version of migrationRollups.
+const rollupsMigration = 3
+
+// backfillRollups builds the roll-ups of the pairs already stored when
+// migration 3 is applied, through the same Rollups.Add as Save (examples
+// cannot be rebuilt: the pairs do not hold the answers). It reads every
+// pair once, in the migration's transaction.
+func (s *Store) backfillRollups(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, s.q(`SELECT service, route, coalesce(operation, ''), kind, verdict, coalesce(signature, ''), accepted, stale, causes,
+		CASE WHEN verdict IN ('mismatch', 'moved-on', 'error') THEN diffs ELSE '[]' END,
+		coalesce(legacy_latency_ms, 0), coalesce(cube_latency_ms, 0), compared_at,
+		coalesce(ai_truth, ''), coalesce(ai_legacy_label, ''), coalesce(ai_cube_label, ''), ai_legacy_score, ai_cube_score
+		FROM {s}.pairs`))
+	if err != nil {
+		return fmt.Errorf("backfill roll-ups: %w", err)
+	}
+	defer rows.Close()
+	r := NewRollups()
+	for rows.Next() {
+		var o Outcome
+		var verdict string
+		var diffs []byte
+		var lms, cms float64
+		var ai AIPair
+		if err := rows.Scan(&o.Service, &o.Route, &o.Operation, &o.Kind, &verdict, &o.Signature, &o.Accepted, &o.Stale, &o.Causes, &diffs,
+			&lms, &cms, &o.ComparedAt, &ai.Truth, &ai.LegacyLabel, &ai.CubeLabel, &ai.LegacyScore, &ai.CubeScore); err != nil {
+			return fmt.Errorf("backfill roll-ups: %w", err)
+		}
+		o.Verdict = Verdict(verdict)
+		if err := json.Unmarshal(diffs, &o.Diffs); err != nil {
+			return fmt.Errorf("backfill roll-ups: diffs: %w", err)
+		}
+		o.LegacyLatency = time.Duration(lms * float64(time.Millisecond))
+		o.CubeLatency = time.Duration(cms * float64(time.Millisecond))
+		if o.Kind == KindAI && o.Verdict != VerdictError && o.Verdict != VerdictSkipped {
+			o.AI = &ai
+		}
+		r.Add(&o)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("backfill roll-ups: %w", err)
+	}
+	if r.Len() == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	r.queue(s, b)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("backfill roll-ups: %w", err)
+	}
+	return nil
+}
