@@ -126,4 +126,3 @@ func TestReportInChromium(t *testing.T) {
 		t.Errorf("screenshot of %d bytes", len(shot))
 	}
 }
-
