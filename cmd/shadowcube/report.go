@@ -113,7 +113,8 @@ Flags:
   --criteria FILE        gate criteria (see 'shadowcube gate --help'; default built in)
   --examples N           examples shown per signature (0 = all kept)
 
-Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp,
+Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp + `
+  SHADOWCUBE_NATS_URL             NATS for the gate's sync watermarks and DLQ (empty: "no data")`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			now := time.Now()
@@ -141,7 +142,12 @@ Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp,
 			if !cmd.Flags().Changed("accepted") {
 				accepted = env.AcceptedFile
 			}
-			opts := analyst.Options{Criteria: crit, Examples: examples, Now: func() time.Time { return now }}
+			in, done, err := gateInputs(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			opts := analyst.Options{Criteria: crit, Examples: examples, Now: func() time.Time { return now }, Inputs: in}
 			if accepted != "" {
 				if opts.Accepted, err = comparator.LoadAccepted(accepted); err != nil {
 					return usageError{err}
