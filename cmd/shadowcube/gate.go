@@ -64,7 +64,8 @@ Criteria file:
 
 Flags:
   --service NAME     the cube's service (default: every service in the store)
-  --since T, --until T   window (a duration back from now such as 7d, or RFC 3339)
+  --since T, --until T   window: a duration back from now or a time (RFC 3339);
+                     default the last 7 days (roll-ups are kept for ever)
   --criteria FILE    criteria YAML (default built in)
   --accepted FILE    accepted-signatures file deciding what is accepted now (default
                      SHADOWCUBE_COMPARE_ACCEPTED_FILE; none: as recorded at compare time)
@@ -123,7 +124,9 @@ Exit status: 0 go, 1 no-go (or a failure), 2 bad usage.` + analystEnvHelp + `
 			return nil
 		},
 	}
-	w.register(cmd, false)
+	// The roll-ups are kept for ever: a verdict judges recent traffic (the
+	// cube as deployed now), not a month-old build.
+	w.register(cmd, false, "7d")
 	cmd.Flags().StringVar(&format, "format", "text", "text or json")
 	cmd.Flags().StringVar(&criteria, "criteria", "", "criteria YAML (default built in)")
 	cmd.Flags().StringVar(&accepted, "accepted", "", "accepted-signatures file (SHADOWCUBE_COMPARE_ACCEPTED_FILE)")
