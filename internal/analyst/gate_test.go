@@ -103,6 +103,14 @@ func TestGate(t *testing.T) {
 				t.Fatal(err)
 			}
 			v := g.Services[0]
+			var text strings.Builder
+			if err := g.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("gate --service %s:\n%s", s.svc.name, text.String())
+			if n := strings.Count(text.String(), "\n"); n < len(v.Checks)+2 {
+				t.Errorf("text output has %d lines for %d checks", n, len(v.Checks))
+			}
 			var failed []string
 			for _, ch := range v.Checks {
 				if ch.Result != Pass {
