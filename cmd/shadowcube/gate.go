@@ -182,7 +182,7 @@ func newReconcileRecorder(ctx context.Context, env *Env, whole bool) *reconcileR
 		return r
 	}
 	r.st = st
-	env.OnClose(st.Close)
+	env.OnClose(func() { st.Close() })
 	return r
 }
 

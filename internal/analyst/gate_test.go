@@ -84,6 +84,8 @@ func TestGate(t *testing.T) {
 		{func() gateService { s := passing("stale", now); s.saju.stale = 200; return s }(), CritStale},
 		{func() gateService { s := passing("errors", now); s.saju.errors = 100; return s }(), CritCubeErrors},
 	}
+	// A route shadow never replays (writes) has nothing to judge.
+	seed(t, st, seedSpec{service: "pass", route: "/api/saju/save", kind: comparator.KindSaju, at: now, pairs: 30, skipped: 30})
 	for _, s := range services {
 		seed(t, st, s.svc.saju)
 		seed(t, st, s.svc.ai)
