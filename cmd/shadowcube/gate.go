@@ -44,6 +44,7 @@ can turn each off with enabled: false):
   stale          stale-cube share at most 1% per route
   cube_errors    cube error rate at most 0.5% per route
 
+Routes shadow never replays (only skipped requests, e.g. writes) get no check.
 A criterion without data (no NATS URL, no reconcile recorded, no pairs) is
 "no data", and any missing data or too few pairs makes the verdict
 "no-go: not enough samples": never go.
