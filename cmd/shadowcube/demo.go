@@ -78,7 +78,7 @@ type demoOptions struct {
 }
 
 func newDemoCmd() *cobra.Command {
-	opts := demoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute, Out: "shadowcube-demo"}
+	opts := demoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute, Out: analyst.DemoDir}
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole pipeline on embedded infrastructure and print the verdict",
