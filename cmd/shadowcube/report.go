@@ -131,6 +131,9 @@ Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp + `
 			default:
 				return usageError{fmt.Errorf("--format %q: want html, csv or json", format)}
 			}
+			if format == "csv" && out == "-" {
+				return usageError{fmt.Errorf("--format csv writes one file per table: --out names a directory, not -")}
+			}
 			if examples < 0 {
 				return usageError{fmt.Errorf("--examples %d: want 0 (all) or more", examples)}
 			}
