@@ -13,6 +13,7 @@ import (
 
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
 // TestDemoEndToEnd runs the whole pipeline — taps, cdc, sync, shadow with the
@@ -33,7 +34,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	e.Log = e.Base.With("stage", "demo") // as setup does
 	ctx := testenv.Context(t, 4*time.Minute)
 	outDir := t.TempDir()
-	err := runDemo(ctx, e, pg.AdminURL(), demoOptions{Requests: 80, EdgeShare: 0.5, AIDrop: 2, Timeout: 2 * time.Minute, Out: outDir})
+	err := runDemo(ctx, e, pg.AdminURL(), wiring.DemoOptions{Requests: 80, EdgeShare: 0.5, AIDrop: 2, Timeout: 2 * time.Minute, Out: outDir})
 	t.Logf("stdout:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("demo failed: %v\nstderr:\n%s\nlog:\n%s", err, errb.String(), logs.String())

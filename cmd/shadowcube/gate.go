@@ -161,51 +161,43 @@ func gateInputs(cmd *cobra.Command) (analyst.GateInputs, func(), error) {
 	return analyst.GateInputs{JS: conn.JS}, env.Close, nil
 }
 
-// reconcileRecorder records each target's reconcile result in the mismatch
-// store for the gate, when SHADOWCUBE_STORE_DATABASE_URL is set. A failure
-// to record is logged; it does not change reconcile's verdict.
-type reconcileRecorder struct {
-	env   *Env
-	st    *comparator.Store
-	whole bool // every table of the target was selected
-	start time.Time
-}
-
-func newReconcileRecorder(ctx context.Context, env *Env, whole bool) *reconcileRecorder {
-	r := &reconcileRecorder{env: env, whole: whole, start: time.Now()}
+// recordReconcile records each target's reconcile result (all: the table
+// reports of the run, started at start) in the mismatch store for the
+// gate, when SHADOWCUBE_STORE_DATABASE_URL is set. whole says every table
+// of the targets was selected (a partial run is never clean). A failure to
+// record is logged; it does not change reconcile's verdict.
+func recordReconcile(ctx context.Context, env *Env, all []consumers.TableReport, whole bool, start time.Time) {
 	var ae analystEnv
 	if err := process.Load(&ae); err != nil || ae.StoreURL == "" {
-		return r
+		return
 	}
 	st, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: ae.StoreURL, Schema: ae.Schema, MaxConns: 1})
 	if err != nil {
 		env.Log.Warn("reconcile result not recorded in the mismatch store", "err", redact.Err(err))
-		return r
-	}
-	r.st = st
-	env.OnClose(func() { st.Close() })
-	return r
-}
-
-func (r *reconcileRecorder) record(ctx context.Context, target string, reps []consumers.TableReport, runErr error) {
-	if r.st == nil {
 		return
 	}
-	run := analyst.ReconcileRun{Target: target, StartedAt: r.start, FinishedAt: time.Now(), Tables: len(reps), Clean: runErr == nil && r.whole}
-	for _, rep := range reps {
+	defer st.Close()
+	runs := map[string]*analyst.ReconcileRun{}
+	var order []string
+	for _, rep := range all {
+		run := runs[rep.Target]
+		if run == nil {
+			run = &analyst.ReconcileRun{Target: rep.Target, StartedAt: start, FinishedAt: time.Now(), Clean: whole}
+			if !whole {
+				run.Detail = "partial: only some tables compared (--table)"
+			}
+			runs[rep.Target] = run
+			order = append(order, rep.Target)
+		}
+		run.Tables++
 		run.Differences += int64(rep.Differences)
+		if rep.Differences > 0 {
+			run.Clean = false
+		}
 	}
-	if run.Differences > 0 {
-		run.Clean = false
+	for _, t := range order {
+		if err := analyst.RecordReconcile(ctx, st, *runs[t]); err != nil {
+			env.Log.Warn("reconcile result not recorded in the mismatch store", "target", t, "err", redact.Err(err))
+		}
 	}
-	switch {
-	case runErr != nil:
-		run.Detail = "failed: " + redact.Err(runErr).Error()
-	case !r.whole:
-		run.Detail = "partial: only some tables compared (--table)"
-	}
-	if err := analyst.RecordReconcile(ctx, r.st, run); err != nil {
-		r.env.Log.Warn("reconcile result not recorded in the mismatch store", "target", target, "err", redact.Err(err))
-	}
-	r.start = time.Now()
 }
