@@ -1,6 +1,7 @@
 package comparator
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -498,6 +499,40 @@ func (s *Store) addExamples(ctx context.Context, tx pgx.Tx, outs []*Outcome, ans
 		return fmt.Errorf("save examples: %w", err)
 	}
 	return nil
+}
+
+// WantsExample says whether a new pair of signature may become one of its
+// examples (the store keeps examples and knows of no full set for it):
+// writers that must copy the answers ask first.
+func (s *Store) WantsExample(signature string) bool {
+	if s.cfg.Examples <= 0 {
+		return false
+	}
+	_, full := s.full.Load(signature)
+	return !full
+}
+
+// exampleCopy copies what an example keeps of a result (request, both
+// answers; bodies at most ExampleBodyCap) out of buffers its owner may
+// reuse.
+func exampleCopy(res *schemas.ShadowResult) *schemas.ShadowResult {
+	body := func(b []byte, truncated bool) ([]byte, bool) {
+		b, truncated = capBody(b, truncated)
+		return bytes.Clone(b), truncated
+	}
+	resp := func(r *schemas.HTTPResponse) *schemas.HTTPResponse {
+		c := &schemas.HTTPResponse{Status: r.Status, Headers: r.Headers.Clone(), Latency: r.Latency}
+		c.Body, c.BodyTruncated = body(r.Body, r.BodyTruncated)
+		return c
+	}
+	c := &schemas.ShadowResult{RequestID: res.RequestID, Service: res.Service, Route: res.Route, CubeError: res.CubeError,
+		Request: schemas.RequestEvent{Method: res.Request.Method, Path: res.Request.Path, Headers: res.Request.Headers.Clone()}}
+	c.Request.Body, c.Request.BodyTruncated = body(res.Request.Body, res.Request.BodyTruncated)
+	c.Legacy = *resp(&res.Legacy)
+	if res.Cube != nil {
+		c.Cube = resp(res.Cube)
+	}
+	return c
 }
 
 // Prune deletes pairs compared before the retention period (now −

@@ -80,6 +80,9 @@ func TestDemoEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(page), `data-route="/api/saju/chart"`) || !strings.Contains(string(page), `data-k="pairs" data-v="80"`) {
 		t.Errorf("report.html: %v (%d bytes) lacks the saju route's 80 pairs", err, len(page))
 	}
+	if !strings.Contains(string(page), `class="example"`) {
+		t.Errorf("report.html shows no example pair of a signature (fused compare must keep them)")
+	}
 	if _, err := os.Stat(filepath.Join(outDir, "report.json")); err != nil {
 		t.Errorf("report.json: %v", err)
 	}
