@@ -81,6 +81,7 @@ type SyncEnv struct {
 	AckWait     time.Duration `envconfig:"SYNC_ACK_WAIT" min:"1s" default:"5m" desc:"JetStream ack wait of the consumers"`
 	RetryMax    time.Duration `envconfig:"SYNC_RETRY_MAX" min:"1ms" default:"5s" desc:"longest back-off between retries of a transient failure"`
 	SeqInterval time.Duration `envconfig:"SYNC_SEQUENCE_INTERVAL" flag:"sequence-interval" min:"1s" default:"30s" desc:"how often cube sequences are moved past the values in use"`
+	ReorderWait time.Duration `envconfig:"SYNC_REORDER_WAIT" min:"1s" max:"24h" default:"2m" desc:"how long a source transaction that arrived before an earlier one (a publish lost in a NATS leader election) waits for it; then the missing one is a poison transaction (DLQ, policy)"`
 	Sequences   bool          `flag:"sequences" desc:"move the cube sequences past the values in use once, print them and exit"`
 }
 
@@ -166,7 +167,7 @@ func (m *Mapping) Selected(only []string) []*consumers.Target {
 // when empty).
 func NewSync(p *Process, conn *natsx.Conn, e *SyncEnv, m *Mapping) (*consumers.Sync, error) {
 	return consumers.New(consumers.Config{Mapping: m.Mapping, SourceURL: m.SourceURL, TargetURLs: m.TargetURLs, Only: e.Targets,
-		MaxBatch: e.MaxBatch, AckWait: e.AckWait, RetryMax: e.RetryMax, SequenceInterval: e.SeqInterval},
+		MaxBatch: e.MaxBatch, AckWait: e.AckWait, RetryMax: e.RetryMax, SequenceInterval: e.SeqInterval, ReorderWait: e.ReorderWait},
 		consumers.Deps{JetStream: conn.JS, Logger: p.Log, Registerer: p.Reg})
 }
 
