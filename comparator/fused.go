@@ -72,6 +72,7 @@ type Fused struct {
 
 type fusedItem struct {
 	out  *Outcome
+	ex   *schemas.ShadowResult  // a copy of the answers, when the store wants this pair as an example
 	ack  jetstream.PubAckFuture // nil: not published
 	buf  *[]byte                // the published payload's buffer, back to bufs once answered
 	err  error                  // publish could not start
@@ -130,6 +131,11 @@ func (f *Fused) Put(res *schemas.ShadowResult, msgID string, done func(error)) {
 		}
 	}
 	it.out = f.cmp.Compare(res)
+	if it.out.Signature != "" && f.store.WantsExample(it.out.Signature) {
+		// The caller's buffers may be reused once Put returns: the example
+		// keeps its own copy (mismatches only, until their signature is full).
+		it.ex = exampleCopy(res)
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
@@ -184,11 +190,12 @@ func (f *Fused) storeLoop() {
 		}
 		t.Stop()
 		outs := make([]*Outcome, len(batch))
+		answers := make([]*schemas.ShadowResult, len(batch))
 		for i := range batch {
-			outs[i] = batch[i].out
+			outs[i], answers[i] = batch[i].out, batch[i].ex
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_, err := f.store.Save(ctx, outs)
+		_, err := f.store.SaveWithAnswers(ctx, outs, answers)
 		cancel()
 		if err != nil {
 			f.log.Error("store verdicts; their requests will be replayed again", "err", err, "pairs", len(batch), "retry_in", backoff)

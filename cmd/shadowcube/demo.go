@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/heal7/shadowcube/internal/analyst"
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/wiring"
 )
@@ -15,7 +16,7 @@ import (
 var demoHelp = help("demo")
 
 func newDemoCmd() *cobra.Command {
-	opts := wiring.DemoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute}
+	opts := wiring.DemoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute, Out: analyst.DemoDir}
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole pipeline on embedded infrastructure and print the verdict",
@@ -49,6 +50,7 @@ func newDemoCmd() *cobra.Command {
 	f.Float64Var(&opts.AIDrop, "ai-drop", opts.AIDrop, "AI cube accuracy drop in percentage points (2 passes the gate rule, 8 fails it)")
 	f.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "longest wait for the pipeline to compare every pair")
 	f.IntVar(&opts.Rollout, "rollout", 0, "then serve this percent of saju users from the cube with two-way sync, and run the rollback drill (0: no rollout phase)")
+	f.StringVar(&opts.Out, "out", opts.Out, "directory for report.html and report.json")
 	return cmd
 }
 
@@ -74,6 +76,7 @@ func runDemo(ctx context.Context, e *Env, sourceURL string, opts wiring.DemoOpti
 		return err
 	}
 	fmt.Fprint(out, rep.Drill)
+	fmt.Fprint(out, rep.Verdict) // the gate's verdict and the report's path
 	if !rep.Clean {
 		return &exitError{code: 1, err: errors.New("demo: the rollback drill is not clean")}
 	}

@@ -30,7 +30,7 @@ func TestDemoRollout(t *testing.T) {
 	e.Base = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.Log = e.Base.With("stage", "demo")
 	ctx := testenv.Context(t, 4*time.Minute)
-	err := runDemo(ctx, e, pg.AdminURL(), wiring.DemoOptions{Requests: 60, EdgeShare: 0.2, AIDrop: 2, Timeout: 2 * time.Minute, Rollout: 25})
+	err := runDemo(ctx, e, pg.AdminURL(), wiring.DemoOptions{Requests: 60, EdgeShare: 0.2, AIDrop: 2, Timeout: 2 * time.Minute, Rollout: 25, Out: t.TempDir()})
 	report := out.String()
 	t.Logf("stdout:\n%s", report)
 	if err != nil {

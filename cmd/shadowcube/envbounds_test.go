@@ -31,6 +31,7 @@ var envStructs = map[string]func() any{
 	"ReconcileEnv":   func() any { return new(wiring.ReconcileEnv) },
 	"LoadgenEnv":     func() any { return new(wiring.LoadgenEnv) },
 	"DemoServiceEnv": func() any { return new(wiring.DemoServiceEnv) },
+	"analystEnv":     func() any { return new(analystEnv) },
 	"SharedStores":   func() any { return new(wiring.SharedStores) },
 }
 

@@ -71,6 +71,8 @@ func commands() []*cobra.Command {
 		newDLQCmd(),
 		newShadowCmd(),
 		newCompareCmd(),
+		newReportCmd(),
+		newGateCmd(),
 		newDemoServiceCmd(),
 		newLoadgenCmd(),
 	}

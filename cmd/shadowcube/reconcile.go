@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -32,11 +33,13 @@ func newReconcileCmd() *cobra.Command {
 				return err
 			}
 			defer env.Close()
+			start := time.Now()
 			all, err := wiring.Reconcile(ctx, env, m, selected, consumers.ReconcileConfig{
 				LeafRows: e.LeafRows, Settle: e.Settle, MaxDiffs: e.MaxDiffs, SkipSequences: e.NoSequences}, e.Pushgateway)
 			if err != nil {
 				return err
 			}
+			recordReconcile(ctx, env, all, len(e.Tables) == 0, start) // the gate reads it
 			if len(all) == 0 {
 				// unreachable through the checks above; never let it pass as "no differences"
 				return &exitError{code: 1, err: fmt.Errorf("reconcile: no table compared")}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/consumers"
+	"github.com/heal7/shadowcube/internal/analyst"
 	"github.com/heal7/shadowcube/internal/demo"
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/pgcluster"
@@ -33,6 +34,7 @@ type DemoOptions struct {
 	Timeout   time.Duration // longest wait for the pipeline to drain
 	SourceURL string        // PostgreSQL server to create the demo databases on ("" = a throwaway cluster)
 	Rollout   int           // after the shadow phase, serve this percent of saju users from the cube (0: no rollout phase; demo_rollout.go)
+	Out       string        // directory of report.html and report.json (analyst.DemoDir when empty)
 }
 
 // DemoReport is what the demo found.
@@ -43,6 +45,7 @@ type DemoReport struct {
 	Summary   *comparator.Summary
 	Drill     string // the rollout phase's report (--rollout)
 	Clean     bool   // the rollback drill was clean (true without --rollout)
+	Verdict   string // the gate's verdict per cube and the report's path (analyst.Demo)
 }
 
 // demoStack is the running demo: its group and its progress lines.
@@ -273,6 +276,17 @@ func RunDemo(parent context.Context, p *Process, opts DemoOptions) (rep *DemoRep
 		}
 		out.Drill = drill.String()
 	}
+	// The report and the gate's verdict, while the store and NATS are up.
+	diffs := 0
+	for _, r := range out.Reconcile {
+		diffs += r.Differences
+	}
+	runs := []analyst.ReconcileRun{{Target: "saju-cube", Clean: diffs == 0, Differences: int64(diffs), Tables: len(out.Reconcile)}}
+	var verdict strings.Builder
+	if _, err := analyst.Demo(ctx, &verdict, store, nc.JS, opts.Out, runs); err != nil {
+		return nil, err
+	}
+	out.Verdict = verdict.String()
 	return out, st.Err()
 }
 

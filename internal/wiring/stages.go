@@ -316,6 +316,8 @@ type CompareEnv struct {
 	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" min:">0" max:"<1" default:"0.05" desc:"AI rollback rule: significance level of the two-proportion test"`
 	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30" min:"1" desc:"AI rollback rule: labelled samples needed before judging"`
 	Longitude    float64       `envconfig:"COMPARE_SAJU_LONGITUDE" min:"-180" max:"180" default:"126.978" desc:"longitude of local mean time for saju attribution (not 0)"`
+	Examples     int           `envconfig:"STORE_EXAMPLES" default:"5" min:"-1" max:"1000" desc:"example pairs (full answers) kept per signature (-1: none)"`
+	Retention    time.Duration `envconfig:"STORE_RETENTION" default:"336h" min:"1h" desc:"how long pairs are kept; roll-ups and examples stay"`
 }
 
 // Check rejects what the bounds tags cannot say.
@@ -345,7 +347,7 @@ func (e *CompareEnv) OpenStore(ctx context.Context) (*comparator.Store, error) {
 	if err := e.Check(); err != nil {
 		return nil, err
 	}
-	return comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: e.StoreURL, Schema: e.Schema})
+	return comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: e.StoreURL, Schema: e.Schema, Examples: e.Examples, Retention: e.Retention})
 }
 
 // Comparator loads the routes and accepted files and builds the comparator.
