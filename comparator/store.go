@@ -92,6 +92,8 @@ var migrations = []string{
 	// the operation key, and the policy reason of a skipped request.
 	`ALTER TABLE {s}.pairs ADD COLUMN method text, ADD COLUMN path text, ADD COLUMN operation text, ADD COLUMN skipped text;
 	CREATE INDEX pairs_request_id ON {s}.pairs (request_id);`,
+	// 3: analysts' acceptances and their audit (store_accept.go).
+	acceptMigration,
 }
 
 // OpenStore connects and migrates the store.
