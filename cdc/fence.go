@@ -39,7 +39,10 @@ import (
 // as a CDC stream that elects no leader for minutes in the 3-node test). On
 // a replicated CDC stream the session publishes unchained and says so: an
 // event lost in a leader election can then still be stored after later ones
-// (counted in shadowcube_cdc_publish_gaps_total, logged at ERROR).
+// (counted in shadowcube_cdc_publish_gaps_total). Sync does not lose it:
+// each event names the transaction its session published before it
+// (ChangeEvent.PrevLSN), and sync holds a transaction until its predecessor
+// has been applied (consumers/txn.go).
 
 // fence is the position of the stream's last event of this slot.
 type fence struct {

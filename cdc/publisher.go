@@ -57,6 +57,13 @@ type publisher struct {
 	fence   fence
 	lastID  string // id of the event published last (the next one's expected last id)
 	skipped int    // events at or before the fence, not published again
+	// prev is the commit LSN of the transaction this session published last
+	// (zero before the first): each event carries it as PrevLSN, so sync can
+	// tell that an earlier transaction is missing where it reads (a publish
+	// lost in a leader election and stored again after later ones) and wait
+	// for it. A session's first transaction carries zero: every transaction
+	// before it was acknowledged, so stored, before this session began.
+	prev schemas.LSN
 }
 
 func newPublisher(js jetstream.JetStream, window int, timeout time.Duration, durable *atomic.Uint64, lastTime *atomic.Int64, m *metrics, slot string, f fence) *publisher {

@@ -341,8 +341,8 @@ func (r *Reader) stream(ctx context.Context, repl *pgconn.PgConn, meta *pgx.Conn
 	}
 	if gaps > 0 {
 		r.m.reordered.Add(float64(gaps))
-		r.log.Error("JetStream stored events published after one that failed; the failed ones are re-published after them on restart (consumers see them out of order)",
-			"gaps", gaps, "err", pubErr)
+		r.log.Warn("JetStream stored events published after one that failed; the failed ones are re-published after them on restart "+
+			"(sync waits for them by the events' prev_lsn chain and applies in source order)", "gaps", gaps, "err", pubErr)
 	}
 	if !repl.IsClosed() {
 		_ = repl.Conn().SetDeadline(time.Now().Add(5 * time.Second))
@@ -591,9 +591,12 @@ func (r *Reader) finish(ctx context.Context, st *streamState, tx *txState, xid u
 	}
 	lsn := schemas.LSN(commitLSN)
 	prefix := r.cfg.Slot + ":" + lsn.String() + ":"
+	prev := st.pub.prev
+	st.pub.prev = lsn
 	return tx.buf.each(func(i int, p *pending) error {
 		ev := p.Event
 		ev.CommitLSN, ev.TxID, ev.Index, ev.TxSize, ev.CommitTime = lsn, xid, i, n, commitTime
+		ev.PrevLSN = prev
 		data := marshalEvent(ev)
 		if len(data) > schemas.MaxEventSize {
 			return fatal(fmt.Errorf("change %d of transaction %d on %s.%s at %s is %d bytes, over the %d-byte event limit",
@@ -709,9 +712,9 @@ func (r *Reader) readFence(ctx context.Context) (fence, error) {
 		return f, err
 	}
 	if f.replicated {
-		r.log.Warn("the CDC stream is replicated: publishing without the order fence (nats-server checks the expected last id of a "+
+		r.log.Info("the CDC stream is replicated: publishing without the order fence (nats-server checks the expected last id of a "+
 			"replicated stream only when replicas apply a message, and a mismatch stalls them); an event lost in a leader election "+
-			"may be stored after later ones (shadowcube_cdc_publish_gaps_total)", "slot", r.cfg.Slot)
+			"may be stored after later ones (shadowcube_cdc_publish_gaps_total), and sync restores the order by the events' prev_lsn chain", "slot", r.cfg.Slot)
 		return f, nil
 	}
 	if !f.chain {

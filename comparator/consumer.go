@@ -101,7 +101,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.storeLoop(ctx, ready)
 	}()
+	pruneCtx, stopPrune := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.pruneLoop(pruneCtx)
+	}()
 	defer wg.Wait()
+	defer stopPrune() // before wg.Wait: the prune loop ends first
 	defer close(ready)
 	// At most three batches per process are out at once (buffered here,
 	// being compared, being stored), below the consumer's MaxAckPending of
@@ -173,6 +180,32 @@ func (c *Consumer) nextBatch(ctx context.Context, iter jetstream.MessagesContext
 type compared struct {
 	msg jetstream.Msg
 	out *Outcome
+	res *schemas.ShadowResult // kept for the store's example pairs
+}
+
+// PruneEvery is how often the compare loop deletes pairs older than the
+// store's retention (the first pass runs at start).
+const PruneEvery = 10 * time.Minute
+
+// pruneLoop applies the store's retention until ctx ends.
+func (c *Consumer) pruneLoop(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := c.store.Prune(ctx, time.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			c.log.Warn("prune pairs past retention", "err", err)
+		case n > 0:
+			c.log.Info("pruned pairs past retention", "pairs", n, "retention", c.store.Retention())
+		}
+		t.Reset(PruneEvery)
+	}
 }
 
 // storeLoop stores and acknowledges compared batches until in is closed.
@@ -260,7 +293,7 @@ func (c *Consumer) compareBatch(ctx context.Context, msgs []jetstream.Msg) ([]co
 			}
 			continue
 		}
-		out = append(out, compared{msg: m, out: c.cmp.Compare(&res)})
+		out = append(out, compared{msg: m, out: c.cmp.Compare(&res), res: &res})
 	}
 	return out, nil
 }
@@ -268,10 +301,11 @@ func (c *Consumer) compareBatch(ctx context.Context, msgs []jetstream.Msg) ([]co
 // saveBatch saves one compared batch in one transaction, then acknowledges it.
 func (c *Consumer) saveBatch(ctx context.Context, batch []compared) error {
 	outs := make([]*Outcome, len(batch))
+	answers := make([]*schemas.ShadowResult, len(batch))
 	for i, p := range batch {
-		outs[i] = p.out
+		outs[i], answers[i] = p.out, p.res
 	}
-	if _, err := c.store.Save(ctx, outs); err != nil {
+	if _, err := c.store.SaveWithAnswers(ctx, outs, answers); err != nil {
 		return err
 	}
 	for _, p := range batch {

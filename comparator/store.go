@@ -12,6 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heal7/shadowcube/internal/redact"
+	"github.com/heal7/shadowcube/schemas"
 )
 
 // DefaultSchema is the PostgreSQL schema of the mismatch store.
@@ -22,6 +25,15 @@ type StoreConfig struct {
 	DatabaseURL string // SHADOWCUBE_STORE_DATABASE_URL
 	Schema      string // default shadowcube_compare
 	MaxConns    int32  // pool size (default 4)
+	// Examples is how many example pairs (full answers) are kept per
+	// signature (SHADOWCUBE_STORE_EXAMPLES; 0 = default 5, -1 = none).
+	Examples int
+	// Retention is how long pairs are kept (SHADOWCUBE_STORE_RETENTION;
+	// 0 = default 14 days); roll-ups and examples are kept. Prune deletes.
+	Retention time.Duration
+	// Redact cleans request bodies kept with examples (nil: the default
+	// rules: form fields named like secrets).
+	Redact *redact.Rules
 }
 
 // Store is the mismatch store: every compared pair's verdict, diffs,
@@ -30,7 +42,9 @@ type StoreConfig struct {
 type Store struct {
 	pool   *pgxpool.Pool
 	schema string
+	cfg    StoreConfig
 	once   sync.Once
+	full   sync.Map // signatures known to hold Examples examples
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -92,7 +106,10 @@ var migrations = []string{
 	// the operation key, and the policy reason of a skipped request.
 	`ALTER TABLE {s}.pairs ADD COLUMN method text, ADD COLUMN path text, ADD COLUMN operation text, ADD COLUMN skipped text;
 	CREATE INDEX pairs_request_id ON {s}.pairs (request_id);`,
-	// 3: analysts' acceptances and their audit (store_accept.go).
+	// 3: what reports read (store_rollup.go): hourly roll-ups, differing
+	// paths per hour, example pairs per signature, reconcile results.
+	migrationRollups,
+	// 4: analysts' acceptances and their audit (store_accept.go).
 	acceptMigration,
 }
 
@@ -103,6 +120,12 @@ func OpenStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
 	}
 	if cfg.Schema == "" {
 		cfg.Schema = DefaultSchema
+	}
+	if cfg.Examples == 0 {
+		cfg.Examples = DefaultExamples
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
 	}
 	if !schemaName.MatchString(cfg.Schema) {
 		return nil, fmt.Errorf("mismatch store: schema %q: want a lower-case SQL identifier", cfg.Schema)
@@ -119,7 +142,7 @@ func OpenStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mismatch store: connect: %w", err)
 	}
-	s := &Store{pool: pool, schema: cfg.Schema}
+	s := &Store{pool: pool, schema: cfg.Schema, cfg: cfg}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -290,6 +313,14 @@ type pairKey struct {
 // (same request id and replay time: a redelivery) is skipped, and so are its
 // noise counts. It returns how many pairs were new.
 func (s *Store) Save(ctx context.Context, outs []*Outcome) (int, error) {
+	return s.SaveWithAnswers(ctx, outs, nil)
+}
+
+// SaveWithAnswers is Save that also keeps example pairs: answers[i] (when
+// not nil) is the shadow result outs[i] was compared from; a new pair with
+// a signature becomes one of its signature's examples while it has fewer
+// than StoreConfig.Examples. Roll-ups are updated in the same transaction.
+func (s *Store) SaveWithAnswers(ctx context.Context, outs []*Outcome, answers []*schemas.ShadowResult) (int, error) {
 	if len(outs) == 0 {
 		return 0, nil
 	}
@@ -319,14 +350,26 @@ func (s *Store) Save(ctx context.Context, outs []*Outcome) (int, error) {
 		return 0, fmt.Errorf("save %d outcomes (first request %s): %w", len(outs), outs[0].RequestID, err)
 	}
 	fresh := make([]*Outcome, 0, len(inserted))
-	for _, o := range outs {
+	var freshAnswers []*schemas.ShadowResult
+	for i, o := range outs {
 		key := pairKey{o.RequestID, o.ReplayedAt.UnixMicro()}
 		if inserted[key] {
 			delete(inserted, key) // a duplicate within the batch counts once
 			fresh = append(fresh, o)
+			if i < len(answers) {
+				freshAnswers = append(freshAnswers, answers[i])
+			} else {
+				freshAnswers = append(freshAnswers, nil)
+			}
 		}
 	}
 	if err := s.addCounts(ctx, tx, fresh); err != nil {
+		return 0, err
+	}
+	if err := s.addRollups(ctx, tx, fresh); err != nil {
+		return 0, err
+	}
+	if err := s.addExamples(ctx, tx, fresh, freshAnswers); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {

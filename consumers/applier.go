@@ -38,6 +38,10 @@ type ApplierConfig struct {
 	RetryMax  time.Duration // back-off bound (default 5s)
 	Watermark time.Duration // how often the watermark KV entry is refreshed (default 200ms)
 	PollStop  time.Duration // how often a stopped target looks for a replayed poison transaction (default 1s)
+	// ReorderWait bounds how long a source transaction that arrived before
+	// an earlier one waits for it (default 2m; txn.go); then the missing one
+	// is a poison unit.
+	ReorderWait time.Duration
 }
 
 func (c *ApplierConfig) defaults() error {
@@ -72,6 +76,9 @@ func (c *ApplierConfig) defaults() error {
 	}
 	if c.Watermark <= 0 {
 		c.Watermark = 200 * time.Millisecond
+	}
+	if c.ReorderWait <= 0 {
+		c.ReorderWait = 2 * time.Minute
 	}
 	if c.PollStop <= 0 {
 		c.PollStop = time.Second
@@ -200,7 +207,10 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 func (a *Applier) loop(ctx context.Context, start pos, items <-chan item) error {
 	dups := a.met.skippedTxs.WithLabelValues(a.target)
-	as := &assembler{slot: a.slot, last: start, log: a.log, dup: dups.Inc}
+	as := &assembler{slot: a.slot, last: start, log: a.log, dup: dups.Inc, wait: a.cfg.ReorderWait,
+		reordered: a.met.reordered.WithLabelValues(a.target).Inc}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	applied := start
 	var ready []*txn
 	var reset chan struct{}
@@ -221,6 +231,11 @@ func (a *Applier) loop(ctx context.Context, start pos, items <-chan item) error 
 			return ctx.Err()
 		case it := <-items:
 			take(it)
+		case <-tick.C:
+			for _, t := range as.expire() {
+				ready = append(ready, t)
+				events += len(t.events)
+			}
 		}
 	drain:
 		for events < a.cfg.MaxBatch && reset == nil {
@@ -240,7 +255,7 @@ func (a *Applier) loop(ctx context.Context, start pos, items <-chan item) error 
 		}
 		if reset != nil {
 			// complete units before the gap are applied; forget the partial one
-			as.cur, as.have, as.last = nil, nil, applied
+			as.reset(applied)
 			close(reset)
 			reset = nil
 		}

@@ -58,10 +58,10 @@ func (a *Applier) poison(ctx context.Context, t *txn, cause error) error {
 			e.Raw = append(e.Raw, q)
 		}
 	}
-	if t.ackMsg != nil && len(t.raw) == 1 {
+	if t.rawMsg != nil && len(t.raw) == 1 {
 		// one undecodable message: keep it whole, as every stage does
-		d.Subject, d.Payload = t.ackMsg.Subject(), t.raw[0]
-		if h := t.ackMsg.Headers(); len(h) > 0 {
+		d.Subject, d.Payload = t.rawMsg.Subject(), t.raw[0]
+		if h := t.rawMsg.Headers(); len(h) > 0 {
 			d.Headers = map[string][]string(h)
 		}
 	}

@@ -15,6 +15,7 @@ type Metrics struct {
 	dlqDepth   prometheus.Gauge
 	stopped    *prometheus.GaugeVec
 	skippedTxs *prometheus.CounterVec
+	reordered  *prometheus.CounterVec
 	reselected *prometheus.CounterVec
 }
 
@@ -43,11 +44,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while a target is halted at a poison transaction (policy stop)."}, []string{"target"}),
 		skippedTxs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_duplicates_skipped_total",
 			Help: "Source events skipped because the target already held them (duplicates, replays)."}, []string{"target"}),
+		reordered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_reordered_transactions_total",
+			Help: "Source transactions that arrived before an earlier one (a publish lost and stored again later) and waited for it."}, []string{"target"}),
 		reselected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_reselected_rows_total",
 			Help: "Rows re-read from the source because an update left TOAST values unchanged that the target could not supply."}, []string{"target"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reselected)
+		reg.MustRegister(m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reordered, m.reselected)
 	}
 	return m
 }

@@ -29,6 +29,7 @@ type Config struct {
 	RetryMax time.Duration // back-off bound of transient failures (0: 5s)
 
 	SequenceInterval time.Duration // how often cube sequences are moved past the values in use (default 30s; sequences.go)
+	ReorderWait      time.Duration // how long a transaction waits for a missing earlier one (0: 2m; txn.go)
 }
 
 // Sync runs one Applier per target.
@@ -122,7 +123,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logg
 			return nil, err
 		}
 		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, FKMode: fk, Stream: cfg.Stream,
-			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax}, js, log, met)
+			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax, ReorderWait: cfg.ReorderWait}, js, log, met)
 		if err != nil {
 			s.Close()
 			return nil, err

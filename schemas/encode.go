@@ -195,6 +195,11 @@ func AppendChangeEvent(b []byte, ev *ChangeEvent) []byte {
 	b = strconv.AppendInt(b, int64(ev.TxSize), 10)
 	b = append(b, `,"commit_time":`...)
 	b = appendTime(b, ev.CommitTime)
+	if ev.PrevLSN != 0 {
+		b = append(b, `,"prev_lsn":"`...)
+		b = appendLSN(b, ev.PrevLSN)
+		b = append(b, '"')
+	}
 	if len(ev.Columns) > 0 {
 		b = append(b, `,"columns":[`...)
 		for i, c := range ev.Columns {

@@ -16,7 +16,7 @@ import (
 func TestAppendChangeEventMatchesJSON(t *testing.T) {
 	// AppendChangeEvent lists the fields by hand.
 	for typ, want := range map[reflect.Type]int{
-		reflect.TypeFor[ChangeEvent](): 17, reflect.TypeFor[Column](): 4, reflect.TypeFor[Truncate](): 3,
+		reflect.TypeFor[ChangeEvent](): 18, reflect.TypeFor[Column](): 4, reflect.TypeFor[Truncate](): 3,
 	} {
 		if n := typ.NumField(); n != want {
 			t.Fatalf("%s has %d fields, AppendChangeEvent knows %d: update it", typ, n, want)
@@ -46,6 +46,7 @@ func TestAppendChangeEventMatchesJSON(t *testing.T) {
 			Table: str.Draw(rt, "table"), Op: Op(rapid.SampledFrom([]string{"insert", "update", "delete", "truncate", "snapshot", "schema"}).Draw(rt, "op")),
 			CommitLSN: LSN(rapid.Uint64().Draw(rt, "lsn")), TxID: rapid.Uint32().Draw(rt, "xid"), Index: rapid.IntRange(0, 1<<30).Draw(rt, "i"),
 			TxSize: rapid.IntRange(0, 1<<30).Draw(rt, "n"), CommitTime: time.Unix(0, rapid.Int64Range(-1<<60, 1<<60).Draw(rt, "t")).UTC(),
+			PrevLSN: LSN(rapid.SampledFrom([]uint64{0, rapid.Uint64().Draw(rt, "prev")}).Draw(rt, "prevlsn")),
 			Columns: cols, Key: rapid.SliceOf(str).Draw(rt, "key"), New: row("new"), Old: row("old"), Unchanged: rapid.SliceOf(str).Draw(rt, "unch")}
 		if rapid.Bool().Draw(rt, "trunc") {
 			ev.Truncate = &Truncate{Tables: rapid.SliceOf(str).Draw(rt, "tables"), Cascade: rapid.Bool().Draw(rt, "c"), RestartIdentity: rapid.Bool().Draw(rt, "r")}

@@ -98,6 +98,13 @@ type Truncate struct {
 // value was not sent and must be left as they are: they are absent from New,
 // never NULL. Old holds the old key (or the whole old row under REPLICA
 // IDENTITY FULL) when the server sent one, e.g. when an update changed the key.
+//
+// PrevLSN is the commit LSN of the transaction the same cdc session published
+// just before this one (zero for the first of a session, for snapshot rows,
+// and from older writers). It lets sync see that an earlier transaction is
+// missing at its position in the stream (published again later, after a
+// publish lost in a leader election) and wait for it instead of passing it
+// (docs/cdc-notes.md, "Order across a lost publish").
 type ChangeEvent struct {
 	V          string    `json:"v"`
 	Slot       string    `json:"slot"`
@@ -110,6 +117,7 @@ type ChangeEvent struct {
 	Index      int       `json:"index"`
 	TxSize     int       `json:"tx_size"`
 	CommitTime time.Time `json:"commit_time"`
+	PrevLSN    LSN       `json:"prev_lsn,omitempty"`
 	Columns    []Column  `json:"columns,omitempty"`
 	Key        []string  `json:"key,omitempty"`
 	New        Row       `json:"new,omitempty"`

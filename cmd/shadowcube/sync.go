@@ -23,6 +23,7 @@ type syncEnv struct {
 	AckWait     time.Duration `envconfig:"SYNC_ACK_WAIT" min:"1s" default:"5m"`
 	RetryMax    time.Duration `envconfig:"SYNC_RETRY_MAX" min:"1ms" default:"5s"`
 	SeqInterval time.Duration `envconfig:"SYNC_SEQUENCE_INTERVAL" min:"1s" default:"30s"`
+	ReorderWait time.Duration `envconfig:"SYNC_REORDER_WAIT" min:"1s" max:"24h" default:"2m" desc:"how long a source transaction that arrived before an earlier one (a publish lost in a NATS leader election) waits for it; then the missing one is a poison unit"`
 	Pushgateway string        `envconfig:"RECONCILE_PUSHGATEWAY"`
 }
 
@@ -157,6 +158,9 @@ Environment:
                                   source.database_url_env), to validate the mapping
   <target database_url_env>       each target's cube database URL, e.g. SAJU_CUBE_DATABASE_URL
   SHADOWCUBE_SYNC_ACK_WAIT        JetStream ack wait of the consumers (5m; at least 1s)
+  SHADOWCUBE_SYNC_REORDER_WAIT    how long a transaction that arrived before an earlier one waits for it
+                                  (2m; a publish lost in a NATS leader election is stored again later);
+                                  then the missing one is a poison transaction (DLQ, policy)
   SHADOWCUBE_SYNC_RETRY_MAX       longest back-off between retries of a transient failure (5s; at least 1ms)
 
 Metrics: shadowcube_sync_lag_seconds{target}, shadowcube_sync_watermark_timestamp_seconds{target},
@@ -214,7 +218,7 @@ shadowcube_sync_sequence_errors_total{target}, shadowcube_sync_snapshot_in_progr
 				return err
 			}
 			s, err := consumers.New(ctx, consumers.Config{Mapping: m, SourceURL: src, TargetURLs: urls, Only: only,
-				MaxBatch: e.MaxBatch, AckWait: e.AckWait, RetryMax: e.RetryMax, SequenceInterval: e.SeqInterval}, conn.JS, env.Log, env.Reg)
+				MaxBatch: e.MaxBatch, AckWait: e.AckWait, RetryMax: e.RetryMax, SequenceInterval: e.SeqInterval, ReorderWait: e.ReorderWait}, conn.JS, env.Log, env.Reg)
 			if err != nil {
 				return err
 			}
