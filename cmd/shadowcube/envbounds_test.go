@@ -27,6 +27,7 @@ var envStructs = map[string]func() any{
 	"loadgenEnv":     func() any { return new(loadgenEnv) },
 	"demoServiceEnv": func() any { return new(demoServiceEnv) },
 	"sharedStoreEnv": func() any { return new(sharedStoreEnv) },
+	"serveEnv":       func() any { return new(serveEnv) },
 }
 
 var numericIdents = map[string]bool{"int": true, "int8": true, "int16": true, "int32": true, "int64": true,

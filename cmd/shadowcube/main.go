@@ -74,6 +74,7 @@ func commands() []*cobra.Command {
 		newDLQCmd(),
 		newShadowCmd(),
 		newCompareCmd(),
+		newServeCmd(),
 		newDemoServiceCmd(),
 		newLoadgenCmd(),
 	}
