@@ -35,6 +35,8 @@ type compareEnv struct {
 	AIAlpha      float64       `envconfig:"COMPARE_AI_ALPHA" min:">0" max:"<1" default:"0.05"`
 	AIMinSamples int64         `envconfig:"COMPARE_AI_MIN_SAMPLES" default:"30" min:"1"`
 	Longitude    float64       `envconfig:"COMPARE_SAJU_LONGITUDE" min:"-180" max:"180" default:"126.978"`
+	Examples     int           `envconfig:"STORE_EXAMPLES" default:"5" min:"-1" max:"1000" desc:"example pairs kept per signature (-1 none)"`
+	Retention    time.Duration `envconfig:"STORE_RETENTION" default:"336h" min:"1h" desc:"how long pairs are kept (roll-ups and examples stay)"`
 }
 
 // validate checks the numeric settings: each error names the variable
@@ -165,6 +167,9 @@ Flags (each overrides its environment variable):
 Environment only:
   SHADOWCUBE_STORE_DATABASE_URL        PostgreSQL of the mismatch store (required)
   SHADOWCUBE_COMPARE_SCHEMA            schema of the store (shadowcube_compare)
+  SHADOWCUBE_STORE_EXAMPLES            example pairs (full answers) kept per signature (5; -1 none)
+  SHADOWCUBE_STORE_RETENTION           how long pairs are kept; older ones are deleted in batches,
+                                       roll-ups and examples stay (336h = 14 days)
   SHADOWCUBE_COMPARE_ACK_WAIT          consumer ack wait (60s)
   SHADOWCUBE_COMPARE_NOISE_DISABLED    true turns noise suppression off (false)
   SHADOWCUBE_COMPARE_NOISE_MIN_RELATIVE  Diffy relative threshold (0.2)
@@ -253,7 +258,8 @@ func newCompareCmd() *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema})
+			store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema,
+				Examples: env.Examples, Retention: env.Retention})
 			if err != nil {
 				return err
 			}

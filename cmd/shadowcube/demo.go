@@ -22,6 +22,7 @@ import (
 	"github.com/heal7/shadowcube/cdc"
 	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/consumers"
+	"github.com/heal7/shadowcube/internal/analyst"
 	"github.com/heal7/shadowcube/internal/demo"
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/pgcluster"
@@ -47,7 +48,11 @@ prints the verdict:
      cubes) and the comparator (saju by domain with cause tags, AI by accuracy);
   7. the traffic generator sending realistic births through the taps;
   8. when every pair is compared: reconcile of legacy vs cube database, and the
-     mismatch summary by route, cause and signature.
+     mismatch summary by route, cause and signature;
+  9. the report (report.html and report.json in --out, default
+     ./shadowcube-demo) and the gate's verdict per cube (with the demo's few
+     hundred pairs it is "no-go: not enough samples": the gate never passes
+     a small sample).
 
 Everything it started is stopped and removed at the end (databases it created
 on a given server are dropped).
@@ -62,10 +67,11 @@ type demoOptions struct {
 	EdgeShare float64       // share of births in the divergence zones
 	AIDrop    float64       // AI cube error rate above legacy, in percentage points
 	Timeout   time.Duration // longest wait for the pipeline to drain
+	Out       string        // directory of report.html and report.json
 }
 
 func newDemoCmd() *cobra.Command {
-	opts := demoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute}
+	opts := demoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute, Out: "shadowcube-demo"}
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole pipeline on embedded infrastructure and print the verdict",
@@ -95,6 +101,7 @@ func newDemoCmd() *cobra.Command {
 	f.Float64Var(&opts.EdgeShare, "edge-share", opts.EdgeShare, "share of births in the known divergence zones (0..1)")
 	f.Float64Var(&opts.AIDrop, "ai-drop", opts.AIDrop, "AI cube accuracy drop in percentage points (2 passes the gate rule, 8 fails it)")
 	f.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "longest wait for the pipeline to compare every pair")
+	f.StringVar(&opts.Out, "out", opts.Out, "directory for report.html and report.json")
 	return cmd
 }
 
@@ -286,6 +293,10 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	}
 	fmt.Fprintln(out, "== mismatch summary")
 	if err := summary.WriteText(out); err != nil {
+		return err
+	}
+	runs := []analyst.ReconcileRun{{Target: "saju-cube", Clean: diffs == 0, Differences: int64(diffs), Tables: len(reports)}}
+	if _, err := analyst.Demo(ctx, out, store, nc.JS, opts.Out, runs); err != nil {
 		return err
 	}
 	if err := st.err(); err != nil {

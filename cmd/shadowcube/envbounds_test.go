@@ -27,6 +27,7 @@ var envStructs = map[string]func() any{
 	"loadgenEnv":     func() any { return new(loadgenEnv) },
 	"demoServiceEnv": func() any { return new(demoServiceEnv) },
 	"sharedStoreEnv": func() any { return new(sharedStoreEnv) },
+	"analystEnv":     func() any { return new(analystEnv) },
 	"serveEnv":       func() any { return new(serveEnv) },
 }
 

@@ -74,6 +74,8 @@ func commands() []*cobra.Command {
 		newDLQCmd(),
 		newShadowCmd(),
 		newCompareCmd(),
+		newReportCmd(),
+		newGateCmd(),
 		newServeCmd(),
 		newDemoServiceCmd(),
 		newLoadgenCmd(),

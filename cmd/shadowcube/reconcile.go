@@ -113,6 +113,7 @@ Environment:
 			var all []consumers.TableReport
 			total := 0
 			push := newReconcilePush(pushURL, env)
+			rec := newReconcileRecorder(ctx, env, len(tables) == 0) // the gate reads it
 			for _, sel := range selected {
 				t := sel.target
 				if urls[t.Name] == "" {
@@ -121,6 +122,7 @@ Environment:
 				dst, err := consumers.ConnectSource(ctx, urls[t.Name])
 				if err != nil {
 					push.record(ctx, t.Name, nil, err)
+					rec.record(ctx, t.Name, nil, err)
 					return fmt.Errorf("connect to target %s: %w", t.Name, err)
 				}
 				var reps []consumers.TableReport
@@ -135,6 +137,7 @@ Environment:
 					all = append(all, reps...)
 				}
 				push.record(ctx, t.Name, reps, err)
+				rec.record(ctx, t.Name, reps, err)
 				dst.Close(context.Background())
 				if err != nil {
 					return err
