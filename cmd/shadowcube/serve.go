@@ -20,6 +20,7 @@ type serveEnv struct {
 	Refresh     time.Duration `envconfig:"SERVE_REFRESH" default:"30s" min:"0s" max:"24h" desc:"how often pages reload themselves (0 turns auto-refresh off; refresh= in the URL overrides)"`
 	TLSCert     string        `envconfig:"SERVE_TLS_CERT" desc:"certificate file: serve HTTPS (with SHADOWCUBE_SERVE_TLS_KEY)"`
 	TLSKey      string        `envconfig:"SERVE_TLS_KEY" desc:"private key file of SHADOWCUBE_SERVE_TLS_CERT"`
+	Accepted    string        `envconfig:"COMPARE_ACCEPTED_FILE" desc:"accepted-signatures file compare reads: its route + cause rules count as accepted, its signatures are imported once"`
 	StoreURL    string        `envconfig:"STORE_DATABASE_URL" desc:"PostgreSQL of the mismatch store"`
 	Schema      string        `envconfig:"COMPARE_SCHEMA" default:"shadowcube_compare" desc:"schema of the mismatch store"`
 }
@@ -51,9 +52,18 @@ restart it to apply a change to new pairs.
 /healthz answers ok. On SIGINT/SIGTERM, requests in flight finish within
 SHADOWCUBE_SHUTDOWN_TIMEOUT.
 
+Each service's gate verdict is shown as in the report (--criteria FILE, the
+built-in criteria by default); its sync-lag and DLQ criteria read NATS when
+SHADOWCUBE_NATS_URL is set (serve never starts an embedded server).
+
 Flags (each overrides its environment variable):
   --addr ADDR            SHADOWCUBE_SERVE_ADDR         listen address (127.0.0.1:8088)
   --accepted-out FILE    SHADOWCUBE_SERVE_ACCEPTED_OUT accepted-signatures YAML export (none)
+  --accepted FILE        SHADOWCUBE_COMPARE_ACCEPTED_FILE the file compare reads: its route +
+                         cause rules count as accepted (and stay in the export); its
+                         signatures the store has never seen are imported at start
+                         (default: --accepted-out when that file exists)
+  --criteria FILE        gate criteria (default built in)
   --refresh D            SHADOWCUBE_SERVE_REFRESH      auto-refresh period, 0 = off (30s)
 
 Environment only:
@@ -64,8 +74,8 @@ Environment only:
 
 func newServeCmd() *cobra.Command {
 	var (
-		addr, acceptedOut string
-		refresh           time.Duration
+		addr, acceptedOut, accepted, criteria string
+		refresh                               time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -84,6 +94,9 @@ func newServeCmd() *cobra.Command {
 			if f.Changed("accepted-out") {
 				env.AcceptedOut = acceptedOut
 			}
+			if f.Changed("accepted") {
+				env.Accepted = accepted
+			}
 			if f.Changed("refresh") {
 				if refresh < 0 || refresh > 24*time.Hour {
 					return usageError{fmt.Errorf("serve: --refresh %v: want 0 (off) to 24h", refresh)}
@@ -99,6 +112,10 @@ func newServeCmd() *cobra.Command {
 			if (env.TLSCert == "") != (env.TLSKey == "") {
 				return usageError{fmt.Errorf("serve: set both SHADOWCUBE_SERVE_TLS_CERT and SHADOWCUBE_SERVE_TLS_KEY, or neither")}
 			}
+			crit, err := loadCriteriaFlag(criteria)
+			if err != nil {
+				return err
+			}
 			ctx, e, err := setup(cmd, "serve", true)
 			if err != nil {
 				return err
@@ -113,12 +130,21 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			e.OnClose(store.Close)
+			var deps = webui.Deps{Store: store, Log: e.Log}
+			if e.Common.NATSURL != "" {
+				// Only an existing NATS: the gate reads its sync watermarks and DLQs.
+				conn, err := e.ConnectNATS(ctx)
+				if err != nil {
+					return err
+				}
+				deps.JS = conn.JS
+			}
 			r := env.Refresh
 			if r == 0 {
 				r = -1 // off
 			}
-			srv, err := webui.Start(ctx, webui.Config{Addr: env.Addr, Token: env.Token, AcceptedOut: env.AcceptedOut, Refresh: r,
-				TLSCert: env.TLSCert, TLSKey: env.TLSKey}, webui.Deps{Store: store, Log: e.Log})
+			srv, err := webui.Start(ctx, webui.Config{Addr: env.Addr, Token: env.Token, AcceptedIn: env.Accepted, AcceptedOut: env.AcceptedOut,
+				Refresh: r, Criteria: crit, TLSCert: env.TLSCert, TLSKey: env.TLSKey}, deps)
 			if err != nil {
 				return err
 			}
@@ -143,6 +169,8 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&addr, "addr", "127.0.0.1:8088", "listen address (SHADOWCUBE_SERVE_ADDR)")
 	f.StringVar(&acceptedOut, "accepted-out", "", "accepted-signatures YAML file rewritten after every change (SHADOWCUBE_SERVE_ACCEPTED_OUT)")
+	f.StringVar(&accepted, "accepted", "", "accepted-signatures file compare reads (SHADOWCUBE_COMPARE_ACCEPTED_FILE)")
+	f.StringVar(&criteria, "criteria", "", "gate criteria YAML (see 'shadowcube gate --help'; default built in)")
 	f.DurationVar(&refresh, "refresh", 30*time.Second, "auto-refresh period of the pages, 0 = off (SHADOWCUBE_SERVE_REFRESH)")
 	return cmd
 }

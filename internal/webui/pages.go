@@ -70,12 +70,18 @@ func (f Filter) query() analyst.Query {
 // figures builds the report's figures for a filter, judging acceptance
 // by the store's accepted signatures (and the route rules of the accepted
 // file), so a change shows at once.
-func (s *Server) figures(ctx context.Context, f Filter) (*analyst.Figures, error) {
+// With gate, each service's gate verdict is evaluated too (the overview
+// shows it; the other pages do not pay for it).
+func (s *Server) figures(ctx context.Context, f Filter, gate bool) (*analyst.Figures, error) {
 	acc, err := s.accepted(ctx)
 	if err != nil {
 		return nil, err
 	}
-	fig, err := analyst.Build(ctx, s.store, f.query(), analyst.Options{Accepted: acc, AI: s.cfg.AI, Examples: s.cfg.Examples})
+	opts := analyst.Options{Accepted: acc, AI: s.cfg.AI, Examples: s.cfg.Examples}
+	if gate {
+		opts.Criteria, opts.Inputs = s.cfg.Criteria, analyst.GateInputs{JS: s.js}
+	}
+	fig, err := analyst.Build(ctx, s.store, f.query(), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +104,7 @@ func (s *Server) figures(ctx context.Context, f Filter) (*analyst.Figures, error
 
 func (s *Server) overview(ctx context.Context, _ *http.Request, p *pageData) (string, error) {
 	p.Title = "Services"
-	fig, err := s.figures(ctx, p.Filter)
+	fig, err := s.figures(ctx, p.Filter, true)
 	if err != nil {
 		return "", err
 	}
@@ -111,7 +117,7 @@ func (s *Server) routePage(ctx context.Context, _ *http.Request, p *pageData) (s
 		return "", badRequest{fmt.Errorf("a route page needs service= and route= in the URL")}
 	}
 	p.Title = p.Filter.Service + " " + p.Filter.Route
-	fig, err := s.figures(ctx, p.Filter)
+	fig, err := s.figures(ctx, p.Filter, false)
 	if err != nil {
 		return "", err
 	}
@@ -130,7 +136,7 @@ func (s *Server) signaturePage(ctx context.Context, _ *http.Request, p *pageData
 		return "", badRequest{fmt.Errorf("a signature page needs signature= in the URL")}
 	}
 	p.Title = "Signature " + p.Filter.Signature
-	fig, err := s.figures(ctx, p.Filter)
+	fig, err := s.figures(ctx, p.Filter, false)
 	if err != nil {
 		return "", err
 	}
@@ -161,7 +167,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad filter: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	fig, err := s.figures(r.Context(), f)
+	fig, err := s.figures(r.Context(), f, true)
 	if err != nil {
 		s.log.Error("web UI report failed", "err", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)

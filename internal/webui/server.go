@@ -13,9 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
 	"github.com/heal7/shadowcube/comparator"
+	"github.com/heal7/shadowcube/internal/analyst"
 )
 
 // DefaultRefresh is how often a page reloads itself unless the URL says
@@ -46,6 +48,9 @@ type Config struct {
 	AI comparator.AIConfig
 	// Examples bounds the examples shown per signature (0: all kept).
 	Examples int
+	// Criteria are the gate's criteria: each service's verdict is shown
+	// as in the report (nil: no gate).
+	Criteria *analyst.Criteria
 	// TLSCert and TLSKey, both set, serve HTTPS (the session cookie is
 	// then Secure).
 	TLSCert, TLSKey string
@@ -55,12 +60,16 @@ type Config struct {
 type Deps struct {
 	Store *comparator.Store
 	Log   *slog.Logger // nil discards
+	// JS, when set, feeds the gate's sync-lag and DLQ criteria (else
+	// they show "no data").
+	JS jetstream.JetStream
 }
 
 // Server is the running web UI. Close stops it.
 type Server struct {
 	cfg   Config
 	store *comparator.Store
+	js    jetstream.JetStream
 	log   *slog.Logger
 	auth  *auth
 	ln    net.Listener
@@ -105,7 +114,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web UI: session key: %w", err)
 	}
-	s := &Server{cfg: cfg, store: deps.Store, log: log, auth: a, done: make(chan struct{}),
+	s := &Server{cfg: cfg, store: deps.Store, js: deps.JS, log: log, auth: a, done: make(chan struct{}),
 		login: rate.NewLimiter(rate.Every(time.Second), 5)}
 	if err := s.loadAccepted(ctx); err != nil {
 		return nil, err

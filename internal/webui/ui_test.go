@@ -33,7 +33,7 @@ func TestWebUIInBrowser(t *testing.T) {
 	st, c := seed(t)
 	browser := newBrowser(t)
 	out := filepath.Join(t.TempDir(), "accepted.yaml")
-	srv := startUI(t, st, Config{Token: uiToken, AcceptedOut: out})
+	srv := startUI(t, st, Config{Token: uiToken, AcceptedOut: out, Criteria: analyst.DefaultCriteria()})
 	base := "http://" + srv.Addr()
 	mismatches := c.chartDay + c.chartLuck + c.chartScript
 
@@ -428,6 +428,9 @@ func TestReportFileInBrowser(t *testing.T) {
 		t.Error("report: Korean text missing")
 	}
 	png := tb.screenshot(t, "report")
+	if len(png) == 0 {
+		t.Fatal("empty screenshot")
+	}
 	for _, r := range tb.requestsSeen() {
 		if r != fileURL {
 			t.Errorf("report made a request besides its own file: %s", r)
@@ -435,19 +438,37 @@ func TestReportFileInBrowser(t *testing.T) {
 	}
 	tb.noProblems(t, "report file")
 	if os.Getenv("SHADOWCUBE_UPDATE_DOCS") == "1" {
-		// The README's screenshot: the top of the report at a readable size.
-		tb.do(t, chromedp.EmulateViewport(1280, 1100))
-		ctx2, cancel := context.WithTimeout(tb.ctx, time.Minute)
-		defer cancel()
-		shot, err := chromedp.Run(ctx2, chromedp.CaptureScreenshot())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("..", "..", "docs", "report.png"), shot, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote docs/report.png (%d bytes; full page %d bytes)", len(shot), len(png))
+		writeDocsScreenshot(t, browser, st, acc)
 	}
+}
+
+// writeDocsScreenshot renders the README's picture, docs/report.png: the
+// report of service saju with its gate, one signature's example unfolded.
+func writeDocsScreenshot(t *testing.T, browser context.Context, st *comparator.Store, acc *comparator.Accepted) {
+	ctx := testenv.Context(t, time.Minute)
+	fig, err := analyst.Build(ctx, st, analyst.Query{Service: "saju"}, analyst.Options{Accepted: acc, Examples: 1, Criteria: analyst.DefaultCriteria()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "docs-report.html")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := analyst.WriteHTML(f, fig); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	tb := newTab(t, browser)
+	tb.do(t, chromedp.EmulateViewport(1280, 800))
+	tb.navigate(t, "file://"+path)
+	eval[bool](t, tb, `(() => { const d = document.querySelector("section.route details.sig"); if (d) d.open = true; return true })()`)
+	shot := tb.screenshot(t, "docs-report")
+	if err := os.WriteFile(filepath.Join("..", "..", "docs", "report.png"), shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote docs/report.png (%d bytes)", len(shot))
+	tb.noProblems(t, "docs report")
 }
 
 func newClient(t testing.TB) *http.Client {
