@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -80,6 +81,9 @@ type Server struct {
 	cerr  error
 	login *rate.Limiter              // failed logins: slows token guessing
 	rules []comparator.AcceptedEntry // route + cause entries of AcceptedIn
+	// active counts connections serving a request (tests wait on it).
+	active   atomic.Int64
+	activeOf sync.Map // net.Conn → true while serving a request
 	// exportMu serialises YAML exports: each writes the store's state as it
 	// is after the change that triggered it.
 	exportMu sync.Mutex
@@ -137,6 +141,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         s.connState,
 	}
 	go func() {
 		defer close(s.done)
@@ -156,6 +161,18 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		log.Warn("the UI token and session cookie travel in clear text: serve with SHADOWCUBE_SERVE_TLS_CERT/KEY or behind a TLS proxy")
 	}
 	return s, nil
+}
+
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	if st == http.StateActive {
+		if _, was := s.activeOf.Swap(c, true); !was {
+			s.active.Add(1)
+		}
+		return
+	}
+	if _, was := s.activeOf.LoadAndDelete(c); was {
+		s.active.Add(-1)
+	}
 }
 
 // Addr is the address the UI listens on.

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -168,6 +169,29 @@ func TestWebUIInBrowser(t *testing.T) {
 		if got := tb.loadCount(); got < first+2 {
 			t.Fatalf("the page loaded %d times in 60s with refresh=1; want it to reload itself", got-first+1)
 		}
+		// An analyst typing into the page holds the refresh: the reloads
+		// seen above stop once a field has focus.
+		// A reload may land between finding the field and typing: retry
+		// until the typing happened on one page.
+		typed := false
+		for try := 0; try < 20 && !typed; try++ {
+			waitFor(t, tb, "the reloaded page", `document.readyState === "complete" && !!document.querySelector("#filters input[name=service]")`)
+			before := tb.loadCount()
+			tb.do(t, chromedp.Focus(`#filters input[name=service]`), chromedp.SendKeys(`#filters input[name=service]`, "sa"))
+			v, err := chromedp.Run(tb.ctx, chromedp.Evaluate[string](`document.querySelector("#filters input[name=service]").value`))
+			typed = err == nil && v == "sa" && tb.loadCount() == before
+		}
+		if !typed {
+			t.Fatal("could not type into the page between reloads in 20 tries")
+		}
+		held := tb.loadCount()
+		time.Sleep(4 * time.Second) // four refresh periods
+		if got := tb.loadCount(); got != held {
+			t.Errorf("the page reloaded %d times while a field was being typed into", got-held)
+		}
+		if v := eval[string](t, tb, `document.querySelector("#filters input[name=service]").value`); v != "sa" {
+			t.Errorf("typed text lost: %q", v)
+		}
 		tb.noProblems(t, "refreshing page")
 	})
 
@@ -285,6 +309,12 @@ func TestWebUIInBrowser(t *testing.T) {
 		}
 		if got := cell(t, tb, "saju", chartRoute, "accepted"); got != strconv.Itoa(c.chartDay) {
 			t.Errorf("after accepting: accepted %s, want %d", got, c.chartDay)
+		}
+		// The gate, also on a filtered view, judges by the same acceptances.
+		tb.navigate(t, base+"/?refresh=0&service=saju&route="+url.QueryEscape(chartRoute))
+		measured := eval[string](t, tb, `document.querySelector("tr[data-criterion=open_mismatch][data-subject="+JSON.stringify(`+jsString(chartRoute)+`)+"]")?.textContent ?? "missing"`)
+		if !strings.Contains(measured, fmt.Sprintf("%d open of", wantOpen)) {
+			t.Errorf("gate on a filtered view: %q, want %d open", measured, wantOpen)
 		}
 		tb.navigate(t, routeURL)
 		tb.screenshot(t, "ui-route-accepted")
