@@ -49,7 +49,7 @@ type badRequest struct{ error }
 func (s *Server) page(fn pageFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
-		p := &pageData{Now: now, Nonce: nonceOf(r), Here: r.URL.RequestURI(), Path: r.URL.Path, Flash: r.URL.Query().Get("msg")}
+		p := &pageData{Now: now, Nonce: nonceOf(r), Here: r.URL.RequestURI(), Path: r.URL.Path, Flash: flash(r.URL.Query().Get("msg"))}
 		id := s.auth.identify(r)
 		p.Auth = authView{Enabled: s.auth.enabled, LoggedIn: id.ok, CSRF: id.csrf}
 		f, err := parseFilter(r.URL.Query(), now)
@@ -75,6 +75,17 @@ func (s *Server) page(fn pageFunc) http.HandlerFunc {
 		}
 		s.render(w, status, name, p)
 	}
+}
+
+// flash returns the message a POST redirected with, only when it is one
+// this server writes: a crafted link cannot put words on the page.
+func flash(msg string) string {
+	for _, p := range []string{"logged in", "logged out", "accepted ", "unaccepted "} {
+		if strings.HasPrefix(msg, p) {
+			return msg
+		}
+	}
+	return ""
 }
 
 func nonceOf(r *http.Request) string {
