@@ -188,6 +188,12 @@ func (s *Store) migrate(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, s.q(`INSERT INTO {s}.schema_migrations (version) VALUES ($1)`), v); err != nil {
 			return fmt.Errorf("mismatch store: record migration %d: %w", v, err)
 		}
+		if v == rollupsMigration {
+			// Pairs stored before the roll-ups existed get theirs now.
+			if err := s.backfillRollups(ctx, tx); err != nil {
+				return fmt.Errorf("mismatch store: migration %d: %w", v, err)
+			}
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("mismatch store: migrate: %w", err)
@@ -366,10 +372,12 @@ func (s *Store) SaveWithAnswers(ctx context.Context, outs []*Outcome, answers []
 	if err := s.addCounts(ctx, tx, fresh); err != nil {
 		return 0, err
 	}
-	if err := s.addRollups(ctx, tx, fresh); err != nil {
+	if err := s.addExamples(ctx, tx, fresh, freshAnswers); err != nil {
 		return 0, err
 	}
-	if err := s.addExamples(ctx, tx, fresh, freshAnswers); err != nil {
+	// Last: the roll-up rows are the ones concurrent comparators share, so
+	// their row locks are held for the shortest time.
+	if err := s.addRollups(ctx, tx, fresh); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -1,11 +1,13 @@
 package comparator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -280,16 +282,41 @@ const upsertRollup = `INSERT INTO {s}.rollup_hourly AS r (hour, service, route, 
 const upsertPath = `INSERT INTO {s}.rollup_paths AS p (hour, service, route, verdict, signature, path, pairs) VALUES ($1,$2,$3,$4,$5,$6,$7)
 	ON CONFLICT (hour, service, route, verdict, signature, path) DO UPDATE SET pairs = p.pairs + EXCLUDED.pairs`
 
-// queue adds the accumulated rows to b.
+// queue adds the accumulated rows to b, in key order: concurrent writers
+// lock shared roll-up rows in one order and cannot deadlock.
 func (r *Rollups) queue(s *Store, b *pgx.Batch) {
-	for k, v := range r.rows {
+	keys := make([]RollupKey, 0, len(r.rows))
+	for k := range r.rows {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compareKeys)
+	for _, k := range keys {
+		v := r.rows[k]
 		b.Queue(s.q(upsertRollup), k.Hour, k.Service, k.Route, k.Verdict, k.Signature, v.Kind, v.Causes, v.Pairs, v.Accepted, v.Stale,
 			v.LegacyMSSum, v.LegacyMSN, v.CubeMSSum, v.CubeMSN, v.LegacyHist, v.CubeHist,
 			v.AI.Pairs, v.AI.Agree, v.AI.ConfDiffSum, v.AI.ConfPairs, v.AI.Labelled, v.AI.LegacyCorrect, v.AI.CubeCorrect)
 	}
-	for k, n := range r.paths {
-		b.Queue(s.q(upsertPath), k.Hour, k.Service, k.Route, k.Verdict, k.Signature, k.path, n)
+	paths := make([]pathKey, 0, len(r.paths))
+	for k := range r.paths {
+		paths = append(paths, k)
 	}
+	slices.SortFunc(paths, func(a, b pathKey) int {
+		if c := compareKeys(a.RollupKey, b.RollupKey); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.path, b.path)
+	})
+	for _, k := range paths {
+		b.Queue(s.q(upsertPath), k.Hour, k.Service, k.Route, k.Verdict, k.Signature, k.path, r.paths[k])
+	}
+}
+
+func compareKeys(a, b RollupKey) int {
+	if c := a.Hour.Compare(b.Hour); c != 0 {
+		return c
+	}
+	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Route, b.Route), cmp.Compare(a.Verdict, b.Verdict),
+		cmp.Compare(a.Signature, b.Signature))
 }
 
 // Flush adds the accumulated rows to the store's roll-ups (one round trip)
@@ -372,6 +399,7 @@ func (s *Store) addExamples(ctx context.Context, tx pgx.Tx, outs []*Outcome, ans
 	for sig := range want {
 		sigs = append(sigs, sig)
 	}
+	slices.Sort(sigs) // one lock order across writers
 	have := map[string]int{}
 	rows, err := tx.Query(ctx, s.q(`SELECT signature, coalesce(max(slot), 0) FROM {s}.examples WHERE signature = ANY($1) GROUP BY 1`), sigs)
 	if err != nil {
@@ -470,3 +498,56 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // SQL replaces {s} in a statement by the store's quoted schema.
 func (s *Store) SQL(stmt string) string { return s.q(stmt) }
+
+// rollupsMigration is the version of migrationRollups.
+const rollupsMigration = 3
+
+// backfillRollups builds the roll-ups of the pairs already stored when
+// migration 3 is applied, through the same Rollups.Add as Save (examples
+// cannot be rebuilt: the pairs do not hold the answers). It reads every
+// pair once, in the migration's transaction.
+func (s *Store) backfillRollups(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, s.q(`SELECT service, route, coalesce(operation, ''), kind, verdict, coalesce(signature, ''), accepted, stale, causes,
+		CASE WHEN verdict IN ('mismatch', 'moved-on', 'error') THEN diffs ELSE '[]' END,
+		coalesce(legacy_latency_ms, 0), coalesce(cube_latency_ms, 0), compared_at,
+		coalesce(ai_truth, ''), coalesce(ai_legacy_label, ''), coalesce(ai_cube_label, ''), ai_legacy_score, ai_cube_score
+		FROM {s}.pairs`))
+	if err != nil {
+		return fmt.Errorf("backfill roll-ups: %w", err)
+	}
+	defer rows.Close()
+	r := NewRollups()
+	for rows.Next() {
+		var o Outcome
+		var verdict string
+		var diffs []byte
+		var lms, cms float64
+		var ai AIPair
+		if err := rows.Scan(&o.Service, &o.Route, &o.Operation, &o.Kind, &verdict, &o.Signature, &o.Accepted, &o.Stale, &o.Causes, &diffs,
+			&lms, &cms, &o.ComparedAt, &ai.Truth, &ai.LegacyLabel, &ai.CubeLabel, &ai.LegacyScore, &ai.CubeScore); err != nil {
+			return fmt.Errorf("backfill roll-ups: %w", err)
+		}
+		o.Verdict = Verdict(verdict)
+		if err := json.Unmarshal(diffs, &o.Diffs); err != nil {
+			return fmt.Errorf("backfill roll-ups: diffs: %w", err)
+		}
+		o.LegacyLatency = time.Duration(lms * float64(time.Millisecond))
+		o.CubeLatency = time.Duration(cms * float64(time.Millisecond))
+		if o.Kind == KindAI && o.Verdict != VerdictError && o.Verdict != VerdictSkipped {
+			o.AI = &ai
+		}
+		r.Add(&o)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("backfill roll-ups: %w", err)
+	}
+	if r.Len() == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	r.queue(s, b)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("backfill roll-ups: %w", err)
+	}
+	return nil
+}

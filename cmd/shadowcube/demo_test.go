@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -30,7 +32,8 @@ func TestDemoEndToEnd(t *testing.T) {
 	e.Base = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.Log = e.Base.With("stage", "demo") // as setup does
 	ctx := testenv.Context(t, 4*time.Minute)
-	err := runDemo(ctx, e, pg.AdminURL(), demoOptions{Requests: 80, EdgeShare: 0.5, AIDrop: 2, Timeout: 2 * time.Minute})
+	outDir := t.TempDir()
+	err := runDemo(ctx, e, pg.AdminURL(), demoOptions{Requests: 80, EdgeShare: 0.5, AIDrop: 2, Timeout: 2 * time.Minute, Out: outDir})
 	t.Logf("stdout:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("demo failed: %v\nstderr:\n%s\nlog:\n%s", err, errb.String(), logs.String())
@@ -69,6 +72,19 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(report, "rollback rule: ok") {
 		t.Errorf("a 2 pp AI drop must pass the rollback rule")
+	}
+	// It ends with the report and the gate's verdict: 80 pairs are never
+	// enough for a go.
+	page, err := os.ReadFile(filepath.Join(outDir, "report.html"))
+	if err != nil || !strings.Contains(string(page), `data-route="/api/saju/chart"`) || !strings.Contains(string(page), `data-k="pairs" data-v="80"`) {
+		t.Errorf("report.html: %v (%d bytes) lacks the saju route's 80 pairs", err, len(page))
+	}
+	if _, err := os.Stat(filepath.Join(outDir, "report.json")); err != nil {
+		t.Errorf("report.json: %v", err)
+	}
+	if !strings.Contains(report, "== gate\nai: no-go: not enough samples") || !strings.Contains(report, "saju: no-go: not enough samples") ||
+		!strings.Contains(report, filepath.Join(outDir, "report.html")) {
+		t.Errorf("the demo does not print the gate verdict and the report's path")
 	}
 	// The demo cleans up: its databases are dropped from the given server.
 	conn := testenv.Connect(t, pg.AdminURL())

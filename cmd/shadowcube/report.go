@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,29 +46,13 @@ func (w *windowFlags) register(cmd *cobra.Command, filters bool) {
 	}
 }
 
-// parseWhen reads "24h", "7d" (back from now) or an RFC 3339 time.
+// parseWhen reads a --since/--until value (analyst.ParseWhen).
 func parseWhen(flag, s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
+	t, err := analyst.ParseWhen(s, now)
+	if err != nil {
+		return t, usageError{fmt.Errorf("--%s %w", flag, err)}
 	}
-	if strings.HasSuffix(s, "d") {
-		var n int
-		if _, err := fmt.Sscanf(s, "%dd", &n); err == nil && n >= 0 && fmt.Sprintf("%dd", n) == s {
-			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, usageError{fmt.Errorf("--%s %s: want a positive duration back from now", flag, s)}
-		}
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, usageError{fmt.Errorf("--%s %q: want a duration back from now (24h, 7d) or a time (2026-11-30T09:00:00Z, 2026-11-30)", flag, s)}
+	return t, nil
 }
 
 func (w *windowFlags) query(now time.Time) (analyst.Query, error) {

@@ -60,7 +60,11 @@ func Demo(ctx context.Context, w io.Writer, st *comparator.Store, js jetstream.J
 		var failed []string
 		for _, ch := range v.Checks {
 			if ch.Result != Pass {
-				failed = append(failed, fmt.Sprintf("%s %s: %s (%s)", ch.Criterion, ch.Subject, ch.Result, ch.Shown))
+				line := fmt.Sprintf("%s %s: %s, %s (threshold %s)", ch.Criterion, ch.Subject, ch.Result, ch.Shown, ch.Threshold)
+				if ch.Detail != "" {
+					line += ": " + ch.Detail
+				}
+				failed = append(failed, line)
 			}
 		}
 		fmt.Fprintf(w, "%s: %s\n", v.Service, v.Verdict)

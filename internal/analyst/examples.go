@@ -50,9 +50,13 @@ type Example struct {
 	Cube       Answer         `json:"cube"`
 }
 
+// bodyText shows a body as text: a body cut at the cap inside a
+// character loses that character; anything else not UTF-8 is summarised.
 func bodyText(b []byte) string {
-	if utf8.Valid(b) {
-		return string(b)
+	for cut := 0; cut < utf8.UTFMax && cut <= len(b); cut++ {
+		if utf8.Valid(b[:len(b)-cut]) {
+			return string(b[:len(b)-cut])
+		}
 	}
 	return fmt.Sprintf("(%d bytes, not UTF-8)", len(b))
 }

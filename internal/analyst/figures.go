@@ -128,6 +128,7 @@ type Signature struct {
 	Accepted  bool      `json:"accepted"`
 	Reason    string    `json:"accepted_reason,omitempty"`
 	Examples  []Example `json:"examples,omitempty"`
+	Expanded  bool      `json:"-"` // shown open (the route's largest open signature)
 }
 
 // AI is the accuracy verdict of an AI route under the rollback rule.
@@ -575,6 +576,9 @@ func Build(ctx context.Context, st *comparator.Store, q Query, opts Options) (*F
 			for _, sg := range l {
 				sigNames = append(sigNames, sg.Signature)
 			}
+		}
+		if len(r.Signatures) > 0 {
+			r.Signatures[0].Expanded = true
 		}
 		if ra.hasAI {
 			r.AI = evaluateAI(ra.ai, opts.AI)

@@ -333,3 +333,24 @@ func TestBodyLines(t *testing.T) {
 		t.Fatalf("non-JSON body: %+v", whole)
 	}
 }
+
+// TestQueryValues: a query survives its URL form; bad parameters are
+// errors naming them.
+func TestQueryValues(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	q := Query{Since: now.Add(-7 * 24 * time.Hour), Until: now, Service: "saju", Route: "/api/saju/chart", Cause: "zi-hour",
+		Signature: "saju:/api/saju/chart:$.pillars.day:zi-hour", Verdict: "mismatch"}
+	got, err := ParseQuery(q.Values(), now)
+	if err != nil || got != q {
+		t.Fatalf("round trip: %+v, %v; want %+v", got, err, q)
+	}
+	got, err = ParseQuery(map[string][]string{"since": {"7d"}, "until": {"2h"}}, now)
+	if err != nil || !got.Since.Equal(q.Since) || !got.Until.Equal(now.Add(-2*time.Hour)) {
+		t.Fatalf("relative: %+v, %v", got, err)
+	}
+	for _, bad := range []map[string][]string{{"since": {"yesterday"}}, {"until": {"-3h"}}, {"verdict": {"bad"}}, {"since": {"1h"}, "until": {"2h"}}} {
+		if _, err := ParseQuery(bad, now); err == nil {
+			t.Errorf("%v: no error", bad)
+		}
+	}
+}
