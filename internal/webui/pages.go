@@ -72,13 +72,17 @@ func (f Filter) query() analyst.Query {
 // file), so a change shows at once.
 // With gate, each service's gate verdict is evaluated too (the overview
 // shows it; the other pages do not pay for it).
-func (s *Server) figures(ctx context.Context, f Filter, gate bool) (*analyst.Figures, error) {
+// examples bounds the examples per signature (0: Config.Examples).
+func (s *Server) figures(ctx context.Context, f Filter, gate bool, examples int) (*analyst.Figures, error) {
 	acc, err := s.accepted(ctx)
 	if err != nil {
 		return nil, err
 	}
 	q := f.query()
-	opts := analyst.Options{Accepted: acc, AI: s.cfg.AI, Examples: s.cfg.Examples}
+	if examples == 0 {
+		examples = s.cfg.Examples
+	}
+	opts := analyst.Options{Accepted: acc, AI: s.cfg.AI, Examples: examples}
 	gate = gate && s.cfg.Criteria != nil
 	if gate && !q.Filtered() {
 		opts.Criteria, opts.Inputs = s.cfg.Criteria, analyst.GateInputs{JS: s.js}
@@ -126,7 +130,7 @@ func (s *Server) figures(ctx context.Context, f Filter, gate bool) (*analyst.Fig
 
 func (s *Server) overview(ctx context.Context, _ *http.Request, p *pageData) (string, error) {
 	p.Title = "Services"
-	fig, err := s.figures(ctx, p.Filter, true)
+	fig, err := s.figures(ctx, p.Filter, true, 1) // no example shown
 	if err != nil {
 		return "", err
 	}
@@ -139,7 +143,7 @@ func (s *Server) routePage(ctx context.Context, _ *http.Request, p *pageData) (s
 		return "", badRequest{fmt.Errorf("a route page needs service= and route= in the URL")}
 	}
 	p.Title = p.Filter.Service + " " + p.Filter.Route
-	fig, err := s.figures(ctx, p.Filter, false)
+	fig, err := s.figures(ctx, p.Filter, false, 1) // one example each; all on the signature page
 	if err != nil {
 		return "", err
 	}
@@ -158,7 +162,7 @@ func (s *Server) signaturePage(ctx context.Context, _ *http.Request, p *pageData
 		return "", badRequest{fmt.Errorf("a signature page needs signature= in the URL")}
 	}
 	p.Title = "Signature " + p.Filter.Signature
-	fig, err := s.figures(ctx, p.Filter, false)
+	fig, err := s.figures(ctx, p.Filter, false, 0)
 	if err != nil {
 		return "", err
 	}
@@ -189,7 +193,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad filter: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	fig, err := s.figures(r.Context(), f, true)
+	fig, err := s.figures(r.Context(), f, true, 0)
 	if err != nil {
 		s.log.Error("web UI report failed", "err", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)

@@ -1,7 +1,6 @@
 package webui
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -317,7 +316,13 @@ func TestWebUIInBrowser(t *testing.T) {
 			t.Errorf("gate on a filtered view: %q, want %d open", measured, wantOpen)
 		}
 		tb.navigate(t, routeURL)
-		tb.screenshot(t, "ui-route-accepted")
+		shot := tb.screenshot(t, "ui-route-accepted")
+		if os.Getenv("SHADOWCUBE_UPDATE_DOCS") == "1" {
+			// The README's picture of serve: this page, as an analyst sees it.
+			if err := os.WriteFile(filepath.Join("..", "..", "docs", "serve.png"), shot, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		// The audit table and the YAML export hold it.
 		ctx := testenv.Context(t, time.Minute)
 		audit, err := st.AcceptAudit(ctx, c.sigDay, 10)
@@ -416,8 +421,7 @@ func TestWebUIReadOnlyWithoutToken(t *testing.T) {
 
 // TestReportFileInBrowser opens the report file (analyst.WriteHTML) from
 // disk: no console error, no request but the file itself (self-contained),
-// the same numbers as the figures. With SHADOWCUBE_UPDATE_DOCS=1 its
-// screenshot becomes docs/report.png.
+// the same numbers as the figures.
 func TestReportFileInBrowser(t *testing.T) {
 	st, c := seed(t)
 	browser := newBrowser(t)
@@ -467,38 +471,6 @@ func TestReportFileInBrowser(t *testing.T) {
 		}
 	}
 	tb.noProblems(t, "report file")
-	if os.Getenv("SHADOWCUBE_UPDATE_DOCS") == "1" {
-		writeDocsScreenshot(t, browser, st, acc)
-	}
-}
-
-// writeDocsScreenshot renders the README's picture, docs/report.png: the
-// report of service saju with its gate, one signature's example unfolded.
-func writeDocsScreenshot(t *testing.T, browser context.Context, st *comparator.Store, acc *comparator.Accepted) {
-	ctx := testenv.Context(t, time.Minute)
-	fig, err := analyst.Build(ctx, st, analyst.Query{Service: "saju"}, analyst.Options{Accepted: acc, Examples: 1, Criteria: analyst.DefaultCriteria()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "docs-report.html")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := analyst.WriteHTML(f, fig); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	tb := newTab(t, browser)
-	tb.do(t, chromedp.EmulateViewport(1280, 800))
-	tb.navigate(t, "file://"+path)
-	eval[bool](t, tb, `(() => { const d = document.querySelector("section.route details.sig"); if (d) d.open = true; return true })()`)
-	shot := tb.screenshot(t, "docs-report")
-	if err := os.WriteFile(filepath.Join("..", "..", "docs", "report.png"), shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("wrote docs/report.png (%d bytes)", len(shot))
-	tb.noProblems(t, "docs report")
 }
 
 func newClient(t testing.TB) *http.Client {
