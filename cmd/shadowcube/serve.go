@@ -39,8 +39,9 @@ Accepting a signature as expected (who and why) and un-accepting it needs
 SHADOWCUBE_UI_TOKEN: log in with it on /login (an HttpOnly, SameSite=Strict
 session cookie, Secure over TLS; forms carry a per-session CSRF token and
 cross-origin POSTs are refused), or send it as a bearer header:
-  curl -H "Authorization: Bearer $SHADOWCUBE_UI_TOKEN" -d signature=... \
-       -d who=alice -d reason="..." http://127.0.0.1:8088/accept
+  curl -H "Authorization: Bearer $SHADOWCUBE_UI_TOKEN" --data-urlencode signature=... \
+       --data-urlencode who=alice --data-urlencode reason="..." http://127.0.0.1:8088/accept
+(/unaccept takes the same fields; --data-urlencode keeps a "+" in a signature)
 Without a token the UI is read-only: no buttons, and POSTs answer 403.
 Every change is written to the store's audit table (shown on /audit) and,
 with --accepted-out FILE, FILE is rewritten atomically in the format
