@@ -35,7 +35,7 @@ func withUser(t *testing.T, dbURL, user string) string {
 
 func TestBadInput(t *testing.T) {
 	t.Run("config", func(t *testing.T) {
-		_, err := New(Config{Slot: "Bad-Slot", HeartbeatMode: "sometimes", Tables: []string{"nodot"}}, nil, nil, nil)
+		_, err := New(Config{Slot: "Bad-Slot", HeartbeatMode: "sometimes", Tables: []string{"nodot"}}, Deps{})
 		for _, p := range []string{"SHADOWCUBE_SOURCE_DATABASE_URL", `slot "Bad-Slot"`, `heartbeat mode "sometimes"`, `table "nodot"`} {
 			if err == nil || !strings.Contains(err.Error(), p) {
 				t.Fatalf("New error %v does not say %q", err, p)

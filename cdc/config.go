@@ -74,8 +74,12 @@ type Config struct {
 	// with back-off, each connect attempt bounded by it. Default 10s.
 	StartupTimeout time.Duration
 
-	Stream natsx.StreamSettings // settings of the CDC stream
+	Stream StreamSettings // settings of the CDC stream
 }
+
+// StreamSettings are the limits of the CDC stream (retention, size, age,
+// replicas); cdc owns the stream and applies them at start-up.
+type StreamSettings = natsx.StreamSettings
 
 var (
 	slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)

@@ -33,7 +33,10 @@ func TestPublishOrderFence(t *testing.T) {
 	if _, err := natsx.EnsureStream(ctx, js, cfg); err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(prometheus.NewRegistry())
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	const slot = "s1"
 	ids := []string{"s1:0/100:0", "s1:0/100:1", "s1:0/200:0", "s1:0/300:0"}
 	subject := func(i int, lost bool) string {

@@ -86,7 +86,7 @@ func (e *env) start(t *testing.T, cfg Config) *running {
 
 func (e *env) startWith(t *testing.T, cfg Config, reg prometheus.Registerer) *running {
 	t.Helper()
-	r, err := New(cfg, e.js, testLogger(t), reg)
+	r, err := New(cfg, Deps{JetStream: e.js, Logger: testLogger(t), Registerer: reg})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -106,7 +106,7 @@ func (e *env) startWith(t *testing.T, cfg Config, reg prometheus.Registerer) *ru
 // runErr runs a Reader expected to fail and returns its error.
 func (e *env) runErr(t *testing.T, cfg Config) error {
 	t.Helper()
-	r, err := New(cfg, e.js, testLogger(t), nil)
+	r, err := New(cfg, Deps{JetStream: e.js, Logger: testLogger(t)})
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package cdc
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/heal7/shadowcube/internal/stage"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -28,7 +29,7 @@ type metrics struct {
 	snapshotDone  prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_cdc_events_total",
 			Help: "Change events acknowledged by JetStream, by op."}, []string{"op"}),
@@ -71,12 +72,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, op := range []schemas.Op{schemas.OpSnapshot, schemas.OpInsert, schemas.OpUpdate, schemas.OpDelete, schemas.OpTruncate, schemas.OpSchema} {
 		m.byOp[op] = m.events.WithLabelValues(string(op))
 	}
-	if reg != nil {
-		reg.MustRegister(m.events, m.bytes, m.transactions, m.skippedTx, m.publishLat, m.inflight,
-			m.confirmedLSN, m.lagBytes, m.lagSeconds, m.retainedBytes, m.spills, m.spillBytes,
-			m.failures, m.reordered, m.sessions, m.snapshotRows, m.snapshotTotal, m.snapshotDone)
+	if err := stage.Register(reg, "cdc", m.events, m.bytes, m.transactions, m.skippedTx, m.publishLat, m.inflight,
+		m.confirmedLSN, m.lagBytes, m.lagSeconds, m.retainedBytes, m.spills, m.spillBytes,
+		m.failures, m.reordered, m.sessions, m.snapshotRows, m.snapshotTotal, m.snapshotDone); err != nil {
+		return nil, err
 	}
-	return m
+	return m, nil
 }
 
 // event is the counter of op (read-only map: safe without a lock).

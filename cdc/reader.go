@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/stage"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -48,19 +49,29 @@ type Reader struct {
 	lastCommit  atomic.Int64  // commit time (unix ns) of that transaction
 	slotReady   atomic.Bool
 	sourceReady atomic.Bool // checkSource passed once: the heartbeat table exists
-	running     atomic.Bool
+	life        stage.Life
 
 	resnapshotStarted bool      // Config.Resnapshot is done or recorded as in progress
 	startBy           time.Time // deadline of the start-up attempt to reach the source
 }
 
-// New validates cfg and returns a Reader publishing through js. reg may be
-// nil (no metrics registered).
-func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) (*Reader, error) {
+// Deps are what a Reader uses and does not own.
+type Deps struct {
+	// JetStream is required: streams and the KV bucket are managed through
+	// it, and the Reader opens its own publish connection to the same server.
+	JetStream  jetstream.JetStream
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: metrics not registered
+}
+
+// New validates cfg and returns a Reader publishing through deps.JetStream.
+// It does no I/O: Run connects.
+func New(cfg Config, deps Deps) (*Reader, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("cdc config: %w", err)
 	}
+	js, log := deps.JetStream, deps.Logger
 	if js == nil {
 		return nil, errors.New("cdc: a JetStream handle is required")
 	}
@@ -70,13 +81,21 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 	if js.Conn() == nil {
 		return nil, errors.New("cdc: the JetStream handle has no NATS connection")
 	}
-	r := &Reader{cfg: cfg, js: js, log: log.With("slot", cfg.Slot), m: newMetrics(reg),
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader{cfg: cfg, js: js, log: log.With("slot", cfg.Slot), m: m,
 		ignore: map[string]bool{}, types: map[typeKey]string{}}
 	for _, o := range cfg.IgnoreOrigins {
 		r.ignore[o] = true
 	}
 	return r, nil
 }
+
+// Close stops a running Run (it drains as on ctx end) and waits for it to
+// return. Idempotent; Run after Close fails.
+func (r *Reader) Close() error { return r.life.Close(nil) }
 
 // Run sets up the source, snapshots when needed, and streams changes until
 // ctx is done (then it drains in-flight publishes, acknowledges what
@@ -87,9 +106,11 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 // shadowcube_cdc_session_failures_total per attempt); set-up errors and a
 // lost slot are returned.
 func (r *Reader) Run(ctx context.Context) error {
-	if !r.running.CompareAndSwap(false, true) {
-		return errors.New("cdc: Run called twice")
+	ctx, end, err := r.life.Begin(ctx, "cdc")
+	if err != nil {
+		return err
 	}
+	defer end()
 	streamCfg, err := natsx.StreamConfig(schemas.StreamCDC, r.cfg.Stream)
 	if err != nil {
 		return fmt.Errorf("cdc: %w", err)

@@ -39,7 +39,7 @@ func TestStartupFailsFast(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, buf := testenv.CaptureLogger(t)
-			r, err := New(Config{DatabaseURL: tc.dsn, Slot: "startup", StartupTimeout: bound}, js, log, nil)
+			r, err := New(Config{DatabaseURL: tc.dsn, Slot: "startup", StartupTimeout: bound}, Deps{JetStream: js, Logger: log})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,7 +89,7 @@ func TestSourceURLParseErrorRedacted(t *testing.T) {
 		"host=127.0.0.1 password=" + secret + " port=x",
 	} {
 		log, buf := testenv.CaptureLogger(t)
-		r, err := New(Config{DatabaseURL: dsn, Slot: "parse"}, js, log, nil)
+		r, err := New(Config{DatabaseURL: dsn, Slot: "parse"}, Deps{JetStream: js, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func TestSourceRestartRetried(t *testing.T) {
 	cfg.RetryMax = time.Second
 	reg := prometheus.NewRegistry()
 	log, buf := testenv.CaptureLogger(t)
-	r, err := New(cfg, e.js, log, reg)
+	r, err := New(cfg, Deps{JetStream: e.js, Logger: log, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/internal/natsx"
+	"github.com/heal7/shadowcube/internal/stage"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -24,23 +27,46 @@ type ConsumerConfig struct {
 	AckWait time.Duration // redelivery after this long without an ack (default 60s)
 }
 
-func (c ConsumerConfig) withDefaults() ConsumerConfig {
+// withDefaults validates c and fills in defaults; errors name the field.
+func (c ConsumerConfig) withDefaults() (ConsumerConfig, error) {
+	var errs []error
 	if c.Durable == "" {
 		c.Durable = "comparator"
+	}
+	if strings.ContainsAny(c.Durable, ".*> \t") {
+		errs = append(errs, fmt.Errorf("compare config: Durable %q: must not contain '.', '*', '>' or whitespace", c.Durable))
 	}
 	if c.Filter == "" {
 		c.Filter = schemas.PrefixShadowResult + ".>"
 	}
-	if c.Batch <= 0 {
+	if c.Batch == 0 {
 		c.Batch = 256
 	}
-	if c.MaxWait <= 0 {
+	if c.MaxWait == 0 {
 		c.MaxWait = 100 * time.Millisecond
 	}
-	if c.AckWait <= 0 {
+	if c.AckWait == 0 {
 		c.AckWait = 60 * time.Second
 	}
-	return c
+	if c.Batch < 0 {
+		errs = append(errs, fmt.Errorf("compare config: Batch %d: must be positive (0: default 256)", c.Batch))
+	}
+	if c.MaxWait < 0 {
+		errs = append(errs, fmt.Errorf("compare config: MaxWait %s: must be positive (0: default 100ms)", c.MaxWait))
+	}
+	if c.AckWait < 0 {
+		errs = append(errs, fmt.Errorf("compare config: AckWait %s: must be positive (0: default 60s)", c.AckWait))
+	}
+	return c, errors.Join(errs...)
+}
+
+// Deps are what a Consumer uses and does not own.
+type Deps struct {
+	JetStream  jetstream.JetStream   // required
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: metrics not registered
+	Comparator *Comparator           // required: the rules verdicts are made with
+	Store      *Store                // required: where verdicts are kept (the caller closes it)
 }
 
 // Consumer reads ShadowResults, compares them and stores the verdicts; it
@@ -55,45 +81,73 @@ type Consumer struct {
 	metrics *Metrics
 	log     *slog.Logger
 	cons    jetstream.Consumer
+	life    stage.Life
 }
 
-// NewConsumer ensures the SHADOW_RESULTS and DLQ streams and the durable
-// consumer exist, and returns the loop (not started).
-func NewConsumer(ctx context.Context, cfg ConsumerConfig, js jetstream.JetStream, cmp *Comparator, store *Store, m *Metrics, log *slog.Logger) (*Consumer, error) {
-	if js == nil || cmp == nil || store == nil {
+// NewConsumer validates cfg and registers the metrics; it does no I/O.
+// Run ensures the streams and the durable consumer exist, then compares.
+func NewConsumer(cfg ConsumerConfig, deps Deps) (*Consumer, error) {
+	if deps.JetStream == nil || deps.Comparator == nil || deps.Store == nil {
 		return nil, errors.New("comparator consumer: JetStream, comparator and store are required")
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	cfg = cfg.withDefaults()
-	// compare owns neither stream: created when missing, never updated
-	// (shadow sets SHADOW_RESULTS' limits).
-	for _, name := range []string{schemas.StreamShadowResults, schemas.StreamDLQ} {
-		if _, err := natsx.StreamForReader(ctx, js, name); err != nil {
-			return nil, err
-		}
-	}
-	cons, err := natsx.EnsureConsumer(ctx, js, schemas.StreamShadowResults, jetstream.ConsumerConfig{
-		Durable:       cfg.Durable,
-		FilterSubject: cfg.Filter,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxAckPending: 4 * cfg.Batch,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return &Consumer{cfg: cfg, js: js, cmp: cmp, store: store, metrics: m, log: log, cons: cons}, nil
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := NewMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Consumer{cfg: cfg, js: deps.JetStream, cmp: deps.Comparator, store: deps.Store, metrics: m, log: log}, nil
+}
+
+// Close stops a running Run and waits for it (the batch being stored is
+// finished or handed back). Idempotent. The store is the caller's.
+func (c *Consumer) Close() error { return c.life.Close(nil) }
+
+// setup ensures the streams compare reads and its durable consumer.
+func (c *Consumer) setup(ctx context.Context) error {
+	// compare owns neither stream: created when missing, never updated
+	// (shadow sets SHADOW_RESULTS' limits).
+	for _, name := range []string{schemas.StreamShadowResults, schemas.StreamDLQ} {
+		if _, err := natsx.StreamForReader(ctx, c.js, name); err != nil {
+			return err
+		}
+	}
+	cons, err := natsx.EnsureConsumer(ctx, c.js, schemas.StreamShadowResults, jetstream.ConsumerConfig{
+		Durable:       c.cfg.Durable,
+		FilterSubject: c.cfg.Filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.cfg.AckWait,
+		MaxAckPending: 4 * c.cfg.Batch,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	c.cons = cons
+	return nil
 }
 
 // Run fetches, compares, stores and acknowledges until ctx ends. Two
 // stages overlap: while one batch is being stored and acknowledged, the
 // next is fetched and compared. Store failures are retried with bounded,
 // jittered back-off (the batch is not acknowledged meanwhile, and is
-// redelivered). It returns nil when ctx is cancelled.
+// redelivered). It returns nil when ctx is cancelled or Close is called;
+// set-up errors (streams, durable consumer) are returned at once.
 func (c *Consumer) Run(ctx context.Context) error {
+	ctx, end, err := c.life.Begin(ctx, "compare")
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := c.setup(ctx); err != nil {
+		return err
+	}
 	ready := make(chan []compared, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)

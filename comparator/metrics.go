@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/stage"
 )
 
 // maxSignatureLabels bounds the signature label's cardinality; later
@@ -33,7 +35,8 @@ type Metrics struct {
 	sigs   map[string]bool
 }
 
-// NewMetrics registers the comparator metrics on reg.
+// NewMetrics registers the comparator metrics on reg (nil: not
+// registered); a conflict is an error.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	rl := []string{"service", "route"}
 	m := &Metrics{
@@ -69,11 +72,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		counts: map[string]*[2]float64{},
 		sigs:   map[string]bool{},
 	}
-	for _, c := range []prometheus.Collector{m.compared, m.matchRatio, m.mismatches, m.signatures, m.noisePairs, m.noiseDiffs,
-		m.latency, m.cubeErrors, m.stale, m.accepted, m.badMsgs, m.skipped, m.aiAccuracy, m.aiFlagged} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := stage.Register(reg, "compare", m.compared, m.matchRatio, m.mismatches, m.signatures, m.noisePairs, m.noiseDiffs,
+		m.latency, m.cubeErrors, m.stale, m.accepted, m.badMsgs, m.skipped, m.aiAccuracy, m.aiFlagged); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

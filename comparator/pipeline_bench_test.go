@@ -141,19 +141,20 @@ func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream,
 	}
 	start := time.Now()
 	r, err := shadow.New(shadow.Config{Routes: rf, Durable: fmt.Sprintf("b6-%d", round)},
-		js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		shadow.Deps{JetStream: js, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	m, err := NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	cons, err := NewConsumer(ctx, ConsumerConfig{Durable: fmt.Sprintf("b6-compare-%d", round)}, js, cmp, store, m, nil)
+	shadowDone := make(chan error, 1)
+	go func() { shadowDone <- r.Run(ctx) }()
+	defer func() {
+		r.Close()
+		if err := <-shadowDone; err != nil {
+			b.Error(err)
+		}
+	}()
+	cons, err := NewConsumer(ConsumerConfig{Durable: fmt.Sprintf("b6-compare-%d", round)}, Deps{JetStream: js, Comparator: cmp, Store: store, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -171,7 +172,7 @@ func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream,
 	counted := func() int {
 		var sum float64
 		for _, verdict := range []Verdict{VerdictMatch, VerdictMismatch, VerdictNoise, VerdictError} {
-			sum += testutil.ToFloat64(m.compared.WithLabelValues("saju", "/api/saju/chart/{id}", string(verdict)))
+			sum += testutil.ToFloat64(cons.metrics.compared.WithLabelValues("saju", "/api/saju/chart/{id}", string(verdict)))
 		}
 		return int(sum)
 	}

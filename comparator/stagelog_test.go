@@ -19,10 +19,10 @@ func TestConsumerLogsStageOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
+	t.Cleanup(func() { s.Close() })
 	_, js := testenv.StartNATS(t).Connect(t)
 	log, logs := testenv.CaptureLogger(t)
-	cons, err := NewConsumer(ctx, ConsumerConfig{MaxWait: 100 * time.Millisecond}, js, sajuComparator(t), s, nil, log.With("stage", "compare"))
+	cons, err := NewConsumer(ConsumerConfig{MaxWait: 100 * time.Millisecond}, Deps{JetStream: js, Comparator: sajuComparator(t), Store: s, Logger: log.With("stage", "compare")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +30,7 @@ func TestConsumerLogsStageOnce(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cons.Run(runCtx) }()
 	defer func() { stop(); <-done }()
+	testenv.WaitConsumer(t, ctx, js, schemas.StreamShadowResults, "comparator")
 	if _, err := js.Publish(ctx, schemas.ShadowResultSubject("saju", "r"), []byte("not json")); err != nil {
 		t.Fatal(err)
 	}

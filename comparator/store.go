@@ -151,7 +151,10 @@ func OpenStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
 }
 
 // Close closes the pool. Idempotent.
-func (s *Store) Close() { s.once.Do(s.pool.Close) }
+func (s *Store) Close() error {
+	s.once.Do(s.pool.Close)
+	return nil
+}
 
 // Schema is the store's PostgreSQL schema.
 func (s *Store) Schema() string { return s.schema }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/pgcluster"
 	"github.com/heal7/shadowcube/internal/testenv"
 	"github.com/heal7/shadowcube/schemas"
@@ -30,7 +31,7 @@ func openStore(t *testing.T) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
+	t.Cleanup(func() { s.Close() })
 	// A second open applies nothing and succeeds (idempotent migrations).
 	s2, err := OpenStore(ctx, StoreConfig{DatabaseURL: url})
 	if err != nil {
@@ -44,6 +45,25 @@ func openStore(t *testing.T) *Store {
 // TestStoreRoundTrip: outcomes survive the store with their diffs, causes,
 // flags and AI labels; a redelivered pair is skipped; noise counters reload
 // into a fresh comparator; the summary groups by route, cause and signature.
+// ownResults creates the SHADOW_RESULTS stream as its owner (shadow) does,
+// so a test can publish before the consumer's Run sets up.
+func ownResults(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+	t.Helper()
+	if _, err := natsx.StreamForReader(ctx, js, schemas.StreamShadowResults); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// consumerInfo reads the durable consumer's state (an error until Run has
+// created it).
+func consumerInfo(ctx context.Context, js jetstream.JetStream, durable string) (*jetstream.ConsumerInfo, error) {
+	c, err := js.Consumer(ctx, schemas.StreamShadowResults, durable)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
+}
+
 func TestStoreRoundTrip(t *testing.T) {
 	s := openStore(t)
 	ctx := testenv.Context(t, time.Minute)
@@ -134,15 +154,13 @@ func TestConsumerEndToEnd(t *testing.T) {
 	_, js := srv.Connect(t)
 	ctx := testenv.Context(t, 2*time.Minute)
 	reg := prometheus.NewRegistry()
-	m, err := NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := sajuComparator(t)
-	cons, err := NewConsumer(ctx, ConsumerConfig{Batch: 50, MaxWait: 100 * time.Millisecond}, js, c, s, m, nil)
+	cons, err := NewConsumer(ConsumerConfig{Batch: 50, MaxWait: 100 * time.Millisecond}, Deps{JetStream: js, Comparator: c, Store: s, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	m := cons.metrics
+	ownResults(t, ctx, js)
 	const n = 300
 	l := sajuDoc(1, "x", "戊辰", "甲寅", "辛丑", "戊子", "辛", "편인", 7, false)
 	cu := sajuDoc(1, "x", "戊辰", "甲寅", "庚子", "戊子", "庚", "편인", 7, true)
@@ -169,7 +187,7 @@ func TestConsumerEndToEnd(t *testing.T) {
 	var stored int
 	for time.Now().Before(deadline) {
 		_ = s.pool.QueryRow(ctx, `SELECT count(*) FROM shadowcube_compare.pairs`).Scan(&stored)
-		info, err := cons.cons.Info(ctx)
+		info, err := consumerInfo(ctx, js, cons.cfg.Durable)
 		if err == nil && stored == n && info.NumPending == 0 && info.NumAckPending == 0 {
 			break
 		}
@@ -182,7 +200,7 @@ func TestConsumerEndToEnd(t *testing.T) {
 	if stored != n {
 		t.Fatalf("stored %d pairs, want %d", stored, n)
 	}
-	info, err := cons.cons.Info(ctx)
+	info, err := consumerInfo(ctx, js, cons.cfg.Durable)
 	if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
 		t.Fatalf("consumer not drained: %+v %v", info, err)
 	}
@@ -234,17 +252,18 @@ func TestConsumerStoreOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
+	t.Cleanup(func() { s.Close() })
 	srv := testenv.StartNATS(t)
 	_, js := srv.Connect(t)
 	c := sajuComparator(t)
 	logs := &testenv.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cons, err := NewConsumer(ctx, ConsumerConfig{Batch: 20, MaxWait: 100 * time.Millisecond, AckWait: 2 * time.Second}, js, c, s, nil, log)
+	cons, err := NewConsumer(ConsumerConfig{Batch: 20, MaxWait: 100 * time.Millisecond, AckWait: 2 * time.Second}, Deps{JetStream: js, Comparator: c, Store: s, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pg.Cluster.Stop()
+	ownResults(t, ctx, js)
 	const n = 60
 	l := sajuDoc(1, "x", "戊辰", "甲寅", "庚子", "戊子", "庚", "편인", 7, false)
 	for i := 0; i < n; i++ {
@@ -258,6 +277,7 @@ func TestConsumerStoreOutage(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- cons.Run(runCtx) }()
+	testenv.WaitConsumer(t, ctx, js, schemas.StreamShadowResults, cons.cfg.Durable)
 	// Positive progress first: the consumer has fetched pairs and failed
 	// to store them at least twice (so it had every chance to ack wrongly)
 	// and messages were redelivered; only then does "nothing acknowledged"
@@ -265,7 +285,7 @@ func TestConsumerStoreOutage(t *testing.T) {
 	const failed = "store verdicts; batch will be redelivered"
 	var info *jetstream.ConsumerInfo
 	for {
-		info, err = cons.cons.Info(ctx)
+		info, err = consumerInfo(ctx, js, cons.cfg.Durable)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +307,7 @@ func TestConsumerStoreOutage(t *testing.T) {
 	var stored int
 	for time.Now().Before(deadline) {
 		_ = s.pool.QueryRow(ctx, `SELECT count(*) FROM shadowcube_compare.pairs`).Scan(&stored)
-		info, err = cons.cons.Info(ctx)
+		info, err = consumerInfo(ctx, js, cons.cfg.Durable)
 		if err == nil && stored == n && info.NumPending == 0 && info.NumAckPending == 0 {
 			break
 		}
@@ -318,13 +338,14 @@ func TestConsumerHandsBackOnStop(t *testing.T) {
 	const n, ackWait = 2000, time.Minute
 	l := sajuDoc(1, "x", "戊辰", "甲寅", "庚子", "戊子", "庚", "편인", 7, false)
 	newConsumer := func() *Consumer {
-		cons, err := NewConsumer(ctx, ConsumerConfig{Batch: 50, MaxWait: 50 * time.Millisecond, AckWait: ackWait}, js, sajuComparator(t), s, nil, nil)
+		cons, err := NewConsumer(ConsumerConfig{Batch: 50, MaxWait: 50 * time.Millisecond, AckWait: ackWait}, Deps{JetStream: js, Comparator: sajuComparator(t), Store: s})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return cons
 	}
 	a := newConsumer()
+	ownResults(t, ctx, js)
 	testenv.PublishBacklog(t, js, n, func(i int) (string, []byte) {
 		r := result("saju", sajuRoute, birth("1988-02-15", "10:00", "solar"), l, l)
 		r.RequestID = fmt.Sprintf("stop-%04d", i)

@@ -133,7 +133,7 @@ func NewApplier(cfg ApplierConfig, js jetstream.JetStream, log *slog.Logger, met
 		log = slog.New(slog.DiscardHandler)
 	}
 	if met == nil {
-		met = NewMetrics(nil)
+		met, _ = NewMetrics(nil) // registers nothing: cannot fail
 	}
 	return &Applier{cfg: cfg, js: js, log: log.With("target", cfg.Target.Name), met: met,
 		target: cfg.Target.Name, slot: cfg.Mapping.Source.Slot}, nil

@@ -10,6 +10,14 @@ import (
 // error naming the field.
 func (c *Config) validate() error {
 	var errs []error
+	if c.Mapping == nil {
+		errs = append(errs, errors.New("sync config: Mapping is required (--mapping / SHADOWCUBE_MAPPING_FILE)"))
+	} else if c.SourceURL == "" {
+		errs = append(errs, fmt.Errorf("sync config: SourceURL is required (%s) to validate the mapping", c.Mapping.Source.DatabaseURLEnv))
+	}
+	if c.SequenceInterval < 0 {
+		errs = append(errs, fmt.Errorf("sync config: SequenceInterval %s: must be positive (0: default %s)", c.SequenceInterval, DefaultSequenceInterval))
+	}
 	if c.MaxBatch < 0 {
 		errs = append(errs, fmt.Errorf("sync config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
 	}

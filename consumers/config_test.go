@@ -1,7 +1,6 @@
 package consumers
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,7 @@ import (
 // sync stage are errors naming the field, not silently replaced by defaults
 // (the old code used 5000 for MaxBatch -3).
 func TestConfigRejectsNegative(t *testing.T) {
-	_, err := New(context.Background(), Config{Mapping: &Mapping{}, SourceURL: "postgres://unused", MaxBatch: -3, AckWait: -time.Second, RetryMax: -1}, nil, nil, nil)
+	_, err := New(Config{Mapping: &Mapping{}, SourceURL: "postgres://unused", MaxBatch: -3, AckWait: -time.Second, RetryMax: -1}, Deps{})
 	if err == nil {
 		t.Fatal("New accepted MaxBatch -3, AckWait -1s, RetryMax -1ns")
 	}
@@ -27,7 +26,7 @@ func TestConfigRejectsNegative(t *testing.T) {
 			t.Errorf("applier config error %v does not say %q", err, want)
 		}
 	}
-	if err := (&Config{}).validate(); err != nil {
+	if err := (&Config{Mapping: &Mapping{}, SourceURL: "postgres://unused"}).validate(); err != nil {
 		t.Errorf("zero config (defaults): %v", err)
 	}
 	if err := (&ApplierConfig{MaxBatch: 10, RetryMin: time.Millisecond, RetryMax: time.Second}).validate(); err != nil {

@@ -156,7 +156,7 @@ txLoop:
 func (e *env) startCDC(slot string, tables ...string) func() {
 	e.t.Helper()
 	r, err := cdc.New(cdc.Config{DatabaseURL: e.srcURL, Slot: slot, Publication: slot, Tables: tables, Heartbeat: 200 * time.Millisecond,
-		StatusInterval: 200 * time.Millisecond, RetryMax: time.Second}, e.js, nil, nil)
+		StatusInterval: 200 * time.Millisecond, RetryMax: time.Second}, cdc.Deps{JetStream: e.js})
 	if err != nil {
 		e.t.Fatal(err)
 	}

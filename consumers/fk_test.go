@@ -124,11 +124,12 @@ ALTER TABLE x OWNER TO %s; ALTER TABLE y OWNER TO %s`, name, dbName(t, e.dstURL)
 	u.User = url.UserPassword(name, "pw")
 	start := func(tables ...string) error {
 		m := e.loadMapping(toastMapping("fkerr", tables...))
-		s, err := New(e.ctx, Config{Mapping: m, SourceURL: e.srcURL, TargetURLs: map[string]string{"cube": u.String()}}, e.js, e.log, nil)
-		if err == nil {
-			s.Close()
+		s, err := New(Config{Mapping: m, SourceURL: e.srcURL, TargetURLs: map[string]string{"cube": u.String()}}, Deps{JetStream: e.js, Logger: e.log})
+		if err != nil {
+			return err
 		}
-		return err
+		defer s.Close()
+		return s.open(e.ctx) // the set-up Run does first
 	}
 	if err := start("public.y"); err == nil || !strings.Contains(err.Error(), "references public.x, which is not in the mapping") {
 		t.Fatalf("missing referenced table: %v", err)

@@ -105,17 +105,30 @@ func (e *env) startSync(m *Mapping, maxBatch int) (s *Sync, stop func()) {
 	for _, t := range m.Targets {
 		urls[t.Name] = e.dstURL
 	}
-	s, err := New(e.ctx, Config{Mapping: m, SourceURL: e.srcURL, TargetURLs: urls, MaxBatch: maxBatch, RetryMax: 500 * time.Millisecond}, e.js, e.log, nil)
+	s, err := New(Config{Mapping: m, SourceURL: e.srcURL, TargetURLs: urls, MaxBatch: maxBatch, RetryMax: 500 * time.Millisecond}, Deps{JetStream: e.js, Logger: e.log})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	for _, a := range s.appliers {
-		a.cfg.PollStop = 100 * time.Millisecond
-		a.cfg.RetryMin = 20 * time.Millisecond
+	s.tune = func(c *ApplierConfig) {
+		c.PollStop = 100 * time.Millisecond
+		c.RetryMin = 20 * time.Millisecond
 	}
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
+	// Run connects first: wait until the appliers exist (tests read them).
+	for deadline := time.Now().Add(60 * time.Second); len(s.Appliers()) == 0; {
+		select {
+		case err := <-done:
+			cancel()
+			e.t.Fatalf("sync run: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			e.t.Fatal("sync did not connect to its targets within 60s")
+		}
+	}
 	var once atomic.Bool
 	stop = func() {
 		if once.Swap(true) {

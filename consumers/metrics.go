@@ -1,6 +1,10 @@
 package consumers
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/stage"
+)
 
 // Metrics are the sync stage's Prometheus metrics, labelled by target.
 type Metrics struct {
@@ -19,8 +23,9 @@ type Metrics struct {
 	reselected *prometheus.CounterVec
 }
 
-// NewMetrics registers the sync metrics on reg (nil: not registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics registers the sync metrics on reg (nil: not registered). A
+// conflict (the metrics already registered on reg) is an error.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_applied_changes_total",
 			Help: "Source row changes applied to the target (mapped tables only)."}, []string{"target"}),
@@ -49,8 +54,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reselected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_reselected_rows_total",
 			Help: "Rows re-read from the source because an update left TOAST values unchanged that the target could not supply."}, []string{"target"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reordered, m.reselected)
+	if err := stage.Register(reg, "sync", m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reordered, m.reselected); err != nil {
+		return nil, err
 	}
-	return m
+	return m, nil
 }

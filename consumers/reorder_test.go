@@ -72,7 +72,7 @@ func TestSyncAppliesALateTransactionInSourceOrder(t *testing.T) {
 		t.Fatalf("target after the late transaction:\n got %q\nwant %q", got, want)
 	}
 	// the fault hit: T3 waited for T2
-	if n := testutil.ToFloat64(s.appliers[0].met.reordered.WithLabelValues("cube")); n < 1 {
+	if n := testutil.ToFloat64(s.Appliers()[0].met.reordered.WithLabelValues("cube")); n < 1 {
 		t.Fatalf("no transaction was held for an earlier one (%v): the stream was not out of order", n)
 	}
 }

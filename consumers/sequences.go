@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/internal/pgsession"
+	"github.com/heal7/shadowcube/internal/stage"
 )
 
 // Sequence positions.
@@ -336,9 +337,6 @@ type sequenceSyncer struct {
 }
 
 func newSequenceSyncer(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*sequenceSyncer, error) {
-	if cfg.SequenceInterval < 0 {
-		return nil, fmt.Errorf("sync config: SequenceInterval %s: must be positive (0: default %s)", cfg.SequenceInterval, DefaultSequenceInterval)
-	}
 	q := &sequenceSyncer{interval: cfg.SequenceInterval, poll: time.Second, srcURL: cfg.SourceURL, log: log,
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_sequence_passes_total",
 			Help: "Passes that moved the target's sequences past the values in use, by reason (start, snapshot, interval)."}, []string{"target", "reason"}),
@@ -352,8 +350,8 @@ func newSequenceSyncer(cfg Config, log *slog.Logger, reg prometheus.Registerer) 
 	if q.interval == 0 {
 		q.interval = DefaultSequenceInterval
 	}
-	if reg != nil {
-		reg.MustRegister(q.passes, q.advanced, q.errors, q.inSnapshot)
+	if err := stage.Register(reg, "sync", q.passes, q.advanced, q.errors, q.inSnapshot); err != nil {
+		return nil, err
 	}
 	return q, nil
 }

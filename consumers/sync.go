@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/internal/pgsession"
+	"github.com/heal7/shadowcube/internal/stage"
 )
 
 // Config configures the sync stage: every target of the mapping.
@@ -34,12 +35,24 @@ type Config struct {
 
 // Sync runs one Applier per target.
 type Sync struct {
-	cfg       Config
-	appliers  []*Applier
-	source    *pgxpool.Pool // re-reads of rows with unchanged TOAST values
-	pools     []*pgxpool.Pool
-	closeOnce sync.Once
-	seq       *sequenceSyncer // sequences.go
+	cfg      Config
+	js       jetstream.JetStream
+	log      *slog.Logger
+	met      *Metrics
+	seq      *sequenceSyncer // sequences.go
+	life     stage.Life
+	mu       sync.Mutex // guards appliers, source and pools (set by Run)
+	appliers []*Applier
+	source   *pgxpool.Pool // re-reads of rows with unchanged TOAST values
+	pools    []*pgxpool.Pool
+	tune     func(*ApplierConfig) // tests: adjust each applier's settings
+}
+
+// Deps are what the sync stage uses and does not own.
+type Deps struct {
+	JetStream  jetstream.JetStream   // required
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: metrics not registered
 }
 
 // OpenTargetPool opens a pool to a cube database (or the source database,
@@ -65,76 +78,83 @@ func ConnectSource(ctx context.Context, url string) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, cc)
 }
 
-// New connects to every target, validates the mapping against the source
-// and target databases, and prepares the appliers.
-func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) (*Sync, error) {
-	if cfg.Mapping == nil {
-		return nil, errors.New("sync: mapping required")
-	}
+// New validates cfg and registers the metrics; it does no I/O. Run
+// connects to the source and every target, validates the mapping against
+// them and applies.
+func New(cfg Config, deps Deps) (*Sync, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.SourceURL == "" {
-		return nil, fmt.Errorf("sync: source database URL required (%s) to validate the mapping", cfg.Mapping.Source.DatabaseURLEnv)
+	if deps.JetStream == nil {
+		return nil, errors.New("sync: a JetStream handle is required")
 	}
+	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	src, err := ConnectSource(ctx, cfg.SourceURL)
-	if err != nil {
-		return nil, fmt.Errorf("connect to source database: %w", err)
-	}
-	defer src.Close(context.Background())
-	met := NewMetrics(reg)
-	seq, err := newSequenceSyncer(cfg, log, reg)
+	met, err := NewMetrics(deps.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	s := &Sync{cfg: cfg, seq: seq}
+	seq, err := newSequenceSyncer(cfg, log, deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Sync{cfg: cfg, js: deps.JetStream, log: log, met: met, seq: seq}, nil
+}
+
+// open connects to every selected target, validates the mapping against the
+// source and target databases, and prepares the appliers.
+func (s *Sync) open(ctx context.Context) error {
+	cfg, log := s.cfg, s.log
+	src, err := ConnectSource(ctx, cfg.SourceURL)
+	if err != nil {
+		return fmt.Errorf("connect to source database: %w", err)
+	}
+	defer src.Close(context.Background())
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, t := range cfg.Mapping.Targets {
 		if len(cfg.Only) > 0 && !contains(cfg.Only, t.Name) {
 			continue
 		}
 		url := cfg.TargetURLs[t.Name]
 		if url == "" {
-			s.Close()
-			return nil, fmt.Errorf("target %s: database URL missing: set %s", t.Name, t.DatabaseURLEnv)
+			return fmt.Errorf("target %s: database URL missing: set %s", t.Name, t.DatabaseURLEnv)
 		}
 		pool, err := OpenTargetPool(ctx, url)
 		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("target %s: %w", t.Name, err)
+			return fmt.Errorf("target %s: %w", t.Name, err)
 		}
 		s.pools = append(s.pools, pool)
 		if err := cfg.Mapping.Validate(ctx, t, src, pool); err != nil {
-			s.Close()
-			return nil, err
+			return err
 		}
 		if s.source == nil {
 			// re-reads of rows with unchanged TOAST values (reselect.go)
 			if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
-				s.Close()
-				return nil, fmt.Errorf("source database: %w", err)
+				return fmt.Errorf("source database: %w", err)
 			}
 		}
 		fk, err := DecideFK(ctx, pool, t, log)
 		if err != nil {
-			s.Close()
-			return nil, err
+			return err
 		}
-		a, err := NewApplier(ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, FKMode: fk, Stream: cfg.Stream,
-			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax, ReorderWait: cfg.ReorderWait}, js, log, met)
+		ac := ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, FKMode: fk, Stream: cfg.Stream,
+			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax, ReorderWait: cfg.ReorderWait}
+		if s.tune != nil {
+			s.tune(&ac)
+		}
+		a, err := NewApplier(ac, s.js, log, s.met)
 		if err != nil {
-			s.Close()
-			return nil, err
+			return err
 		}
 		s.appliers = append(s.appliers, a)
 	}
 	if len(s.appliers) == 0 {
-		s.Close()
-		return nil, fmt.Errorf("sync: no target selected (have %d in %s)", len(cfg.Mapping.Targets), cfg.Mapping.File)
+		return fmt.Errorf("sync: no target selected (have %d in %s)", len(cfg.Mapping.Targets), cfg.Mapping.File)
 	}
-	return s, nil
+	return nil
 }
 
 func contains(list []string, s string) bool {
@@ -146,18 +166,36 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// Appliers returns the appliers, one per target.
-func (s *Sync) Appliers() []*Applier { return s.appliers }
+// Appliers returns the appliers, one per selected target, once Run has
+// connected (nil before).
+func (s *Sync) Appliers() []*Applier {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.appliers
+}
 
-// Run runs every applier until ctx ends or one fails; it returns the errors.
+// Run connects (see open), then runs every applier until ctx ends or one
+// fails; it returns the errors. Set-up errors (a target unreachable, the
+// mapping not matching the databases) are returned at once. On ctx end each
+// applier finishes the target transaction it is in and returns nil.
 func (s *Sync) Run(ctx context.Context) error {
+	ctx, end, err := s.life.Begin(ctx, "sync")
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := s.open(ctx); err != nil {
+		return err
+	}
+	appliers := s.Appliers()
+	s.log.Info("sync running", "targets", len(appliers))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, len(s.appliers))
+	errs := make([]error, len(appliers))
 	wg.Add(1)
-	go func() { defer wg.Done(); s.seq.run(ctx, s.appliers) }() // sequence positions (sequences.go)
-	for i, a := range s.appliers {
+	go func() { defer wg.Done(); s.seq.run(ctx, appliers) }() // sequence positions (sequences.go)
+	for i, a := range appliers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -171,14 +209,18 @@ func (s *Sync) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Close closes the target pools. Call it after Run returned.
-func (s *Sync) Close() {
-	s.closeOnce.Do(func() {
+// Close stops a running Run, waits for it, and closes the database pools.
+// Idempotent.
+func (s *Sync) Close() error {
+	return s.life.Close(func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		for _, p := range s.pools {
 			p.Close()
 		}
 		if s.source != nil {
 			s.source.Close()
 		}
+		return nil
 	})
 }

@@ -92,11 +92,11 @@ func registeredMetrics(t *testing.T) map[string]metricInfo {
 	t.Cleanup(conn.Close)
 
 	// cdc: New validates the config and registers; it connects nowhere.
-	if _, err := cdc.New(cdc.Config{DatabaseURL: "postgres://metrics-check.invalid/db"}, conn.JS, nil, rec); err != nil {
+	if _, err := cdc.New(cdc.Config{DatabaseURL: "postgres://metrics-check.invalid/db"}, cdc.Deps{JetStream: conn.JS, Registerer: rec}); err != nil {
 		t.Fatal(err)
 	}
 	// tap: a detached capturer (no NATS connection) registers everything.
-	capt, err := publisher.New(nil, publisher.Config{Service: "metrics-check", Privacy: publisher.PrivacyConfig{Secret: bytes.Repeat([]byte("k"), 32)}}, nil, rec)
+	capt, err := publisher.New(publisher.Config{Service: "metrics-check", Privacy: publisher.PrivacyConfig{Secret: bytes.Repeat([]byte("k"), 32)}}, publisher.Deps{Registerer: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,12 +105,16 @@ func registeredMetrics(t *testing.T) map[string]metricInfo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := shadow.New(shadow.Config{Routes: rf}, conn.JS, nil, rec)
+	rep, err := shadow.New(shadow.Config{Routes: rf}, shadow.Deps{JetStream: conn.JS, Registerer: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(rep.Close)
-	consumers.NewMetrics(rec)
+	t.Cleanup(func() { rep.Close() })
+	// sync: New validates and registers; Run would connect.
+	if _, err := consumers.New(consumers.Config{Mapping: &consumers.Mapping{}, SourceURL: "postgres://metrics-check.invalid/db"},
+		consumers.Deps{JetStream: conn.JS, Registerer: rec}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := consumers.NewReconcileMetrics(rec); err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,7 @@ func TestTapNATSOutage(t *testing.T) {
 			var after int
 			for time.Now().Before(deadline) {
 				after = len(messages(t, e.js))
-				if after > before && (!withSpill || e.c.spill.empty()) {
+				if after > before && (!withSpill || e.c.spill.Load().empty()) {
 					break
 				}
 				time.Sleep(200 * time.Millisecond)
@@ -128,7 +128,7 @@ func TestTapNATSOutage(t *testing.T) {
 				t.Fatalf("capture did not resume: %d events before the outage, %d after", before, after)
 			}
 			if withSpill {
-				if !e.c.spill.empty() {
+				if !e.c.spill.Load().empty() {
 					t.Fatalf("spill not re-published")
 				}
 				if after < before+int(st.Spilled) {

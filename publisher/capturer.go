@@ -60,7 +60,7 @@ type Config struct {
 	Service string
 	// Routes is the service's entry of the routes file; nil means every
 	// request is unmatched.
-	Routes *routes.Service
+	Routes *Routes
 	// Unmatched is UnmatchedCapture (default) or UnmatchedSkip.
 	Unmatched string
 	// MaxBody caps each captured body (request and response); longer bodies
@@ -79,6 +79,23 @@ type Config struct {
 	// Spill, when Dir is set, keeps events that could not be published in a
 	// bounded file and re-publishes them when NATS is back.
 	Spill SpillConfig
+}
+
+// Routes is one service's entry of a routes file (docs/routes.md).
+type Routes = routes.Service
+
+// StreamSettings are the limits of the LEGACY_REQUESTS stream (retention,
+// size, age, replicas).
+type StreamSettings = natsx.StreamSettings
+
+// Deps are what a Capturer uses and does not own.
+type Deps struct {
+	// Conn may be nil: the capturer then runs detached (every capture is
+	// dropped with reason nats_unavailable, or spilled) until Attach hands
+	// it a connection — a tap must serve users while NATS is down.
+	Conn       *nats.Conn
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: metrics not exported
 }
 
 func (c *Config) validate() error {
@@ -141,15 +158,18 @@ type Capturer struct {
 	inflight   atomic.Int64 // events queued or being encoded (not yet handed to NATS)
 	free       chan []byte  // encode buffers to reuse (see getBuf)
 	closed     atomic.Bool
-	stop       chan struct{}
-	done       chan struct{}
+	stop       chan struct{} // closed once (halt): the publisher loop drains and ends
+	halted     sync.Once
+	done       chan struct{} // closed when Run returns
+	mu         sync.Mutex    // guards running
+	running    bool
 	once       sync.Once
 
 	captured, published, dropped atomic.Int64
 	latency                      sync.Map // *nats.Msg → time.Time, for sampled messages
 	seq                          atomic.Uint64
 
-	spill *spill
+	spill atomic.Pointer[spill] // set by Run when Config.Spill.Dir is set
 }
 
 // natsLink is the connection the capturer publishes through.
@@ -169,11 +189,10 @@ type item struct {
 	m     *routeMetrics
 }
 
-// New starts a Capturer publishing through nc. nc may be nil: the capturer
-// then runs detached (every capture is dropped with reason nats_unavailable,
-// or spilled) until Attach hands it a connection — a tap must serve users
-// while NATS is down. reg may be nil (no metrics exported). Close stops it.
-func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Capturer, error) {
+// New validates cfg and returns a Capturer publishing through deps.Conn;
+// it does no I/O. Captures are queued (bounded) from now on; Run publishes
+// them. Close stops it.
+func New(cfg Config, deps Deps) (*Capturer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("capture config: %w", err)
 	}
@@ -181,6 +200,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("capture config: %w", err)
 	}
+	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -193,24 +213,54 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer)
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	c.m, err = newMetrics(reg, cfg.Service, cfg.Routes, c.up)
+	c.m, err = newMetrics(deps.Registerer, cfg.Service, cfg.Routes, c.up)
 	if err != nil {
 		return nil, err
 	}
-	if nc != nil {
-		if err := c.Attach(nc); err != nil {
+	if deps.Conn != nil {
+		if err := c.Attach(deps.Conn); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.Spill.Dir != "" {
-		c.spill, err = openSpill(cfg.Spill, c.log)
-		if err != nil {
-			c.detach()
-			return nil, err
-		}
-	}
-	go c.run()
 	return c, nil
+}
+
+// Run opens the spill file (when configured) and publishes captures until
+// ctx ends or Close is called; then it stops accepting captures, publishes
+// what is queued and waits at most Config.AckTimeout for the acks. It
+// returns nil then, or the error that kept it from starting.
+func (c *Capturer) Run(ctx context.Context) error {
+	c.mu.Lock()
+	switch {
+	case c.closed.Load():
+		c.mu.Unlock()
+		return errors.New("capture: run: closed")
+	case c.running:
+		c.mu.Unlock()
+		return errors.New("capture: run called twice")
+	}
+	c.running = true
+	c.mu.Unlock()
+	defer close(c.done)
+	if c.cfg.Spill.Dir != "" {
+		sp, err := openSpill(c.cfg.Spill, c.log)
+		if err != nil {
+			c.halt()
+			return err
+		}
+		c.spill.Store(sp)
+	}
+	defer context.AfterFunc(ctx, c.halt)()
+	c.run()
+	return nil
+}
+
+// halt stops accepting captures and tells the publisher loop to drain.
+func (c *Capturer) halt() {
+	c.halted.Do(func() {
+		c.closed.Store(true)
+		close(c.stop)
+	})
 }
 
 // Attach gives a detached capturer (New with a nil connection) its NATS
@@ -263,7 +313,7 @@ func (c *Capturer) detach() {
 }
 
 // EnsureStream creates or updates the LEGACY_REQUESTS stream.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, settings natsx.StreamSettings) error {
+func EnsureStream(ctx context.Context, js jetstream.JetStream, settings StreamSettings) error {
 	cfg, err := natsx.StreamConfig(schemas.StreamLegacyRequests, settings)
 	if err != nil {
 		return err
@@ -408,7 +458,8 @@ func (c *Capturer) Flush(ctx context.Context) error {
 	for {
 		// inflight counts events from submit until NATS has them; read it
 		// before the pending acks, which take over from it.
-		if c.inflight.Load() == 0 && c.pending() == 0 && (c.spill == nil || c.spill.empty() || c.link.Load() == nil) {
+		sp := c.spill.Load()
+		if c.inflight.Load() == 0 && c.pending() == 0 && (sp == nil || sp.empty() || c.link.Load() == nil) {
 			return nil
 		}
 		select {
@@ -422,21 +473,26 @@ func (c *Capturer) Flush(ctx context.Context) error {
 // Stats returns the counters.
 func (c *Capturer) Stats() Stats {
 	s := Stats{Captured: c.captured.Load(), Published: c.published.Load(), Dropped: c.dropped.Load()}
-	if c.spill != nil {
-		s.Spilled = c.spill.written.Load()
+	if sp := c.spill.Load(); sp != nil {
+		s.Spilled = sp.written.Load()
 	}
 	return s
 }
 
-// Close stops accepting events, publishes what is queued (waiting at most
-// the ack timeout for acks) and stops the publisher goroutine. Idempotent.
+// Close stops accepting events, lets a running Run publish what is queued
+// (waiting at most the ack timeout for acks) and waits for it, then closes
+// the spill file. Idempotent.
 func (c *Capturer) Close() error {
 	c.once.Do(func() {
-		c.closed.Store(true)
-		close(c.stop)
-		<-c.done
-		if c.spill != nil {
-			c.spill.close()
+		c.mu.Lock()
+		c.halt()
+		running := c.running
+		c.mu.Unlock()
+		if running {
+			<-c.done
+		}
+		if sp := c.spill.Load(); sp != nil {
+			sp.close()
 		}
 		c.detach()
 	})
@@ -461,9 +517,8 @@ const (
 )
 
 func (c *Capturer) run() {
-	defer close(c.done)
 	var spillTick <-chan time.Time
-	if c.spill != nil {
+	if c.spill.Load() != nil {
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		spillTick = t.C
@@ -645,8 +700,8 @@ func (c *Capturer) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
 // failed handles a message NATS did not take: spill it, or count the drop.
 func (c *Capturer) failed(msg *nats.Msg, reason string, err error) {
 	defer c.putBuf(msg.Data)
-	if c.spill != nil {
-		if c.spill.write(msg) {
+	if sp := c.spill.Load(); sp != nil {
+		if sp.write(msg) {
 			return
 		}
 		c.drop(DropSpillFull)
@@ -658,14 +713,14 @@ func (c *Capturer) failed(msg *nats.Msg, reason string, err error) {
 
 // replaySpill re-publishes spilled events while NATS is connected.
 func (c *Capturer) replaySpill() {
-	l := c.link.Load()
-	if c.spill.empty() || l == nil || !l.nc.IsConnected() {
+	l, sp := c.link.Load(), c.spill.Load()
+	if sp.empty() || l == nil || !l.nc.IsConnected() {
 		return
 	}
 	// A short slice per tick, so the live queue keeps moving.
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	n, err := c.spill.replay(ctx, func(ctx context.Context, m *nats.Msg) error {
+	n, err := sp.replay(ctx, func(ctx context.Context, m *nats.Msg) error {
 		_, err := l.js.PublishMsg(ctx, m)
 		if err == nil {
 			c.published.Add(1)

@@ -39,11 +39,12 @@ func TestTapStartsWithNATSDown(t *testing.T) {
 			if withSpill {
 				cfg.Spill = SpillConfig{Dir: t.TempDir()}
 			}
-			c, err := New(nil, cfg, testenv.Logger(t), nil)
+			c, err := New(cfg, Deps{Logger: testenv.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
+			runCapturer(t, c)
 			up := httptest.NewServer(legacyHandler(nil))
 			defer up.Close()
 			tap, err := NewTap(c, TapConfig{Upstream: up.URL})

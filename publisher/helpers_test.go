@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,12 +79,27 @@ func newEnvLog(tb testing.TB, cfg Config, log *slog.Logger) *env {
 	if cfg.Privacy.Secret == nil {
 		cfg.Privacy.Secret = []byte(testSecret)
 	}
-	c, err := New(nc, cfg, log, nil)
+	c, err := New(cfg, Deps{Conn: nc, Logger: log})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { c.Close() })
+	runCapturer(tb, c)
 	return &env{nats: n, nc: nc, js: js, c: c}
+}
+
+// runCapturer runs c until the test ends; then Close stops it and Run must
+// have returned nil.
+func runCapturer(tb testing.TB, c *Capturer) {
+	tb.Helper()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	tb.Cleanup(func() {
+		c.Close()
+		// A test that closed c before Run began gets "run: closed".
+		if err := <-done; err != nil && !strings.Contains(err.Error(), "run: closed") {
+			tb.Errorf("capture run: %v", err)
+		}
+	})
 }
 
 // slogText is a debug-level text logger writing to w.

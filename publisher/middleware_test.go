@@ -3,6 +3,7 @@ package publisher
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -71,10 +72,11 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	defer testenv.VerifyNone(t, goleak.IgnoreCurrent())
 
-	c, err := New(e.nc, Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte(testSecret)}, Spill: SpillConfig{Dir: t.TempDir()}}, nil, nil)
+	c, err := New(Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte(testSecret)}, Spill: SpillConfig{Dir: t.TempDir()}}, Deps{Conn: e.nc})
 	if err != nil {
 		t.Fatal(err)
 	}
+	runCapturer(t, c)
 	w, err := WatchFlag(ctx, flags.KV(), "saju", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -109,11 +111,11 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 // TestSpillDirectoryGuards: the spill refuses a symlinked directory or file
 // and a directory another capturer holds. On the old code all three opened.
 func TestSpillDirectoryGuards(t *testing.T) {
-	e := newEnv(t, Config{})
 	open := func(dir string) error {
-		c, err := New(e.nc, Config{Service: "saju", Privacy: PrivacyConfig{Secret: []byte(testSecret)}, Spill: SpillConfig{Dir: dir}}, nil, nil)
+		// Run opens the spill file first; openSpill is that step.
+		sp, err := openSpill(SpillConfig{Dir: dir}, slog.New(slog.DiscardHandler))
 		if err == nil {
-			t.Cleanup(func() { c.Close() })
+			t.Cleanup(sp.close)
 		}
 		return err
 	}

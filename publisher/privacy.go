@@ -69,9 +69,12 @@ type PrivacyConfig struct {
 	RedactMode string
 }
 
+// RedactConfig are the redaction settings of a PrivacyConfig.
+type RedactConfig = redact.Config
+
 // RedactConfig returns the redaction rules of c, for the stages that apply
 // them to other answers (shadow).
-func (c PrivacyConfig) RedactConfig() redact.Config {
+func (c PrivacyConfig) RedactConfig() RedactConfig {
 	strip := append([]string{cmp.Or(c.UserHeader, DefaultUserHeader)}, c.StripHeaders...)
 	return redact.Config{Secret: c.Secret, AllowHeaders: c.AllowHeaders, StripHeaders: strip, Paths: c.RedactPaths, Params: c.RedactParams, Mode: c.RedactMode}
 }

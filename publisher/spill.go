@@ -91,7 +91,7 @@ func openSpill(cfg SpillConfig, log *slog.Logger) (*spill, error) {
 	return s, nil
 }
 
-func (s *spill) empty() bool { return s.pending.Load() == 0 }
+func (s *spill) empty() bool { return s == nil || s.pending.Load() == 0 } // nil: no spill (yet)
 
 // write appends msg; false when the file is full or cannot be written.
 func (s *spill) write(msg *nats.Msg) bool {

@@ -123,13 +123,13 @@ func replayBacklog(b *testing.B, ctx context.Context, js jetstream.JetStream, rf
 		b.Fatal(err)
 	}
 	r, err := New(Config{Routes: rf, Durable: fmt.Sprintf("bench-%d", round), MaxInFlight: 256},
-		js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		Deps{JetStream: js, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer r.Close()
 	start := time.Now()
-	if err := r.Start(ctx); err != nil {
+	if err := r.start(ctx); err != nil {
 		b.Fatal(err)
 	}
 	s, err := js.Stream(ctx, schemas.StreamShadowResults)

@@ -91,14 +91,14 @@ func (h *harness) start(cfg Config) (*Replayer, *prometheus.Registry) {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	r, err := New(cfg, h.js, log, reg)
+	r, err := New(cfg, Deps{JetStream: h.js, Logger: log, Registerer: reg})
 	if err != nil {
 		h.t.Fatalf("new replayer: %v", err)
 	}
-	if err := r.Start(h.ctx); err != nil {
+	if err := r.start(h.ctx); err != nil { // what Run does first: returns once consuming
 		h.t.Fatalf("start replayer: %v", err)
 	}
-	h.t.Cleanup(r.Close)
+	h.t.Cleanup(func() { r.Close() })
 	return r, reg
 }
 

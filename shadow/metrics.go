@@ -1,10 +1,9 @@
 package shadow
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heal7/shadowcube/internal/stage"
 )
 
 // Outcomes of one request message, the outcome label of
@@ -84,14 +83,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Results JetStream did not acknowledge; the request is nak'ed and replayed later.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.replays, m.skipped, m.rechecks, m.latency, m.breakerState, m.breakerChanges, m.stale, m.freshnessWait, m.freshnessWaiting, m.inFlight, m.publishFailures} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return nil, fmt.Errorf("register shadow metrics: %w (one replayer per registry)", err)
-			}
-			return nil, fmt.Errorf("register shadow metrics: %w", err)
-		}
+	if err := stage.Register(reg, "shadow", m.replays, m.skipped, m.rechecks, m.latency, m.breakerState, m.breakerChanges, m.stale, m.freshnessWait, m.freshnessWaiting, m.inFlight, m.publishFailures); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -29,7 +29,7 @@ const DefaultDurable = "shadow"
 type Config struct {
 	// Routes is the parsed routes file: the services (cube targets) and the
 	// per-route replay policy. Required.
-	Routes *routes.File
+	Routes *Routes
 	// Durable is the base name of the durable consumers on LEGACY_REQUESTS:
 	// one per service, named DurableName(Durable, service), so a service
 	// whose cube lags (requests waiting on the freshness barrier) never
@@ -62,7 +62,7 @@ type Config struct {
 	// 2 × longest timeout + 30s, so a slow replay is never redelivered meanwhile.
 	AckWait time.Duration
 	// Results are the limits of the SHADOW_RESULTS stream (owned here).
-	Results natsx.StreamSettings
+	Results StreamSettings
 	// LookupEnv resolves the environment variables the routes file names for
 	// credentials (os.LookupEnv in the binary). Required when a service has
 	// credentials.
@@ -79,7 +79,28 @@ type Config struct {
 	Now func() time.Time
 	// Redact sanitises every answer (cube, secondary) before it is published
 	// or stored, with the tap's rules (nil: the default rules).
-	Redact *redact.Rules
+	Redact *RedactRules
+}
+
+// Routes is a parsed routes file (docs/routes.md); LoadRoutes reads one.
+type Routes = routes.File
+
+// LoadRoutes reads and validates a routes file; errors name file, line and
+// field.
+func LoadRoutes(path string) (*Routes, error) { return routes.Load(path) }
+
+// StreamSettings are the limits of the SHADOW_RESULTS stream (retention,
+// size, age, replicas).
+type StreamSettings = natsx.StreamSettings
+
+// RedactRules are the compiled redaction rules answers are sanitised with.
+type RedactRules = redact.Rules
+
+// Deps are what a Replayer uses and does not own.
+type Deps struct {
+	JetStream  jetstream.JetStream   // required
+	Logger     *slog.Logger          // nil: discard; should carry stage=shadow
+	Registerer prometheus.Registerer // nil: a private registry
 }
 
 // validate rejects negative settings and malformed names in one error that
@@ -88,6 +109,9 @@ func (c *Config) validate() error {
 	var errs []error
 	bad := func(field string, v any, want string) {
 		errs = append(errs, fmt.Errorf("shadow: Config.%s %v: %s", field, v, want))
+	}
+	if c.Routes == nil || len(c.Routes.Services) == 0 {
+		errs = append(errs, errors.New("shadow: Config.Routes: a routes file with at least one service is required (--routes / SHADOWCUBE_ROUTES_FILE)"))
 	}
 	if strings.ContainsAny(c.Durable, ".*> \t") {
 		bad("Durable", fmt.Sprintf("%q", c.Durable), "must not contain '.', '*', '>' or whitespace")
@@ -181,6 +205,8 @@ type Replayer struct {
 	wg      sync.WaitGroup // handlers
 	loops   sync.WaitGroup // consume loops and watcher
 	closed  bool
+	closing chan struct{} // closed by Close: Run returns
+	halt    sync.Once     // stop runs once, from Run or Close
 }
 
 // service is one routes-file service with its cube target, optional
@@ -211,15 +237,12 @@ type target struct {
 	creds   credentials
 }
 
-// New validates cfg and builds a Replayer; nothing is started. Metrics are
-// registered on reg (nil = a private registry). log should carry the stage
-// key (the binary passes a logger with stage=shadow); nil discards.
-func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) (*Replayer, error) {
+// New validates cfg and builds a Replayer; it does no I/O and starts
+// nothing (Run does). Metrics are registered on deps.Registerer.
+func New(cfg Config, deps Deps) (*Replayer, error) {
+	js, log, reg := deps.JetStream, deps.Logger, deps.Registerer
 	if js == nil {
 		return nil, errors.New("shadow: JetStream handle required")
-	}
-	if cfg.Routes == nil || len(cfg.Routes.Services) == 0 {
-		return nil, errors.New("shadow: routes file with at least one service required (--routes / SHADOWCUBE_ROUTES_FILE)")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -235,7 +258,7 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 	if err != nil {
 		return nil, err
 	}
-	r := &Replayer{cfg: cfg, js: js, log: log, m: m, services: map[string]*service{}}
+	r := &Replayer{cfg: cfg, js: js, log: log, m: m, services: map[string]*service{}, closing: make(chan struct{})}
 	r.marks = newWatermarks(r.log)
 	var errs []error
 	var maxWait, maxTimeout time.Duration
@@ -362,12 +385,27 @@ func (r *Replayer) BreakerState(service string) (BreakerState, bool) {
 	return s.cube.breaker.State(), true
 }
 
-// Start creates (idempotently) the SHADOW_RESULTS stream and one durable
+// Run creates (idempotently) the SHADOW_RESULTS stream and one durable
 // consumer per service on LEGACY_REQUESTS (creating that stream and DLQ
 // with default limits only if their owners have not yet), opens the KV
-// bucket and its watermark watcher, and starts consuming. It returns once
-// consumption has started; errors name the stream or consumer.
-func (r *Replayer) Start(ctx context.Context) error {
+// bucket and its watermark watcher, and replays until ctx ends or Close is
+// called. Then it stops as Close does (in-flight replays are cancelled and
+// their messages handed back) and returns nil. Set-up errors are returned
+// at once and name the stream or consumer.
+func (r *Replayer) Run(ctx context.Context) error {
+	if err := r.start(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-r.closing:
+	}
+	r.halt.Do(r.stop)
+	return nil
+}
+
+// start sets up and starts consuming; it returns once consumption started.
+func (r *Replayer) start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.started {
@@ -642,27 +680,37 @@ func (p *progress) tick() {
 // Close stops consuming, cancels in-flight replays (their messages are
 // nak'ed for redelivery), waits for every goroutine and releases idle
 // connections. It is idempotent.
-func (r *Replayer) Close() {
+func (r *Replayer) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return
+		return nil
 	}
 	r.closed = true
-	started := r.started
+	close(r.closing)
 	r.mu.Unlock()
-	if started {
-		r.cancel()
-		for _, s := range r.services {
-			s.mu.Lock()
-			s.iter.Drain()
-			s.mu.Unlock()
-		}
-		r.loops.Wait()
-		r.wg.Wait()
-	}
+	r.halt.Do(r.stop)
 	if t, ok := r.cfg.Transport.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}
+	return nil
+}
+
+// stop cancels what start started and waits for it.
+func (r *Replayer) stop() {
+	r.mu.Lock()
+	started := r.started
+	r.mu.Unlock()
+	if !started {
+		return
+	}
+	r.cancel()
+	for _, s := range r.services {
+		s.mu.Lock()
+		s.iter.Drain()
+		s.mu.Unlock()
+	}
+	r.loops.Wait()
+	r.wg.Wait()
 	r.log.Info("shadow replayer stopped", "durable", r.cfg.Durable)
 }

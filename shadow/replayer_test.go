@@ -387,7 +387,7 @@ func TestCredentialsAndHeaderRewriting(t *testing.T) {
 // A credentials env var that is not set is a start-up error naming it.
 func TestCredentialsMissingEnv(t *testing.T) {
 	h := newHarness(t)
-	_, err := New(Config{Routes: h.routes(credRoutes, "URL_A", "http://a", "URL_B", "http://b", "URL_S", "http://s")}, h.js, nil, nil)
+	_, err := New(Config{Routes: h.routes(credRoutes, "URL_A", "http://a", "URL_B", "http://b", "URL_S", "http://s")}, Deps{JetStream: h.js})
 	if err == nil || !strings.Contains(err.Error(), "CUBE_A_TOKEN") || !strings.Contains(err.Error(), "CUBE_B_SECRET") {
 		t.Fatalf("err = %v, want both missing variables named", err)
 	}

@@ -234,7 +234,7 @@ func TestConfigValidate(t *testing.T) {
 		MaxBodyBytes: -1, NakDelay: -time.Second, AckWait: -time.Second, CubeErrorAttempts: -1,
 	}
 	js := newHarness(t).js
-	_, err = New(bad, js, nil, nil)
+	_, err = New(bad, Deps{JetStream: js})
 	if err == nil {
 		t.Fatal("negative settings accepted")
 	}
@@ -244,7 +244,7 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("error does not name %s:\n%v", field, err)
 		}
 	}
-	r, err := New(Config{Routes: rf}, js, nil, nil)
+	r, err := New(Config{Routes: rf}, Deps{JetStream: js})
 	if err != nil {
 		t.Fatalf("zero config: %v", err)
 	}

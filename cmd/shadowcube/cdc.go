@@ -150,7 +150,7 @@ shadowcube_cdc_snapshot_rows_total{table}, shadowcube_cdc_snapshot_tables(_done)
 				DecodingWorkMem: e.DecodingWorkMem, SlotCheck: e.SlotCheck, StartupTimeout: startup,
 				Stream: natsx.StreamSettings{MaxAge: e.StreamMaxAge, MaxBytes: e.StreamMaxBytes, Replicas: e.StreamReplicas,
 					Storage: e.StreamStorage, Duplicates: e.StreamDuplicates},
-			}, conn.JS, env.Log, env.Reg)
+			}, cdc.Deps{JetStream: conn.JS, Logger: env.Log, Registerer: env.Reg})
 			if err != nil {
 				return err
 			}

@@ -152,8 +152,8 @@ func (e *cliEnv) startSync(m *consumers.Mapping) (*prometheus.Registry, func()) 
 		urls[tg.Name] = e.dstURL
 	}
 	reg := prometheus.NewRegistry()
-	s, err := consumers.New(e.ctx, consumers.Config{Mapping: m, SourceURL: e.srcURL, TargetURLs: urls, MaxBatch: 100,
-		RetryMax: 500 * time.Millisecond}, e.js, testenv.Logger(e.t), reg)
+	s, err := consumers.New(consumers.Config{Mapping: m, SourceURL: e.srcURL, TargetURLs: urls, MaxBatch: 100,
+		RetryMax: 500 * time.Millisecond}, consumers.Deps{JetStream: e.js, Logger: testenv.Logger(e.t), Registerer: reg})
 	if err != nil {
 		e.t.Fatal(err)
 	}

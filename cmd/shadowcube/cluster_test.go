@@ -154,7 +154,7 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	cdcConn := connect("cdc")
 	cdcReg, syncReg := prometheus.NewRegistry(), prometheus.NewRegistry()
 	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.legacy, Slot: "shadowcube_demo", Publication: "shadowcube_demo", Stream: r3},
-		cdcConn.JS, log.With("stage", "cdc"), cdcReg)
+		cdc.Deps{JetStream: cdcConn.JS, Logger: log.With("stage", "cdc"), Registerer: cdcReg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,12 +164,12 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	syncConn := connect("sync")
-	syncer, err := consumers.New(ctx, consumers.Config{Mapping: mapping, SourceURL: dbs.legacy, TargetURLs: map[string]string{"saju-cube": dbs.cube}},
-		syncConn.JS, log.With("stage", "sync"), syncReg)
+	syncer, err := consumers.New(consumers.Config{Mapping: mapping, SourceURL: dbs.legacy, TargetURLs: map[string]string{"saju-cube": dbs.cube}},
+		consumers.Deps{JetStream: syncConn.JS, Logger: log.With("stage", "sync"), Registerer: syncReg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.onStop(syncer.Close)
+	st.onStop(func() { syncer.Close() })
 	st.goRun(stageCtx, stageCancel, "sync", syncer.Run)
 
 	// taps (the owner of LEGACY_REQUESTS), each with its spill so that a
@@ -184,12 +184,14 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	tapURL := map[string]string{}
 	for _, s := range []struct{ name, upstream string }{{"saju", svc.legacySaju}, {"ai", svc.legacyAI}} {
 		routesOf, _ := rf.Service(s.name)
-		c, err := publisher.New(tapConn.NC, publisher.Config{Service: s.name, Routes: routesOf, Privacy: publisher.PrivacyConfig{Secret: secret},
-			Spill: publisher.SpillConfig{Dir: t.TempDir(), MaxBytes: 64 << 20}}, log.With("stage", "tap", "service", s.name), prometheus.NewRegistry())
+		c, err := publisher.New(publisher.Config{Service: s.name, Routes: routesOf, Privacy: publisher.PrivacyConfig{Secret: secret},
+			Spill: publisher.SpillConfig{Dir: t.TempDir(), MaxBytes: 64 << 20}},
+			publisher.Deps{Conn: tapConn.NC, Logger: log.With("stage", "tap", "service", s.name), Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		st.onStop(func() { c.Close() })
+		st.goRun(context.WithoutCancel(stageCtx), stageCancel, "tap "+s.name, c.Run)
 		capturers = append(capturers, c)
 		tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: s.upstream})
 		if err != nil {
@@ -204,15 +206,13 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	// two shadow and two compare processes sharing their durables.
 	for i := range 2 {
 		c := connect(fmt.Sprintf("shadow-%d", i))
-		rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv, Results: r3}, c.JS,
-			log.With("stage", "shadow", "process", i), prometheus.NewRegistry())
+		rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv, Results: r3},
+			shadow.Deps{JetStream: c.JS, Logger: log.With("stage", "shadow", "process", i), Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := rep.Start(stageCtx); err != nil {
-			t.Fatal(err)
-		}
-		st.onStop(rep.Close)
+		st.onStop(func() { rep.Close() })
+		st.goRun(stageCtx, stageCancel, fmt.Sprintf("shadow-%d", i), rep.Run)
 	}
 	for i := range 2 {
 		c := connect(fmt.Sprintf("compare-%d", i))
@@ -224,12 +224,9 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st.onStop(s.Close)
-		cm, err := comparator.NewMetrics(prometheus.NewRegistry())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{}, c.JS, cmpr, s, cm, log.With("stage", "compare", "process", i))
+		st.onStop(func() { s.Close() })
+		cons, err := comparator.NewConsumer(comparator.ConsumerConfig{},
+			comparator.Deps{JetStream: c.JS, Comparator: cmpr, Store: s, Logger: log.With("stage", "compare", "process", i), Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
 		}

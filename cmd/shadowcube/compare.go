@@ -263,20 +263,16 @@ func newCompareCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e.OnClose(store.Close)
+			e.OnClose(func() { store.Close() })
 			if err := store.Seed(ctx, cmpr); err != nil {
-				return err
-			}
-			m, err := comparator.NewMetrics(e.Reg)
-			if err != nil {
 				return err
 			}
 			conn, err := e.ConnectNATS(ctx)
 			if err != nil {
 				return err
 			}
-			cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{Durable: env.Durable, Batch: env.Batch, AckWait: env.AckWait},
-				conn.JS, cmpr, store, m, e.Log)
+			cons, err := comparator.NewConsumer(comparator.ConsumerConfig{Durable: env.Durable, Batch: env.Batch, AckWait: env.AckWait},
+				comparator.Deps{JetStream: conn.JS, Comparator: cmpr, Store: store, Logger: e.Log, Registerer: e.Reg})
 			if err != nil {
 				return err
 			}

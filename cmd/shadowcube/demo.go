@@ -185,7 +185,7 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	}
 
 	// cdc: legacy database → CDC stream.
-	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.legacy, Slot: "shadowcube_demo", Publication: "shadowcube_demo"}, nc.JS, e.Base.With("stage", "cdc"), e.Reg)
+	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.legacy, Slot: "shadowcube_demo", Publication: "shadowcube_demo"}, cdc.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "cdc"), Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
@@ -197,11 +197,12 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	if err != nil {
 		return err
 	}
-	syncer, err := consumers.New(ctx, consumers.Config{Mapping: mapping, SourceURL: dbs.legacy, TargetURLs: map[string]string{"saju-cube": dbs.cube}}, nc.JS, e.Base.With("stage", "sync"), e.Reg)
+	syncer, err := consumers.New(consumers.Config{Mapping: mapping, SourceURL: dbs.legacy, TargetURLs: map[string]string{"saju-cube": dbs.cube}},
+		consumers.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "sync"), Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
-	st.onStop(syncer.Close)
+	st.onStop(func() { syncer.Close() })
 	st.goRun(ctx, cancel, "sync", syncer.Run)
 	st.step("sync applying to the saju cube's database (target saju-cube)")
 
@@ -217,24 +218,22 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	sajuTap, err := startDemoTap(ctx, st, nc, rf, "saju", svc.legacySaju, secret, e)
+	sajuTap, err := startDemoTap(ctx, cancel, st, nc, rf, "saju", svc.legacySaju, secret, e)
 	if err != nil {
 		return err
 	}
-	aiTap, err := startDemoTap(ctx, st, nc, rf, "ai", svc.legacyAI, secret, e)
+	aiTap, err := startDemoTap(ctx, cancel, st, nc, rf, "ai", svc.legacyAI, secret, e)
 	if err != nil {
 		return err
 	}
 
 	// shadow replayer.
-	rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv}, nc.JS, e.Base.With("stage", "shadow"), e.Reg)
+	rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv}, shadow.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "shadow"), Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
-	if err := rep.Start(ctx); err != nil {
-		return err
-	}
-	st.onStop(rep.Close)
+	st.onStop(func() { rep.Close() })
+	st.goRun(ctx, cancel, "shadow", rep.Run)
 	st.step("shadow replaying to the cubes (freshness barrier on sync target saju-cube)")
 
 	// comparator.
@@ -246,12 +245,9 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	if err != nil {
 		return err
 	}
-	st.onStop(store.Close)
-	cm, err := comparator.NewMetrics(e.Reg)
-	if err != nil {
-		return err
-	}
-	cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{}, nc.JS, cmpr, store, cm, e.Base.With("stage", "compare"))
+	st.onStop(func() { store.Close() })
+	cons, err := comparator.NewConsumer(comparator.ConsumerConfig{},
+		comparator.Deps{JetStream: nc.JS, Comparator: cmpr, Store: store, Logger: e.Base.With("stage", "compare"), Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
@@ -444,14 +440,16 @@ func serveLoopback(st *demoStack, h http.Handler) (string, error) {
 	return "http://" + ln.Addr().String(), nil
 }
 
-func startDemoTap(ctx context.Context, st *demoStack, nc *natsx.Conn, rf *routes.File, service, upstream string, secret []byte, e *Env) (string, error) {
+func startDemoTap(ctx context.Context, cancel context.CancelFunc, st *demoStack, nc *natsx.Conn, rf *routes.File, service, upstream string, secret []byte, e *Env) (string, error) {
 	svc, _ := rf.Service(service)
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"tap": service}, e.Reg)
-	c, err := publisher.New(nc.NC, publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}}, e.Base.With("stage", "tap"), reg)
+	c, err := publisher.New(publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}},
+		publisher.Deps{Conn: nc.NC, Logger: e.Base.With("stage", "tap"), Registerer: reg})
 	if err != nil {
 		return "", err
 	}
 	st.onStop(func() { c.Close() })
+	st.goRun(ctx, cancel, "tap "+service, c.Run)
 	tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: upstream})
 	if err != nil {
 		return "", err

@@ -41,15 +41,13 @@ func startShadow(t *testing.T, ctx context.Context, js jetstream.JetStream, resu
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := shadow.New(shadow.Config{Routes: rf, Results: results}, js, nil, nil)
+	r, err := shadow.New(shadow.Config{Routes: rf, Results: results}, shadow.Deps{JetStream: js})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	return r.Close
+	runStage(t, ctx, r.Run, r.Close)
+	testenv.WaitConsumer(t, ctx, js, schemas.StreamLegacyRequests, shadow.DurableName(shadow.DefaultDurable, "saju"))
+	return func() { r.Close() }
 }
 
 // newCompareConsumer builds the compare stage on its own store database.
@@ -59,16 +57,13 @@ func newCompareConsumer(t *testing.T, ctx context.Context, js jetstream.JetStrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(store.Close)
+	t.Cleanup(func() { store.Close() })
 	cmp, err := comparator.New(comparator.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := comparator.NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{Batch: 10, MaxWait: 50 * time.Millisecond}, js, cmp, store, m, nil)
+	c, err := comparator.NewConsumer(comparator.ConsumerConfig{Batch: 10, MaxWait: 50 * time.Millisecond},
+		comparator.Deps{JetStream: js, Comparator: cmp, Store: store, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +134,7 @@ func TestDLQShadowAndCompareCLI(t *testing.T) {
 	runCtx, stopCompare := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- cons.Run(runCtx) }()
+	testenv.WaitConsumer(t, ctx, js, schemas.StreamShadowResults, "comparator")
 	resSubj := schemas.ShadowResultSubject("saju", "/api/saju/chart")
 	badRes := nats.NewMsg(resSubj)
 	badRes.Data = []byte(`{"v":"1.0","oops":`)
@@ -249,7 +245,9 @@ func TestStreamOwnerKeepsLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	startShadow(t, ctx, js, natsx.StreamSettings{MaxAge: time.Hour, MaxBytes: 1 << 30})
-	newCompareConsumer(t, ctx, js)
+	cons := newCompareConsumer(t, ctx, js)
+	runStage(t, ctx, cons.Run, cons.Close)
+	testenv.WaitConsumer(t, ctx, js, schemas.StreamShadowResults, "comparator")
 	for name, want := range map[string]time.Duration{schemas.StreamShadowResults: time.Hour, schemas.StreamDLQ: 3 * time.Hour, schemas.StreamLegacyRequests: 2 * time.Hour} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {

@@ -100,18 +100,18 @@ func startE2E(t *testing.T, cfg e2eConfig) *e2ePipeline {
 	p.js = nc.JS
 
 	// cdc: legacy database -> CDC stream.
-	reader, err := cdc.New(cdc.Config{DatabaseURL: cfg.SourceURL, Slot: cfg.Slot, Publication: cfg.Slot}, nc.JS, log.With("stage", "cdc"), p.reg)
+	reader, err := cdc.New(cdc.Config{DatabaseURL: cfg.SourceURL, Slot: cfg.Slot, Publication: cfg.Slot}, cdc.Deps{JetStream: nc.JS, Logger: log.With("stage", "cdc"), Registerer: p.reg})
 	fail("cdc", err)
 	p.st.goRun(ctx, cancel, "cdc", reader.Run)
 
 	// sync: CDC stream -> the cube's database.
 	p.mapping, err = consumers.ParseMapping("mapping.yaml", []byte(cfg.Mapping))
 	fail("mapping", err)
-	syncer, err := consumers.New(ctx, consumers.Config{Mapping: p.mapping, SourceURL: cfg.SourceURL,
+	syncer, err := consumers.New(consumers.Config{Mapping: p.mapping, SourceURL: cfg.SourceURL,
 		TargetURLs: map[string]string{cfg.Target: cfg.TargetURL}, SequenceInterval: cfg.SequenceInterval},
-		nc.JS, log.With("stage", "sync"), p.reg)
+		consumers.Deps{JetStream: nc.JS, Logger: log.With("stage", "sync"), Registerer: p.reg})
 	fail("sync", err)
-	p.st.onStop(syncer.Close)
+	p.st.onStop(func() { syncer.Close() })
 	p.st.wg.Add(1)
 	go func() {
 		defer p.st.wg.Done()
@@ -137,10 +137,11 @@ func startE2E(t *testing.T, cfg e2eConfig) *e2ePipeline {
 			t.Fatalf("routes file has no service %q", service)
 		}
 		reg := prometheus.WrapRegistererWith(prometheus.Labels{"tap": service}, p.reg)
-		c, err := publisher.New(nc.NC, publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}},
-			log.With("stage", "tap"), reg)
+		c, err := publisher.New(publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}},
+			publisher.Deps{Conn: nc.NC, Logger: log.With("stage", "tap"), Registerer: reg})
 		fail("capturer", err)
 		p.st.onStop(func() { c.Close() })
+		p.st.goRun(context.WithoutCancel(ctx), cancel, "tap "+service, c.Run)
 		tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: upstream, EchoID: true})
 		fail("tap", err)
 		p.st.onStop(func() { tap.Close() })
@@ -150,20 +151,19 @@ func startE2E(t *testing.T, cfg e2eConfig) *e2ePipeline {
 	}
 
 	// shadow replayer.
-	rep, err := shadow.New(shadow.Config{Routes: p.rf, LookupEnv: os.LookupEnv}, nc.JS, log.With("stage", "shadow"), p.reg)
+	rep, err := shadow.New(shadow.Config{Routes: p.rf, LookupEnv: os.LookupEnv}, shadow.Deps{JetStream: nc.JS, Logger: log.With("stage", "shadow"), Registerer: p.reg})
 	fail("shadow", err)
-	fail("shadow start", rep.Start(ctx))
-	p.st.onStop(rep.Close)
+	p.st.onStop(func() { rep.Close() })
+	p.st.goRun(ctx, cancel, "shadow", rep.Run)
 
 	// comparator.
 	cmpr, err := comparator.New(comparator.Config{Routes: routeRules(p.rf)})
 	fail("comparator", err)
 	p.store, err = comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: cfg.StoreURL})
 	fail("mismatch store", err)
-	p.st.onStop(p.store.Close)
-	cm, err := comparator.NewMetrics(p.reg)
-	fail("comparator metrics", err)
-	cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{}, nc.JS, cmpr, p.store, cm, log.With("stage", "compare"))
+	p.st.onStop(func() { p.store.Close() })
+	cons, err := comparator.NewConsumer(comparator.ConsumerConfig{},
+		comparator.Deps{JetStream: nc.JS, Comparator: cmpr, Store: p.store, Logger: log.With("stage", "compare"), Registerer: p.reg})
 	fail("comparator consumer", err)
 	p.st.goRun(ctx, cancel, "compare", cons.Run)
 	return p

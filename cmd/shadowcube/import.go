@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -88,11 +89,14 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 			if err != nil {
 				return err
 			}
-			c, err := publisher.New(conn.NC, cfg, e.Log, nil)
+			c, err := publisher.New(cfg, publisher.Deps{Conn: conn.NC, Logger: e.Log})
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			capErr := make(chan error, 1)
+			go func() { capErr <- c.Run(context.WithoutCancel(ctx)) }()
+			defer func() { c.Close(); <-capErr }()
 			tty := !noProgress && isTerminal(os.Stderr)
 			total, bad := 0, 0
 			for _, name := range files {

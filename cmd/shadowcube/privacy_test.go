@@ -152,11 +152,11 @@ services:
 	}
 	logs := &testenv.Buffer{}
 	log := slogDebug(logs)
-	c, err := publisher.New(nc, cfg, log, nil)
+	c, err := publisher.New(cfg, publisher.Deps{Conn: nc, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	runStage(t, context.WithoutCancel(ctx), c.Run, c.Close)
 	tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: legacy.URL, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -164,14 +164,11 @@ services:
 	defer tap.Close()
 	srv := httptest.NewServer(tap)
 	defer srv.Close()
-	rep, err := shadow.New(shadow.Config{Routes: rf, Redact: rules, LookupEnv: os.LookupEnv}, js, log, nil)
+	rep, err := shadow.New(shadow.Config{Routes: rf, Redact: rules, LookupEnv: os.LookupEnv}, shadow.Deps{JetStream: js, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rep.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rep.Close()
+	runStage(t, ctx, rep.Run, rep.Close)
 
 	type req struct{ query, ctype, body string }
 	reqs := []req{
@@ -257,11 +254,8 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm, err := comparator.NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := comparator.NewConsumer(ctx, comparator.ConsumerConfig{}, js, cmpr, store, cm, log)
+	cons, err := comparator.NewConsumer(comparator.ConsumerConfig{},
+		comparator.Deps{JetStream: js, Comparator: cmpr, Store: store, Logger: log, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

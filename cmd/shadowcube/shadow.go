@@ -222,16 +222,15 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 					Replicas: env.ResultsReplicas, Storage: env.ResultsStorage,
 				},
 				LookupEnv: os.LookupEnv,
-			}, conn.JS, e.Log, e.Reg)
+			}, shadow.Deps{JetStream: conn.JS, Logger: e.Log, Registerer: e.Reg})
 			if err != nil {
 				return err
 			}
-			if err := r.Start(ctx); err != nil {
+			defer r.Close()
+			if err := r.Run(ctx); err != nil {
 				return err
 			}
-			<-ctx.Done()
-			e.Log.Info("stopping shadow replayer")
-			r.Close()
+			e.Log.Info("shadow replayer stopped")
 			return nil
 		},
 	}

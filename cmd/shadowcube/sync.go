@@ -217,13 +217,14 @@ shadowcube_sync_sequence_errors_total{target}, shadowcube_sync_snapshot_in_progr
 			if err != nil {
 				return err
 			}
-			s, err := consumers.New(ctx, consumers.Config{Mapping: m, SourceURL: src, TargetURLs: urls, Only: only,
-				MaxBatch: e.MaxBatch, AckWait: e.AckWait, RetryMax: e.RetryMax, SequenceInterval: e.SeqInterval, ReorderWait: e.ReorderWait}, conn.JS, env.Log, env.Reg)
+			s, err := consumers.New(consumers.Config{Mapping: m, SourceURL: src, TargetURLs: urls, Only: only,
+				MaxBatch: e.MaxBatch, AckWait: e.AckWait, RetryMax: e.RetryMax, SequenceInterval: e.SeqInterval, ReorderWait: e.ReorderWait},
+				consumers.Deps{JetStream: conn.JS, Logger: env.Log, Registerer: env.Reg})
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			env.Log.Info("sync running", "mapping", e.MappingFile, "targets", len(s.Appliers()))
+			env.Log.Info("sync starting", "mapping", e.MappingFile)
 			if err := s.Run(ctx); err != nil {
 				return err
 			}

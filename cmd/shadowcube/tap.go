@@ -369,11 +369,15 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 			cn.Close()
 		}
 	}()
-	c, err := publisher.New(nil, cfg, e.Log, e.Reg)
+	c, err := publisher.New(cfg, publisher.Deps{Logger: e.Log, Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	// The capturer outlives the signal: Close (deferred, after the server's
+	// shutdown) drains what the last requests captured.
+	capErr := make(chan error, 1)
+	go func() { capErr <- c.Run(context.WithoutCancel(ctx)) }()
 	tr, err := publisher.NewTransport(te.H2C, publisher.UpstreamTLS{
 		CAFile: te.UpstreamCA, CertFile: te.UpstreamCert, KeyFile: te.UpstreamKey,
 		ServerName: te.UpstreamServerName, InsecureSkipVerify: te.UpstreamInsecure,
@@ -444,6 +448,10 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 	select {
 	case err := <-errc:
 		return fmt.Errorf("tap server: %w", err)
+	case err := <-capErr:
+		if err != nil {
+			return err
+		}
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

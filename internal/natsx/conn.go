@@ -219,18 +219,22 @@ var (
 		Help: "Reconnections to NATS after a lost connection."})
 )
 
-func register(reg prometheus.Registerer) {
+// register registers the process-wide reconnect counters on reg. Every
+// connection of a process shares them, so finding these very collectors
+// already registered is expected; any other conflict is an error.
+func register(reg prometheus.Registerer) error {
 	if reg == nil {
-		return
+		return nil
 	}
 	for _, c := range []prometheus.Collector{reconnectAttempts, reconnects} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				panic(err)
+			if !errors.As(err, &are) || are.ExistingCollector != c {
+				return fmt.Errorf("register NATS metrics: %w", err)
 			}
 		}
 	}
+	return nil
 }
 
 // reconnectDelay is the back-off between reconnect rounds: 250 ms doubling
@@ -241,7 +245,9 @@ func reconnectDelay(attempts int) time.Duration {
 }
 
 func clientOptions(cfg Config, shown string, log *slog.Logger) ([]nats.Option, error) {
-	register(cfg.Registerer)
+	if err := register(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	name := cfg.Name
 	if name == "" {
 		name = "shadowcube"

@@ -129,3 +129,21 @@ func PublishBacklog(tb testing.TB, js jetstream.JetStream, n int, message func(i
 		}
 	}
 }
+
+// WaitConsumer polls until the durable consumer exists on stream (a stage's
+// Run creates it during set-up) and returns it; it fails the test after a
+// minute.
+func WaitConsumer(tb testing.TB, ctx context.Context, js jetstream.JetStream, stream, durable string) jetstream.Consumer {
+	tb.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := js.Consumer(ctx, stream, durable)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			tb.Fatalf("consumer %s/%s not created within a minute: %v", stream, durable, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
