@@ -130,7 +130,7 @@ func newServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e.OnClose(store.Close)
+			e.OnClose(func() { store.Close() })
 			var deps = webui.Deps{Store: store, Log: e.Log}
 			if e.Common.NATSURL != "" {
 				// Only an existing NATS: the gate reads its sync watermarks and DLQs.

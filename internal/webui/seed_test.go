@@ -55,7 +55,7 @@ func seed(t testing.TB) (*comparator.Store, seedCounts) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(st.Close)
+	t.Cleanup(func() { st.Close() })
 	base := time.Now().UTC().Truncate(time.Hour).Add(-(hours - 1) * time.Hour)
 	var clock time.Time
 	cmp, err := comparator.New(comparator.Config{

@@ -25,7 +25,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(st.Close)
+	t.Cleanup(func() { st.Close() })
 
 	// startRequest opens a connection and sends a POST whose body is not
 	// complete yet: the request is in flight.
