@@ -19,7 +19,7 @@ import (
 
 func newGateCmd() *cobra.Command {
 	var w windowFlags
-	var format, criteria string
+	var format, criteria, accepted string
 	cmd := &cobra.Command{
 		Use:   "gate",
 		Short: "Go / no-go verdict per cube for cutover, from the mismatch store (exit 0 go, 1 no-go)",
@@ -64,8 +64,11 @@ Criteria file:
 
 Flags:
   --service NAME     the cube's service (default: every service in the store)
-  --since T, --until T   window (a duration back from now such as 7d, or RFC 3339)
+  --since T, --until T   window: a duration back from now or a time (RFC 3339);
+                     default the last 7 days (roll-ups are kept for ever)
   --criteria FILE    criteria YAML (default built in)
+  --accepted FILE    accepted-signatures file deciding what is accepted now (default
+                     SHADOWCUBE_COMPARE_ACCEPTED_FILE; none: as recorded at compare time)
   --format text|json (text)
 
 Exit status: 0 go, 1 no-go (or a failure), 2 bad usage.` + analystEnvHelp + `
@@ -84,7 +87,7 @@ Exit status: 0 go, 1 no-go (or a failure), 2 bad usage.` + analystEnvHelp + `
 			if err != nil {
 				return err
 			}
-			st, _, err := openAnalystStore(cmd, "gate")
+			st, env, err := openAnalystStore(cmd, "gate")
 			if err != nil {
 				return err
 			}
@@ -94,6 +97,14 @@ Exit status: 0 go, 1 no-go (or a failure), 2 bad usage.` + analystEnvHelp + `
 				return err
 			}
 			defer done()
+			if !cmd.Flags().Changed("accepted") {
+				accepted = env.AcceptedFile
+			}
+			if accepted != "" {
+				if in.Accepted, err = comparator.LoadAccepted(accepted); err != nil {
+					return usageError{err}
+				}
+			}
 			g, err := analyst.Evaluate(cmd.Context(), st, q, crit, in, now)
 			if err != nil {
 				return err
@@ -113,9 +124,12 @@ Exit status: 0 go, 1 no-go (or a failure), 2 bad usage.` + analystEnvHelp + `
 			return nil
 		},
 	}
-	w.register(cmd, false)
+	// The roll-ups are kept for ever: a verdict judges recent traffic (the
+	// cube as deployed now), not a month-old build.
+	w.register(cmd, false, "7d")
 	cmd.Flags().StringVar(&format, "format", "text", "text or json")
 	cmd.Flags().StringVar(&criteria, "criteria", "", "criteria YAML (default built in)")
+	cmd.Flags().StringVar(&accepted, "accepted", "", "accepted-signatures file (SHADOWCUBE_COMPARE_ACCEPTED_FILE)")
 	return cmd
 }
 

@@ -33,9 +33,13 @@ type windowFlags struct {
 	q            analyst.Query
 }
 
-func (w *windowFlags) register(cmd *cobra.Command, filters bool) {
+func (w *windowFlags) register(cmd *cobra.Command, filters bool, since string) {
 	f := cmd.Flags()
-	f.StringVar(&w.since, "since", "", "start of the window: a duration back from now (24h, 7d) or an RFC 3339 time (default: everything kept)")
+	usage := "start of the window: a duration back from now (24h, 7d) or an RFC 3339 time"
+	if since == "" {
+		usage += " (default: everything kept)"
+	}
+	f.StringVar(&w.since, "since", since, usage)
 	f.StringVar(&w.until, "until", "", "end of the window: a duration back from now or an RFC 3339 time (default: now)")
 	f.StringVar(&w.q.Service, "service", "", "only this service")
 	if filters {
@@ -113,7 +117,8 @@ Flags:
   --criteria FILE        gate criteria (see 'shadowcube gate --help'; default built in)
   --examples N           examples shown per signature (0 = all kept)
 
-Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp,
+Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp + `
+  SHADOWCUBE_NATS_URL             NATS for the gate's sync watermarks and DLQ (empty: "no data")`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			now := time.Now()
@@ -141,7 +146,12 @@ Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp,
 			if !cmd.Flags().Changed("accepted") {
 				accepted = env.AcceptedFile
 			}
-			opts := analyst.Options{Criteria: crit, Examples: examples, Now: func() time.Time { return now }}
+			in, done, err := gateInputs(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			opts := analyst.Options{Criteria: crit, Examples: examples, Now: func() time.Time { return now }, Inputs: in}
 			if accepted != "" {
 				if opts.Accepted, err = comparator.LoadAccepted(accepted); err != nil {
 					return usageError{err}
@@ -161,7 +171,7 @@ Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp,
 			return nil
 		},
 	}
-	w.register(cmd, true)
+	w.register(cmd, true, "")
 	f := cmd.Flags()
 	f.StringVar(&format, "format", "html", "html, csv or json")
 	f.StringVar(&out, "out", "", "output file (html, json; - = stdout) or directory (csv)")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ type seedSpec struct {
 	body                 string
 }
 
-var seedSeq int
+var seedSeq atomic.Int64
 
 const sajuLegacy = `{"pillars":{"year":"戊辰","month":"甲寅","day":"庚子","hour":"戊子"},"day_master":{"stem":"庚"},"interpretation":"일간이 강한 편입니다"}`
 const sajuCube = `{"pillars":{"year":"戊辰","month":"甲寅","day":"辛丑","hour":"戊子"},"day_master":{"stem":"辛"},"interpretation":"일간이 강한 편입니다"}`
@@ -67,10 +68,10 @@ func seed(t testing.TB, st *comparator.Store, spec seedSpec) {
 		outs, answers = outs[:0], answers[:0]
 	}
 	for i := 0; i < spec.pairs; i++ {
-		seedSeq++
+		seq := seedSeq.Add(1)
 		at := spec.at.Add(-time.Duration(i%spec.hours) * time.Hour)
 		o := &comparator.Outcome{
-			RequestID: fmt.Sprintf("req-%06d", seedSeq), Service: spec.service, Route: spec.route, Kind: spec.kind, Method: "POST",
+			RequestID: fmt.Sprintf("req-%06d", seq), Service: spec.service, Route: spec.route, Kind: spec.kind, Method: "POST",
 			Path: spec.route, Verdict: comparator.VerdictMatch, Severity: schemas.SeverityInfo,
 			LegacyStatus: 200, CubeStatus: 200, LegacyLatency: time.Duration(10+i%10) * time.Millisecond,
 			CubeLatency: time.Duration(20+i%20) * time.Millisecond, CapturedAt: at.Add(-time.Second), ReplayedAt: at.Add(-time.Millisecond), ComparedAt: at,

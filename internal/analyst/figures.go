@@ -584,6 +584,11 @@ func Build(ctx context.Context, st *comparator.Store, q Query, opts Options) (*F
 			r.AI = evaluateAI(ra.ai, opts.AI)
 		}
 	}
+	for _, key := range order {
+		r := routes[key].r
+		r.Trend, r.Paths, r.Causes = nonNil(r.Trend), nonNil(r.Paths), nonNil(r.Causes)
+		r.Signatures, r.Accepted = nonNil(r.Signatures), nonNil(r.Accepted)
+	}
 	examples, err := readExamples(ctx, st, sigNames, opts.Examples)
 	if err != nil {
 		return nil, err
@@ -609,6 +614,7 @@ func Build(ctx context.Context, st *comparator.Store, q Query, opts Options) (*F
 		sort.Slice(svc.Routes, func(i, j int) bool { return svc.Routes[i].Route < svc.Routes[j].Route })
 		f.Services = append(f.Services, *svc)
 	}
+	f.Services = nonNil(f.Services)
 	if opts.Criteria != nil {
 		g, err := evaluateGate(ctx, st, q, opts, f, t)
 		if err != nil {
@@ -656,4 +662,12 @@ func finite(x float64) float64 {
 		return 0
 	}
 	return x
+}
+
+// nonNil makes empty lists [] rather than null in the JSON export.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

@@ -236,13 +236,16 @@ type Gate struct {
 // makes sync lag and DLQ "no data".
 type GateInputs struct {
 	JS jetstream.JetStream
+	// Accepted decides acceptance now (see Options.Accepted); nil: as
+	// recorded at compare time.
+	Accepted *comparator.Accepted
 }
 
 // Evaluate runs the gate over the window and service of q (narrower
 // filters are ignored).
 func Evaluate(ctx context.Context, st *comparator.Store, q Query, c *Criteria, in GateInputs, now time.Time) (*Gate, error) {
 	wq := Query{Since: q.Since, Until: q.Until, Service: q.Service}
-	f, err := Build(ctx, st, wq, Options{Now: func() time.Time { return now }, Examples: -1, TopSignatures: 1, TopPaths: 1})
+	f, err := Build(ctx, st, wq, Options{Now: func() time.Time { return now }, Examples: -1, TopSignatures: 1, TopPaths: 1, Accepted: in.Accepted})
 	if err != nil {
 		return nil, err
 	}
@@ -250,10 +253,14 @@ func Evaluate(ctx context.Context, st *comparator.Store, q Query, c *Criteria, i
 }
 
 func evaluateGate(ctx context.Context, st *comparator.Store, q Query, opts Options, f *Figures, now time.Time) (*Gate, error) {
-	if q.Filtered() {
-		return Evaluate(ctx, st, q, opts.Criteria, opts.Inputs, now)
+	in := opts.Inputs
+	if in.Accepted == nil {
+		in.Accepted = opts.Accepted
 	}
-	return evaluateFigures(ctx, st, q, opts.Criteria, opts.Inputs, f, now)
+	if q.Filtered() {
+		return Evaluate(ctx, st, q, opts.Criteria, in, now)
+	}
+	return evaluateFigures(ctx, st, q, opts.Criteria, in, f, now)
 }
 
 func pct(x float64) string { return fmt.Sprintf("%.3f%%", 100*x) }
