@@ -83,33 +83,14 @@ func (s *Server) figures(ctx context.Context, f Filter, gate bool, examples int)
 		examples = s.cfg.Examples
 	}
 	opts := analyst.Options{Accepted: acc, AI: s.cfg.AI, Examples: examples}
-	gate = gate && s.cfg.Criteria != nil
-	if gate && !q.Filtered() {
+	if gate && s.cfg.Criteria != nil {
+		// A filtered view's gate still judges whole services over the
+		// window, with these acceptances (analyst.Evaluate).
 		opts.Criteria, opts.Inputs = s.cfg.Criteria, analyst.GateInputs{JS: s.js}
 	}
 	fig, err := analyst.Build(ctx, s.store, q, opts)
 	if err != nil {
 		return nil, err
-	}
-	if gate && q.Filtered() {
-		// The gate judges a service over the window whatever the narrower
-		// filters; built here with the same acceptances as the page
-		// (analyst.Evaluate, which Build uses for a filtered query, judges
-		// by the acceptance recorded at compare time).
-		wq := analyst.Query{Since: q.Since, Until: q.Until, Service: q.Service}
-		gf, err := analyst.Build(ctx, s.store, wq, analyst.Options{Accepted: acc, AI: s.cfg.AI, Examples: -1, TopPaths: 1, TopSignatures: 1,
-			Criteria: s.cfg.Criteria, Inputs: analyst.GateInputs{JS: s.js}})
-		if err != nil {
-			return nil, err
-		}
-		fig.Gate = gf.Gate
-		for i := range fig.Services {
-			for _, g := range gf.Services {
-				if g.Service == fig.Services[i].Service {
-					fig.Services[i].Gate = g.Gate
-				}
-			}
-		}
 	}
 	switch f.Verdict {
 	case "open", "accepted":
