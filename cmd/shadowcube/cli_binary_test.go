@@ -224,7 +224,10 @@ func TestCLIReconcileAndDLQ(t *testing.T) {
 	e.waitCheckpoint(lsns[2])
 	stop()
 
-	// reconcile through the fixed mapping: abs(price) of row 2 is 5 in both
+	// reconcile through the fixed mapping: abs(price) of row 2 is 5 in both;
+	// each run's result goes to the mismatch store, for the gate
+	storeURL := testenv.Postgres(t).NewDatabase(t)
+	env = append(env, "SHADOWCUBE_STORE_DATABASE_URL="+storeURL)
 	out, stderr, code = runBinary(t, env, "reconcile", "--mapping", fixed, "--format", "json")
 	if code != 0 || !strings.Contains(out, `"differences": 0`) {
 		t.Fatalf("reconcile of equal tables: code %d\n%s\n%s", code, out, stderr)
@@ -242,6 +245,22 @@ func TestCLIReconcileAndDLQ(t *testing.T) {
 	out, _, code = runBinary(t, env, "reconcile", "--mapping", fixed)
 	if code != 1 || !strings.Contains(out, `price: source "3", target "42"`) {
 		t.Fatalf("reconcile text: code %d\n%s", code, out)
+	}
+	var runs []string
+	rows, err := testenv.Connect(t, storeURL).Query(context.Background(),
+		`SELECT target || ' ' || clean || ' ' || differences || ' ' || tables FROM shadowcube_compare.reconcile_runs ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, r)
+	}
+	if strings.Join(runs, "|") != "cube true 0 1|cube false 1 1|cube false 1 1" {
+		t.Fatalf("recorded reconcile runs %q, want a clean one then two with 1 difference", runs)
 	}
 	// bad mapping file: error names file and line, exit 1
 	bad := cliMapping(t, "targets:\n  - name: cube\n    database_url_env: X\n    tables:\n      - source: items\n        key: [id]\n        columns:\n          price: pricee\n")

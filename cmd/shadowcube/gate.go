@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -46,6 +44,7 @@ can turn each off with enabled: false):
   stale          stale-cube share at most 1% per route
   cube_errors    cube error rate at most 0.5% per route
 
+Routes shadow never replays (only skipped requests, e.g. writes) get no check.
 A criterion without data (no NATS URL, no reconcile recorded, no pairs) is
 "no data", and any missing data or too few pairs makes the verdict
 "no-go: not enough samples": never go.
@@ -115,7 +114,7 @@ Exit status: 0 go, 1 no-go (or a failure), 2 bad usage.` + analystEnvHelp + `
 					return err
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
-			} else if err := printGate(cmd.OutOrStdout(), g); err != nil {
+			} else if err := g.WriteText(cmd.OutOrStdout()); err != nil {
 				return err
 			}
 			if !g.Go {
@@ -142,28 +141,6 @@ func gateSummary(g *analyst.Gate) string {
 		s += v.Service + " " + v.Verdict
 	}
 	return s
-}
-
-// printGate prints one line per check, the group scores and the verdict
-// of each service.
-func printGate(w io.Writer, g *analyst.Gate) error {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	for _, v := range g.Services {
-		fmt.Fprintf(tw, "SERVICE %s\n", v.Service)
-		fmt.Fprintln(tw, "CRITERION\tSUBJECT\tMEASURED\tTHRESHOLD\tRESULT")
-		for _, ch := range v.Checks {
-			res := ch.Result
-			if ch.Detail != "" {
-				res += " (" + ch.Detail + ")"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ch.Criterion, ch.Subject, ch.Shown, ch.Threshold, res)
-		}
-		for _, gs := range v.Groups {
-			fmt.Fprintf(tw, "group %s\tscore %.0f\t%s\t%d/%d checks pass\t\n", gs.Group, gs.Score, gs.Result, gs.Passed, gs.Checks)
-		}
-		fmt.Fprintf(tw, "verdict %s: %s\n\n", v.Service, v.Verdict)
-	}
-	return tw.Flush()
 }
 
 // gateInputs connects to NATS when SHADOWCUBE_NATS_URL is set (never an
@@ -206,7 +183,7 @@ func newReconcileRecorder(ctx context.Context, env *Env, whole bool) *reconcileR
 		return r
 	}
 	r.st = st
-	env.OnClose(st.Close)
+	env.OnClose(func() { st.Close() })
 	return r
 }
 

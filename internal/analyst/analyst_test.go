@@ -24,7 +24,7 @@ func openStore(t testing.TB) *comparator.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -41,6 +41,7 @@ type seedSpec struct {
 	accepted             int
 	errors               int
 	noise                int
+	skipped              int // the last ones: not replayed (policy "write")
 	stale                int
 	aiLegacyOK, aiCubeOK int // AI: correct answers of each side among the labelled (= pairs)
 	body                 string
@@ -104,6 +105,10 @@ func seed(t testing.TB, st *comparator.Store, spec seedSpec) {
 		case k < spec.open+spec.accepted+spec.errors+spec.noise:
 			o.Verdict = comparator.VerdictNoise
 			o.NoiseDiffs = []schemas.Diff{{Path: "$.generated_at", Kind: schemas.DiffChanged}}
+		}
+		if i >= spec.pairs-spec.skipped {
+			o.Verdict, o.Skipped, o.Severity = comparator.VerdictSkipped, "write", schemas.SeverityInfo
+			res.Skipped, res.Cube = "write", nil
 		}
 		if i >= spec.pairs-spec.stale {
 			o.Stale = true

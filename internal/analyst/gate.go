@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -298,6 +300,9 @@ func evaluateFigures(ctx context.Context, st *comparator.Store, q Query, c *Crit
 		}
 		for _, r := range svc.Routes {
 			s := r.Stats
+			if s.Pairs == 0 && s.Skipped > 0 {
+				continue // never replayed by policy (writes...): nothing to judge
+			}
 			subject := r.Route
 			if c.MinPairs.On() {
 				res := Pass
@@ -439,6 +444,28 @@ func evaluateFigures(ctx context.Context, st *comparator.Store, q Query, c *Crit
 			Checks: []Check{{Criterion: CritMinPairs, Group: "volume", Subject: "(no service)", Shown: "0", Threshold: fmt.Sprintf(">= %d per route", c.MinPairs.Min), Result: NoData}}})
 	}
 	return g, nil
+}
+
+// WriteText prints one line per check (criterion, subject, measured,
+// threshold, result), the group scores and the verdict of each service.
+func (g *Gate) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, v := range g.Services {
+		fmt.Fprintf(tw, "SERVICE %s\n", v.Service)
+		fmt.Fprintln(tw, "CRITERION\tSUBJECT\tMEASURED\tTHRESHOLD\tRESULT")
+		for _, ch := range v.Checks {
+			res := ch.Result
+			if ch.Detail != "" {
+				res += " (" + ch.Detail + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ch.Criterion, ch.Subject, ch.Shown, ch.Threshold, res)
+		}
+		for _, gs := range v.Groups {
+			fmt.Fprintf(tw, "group %s\tscore %.0f\t%s\t%d/%d checks pass\t\n", gs.Group, gs.Score, gs.Result, gs.Passed, gs.Checks)
+		}
+		fmt.Fprintf(tw, "verdict %s: %s\n\n", v.Service, v.Verdict)
+	}
+	return tw.Flush()
 }
 
 func score(checks []Check, marginal float64) []GroupScore {

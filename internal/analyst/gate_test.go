@@ -84,6 +84,8 @@ func TestGate(t *testing.T) {
 		{func() gateService { s := passing("stale", now); s.saju.stale = 200; return s }(), CritStale},
 		{func() gateService { s := passing("errors", now); s.saju.errors = 100; return s }(), CritCubeErrors},
 	}
+	// A route shadow never replays (writes) has nothing to judge.
+	seed(t, st, seedSpec{service: "pass", route: "/api/saju/save", kind: comparator.KindSaju, at: now, pairs: 30, skipped: 30})
 	for _, s := range services {
 		seed(t, st, s.svc.saju)
 		seed(t, st, s.svc.ai)
@@ -103,6 +105,14 @@ func TestGate(t *testing.T) {
 				t.Fatal(err)
 			}
 			v := g.Services[0]
+			var text strings.Builder
+			if err := g.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("gate --service %s:\n%s", s.svc.name, text.String())
+			if n := strings.Count(text.String(), "\n"); n < len(v.Checks)+2 {
+				t.Errorf("text output has %d lines for %d checks", n, len(v.Checks))
+			}
 			var failed []string
 			for _, ch := range v.Checks {
 				if ch.Result != Pass {
