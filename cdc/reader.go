@@ -199,6 +199,8 @@ func (r *Reader) setupNATS(ctx context.Context, streamCfg jetstream.StreamConfig
 		}
 		r.pubNC, r.pubJS = nc, pubJS
 	}
+	ctx, cancel := r.apiCtx(ctx)
+	defer cancel()
 	if _, err := natsx.EnsureStream(ctx, r.js, streamCfg); err != nil {
 		if errors.Is(err, natsx.ErrIncompatibleStream) {
 			return fatal(err)
@@ -213,6 +215,15 @@ func (r *Reader) setupNATS(ctx context.Context, streamCfg jetstream.StreamConfig
 	}
 	r.kv = kv
 	return nil
+}
+
+// apiCtx bounds one JetStream API exchange of a session. nats.go bounds a
+// request only when ctx has no deadline (by its default timeout); under a
+// caller's far deadline, a request whose reply was lost in a NATS leader
+// election would hold the session (seen: a stream info request waiting for
+// minutes while changes piled up).
+func (r *Reader) apiCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.cfg.PublishTimeout)
 }
 
 // session runs one replication connection: checks, optional snapshot, stream.
@@ -728,6 +739,8 @@ func checkLengths(data []byte, inStream bool) error {
 // readFence reads the CDC stream's last event for ordered publishing
 // (fence.go), and says when another writer keeps the chain off.
 func (r *Reader) readFence(ctx context.Context) (fence, error) {
+	ctx, cancel := r.apiCtx(ctx)
+	defer cancel()
 	f, err := readFence(ctx, r.pubJS, r.cfg.Slot)
 	if err != nil {
 		return f, err

@@ -355,6 +355,8 @@ func (r *Reader) stateKey() string {
 }
 
 func (r *Reader) loadState(ctx context.Context) (*slotState, error) {
+	ctx, cancel := r.apiCtx(ctx)
+	defer cancel()
 	e, err := r.kv.Get(ctx, r.stateKey())
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
@@ -371,6 +373,8 @@ func (r *Reader) loadState(ctx context.Context) (*slotState, error) {
 
 func (r *Reader) saveState(ctx context.Context, s slotState) error {
 	data, _ := json.Marshal(s)
+	ctx, cancel := r.apiCtx(ctx)
+	defer cancel()
 	if _, err := r.kv.Put(ctx, r.stateKey(), data); err != nil {
 		return fmt.Errorf("write slot state %s to KV %s: %w", r.stateKey(), StateBucket, err)
 	}

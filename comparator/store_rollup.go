@@ -35,8 +35,11 @@ const (
 //     signature (” when the pair has none); the signature determines the
 //     pair's cause set (causes), so this is finer than service × route ×
 //     verdict × cause and per-cause figures are sums over it without double
-//     counting. Counts, pairs accepted at compare time, stale pairs,
-//     latency sums and histograms (LatencyBounds) of both sides, AI counts.
+//     counting. Counts, pairs accepted at compare time, stale pairs, AI
+//     counts.
+//   - rollup_latency: per hour × service × route × verdict, latency sums
+//     and histograms (LatencyBounds) of both sides (not per signature: the
+//     histograms are the widest rows, and a report reads them per route).
 //   - rollup_paths: per hour × service × route × verdict × signature, how
 //     many pairs reported a difference at each (generalised) field path.
 //   - examples: up to StoreConfig.Examples pairs per signature with the
@@ -56,12 +59,6 @@ const migrationRollups = `CREATE TABLE {s}.rollup_hourly (
 		pairs             bigint NOT NULL DEFAULT 0,
 		accepted          bigint NOT NULL DEFAULT 0,
 		stale             bigint NOT NULL DEFAULT 0,
-		legacy_ms_sum     double precision NOT NULL DEFAULT 0,
-		legacy_ms_n       bigint NOT NULL DEFAULT 0,
-		cube_ms_sum       double precision NOT NULL DEFAULT 0,
-		cube_ms_n         bigint NOT NULL DEFAULT 0,
-		legacy_hist       bigint[] NOT NULL DEFAULT '{}',
-		cube_hist         bigint[] NOT NULL DEFAULT '{}',
 		ai_pairs          bigint NOT NULL DEFAULT 0,
 		ai_agree          bigint NOT NULL DEFAULT 0,
 		ai_conf_diff_sum  double precision NOT NULL DEFAULT 0,
@@ -73,6 +70,19 @@ const migrationRollups = `CREATE TABLE {s}.rollup_hourly (
 	);
 	CREATE INDEX rollup_hourly_service ON {s}.rollup_hourly (service, route, hour);
 	CREATE INDEX rollup_hourly_signature ON {s}.rollup_hourly (signature) WHERE signature <> '';
+	CREATE TABLE {s}.rollup_latency (
+		hour          timestamptz NOT NULL,
+		service       text NOT NULL,
+		route         text NOT NULL,
+		verdict       text NOT NULL,
+		legacy_ms_sum double precision NOT NULL DEFAULT 0,
+		legacy_ms_n   bigint NOT NULL DEFAULT 0,
+		cube_ms_sum   double precision NOT NULL DEFAULT 0,
+		cube_ms_n     bigint NOT NULL DEFAULT 0,
+		legacy_hist   bigint[] NOT NULL DEFAULT '{}',
+		cube_hist     bigint[] NOT NULL DEFAULT '{}',
+		PRIMARY KEY (hour, service, route, verdict)
+	);
 	CREATE TABLE {s}.rollup_paths (
 		hour      timestamptz NOT NULL,
 		service   text NOT NULL,
@@ -197,12 +207,22 @@ type Rollup struct {
 	Kind                   string
 	Causes                 []string
 	Pairs, Accepted, Stale int64
-	LegacyMSSum            float64
-	LegacyMSN              int64
-	CubeMSSum              float64
-	CubeMSN                int64
-	LegacyHist, CubeHist   []int64
 	AI                     AICounts
+}
+
+// LatencyKey identifies one rollup_latency row.
+type LatencyKey struct {
+	Hour                    time.Time
+	Service, Route, Verdict string
+}
+
+// LatencyRollup is the value of one rollup_latency row.
+type LatencyRollup struct {
+	LegacyMSSum          float64
+	LegacyMSN            int64
+	CubeMSSum            float64
+	CubeMSN              int64
+	LegacyHist, CubeHist []int64
 }
 
 type pathKey struct {
@@ -215,12 +235,13 @@ type pathKey struct {
 // that tools and benchmarks build roll-ups by the very same code.
 type Rollups struct {
 	rows  map[RollupKey]*Rollup
+	lat   map[LatencyKey]*LatencyRollup
 	paths map[pathKey]int64
 }
 
 // NewRollups returns an empty accumulator.
 func NewRollups() *Rollups {
-	return &Rollups{rows: map[RollupKey]*Rollup{}, paths: map[pathKey]int64{}}
+	return &Rollups{rows: map[RollupKey]*Rollup{}, lat: map[LatencyKey]*LatencyRollup{}, paths: map[pathKey]int64{}}
 }
 
 // Len is the number of distinct roll-up rows held.
@@ -232,7 +253,7 @@ func (r *Rollups) Add(o *Outcome) {
 		Verdict: string(o.Verdict), Signature: o.Signature}
 	v := r.rows[k]
 	if v == nil {
-		v = &Rollup{Kind: o.Kind, Causes: nonNil(o.Causes), LegacyHist: make([]int64, len(LatencyBounds)), CubeHist: make([]int64, len(LatencyBounds))}
+		v = &Rollup{Kind: o.Kind, Causes: nonNil(o.Causes)}
 		r.rows[k] = v
 	}
 	v.Pairs++
@@ -243,15 +264,21 @@ func (r *Rollups) Add(o *Outcome) {
 		v.Stale++
 	}
 	if o.Verdict != VerdictSkipped {
+		lk := LatencyKey{Hour: k.Hour, Service: k.Service, Route: k.Route, Verdict: k.Verdict}
+		lv := r.lat[lk]
+		if lv == nil {
+			lv = &LatencyRollup{LegacyHist: make([]int64, len(LatencyBounds)), CubeHist: make([]int64, len(LatencyBounds))}
+			r.lat[lk] = lv
+		}
 		l := ms(o.LegacyLatency)
-		v.LegacyMSSum += l
-		v.LegacyMSN++
-		v.LegacyHist[LatencyBucket(l)]++
+		lv.LegacyMSSum += l
+		lv.LegacyMSN++
+		lv.LegacyHist[LatencyBucket(l)]++
 		if o.Verdict != VerdictError {
 			c := ms(o.CubeLatency)
-			v.CubeMSSum += c
-			v.CubeMSN++
-			v.CubeHist[LatencyBucket(c)]++
+			lv.CubeMSSum += c
+			lv.CubeMSN++
+			lv.CubeHist[LatencyBucket(c)]++
 		}
 	}
 	if o.AI != nil {
@@ -265,19 +292,23 @@ func (r *Rollups) Add(o *Outcome) {
 }
 
 const upsertRollup = `INSERT INTO {s}.rollup_hourly AS r (hour, service, route, verdict, signature, kind, causes, pairs, accepted, stale,
-		legacy_ms_sum, legacy_ms_n, cube_ms_sum, cube_ms_n, legacy_hist, cube_hist,
 		ai_pairs, ai_agree, ai_conf_diff_sum, ai_conf_pairs, ai_labelled, ai_legacy_correct, ai_cube_correct)
-	VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)
+	VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)
 	ON CONFLICT (hour, service, route, verdict, signature) DO UPDATE SET
 		pairs = r.pairs + EXCLUDED.pairs, accepted = r.accepted + EXCLUDED.accepted, stale = r.stale + EXCLUDED.stale,
-		legacy_ms_sum = r.legacy_ms_sum + EXCLUDED.legacy_ms_sum, legacy_ms_n = r.legacy_ms_n + EXCLUDED.legacy_ms_n,
-		cube_ms_sum = r.cube_ms_sum + EXCLUDED.cube_ms_sum, cube_ms_n = r.cube_ms_n + EXCLUDED.cube_ms_n,
-		legacy_hist = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(r.legacy_hist, EXCLUDED.legacy_hist) WITH ORDINALITY AS t(a, b, i) ORDER BY i),
-		cube_hist = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(r.cube_hist, EXCLUDED.cube_hist) WITH ORDINALITY AS t(a, b, i) ORDER BY i),
 		ai_pairs = r.ai_pairs + EXCLUDED.ai_pairs, ai_agree = r.ai_agree + EXCLUDED.ai_agree,
 		ai_conf_diff_sum = r.ai_conf_diff_sum + EXCLUDED.ai_conf_diff_sum, ai_conf_pairs = r.ai_conf_pairs + EXCLUDED.ai_conf_pairs,
 		ai_labelled = r.ai_labelled + EXCLUDED.ai_labelled, ai_legacy_correct = r.ai_legacy_correct + EXCLUDED.ai_legacy_correct,
 		ai_cube_correct = r.ai_cube_correct + EXCLUDED.ai_cube_correct`
+
+const upsertLatency = `INSERT INTO {s}.rollup_latency AS r (hour, service, route, verdict,
+		legacy_ms_sum, legacy_ms_n, cube_ms_sum, cube_ms_n, legacy_hist, cube_hist)
+	VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
+	ON CONFLICT (hour, service, route, verdict) DO UPDATE SET
+		legacy_ms_sum = r.legacy_ms_sum + EXCLUDED.legacy_ms_sum, legacy_ms_n = r.legacy_ms_n + EXCLUDED.legacy_ms_n,
+		cube_ms_sum = r.cube_ms_sum + EXCLUDED.cube_ms_sum, cube_ms_n = r.cube_ms_n + EXCLUDED.cube_ms_n,
+		legacy_hist = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(r.legacy_hist, EXCLUDED.legacy_hist) WITH ORDINALITY AS t(a, b, i) ORDER BY i),
+		cube_hist = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(r.cube_hist, EXCLUDED.cube_hist) WITH ORDINALITY AS t(a, b, i) ORDER BY i)`
 
 const upsertPath = `INSERT INTO {s}.rollup_paths AS p (hour, service, route, verdict, signature, path, pairs) VALUES ($1,$2,$3,$4,$5,$6,$7)
 	ON CONFLICT (hour, service, route, verdict, signature, path) DO UPDATE SET pairs = p.pairs + EXCLUDED.pairs`
@@ -293,8 +324,18 @@ func (r *Rollups) queue(s *Store, b *pgx.Batch) {
 	for _, k := range keys {
 		v := r.rows[k]
 		b.Queue(s.q(upsertRollup), k.Hour, k.Service, k.Route, k.Verdict, k.Signature, v.Kind, v.Causes, v.Pairs, v.Accepted, v.Stale,
-			v.LegacyMSSum, v.LegacyMSN, v.CubeMSSum, v.CubeMSN, v.LegacyHist, v.CubeHist,
 			v.AI.Pairs, v.AI.Agree, v.AI.ConfDiffSum, v.AI.ConfPairs, v.AI.Labelled, v.AI.LegacyCorrect, v.AI.CubeCorrect)
+	}
+	lkeys := make([]LatencyKey, 0, len(r.lat))
+	for k := range r.lat {
+		lkeys = append(lkeys, k)
+	}
+	slices.SortFunc(lkeys, func(a, b LatencyKey) int {
+		return compareKeys(RollupKey{a.Hour, a.Service, a.Route, a.Verdict, ""}, RollupKey{b.Hour, b.Service, b.Route, b.Verdict, ""})
+	})
+	for _, k := range lkeys {
+		v := r.lat[k]
+		b.Queue(s.q(upsertLatency), k.Hour, k.Service, k.Route, k.Verdict, v.LegacyMSSum, v.LegacyMSN, v.CubeMSSum, v.CubeMSN, v.LegacyHist, v.CubeHist)
 	}
 	paths := make([]pathKey, 0, len(r.paths))
 	for k := range r.paths {
@@ -331,6 +372,7 @@ func (r *Rollups) Flush(ctx context.Context, s *Store) error {
 		return fmt.Errorf("save roll-ups: %w", err)
 	}
 	clear(r.rows)
+	clear(r.lat)
 	clear(r.paths)
 	return nil
 }

@@ -44,8 +44,8 @@ func TestBackfillRollupsEqualsLivePath(t *testing.T) {
 		t.Helper()
 		var b strings.Builder
 		rows, err := s.pool.Query(ctx, s.q(`SELECT hour, service, route, verdict, signature, kind, causes, pairs, accepted, stale,
-			legacy_ms_sum, legacy_ms_n, cube_ms_sum, cube_ms_n, legacy_hist, cube_hist, ai_pairs, ai_agree, ai_conf_diff_sum, ai_conf_pairs,
-			ai_labelled, ai_legacy_correct, ai_cube_correct FROM {s}.rollup_hourly ORDER BY 1, 2, 3, 4, 5`))
+			ai_pairs, ai_agree, ai_conf_diff_sum, ai_conf_pairs, ai_labelled, ai_legacy_correct, ai_cube_correct
+			FROM {s}.rollup_hourly ORDER BY 1, 2, 3, 4, 5`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,13 +69,22 @@ func TestBackfillRollupsEqualsLivePath(t *testing.T) {
 			v, _ := rows.Values()
 			fmt.Fprintln(&b, v...)
 		}
+		rows, err = s.pool.Query(ctx, s.q(`SELECT hour, service, route, verdict, round(legacy_ms_sum::numeric, 6), legacy_ms_n,
+			round(cube_ms_sum::numeric, 6), cube_ms_n, legacy_hist, cube_hist FROM {s}.rollup_latency ORDER BY 1, 2, 3, 4`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			v, _ := rows.Values()
+			fmt.Fprintln(&b, v...)
+		}
 		return b.String()
 	}
 	live := dump()
 	if !strings.Contains(live, "zi-hour") || !strings.Contains(live, "$.pillars.day") || strings.Count(live, "\n") < 8 {
 		t.Fatalf("live roll-ups look empty:\n%s", live)
 	}
-	if _, err := s.pool.Exec(ctx, s.q(`TRUNCATE {s}.rollup_hourly, {s}.rollup_paths`)); err != nil {
+	if _, err := s.pool.Exec(ctx, s.q(`TRUNCATE {s}.rollup_hourly, {s}.rollup_paths, {s}.rollup_latency`)); err != nil {
 		t.Fatal(err)
 	}
 	tx, err := s.pool.Begin(ctx)

@@ -149,6 +149,11 @@ func (a *Applier) Run(ctx context.Context) error {
 		if err := EnsureCheckpoint(ctx, a.cfg.DB, a.target, a.slot); err != nil {
 			return err
 		}
+		if a.cfg.Target.hasConflictPolicy() {
+			if err := EnsureConflictTable(ctx, a.cfg.DB); err != nil {
+				return err
+			}
+		}
 		var err error
 		cp, err = ReadCheckpoint(ctx, a.cfg.DB, a.target, a.slot)
 		return err
@@ -428,10 +433,16 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 		b = &pgx.Batch{}
 		return err
 	}
+	var conflicts []Conflict
 	if mode != modeSkipData {
+		units, found, err := a.resolveConflicts(ctx, tx, todo) // conflict.go
+		if err != nil {
+			return 0, err
+		}
+		conflicts = found
 		sb := newStmtBatch(a.cfg.Target, a.log)
-		for _, t := range todo {
-			sb.addUnit(t.events)
+		for _, evs := range units {
+			sb.addUnit(evs)
 		}
 		stmts, count := sb.statements()
 		n = count
@@ -457,6 +468,9 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
+	}
+	for _, c := range conflicts {
+		a.met.conflicts.WithLabelValues(c.TargetTable, c.Winner).Inc()
 	}
 	return n, nil
 }

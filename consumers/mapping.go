@@ -23,6 +23,10 @@ type Mapping struct {
 type SourceSpec struct {
 	DatabaseURLEnv string
 	Slot           string
+	// Side is which side of a rollout the source database is: SideLegacy
+	// (default: the forward mapping, legacy → cube) or SideCube (a reverse
+	// mapping, cube → legacy; see mapping_reverse.go).
+	Side string
 }
 
 // Poison policies of a target.
@@ -65,6 +69,8 @@ type TableMap struct {
 	WhereLine    int
 	KeyLine      int
 	DeleteLine   int
+	Conflict     string // ConflictLegacyWins, ConflictCubeWins, ConflictNewest or "" (no detection; conflict.go)
+	ConflictLine int
 
 	// resolved by Validate
 	srcCols   []srcColumn         // source columns in table order
@@ -171,9 +177,9 @@ func (p *parser) mapping(n *yaml.Node) (*Mapping, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Mapping{Source: SourceSpec{DatabaseURLEnv: "SHADOWCUBE_SOURCE_DATABASE_URL", Slot: "shadowcube"}}
+	m := &Mapping{Source: SourceSpec{DatabaseURLEnv: "SHADOWCUBE_SOURCE_DATABASE_URL", Slot: "shadowcube", Side: SideLegacy}}
 	if s := f["source"]; s != nil {
-		sf, err := p.fields(s, "source", "database_url_env", "slot")
+		sf, err := p.fields(s, "source", "database_url_env", "slot", "side")
 		if err != nil {
 			return nil, err
 		}
@@ -186,6 +192,9 @@ func (p *parser) mapping(n *yaml.Node) (*Mapping, error) {
 			if m.Source.Slot, err = p.str(v, "source.slot"); err != nil {
 				return nil, err
 			}
+		}
+		if err := p.side(sf["side"], &m.Source); err != nil {
+			return nil, err
 		}
 	}
 	tn := f["targets"]
@@ -266,7 +275,7 @@ func splitQualified(s string) (schema, table string, ok bool) {
 }
 
 func (p *parser) table(target string, n *yaml.Node) (*TableMap, error) {
-	f, err := p.fields(n, "a table", "source", "target", "key", "columns", "where", "delete")
+	f, err := p.fields(n, "a table", "source", "target", "key", "columns", "where", "delete", "conflict")
 	if err != nil {
 		return nil, err
 	}
@@ -358,6 +367,9 @@ func (p *parser) table(target string, n *yaml.Node) (*TableMap, error) {
 		default:
 			return nil, p.errf(v, target, tm.Source, "", "delete %q: want delete, ignore or \"soft-delete <column>\"", s)
 		}
+	}
+	if err := p.conflict(target, f["conflict"], tm); err != nil {
+		return nil, err
 	}
 	return tm, nil
 }

@@ -21,12 +21,15 @@ type Metrics struct {
 	skippedTxs *prometheus.CounterVec
 	reordered  *prometheus.CounterVec
 	reselected *prometheus.CounterVec
+	conflicts  *prometheus.CounterVec
 }
 
 // NewMetrics registers the sync metrics on reg (nil: not registered). A
 // conflict (the metrics already registered on reg) is an error.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_conflicts_total",
+			Help: "Two-way sync conflicts (consumers/conflict.go), by target table and winning side (legacy or cube)."}, []string{"table", "winner"}),
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_applied_changes_total",
 			Help: "Source row changes applied to the target (mapped tables only)."}, []string{"target"}),
 		txs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_applied_transactions_total",
@@ -54,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		reselected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_reselected_rows_total",
 			Help: "Rows re-read from the source because an update left TOAST values unchanged that the target could not supply."}, []string{"target"}),
 	}
-	if err := stage.Register(reg, "sync", m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reordered, m.reselected); err != nil {
+	if err := stage.Register(reg, "sync", m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reordered, m.reselected, m.conflicts); err != nil {
 		return nil, err
 	}
 	return m, nil

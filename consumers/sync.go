@@ -193,8 +193,10 @@ func (s *Sync) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(appliers))
-	wg.Add(1)
-	go func() { defer wg.Done(); s.seq.run(ctx, appliers) }() // sequence positions (sequences.go)
+	if !s.cfg.Mapping.Reverse() { // reverse sync never moves legacy's sequences (mapping_reverse.go)
+		wg.Add(1)
+		go func() { defer wg.Done(); s.seq.run(ctx, appliers) }() // sequence positions (sequences.go)
+	}
 	for i, a := range appliers {
 		wg.Add(1)
 		go func() {

@@ -222,9 +222,6 @@ func (as *assembler) expire() []*txn {
 	return as.acked(done)
 }
 
-// waiting reports whether a transaction is held.
-func (as *assembler) waiting() bool { return len(as.held) > 0 }
-
 // acked sets the acknowledgement of released units: the newest consumed
 // message may be acknowledged (AckAll) only when nothing older is still
 // open or held.

@@ -139,7 +139,7 @@ func (m *Mapping) validateTable(ctx context.Context, t *Target, tm *TableMap, sr
 			return merr(tm.Line, "", "statement check failed: %s", pgMessage(err))
 		}
 	}
-	return nil
+	return m.checkConflictSetup(ctx, t, tm, src, dst) // conflict.go
 }
 
 // resolveTable resolves what the applier needs of tm from the columns of its

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heal7/shadowcube/internal/redact"
@@ -85,6 +86,8 @@ type Tap struct {
 	once    sync.Once
 	stop    chan struct{}
 	rollout Rollout
+
+	cubeInFlight atomic.Int64 // requests at the cube now (inflight.go)
 }
 
 type stateKey struct{}
@@ -394,6 +397,8 @@ func (st *reqState) finish() {
 // capture.
 func (t *Tap) serveCube(w http.ResponseWriter, r *http.Request, d *decision, start time.Time) {
 	d.m.cubeRequests.Inc()
+	t.cubeInFlight.Add(1)
+	defer t.cubeInFlight.Add(-1)
 	cs := &cubeState{r: r}
 	if r.Body != nil && r.Body != http.NoBody {
 		cs.body = &cubeBody{rc: r.Body, max: t.c.cfg.MaxBody}

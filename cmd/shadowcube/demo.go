@@ -49,7 +49,13 @@ prints the verdict:
   7. the traffic generator sending realistic births through the taps;
   8. when every pair is compared: reconcile of legacy vs cube database, and the
      mismatch summary by route, cause and signature;
-  9. the report (report.html and report.json in --out, default
+  9. with --rollout N (two-way sync from the start: reverse cdc on the cube
+     database and sync with the reverse mapping into legacy): the flag
+     rollout.saju at N%, more traffic (rolled-out users are served by the saju
+     cube, which writes charts to its own database; reverse sync brings them
+     to legacy saju_records), then the rollback drill of 'shadowcube rollout
+     rollback', its output at the end of the summary (exit 1 unless clean);
+ 10. the report (report.html and report.json in --out, default
      ./shadowcube-demo) and the gate's verdict per cube (with the demo's few
      hundred pairs it is "no-go: not enough samples": the gate never passes
      a small sample).
@@ -67,17 +73,21 @@ type demoOptions struct {
 	EdgeShare float64       // share of births in the divergence zones
 	AIDrop    float64       // AI cube error rate above legacy, in percentage points
 	Timeout   time.Duration // longest wait for the pipeline to drain
+	Rollout   int           // after the shadow phase, serve this percent of saju users from the cube (0: no rollout phase; demo_rollout.go)
 	Out       string        // directory of report.html and report.json
 }
 
 func newDemoCmd() *cobra.Command {
-	opts := demoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute, Out: "shadowcube-demo"}
+	opts := demoOptions{Requests: 400, EdgeShare: 0.2, AIDrop: 2, Timeout: 3 * time.Minute, Out: analyst.DemoDir}
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole pipeline on embedded infrastructure and print the verdict",
 		Long:  demoHelp + commonEnvHelp,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Rollout < 0 || opts.Rollout > 100 {
+				return usageError{fmt.Errorf("--rollout must be in 0..100 (got %d)", opts.Rollout)}
+			}
 			if opts.Requests <= 0 || opts.EdgeShare < 0 || opts.EdgeShare > 1 || opts.AIDrop < 0 || opts.AIDrop > 50 {
 				return usageError{fmt.Errorf("--requests must be > 0, --edge-share in 0..1, --ai-drop in 0..50 (got %d, %v, %v)", opts.Requests, opts.EdgeShare, opts.AIDrop)}
 			}
@@ -101,6 +111,7 @@ func newDemoCmd() *cobra.Command {
 	f.Float64Var(&opts.EdgeShare, "edge-share", opts.EdgeShare, "share of births in the known divergence zones (0..1)")
 	f.Float64Var(&opts.AIDrop, "ai-drop", opts.AIDrop, "AI cube accuracy drop in percentage points (2 passes the gate rule, 8 fails it)")
 	f.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "longest wait for the pipeline to compare every pair")
+	f.IntVar(&opts.Rollout, "rollout", 0, "then serve this percent of saju users from the cube with two-way sync, and run the rollback drill (0: no rollout phase)")
 	f.StringVar(&opts.Out, "out", opts.Out, "directory for report.html and report.json")
 	return cmd
 }
@@ -184,8 +195,13 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 		return err
 	}
 
-	// cdc: legacy database → CDC stream.
-	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.legacy, Slot: "shadowcube_demo", Publication: "shadowcube_demo"}, cdc.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "cdc"), Registerer: e.Reg})
+	if opts.Rollout > 0 {
+		if err := demoPrepareRollout(ctx, dbs); err != nil {
+			return err
+		}
+	}
+	// cdc: legacy database → CDC stream (without what reverse sync wrote).
+	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.legacy, Slot: demoForwardSlot, Publication: "shadowcube_demo", IgnoreOrigins: []string{demoReverseSlot}}, cdc.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "cdc"), Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
@@ -193,7 +209,7 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	st.step("cdc reading the legacy database (slot shadowcube_demo)")
 
 	// sync: CDC stream → the saju cube's database.
-	mapping, err := consumers.ParseMapping("demo-mapping.yaml", []byte(demoMapping))
+	mapping, err := consumers.ParseMapping("demo-mapping.yaml", []byte(demoForwardMapping(opts)))
 	if err != nil {
 		return err
 	}
@@ -205,6 +221,12 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	st.onStop(func() { syncer.Close() })
 	st.goRun(ctx, cancel, "sync", syncer.Run)
 	st.step("sync applying to the saju cube's database (target saju-cube)")
+	var reverse *consumers.Mapping
+	if opts.Rollout > 0 {
+		if reverse, err = startDemoReverse(ctx, cancel, st, e, nc, dbs); err != nil {
+			return err
+		}
+	}
 
 	// routes for tap, shadow and compare.
 	rf, err := routes.Parse("demo-routes.yaml", []byte(fmt.Sprintf(demoRoutes, svc.sajuCube, svc.aiCube)))
@@ -218,11 +240,11 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	sajuTap, err := startDemoTap(ctx, cancel, st, nc, rf, "saju", svc.legacySaju, secret, e)
+	sajuTap, err := startDemoTap(ctx, cancel, st, nc, rf, "saju", svc.legacySaju, secret, e, opts.Rollout > 0)
 	if err != nil {
 		return err
 	}
-	aiTap, err := startDemoTap(ctx, cancel, st, nc, rf, "ai", svc.legacyAI, secret, e)
+	aiTap, err := startDemoTap(ctx, cancel, st, nc, rf, "ai", svc.legacyAI, secret, e, false)
 	if err != nil {
 		return err
 	}
@@ -277,6 +299,22 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	if err != nil {
 		return errors.Join(err, st.err())
 	}
+	var drill strings.Builder
+	drillClean := true
+	if opts.Rollout > 0 {
+		more := func(ctx context.Context) (int, error) {
+			g := demo.DefaultGenConfig()
+			g.Seed++ // other births and users than the shadow phase
+			s, err := demo.RunLoad(ctx, demo.LoadConfig{SajuURL: sajuTap, AIURL: aiTap, Count: max(50, opts.Requests/2), Rate: opts.Rate, Concurrency: 4, Gen: g})
+			if err != nil {
+				return 0, err
+			}
+			return s.Births, nil
+		}
+		if drillClean, err = runDemoRollout(ctx, st, nc, dbs, mapping, reverse, opts.Rollout, more, &drill); err != nil {
+			return errors.Join(fmt.Errorf("demo: rollout: %w", err), st.err())
+		}
+	}
 
 	out := e.Stdout
 	fmt.Fprintln(out, "== traffic")
@@ -291,12 +329,18 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 	if err := summary.WriteText(out); err != nil {
 		return err
 	}
+	if _, err := io.WriteString(out, drill.String()); err != nil {
+		return err
+	}
 	runs := []analyst.ReconcileRun{{Target: "saju-cube", Clean: diffs == 0, Differences: int64(diffs), Tables: len(reports)}}
 	if _, err := analyst.Demo(ctx, out, store, nc.JS, opts.Out, runs); err != nil {
 		return err
 	}
 	if err := st.err(); err != nil {
 		return err
+	}
+	if !drillClean {
+		return &exitError{code: 1, err: errors.New("demo: the rollback drill is not clean")}
 	}
 	if diffs > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("demo: reconcile found %d differences between legacy and cube", diffs)}
@@ -440,7 +484,7 @@ func serveLoopback(st *demoStack, h http.Handler) (string, error) {
 	return "http://" + ln.Addr().String(), nil
 }
 
-func startDemoTap(ctx context.Context, cancel context.CancelFunc, st *demoStack, nc *natsx.Conn, rf *routes.File, service, upstream string, secret []byte, e *Env) (string, error) {
+func startDemoTap(ctx context.Context, cancel context.CancelFunc, st *demoStack, nc *natsx.Conn, rf *routes.File, service, upstream string, secret []byte, e *Env, followFlag bool) (string, error) {
 	svc, _ := rf.Service(service)
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"tap": service}, e.Reg)
 	c, err := publisher.New(publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}},
@@ -450,11 +494,26 @@ func startDemoTap(ctx context.Context, cancel context.CancelFunc, st *demoStack,
 	}
 	st.onStop(func() { c.Close() })
 	st.goRun(ctx, cancel, "tap "+service, c.Run)
-	tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: upstream})
+	tcfg := publisher.TapConfig{Upstream: upstream}
+	var flags *publisher.Flags
+	var fw *publisher.FlagWatcher
+	if followFlag {
+		if flags, err = publisher.OpenFlags(ctx, nc.JS); err != nil {
+			return "", err
+		}
+		if fw, err = publisher.WatchFlag(ctx, flags.KV(), service, e.Log); err != nil {
+			return "", err
+		}
+		tcfg.Rollout = fw
+	}
+	tap, err := publisher.NewTap(c, tcfg)
 	if err != nil {
 		return "", err
 	}
 	st.onStop(func() { tap.Close() })
+	if followFlag {
+		demoRolloutTap(ctx, st, tap, fw, flags)
+	}
 	u, err := serveLoopback(st, tap)
 	if err != nil {
 		return "", err

@@ -22,6 +22,7 @@ var envStructs = map[string]func() any{
 	"tapEnv":         func() any { return new(tapEnv) },
 	"cdcEnv":         func() any { return new(cdcEnv) },
 	"syncEnv":        func() any { return new(syncEnv) },
+	"rolloutEnv":     func() any { return new(rolloutEnv) },
 	"shadowEnv":      func() any { return new(shadowEnv) },
 	"compareEnv":     func() any { return new(compareEnv) },
 	"loadgenEnv":     func() any { return new(loadgenEnv) },

@@ -68,6 +68,7 @@ func commands() []*cobra.Command {
 		newTapCmd(),
 		newImportCmd(),
 		newFlagsCmd(),
+		newRolloutCmd(),
 		newCDCCmd(),
 		newSyncCmd(),
 		newReconcileCmd(),

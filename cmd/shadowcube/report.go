@@ -83,7 +83,7 @@ func openAnalystStore(cmd *cobra.Command, name string) (*comparator.Store, analy
 	if env.StoreURL == "" {
 		return nil, env, usageError{fmt.Errorf("%s: SHADOWCUBE_STORE_DATABASE_URL is not set: the mismatch store's PostgreSQL URL", name)}
 	}
-	st, err := comparator.OpenStore(cmd.Context(), comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema, MaxConns: 2})
+	st, err := comparator.OpenStore(cmd.Context(), comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema, MaxConns: 4})
 	return st, env, err
 }
 

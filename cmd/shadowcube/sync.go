@@ -57,7 +57,7 @@ func (e *syncEnv) check(cmd *cobra.Command) error {
 
 const mappingHelp = `
 Mapping file (YAML; errors name file, line, table and column):
-  source: {database_url_env: SHADOWCUBE_SOURCE_DATABASE_URL, slot: shadowcube}
+  source: {database_url_env: SHADOWCUBE_SOURCE_DATABASE_URL, slot: shadowcube}   # side: legacy (default) | cube
   targets:
     - name: saju-cube                       # letters, digits, '-', '_'
       database_url_env: SAJU_CUBE_DATABASE_URL
@@ -73,7 +73,13 @@ Mapping file (YAML; errors name file, line, table and column):
           where: "user_id IS NOT NULL"      # optional: only rows passing it are kept in the target
           delete: delete                    # delete (default) | ignore | "soft-delete <column>"
                                             # (boolean column set true, or timestamp set to the
-                                            # source commit time)`
+                                            # source commit time)
+          conflict: legacy-wins             # two-way sync only: legacy-wins | cube-wins | newest
+                                            # (needs REPLICA IDENTITY FULL on the source table;
+                                            # newest needs track_commit_timestamp in the target)
+
+A reverse mapping (rollout: cube database → legacy) says source.side: cube and
+targets the legacy database; see docs/rollout.md.`
 
 // loadMappingURLs loads the mapping and the database URLs it names.
 func loadMappingURLs(path string) (*consumers.Mapping, string, map[string]string, error) {

@@ -401,6 +401,7 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 	defer tap.Close()
 	lctx, stopLoop := context.WithCancel(ctx)
 	var loop sync.WaitGroup
+	var reportOnce sync.Once
 	loop.Add(1)
 	go func() {
 		defer loop.Done()
@@ -427,6 +428,13 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 					return nil, err
 				}
 				rollout.w.Store(w)
+				reportOnce.Do(func() { // in-flight count at the cube, for the rollback drill (publisher/inflight.go)
+					loop.Add(1)
+					go func() {
+						defer loop.Done()
+						publisher.ReportTap(lctx, flags.KV(), tap, cfg.Service, tapInstance(), 0, e.Log)
+					}()
+				})
 				e.Log.Info("following rollout flag", "key", publisher.FlagKey(cfg.Service), "percent", w.Percent(), "cube", redact.URLString(tcfg.Cube))
 			}
 			conn.Store(cn)
@@ -461,4 +469,13 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 	}
 	<-errc
 	return nil
+}
+
+// tapInstance names this tap process in its rollout report: host and pid.
+func tapInstance() string {
+	h, err := os.Hostname()
+	if err != nil {
+		h = "tap"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/heal7/shadowcube/comparator"
 )
 
+// DemoDir is where the demo writes its report by default.
+const DemoDir = "shadowcube-demo"
+
 // DemoResult is what Demo wrote.
 type DemoResult struct {
 	Gate *Gate
@@ -24,8 +27,12 @@ type DemoResult struct {
 // (for the gate), builds the figures of everything in the store with the
 // default criteria (sync lag and DLQ read through js when not nil), writes
 // report.html and report.json into dir (created when missing), and prints
-// the gate verdict per service and the report's path to w.
+// the gate verdict per service and the report's path to w. An empty dir is
+// DemoDir.
 func Demo(ctx context.Context, w io.Writer, st *comparator.Store, js jetstream.JetStream, dir string, reconciled []ReconcileRun) (*DemoResult, error) {
+	if dir == "" {
+		dir = DemoDir
+	}
 	for _, r := range reconciled {
 		if err := RecordReconcile(ctx, st, r); err != nil {
 			return nil, err

@@ -2,10 +2,12 @@ package analyst
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/heal7/shadowcube/comparator"
@@ -198,17 +200,15 @@ func ratio(k, n int64) float64 {
 	return float64(k) / float64(n)
 }
 
-// rollupRow is one row of rollup_hourly.
+// rollupRow is one row of the roll-up totals read by readRollups: with
+// bySignature, the totals of one route × verdict × signature over the
+// window (hour zero); else one route × verdict × hour (signature empty).
 type rollupRow struct {
+	bySignature                              bool
 	hour                                     time.Time
 	service, route, verdict, signature, kind string
 	causes                                   []string
 	pairs, accepted, stale                   int64
-	legacySum                                float64
-	legacyN                                  int64
-	cubeSum                                  float64
-	cubeN                                    int64
-	legacyHist, cubeHist                     []int64
 	ai                                       comparator.AICounts
 }
 
@@ -242,15 +242,21 @@ func baseRoute(route string) string {
 	return route
 }
 
-// readRollups reads the roll-up rows the query selects.
+// rollupWhere is the filter of the roll-up tables ($1..$7).
+const rollupWhere = `hour >= $1 AND hour < $2 AND ($3 = '' OR service = $3) AND ($4 = '' OR route = $4)
+		AND ($5 = '' OR $5 = ANY(causes)) AND ($6 = '' OR signature = $6) AND ($7 = '' OR verdict = $7)`
+
+// readRollups reads the totals the query selects, summed by PostgreSQL in
+// one pass over rollup_hourly: per route × verdict × signature (counts,
+// causes, AI) and per route × verdict × hour (the trend).
 func readRollups(ctx context.Context, st *comparator.Store, q Query, from, to time.Time) ([]rollupRow, error) {
-	rows, err := st.Pool().Query(ctx, st.SQL(`SELECT hour, service, route, verdict, signature, kind, causes, pairs, accepted, stale,
-		legacy_ms_sum, legacy_ms_n, cube_ms_sum, cube_ms_n, legacy_hist, cube_hist,
-		ai_pairs, ai_agree, ai_conf_diff_sum, ai_conf_pairs, ai_labelled, ai_legacy_correct, ai_cube_correct
-		FROM {s}.rollup_hourly
-		WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR service = $3) AND ($4 = '' OR route = $4)
-		AND ($5 = '' OR $5 = ANY(causes)) AND ($6 = '' OR signature = $6) AND ($7 = '' OR verdict = $7)
-		ORDER BY service, route, hour`), from, to, q.Service, q.Route, q.Cause, q.Signature, q.Verdict)
+	rows, err := st.Pool().Query(ctx, st.SQL(`SELECT GROUPING(hour) = 1, coalesce(hour, 'epoch'), service, route, kind, verdict,
+		coalesce(signature, ''), coalesce(causes, '{}'), sum(pairs)::bigint, sum(accepted)::bigint, sum(stale)::bigint,
+		sum(ai_pairs)::bigint, sum(ai_agree)::bigint, sum(ai_conf_diff_sum), sum(ai_conf_pairs)::bigint, sum(ai_labelled)::bigint,
+		sum(ai_legacy_correct)::bigint, sum(ai_cube_correct)::bigint
+		FROM {s}.rollup_hourly WHERE `+rollupWhere+`
+		GROUP BY GROUPING SETS ((service, route, kind, verdict, signature, causes), (service, route, kind, verdict, hour))`),
+		from, to, q.Service, q.Route, q.Cause, q.Signature, q.Verdict)
 	if err != nil {
 		return nil, fmt.Errorf("report: read roll-ups: %w", err)
 	}
@@ -259,17 +265,90 @@ func readRollups(ctx context.Context, st *comparator.Store, q Query, from, to ti
 	for rows.Next() {
 		var r rollupRow
 		a := &r.ai
-		if err := rows.Scan(&r.hour, &r.service, &r.route, &r.verdict, &r.signature, &r.kind, &r.causes, &r.pairs, &r.accepted, &r.stale,
-			&r.legacySum, &r.legacyN, &r.cubeSum, &r.cubeN, &r.legacyHist, &r.cubeHist,
+		if err := rows.Scan(&r.bySignature, &r.hour, &r.service, &r.route, &r.kind, &r.verdict, &r.signature, &r.causes, &r.pairs, &r.accepted, &r.stale,
 			&a.Pairs, &a.Agree, &a.ConfDiffSum, &a.ConfPairs, &a.Labelled, &a.LegacyCorrect, &a.CubeCorrect); err != nil {
 			return nil, fmt.Errorf("report: read roll-ups: %w", err)
 		}
+		r.hour = r.hour.UTC()
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("report: read roll-ups: %w", err)
 	}
 	return out, nil
+}
+
+// hourOpen is the per-hour mismatch count of one signature, read only
+// when acceptance decided now differs from the one recorded.
+type hourOpen struct {
+	service, route, signature string
+	hour                      time.Time
+	pairs, accepted           int64
+}
+
+func readHourOpen(ctx context.Context, st *comparator.Store, q Query, from, to time.Time, sigs []string) ([]hourOpen, error) {
+	rows, err := st.Pool().Query(ctx, st.SQL(`SELECT service, route, signature, hour, sum(pairs)::bigint, sum(accepted)::bigint
+		FROM {s}.rollup_hourly WHERE `+rollupWhere+` AND verdict = 'mismatch' AND signature = ANY($8) GROUP BY 1, 2, 3, 4`),
+		from, to, q.Service, q.Route, q.Cause, q.Signature, q.Verdict, sigs)
+	if err != nil {
+		return nil, fmt.Errorf("report: read hourly mismatches: %w", err)
+	}
+	defer rows.Close()
+	var out []hourOpen
+	for rows.Next() {
+		var h hourOpen
+		if err := rows.Scan(&h.service, &h.route, &h.signature, &h.hour, &h.pairs, &h.accepted); err != nil {
+			return nil, fmt.Errorf("report: read hourly mismatches: %w", err)
+		}
+		h.hour = h.hour.UTC()
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// latencyRow is the latency of one route over the window.
+type latencyRow struct {
+	service, route       string
+	legacySum, cubeSum   float64
+	legacyN, cubeN       int64
+	legacyHist, cubeHist []int64
+}
+
+// readLatency reads the latency roll-ups of the query's window, routes and
+// verdict (they are not kept per signature or cause: none under those
+// filters).
+func readLatency(ctx context.Context, st *comparator.Store, q Query, from, to time.Time) (map[[2]string]*latencyRow, error) {
+	out := map[[2]string]*latencyRow{}
+	if q.Signature != "" || q.Cause != "" {
+		return out, nil
+	}
+	rows, err := st.Pool().Query(ctx, st.SQL(`SELECT service, route, legacy_ms_sum, legacy_ms_n, cube_ms_sum, cube_ms_n, legacy_hist, cube_hist
+		FROM {s}.rollup_latency WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR service = $3) AND ($4 = '' OR route = $4) AND ($5 = '' OR verdict = $5)`),
+		from, to, q.Service, q.Route, q.Verdict)
+	if err != nil {
+		return nil, fmt.Errorf("report: read latency: %w", err)
+	}
+	defer rows.Close()
+	var r latencyRow
+	var lh, ch []int64
+	for rows.Next() {
+		if err := rows.Scan(&r.service, &r.route, &r.legacySum, &r.legacyN, &r.cubeSum, &r.cubeN, &lh, &ch); err != nil {
+			return nil, fmt.Errorf("report: read latency: %w", err)
+		}
+		k := [2]string{r.service, r.route}
+		l := out[k]
+		if l == nil {
+			l = &latencyRow{service: r.service, route: r.route}
+			out[k] = l
+		}
+		l.legacySum += r.legacySum
+		l.cubeSum += r.cubeSum
+		l.legacyN += r.legacyN
+		l.cubeN += r.cubeN
+		l.legacyHist = addHist(l.legacyHist, lh)
+		l.cubeHist = addHist(l.cubeHist, ch)
+	}
+	return out, rows.Err()
 }
 
 type pathRow struct {
@@ -353,12 +432,15 @@ func (s *Stats) add(r *rollupRow, open int64, accepted bool) {
 			s.Accepted += r.pairs - open
 		}
 	}
-	s.Legacy.N += r.legacyN
-	s.Legacy.Mean += r.legacySum // a sum until finish
-	s.Cube.N += r.cubeN
-	s.Cube.Mean += r.cubeSum
-	s.legacyHist = addHist(s.legacyHist, r.legacyHist)
-	s.cubeHist = addHist(s.cubeHist, r.cubeHist)
+}
+
+func (s *Stats) addLatency(l *latencyRow) {
+	s.Legacy.N += l.legacyN
+	s.Legacy.Mean += l.legacySum // a sum until finish
+	s.Cube.N += l.cubeN
+	s.Cube.Mean += l.cubeSum
+	s.legacyHist = addHist(s.legacyHist, l.legacyHist)
+	s.cubeHist = addHist(s.cubeHist, l.cubeHist)
 }
 
 func addHist(a, b []int64) []int64 {
@@ -413,19 +495,28 @@ func Build(ctx context.Context, st *comparator.Store, q Query, opts Options) (*F
 	t := now().UTC()
 	from, to := q.window(t)
 	f := &Figures{Query: q, From: from, To: to, GeneratedAt: t}
-	rows, err := readRollups(ctx, st, q, from, to)
-	if err != nil {
+	// The three reads are independent: run them side by side (the store's
+	// pool has connections for them).
+	var rows []rollupRow
+	var lat map[[2]string]*latencyRow
+	var paths []pathRow
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	wg.Add(3)
+	go func() { defer wg.Done(); rows, errs[0] = readRollups(ctx, st, q, from, to) }()
+	go func() { defer wg.Done(); lat, errs[1] = readLatency(ctx, st, q, from, to) }()
+	go func() { defer wg.Done(); paths, errs[2] = readPaths(ctx, st, q, from, to) }()
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	acc := acceptance{file: opts.Accepted}
 	services := map[string]*Service{}
 	routes := map[[2]string]*routeAcc{}
 	var order [][2]string
+	var changed []string // signatures whose acceptance now differs from the recorded one
 	for i := range rows {
 		r := &rows[i]
-		if f.From.IsZero() || r.hour.Before(f.From) {
-			f.From = r.hour
-		}
 		svc := services[r.service]
 		if svc == nil {
 			svc = &Service{Service: r.service}
@@ -439,24 +530,37 @@ func Build(ctx context.Context, st *comparator.Store, q Query, opts Options) (*F
 			routes[key] = ra
 			order = append(order, key)
 		}
-		open, accepted, reason := acc.judge(r)
-		ra.r.Stats.add(r, open, accepted)
-		svc.Total.add(r, open, accepted)
-		if r.verdict != string(comparator.VerdictSkipped) {
+		if !r.bySignature {
+			// The trend: per hour, with open as recorded at compare time
+			// (corrected below for signatures judged otherwise now).
+			if f.From.IsZero() || r.hour.Before(f.From) {
+				f.From = r.hour
+			}
+			if r.verdict == string(comparator.VerdictSkipped) {
+				continue
+			}
 			tp := ra.trend[r.hour]
 			if tp == nil {
 				tp = &TrendPoint{Hour: r.hour}
 				ra.trend[r.hour] = tp
 			}
 			tp.Pairs += r.pairs
-			tp.Open += open
 			switch comparator.Verdict(r.verdict) {
 			case comparator.VerdictMatch, comparator.VerdictNoise, comparator.VerdictMovedOn:
 				ra.trendM[r.hour] += r.pairs
 			case comparator.VerdictError:
 				ra.trendE[r.hour] += r.pairs
+			case comparator.VerdictMismatch:
+				tp.Open += r.pairs - r.accepted
 			}
+			continue
 		}
+		open, accepted, reason := acc.judge(r)
+		if r.verdict == string(comparator.VerdictMismatch) && open != r.pairs-r.accepted {
+			changed = append(changed, r.signature)
+		}
+		ra.r.Stats.add(r, open, accepted)
+		svc.Total.add(r, open, accepted)
 		if r.verdict == string(comparator.VerdictMismatch) {
 			for _, c := range r.causes {
 				cc := ra.causes[c]
@@ -496,9 +600,28 @@ func Build(ctx context.Context, st *comparator.Store, q Query, opts Options) (*F
 			a.CubeCorrect += r.ai.CubeCorrect
 		}
 	}
-	paths, err := readPaths(ctx, st, q, from, to)
-	if err != nil {
-		return nil, err
+	if len(changed) > 0 {
+		hours, err := readHourOpen(ctx, st, q, from, to, changed)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range hours {
+			ra := routes[[2]string{h.service, h.route}]
+			if ra == nil || ra.sigs[h.signature] == nil || ra.trend[h.hour] == nil {
+				continue
+			}
+			now := h.pairs
+			if ra.sigs[h.signature].Accepted {
+				now = 0
+			}
+			ra.trend[h.hour].Open += now - (h.pairs - h.accepted)
+		}
+	}
+	for key, l := range lat {
+		if ra := routes[key]; ra != nil {
+			ra.r.Stats.addLatency(l)
+			services[key[0]].Total.addLatency(l)
+		}
 	}
 	pathCounts := map[[2]string]map[string]int64{}
 	for _, p := range paths {

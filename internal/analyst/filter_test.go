@@ -74,6 +74,13 @@ func TestFilters(t *testing.T) {
 	if r.Stats.Open != 3 || r.Stats.Accepted != 6 || len(r.Accepted) != 1 || r.Accepted[0].Reason == "" {
 		t.Fatalf("with zi-hour accepted now: open %d, accepted %d, accepted signatures %+v; want 3 (the unexplained ones), 6", r.Stats.Open, r.Stats.Accepted, r.Accepted)
 	}
+	var trendOpen int64
+	for _, p := range r.Trend {
+		trendOpen += p.Open
+	}
+	if trendOpen != r.Stats.Open || len(r.Trend) != 2 {
+		t.Fatalf("trend %+v: open per hour sums to %d, want %d over 2 hours", r.Trend, trendOpen, r.Stats.Open)
+	}
 }
 
 // TestConcurrentWriters: comparators saving batches that share roll-up
