@@ -16,7 +16,7 @@ import (
 )
 
 func newGateCmd() *cobra.Command {
-	var w windowFlags
+	var w reportWindow
 	var format, criteria, accepted string
 	cmd := &cobra.Command{
 		Use:   "gate",

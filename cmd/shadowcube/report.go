@@ -27,13 +27,13 @@ Environment:
   SHADOWCUBE_COMPARE_SCHEMA       schema of the store (shadowcube_compare)
   SHADOWCUBE_COMPARE_ACCEPTED_FILE accepted-signatures file (--accepted)`
 
-// windowFlags are the time window and filters shared by report and gate.
-type windowFlags struct {
+// reportWindow is the time window and the filters of report and gate.
+type reportWindow struct {
 	since, until string
 	q            analyst.Query
 }
 
-func (w *windowFlags) register(cmd *cobra.Command, filters bool, since string) {
+func (w *reportWindow) register(cmd *cobra.Command, filters bool, since string) {
 	f := cmd.Flags()
 	usage := "start of the window: a duration back from now (24h, 7d) or an RFC 3339 time"
 	if since == "" {
@@ -59,7 +59,7 @@ func parseWhen(flag, s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-func (w *windowFlags) query(now time.Time) (analyst.Query, error) {
+func (w *reportWindow) query(now time.Time) (analyst.Query, error) {
 	q := w.q
 	var err error
 	if q.Since, err = parseWhen("since", w.since, now); err != nil {
@@ -88,7 +88,7 @@ func openAnalystStore(cmd *cobra.Command, name string) (*comparator.Store, analy
 }
 
 func newReportCmd() *cobra.Command {
-	var w windowFlags
+	var w reportWindow
 	var format, out, accepted, criteria string
 	var examples int
 	cmd := &cobra.Command{
@@ -130,6 +130,9 @@ Exit status: 0 written, 1 failure, 2 bad usage.` + analystEnvHelp + `
 			case "html", "csv", "json":
 			default:
 				return usageError{fmt.Errorf("--format %q: want html, csv or json", format)}
+			}
+			if format == "csv" && out == "-" {
+				return usageError{fmt.Errorf("--format csv writes one file per table: --out names a directory, not -")}
 			}
 			if examples < 0 {
 				return usageError{fmt.Errorf("--examples %d: want 0 (all) or more", examples)}

@@ -82,6 +82,7 @@ func TestReportAndGateCLI(t *testing.T) {
 		{"gate", "--since", "yesterday"},
 		{"gate", "--criteria", filepath.Join(dir, "missing.yaml")},
 		{"report", "--format", "pdf"},
+		{"report", "--format", "csv", "--out", "-"},
 		{"report", "--since", "1h", "--until", "2h"},
 	} {
 		if code, _, stderr := runCLI(t, args...); code != 2 {
