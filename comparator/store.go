@@ -109,6 +109,8 @@ var migrations = []string{
 	// 3: what reports read (store_rollup.go): hourly roll-ups, differing
 	// paths per hour, example pairs per signature, reconcile results.
 	migrationRollups,
+	// 4: analysts' acceptances and their audit (store_accept.go).
+	acceptMigration,
 }
 
 // OpenStore connects and migrates the store.

@@ -33,6 +33,7 @@ var envStructs = map[string]func() any{
 	"DemoServiceEnv": func() any { return new(wiring.DemoServiceEnv) },
 	"analystEnv":     func() any { return new(analystEnv) },
 	"SharedStores":   func() any { return new(wiring.SharedStores) },
+	"serveEnv":       func() any { return new(serveEnv) },
 }
 
 var numericIdents = map[string]bool{"int": true, "int8": true, "int16": true, "int32": true, "int64": true,

@@ -73,6 +73,7 @@ func commands() []*cobra.Command {
 		newCompareCmd(),
 		newReportCmd(),
 		newGateCmd(),
+		newServeCmd(),
 		newDemoServiceCmd(),
 		newLoadgenCmd(),
 	}
