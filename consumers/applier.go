@@ -119,6 +119,7 @@ type Applier struct {
 	wmMu    sync.Mutex
 	wm      schemas.Watermark
 	wmDirty bool
+	copies  copyState // setapply.go
 }
 
 // NewApplier checks cfg and returns an applier; Run starts it.
@@ -293,9 +294,10 @@ func (a *Applier) applyUnits(ctx context.Context, units []*txn) error {
 // transient failures; a permanent failure is narrowed down to its unit.
 func (a *Applier) applyBatch(ctx context.Context, batch []*txn) error {
 	backoff := a.cfg.RetryMin
+	noCopy := false
 	for {
 		start := time.Now()
-		n, err := a.applyOnce(ctx, batch, modeNormal)
+		n, err := a.applyWith(ctx, batch, modeNormal, noCopy)
 		if err == nil {
 			last := batch[len(batch)-1]
 			a.met.batchTime.WithLabelValues(a.target).Observe(time.Since(start).Seconds())
@@ -312,6 +314,13 @@ func (a *Applier) applyBatch(ctx context.Context, batch []*txn) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		var ce *copyError
+		if !noCopy && errors.As(err, &ce) && !Transient(err) {
+			// COPY failed (setapply.go): the same batch through upserts only
+			a.log.Warn("copy failed; applying the batch without copy", "lsn", batch[0].pos.String(), "err", err)
+			noCopy = true
+			continue
 		}
 		if !Transient(err) {
 			if len(batch) > 1 {
@@ -393,6 +402,16 @@ const (
 // applyOnce runs one target transaction holding batch and returns the
 // number of changes applied.
 func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (int, error) {
+	n, err := a.applyWith(ctx, batch, mode, false)
+	var ce *copyError
+	if errors.As(err, &ce) && !Transient(err) {
+		return a.applyWith(ctx, batch, mode, true)
+	}
+	return n, err
+}
+
+// applyWith is applyOnce; noCopy applies upsert runs without COPY.
+func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, noCopy bool) (int, error) {
 	tx, err := a.cfg.DB.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
@@ -441,14 +460,22 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 		}
 		conflicts = found
 		sb := newStmtBatch(a.cfg.Target, a.log)
+		sb.noCopy = noCopy
+		savepoints := 0
 		for _, evs := range units {
 			sb.addUnit(evs)
 		}
 		stmts, count := sb.statements()
 		n = count
 		for _, s := range stmts {
-			if s.fill == nil {
+			if s.fill == nil && s.copy == nil {
 				b.Queue(s.sql, s.args...)
+				continue
+			}
+			if s.copy != nil {
+				if err := a.applyCopy(ctx, tx, s.copy, b, send, &savepoints); err != nil {
+					return 0, err
+				}
 				continue
 			}
 			if err := send(); err != nil {
