@@ -449,7 +449,7 @@ func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, n
 			return nil
 		}
 		err := tx.SendBatch(ctx, b).Close()
-		b = &pgx.Batch{}
+		*b = pgx.Batch{} // in place: applyCopy queues on b after sending
 		return err
 	}
 	var conflicts []Conflict

@@ -161,9 +161,10 @@ func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.B
 			return &copyError{table: tm.Target, err: err}
 		}
 		// the target holds some of the keys: probe them
-		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+copySavepoint+"; RELEASE SAVEPOINT "+copySavepoint); err != nil {
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+copySavepoint); err != nil {
 			return err
 		}
+		b.Queue("RELEASE SAVEPOINT " + copySavepoint)
 	} else if err := send(); err != nil {
 		return err
 	}
