@@ -154,6 +154,7 @@ func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.B
 		_, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, r.plan.copy)
 		if err == nil {
 			b.Queue("RELEASE SAVEPOINT " + copySavepoint)
+			a.met.copied.WithLabelValues(a.target).Add(float64(len(r.rows)))
 			return nil
 		}
 		var pe *pgconn.PgError
@@ -186,6 +187,7 @@ func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.B
 		if _, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, r.plan.copy); err != nil {
 			return &copyError{table: tm.Target, err: err}
 		}
+		a.met.copied.WithLabelValues(a.target).Add(float64(len(r.rows) - len(upsert)))
 	}
 	if len(upsert) > 0 {
 		b.Queue(tm.upsertSQL(nil), jsonArray(upsert))
