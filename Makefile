@@ -9,7 +9,7 @@ TEST_TIMEOUT ?= 25m
 PKGS ?= ./...
 IMAGE ?= shadowcube:$(VERSION)
 
-.PHONY: help build test test-short test-race test-faults bench bench-short lint fmt demo clean image
+.PHONY: help build test test-short test-race test-faults bench bench-short soak lint fmt demo clean image
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ bench: ## benchmarks with ratios against limits measured in the same run
 
 bench-short: ## benchmarks in short mode (proves they run; CI)
 	$(GO) test -short -run '^$$' -bench . -benchtime 1x -timeout 20m $(PKGS)
+
+SOAK_DURATION ?= 10m
+SOAK_RATE ?= 100
+
+soak: ## B8: tap, cdc, sync, shadow and compare as separate processes of the built binary under SOAK_RATE req/s for SOAK_DURATION; peak RSS and flatness per component (build tag soak)
+	set -o pipefail; SOAK_DURATION=$(SOAK_DURATION) SOAK_RATE=$(SOAK_RATE) $(GO) test -tags soak -count=1 -run '^$$' -bench '^BenchmarkB8Soak$$' -benchtime 1x -timeout 60m ./cmd/shadowcube/ | grep -E --line-buffered '^(bench |soak |ok|FAIL|---|panic)'
 
 lint: ## gofmt, go vet, staticcheck (pinned)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

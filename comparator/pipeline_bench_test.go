@@ -99,7 +99,7 @@ services:
 	for range b.N {
 		// The machine is shared and noisy: alternate limit and figure and
 		// take the median of each.
-		var figures, limits, cpuPair, cpuRaw []float64
+		var figures, fusedRates, limits, cpuPair, cpuFused, cpuRaw []float64
 		measure := func(f func() float64, rates, cpus *[]float64) {
 			c0 := testenv.ProcessCPU()
 			*rates = append(*rates, f())
@@ -114,7 +114,8 @@ services:
 		}
 		for round := range rounds {
 			measure(raw, &limits, &cpuRaw)
-			measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round) }, &figures, &cpuPair)
+			measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round, false) }, &figures, &cpuPair)
+			measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round, true) }, &fusedRates, &cpuFused)
 		}
 		measure(raw, &limits, &cpuRaw)
 		figure, limit := testenv.Median(figures), testenv.Median(limits)
@@ -124,14 +125,22 @@ services:
 		b.ReportMetric(figure, "pairs/s")
 		b.ReportMetric(testenv.Median(cpuPair), "cpu-µs/pair")
 		b.ReportMetric(testenv.Median(cpuRaw), "cpu-µs/raw-req")
-		fmt.Printf("bench B6 shadow replay+compare+store: %.0f pairs/s | limit %.0f req/s | ratio %.2f | target 0.50\n", figure, limit, figure/limit)
+		fused := testenv.Median(fusedRates)
+		b.ReportMetric(fused, "fused-pairs/s")
+		b.ReportMetric(testenv.Median(cpuFused), "cpu-µs/fused-pair")
+		fmt.Printf("bench B6 shadow replay+compare+store, separate stages: %.0f pairs/s | limit %.0f req/s | ratio %.2f | target — (0.50 is fused's)\n", figure, limit, figure/limit)
+		fmt.Printf("bench B6 shadow replay+compare+store, fused (shadow --compare): %.0f pairs/s | limit %.0f req/s | ratio %.2f | target 0.50\n", fused, limit, fused/limit)
+		rawUS, pairUS, fusedUS := testenv.Median(cpuRaw), testenv.Median(cpuPair), testenv.Median(cpuFused)
+		fmt.Printf("bench B6 cpu per pair, fused: %.1f cpu-µs/pair | limit %.1f cpu-µs/raw-req | ratio %.2f | target 0.50 (separate stages: %.1f cpu-µs/pair, ratio %.2f)\n",
+			fusedUS, rawUS, rawUS/fusedUS, pairUS, rawUS/pairUS)
 	}
 }
 
 // replayAndCompare runs a replayer (new durable) and a comparator consumer
 // (new durable) on the request backlog until n verdicts are stored, and
-// returns pairs/s.
-func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream, rf *routes.File, cmp *Comparator, store *Store, n, round int) float64 {
+// returns pairs/s. fused: the replayer compares and stores in process
+// (Fused, as `shadow --compare`), still publishing every result.
+func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream, rf *routes.File, cmp *Comparator, store *Store, n, round int, fused bool) float64 {
 	b.Helper()
 	if err := js.DeleteStream(ctx, schemas.StreamShadowResults); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		b.Fatal(err)
@@ -140,7 +149,19 @@ func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream,
 		b.Fatal(err)
 	}
 	start := time.Now()
-	r, err := shadow.New(shadow.Config{Routes: rf, Durable: fmt.Sprintf("b6-%d", round)},
+	durable := fmt.Sprintf("b6-%d", round)
+	var fusedSink *Fused
+	var sink shadow.Sink
+	if fused {
+		durable = fmt.Sprintf("b6-fused-%d", round)
+		f, err := NewFused(FusedConfig{}, Deps{JetStream: js, Comparator: cmp, Store: store, Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close() // after the replayer's Close (deferred below)
+		fusedSink, sink = f, f
+	}
+	r, err := shadow.New(shadow.Config{Routes: rf, Durable: durable, Sink: sink},
 		shadow.Deps{JetStream: js, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)
@@ -154,25 +175,31 @@ func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream,
 			b.Error(err)
 		}
 	}()
-	cons, err := NewConsumer(ConsumerConfig{Durable: fmt.Sprintf("b6-compare-%d", round)}, Deps{JetStream: js, Comparator: cmp, Store: store, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- cons.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			b.Error(err)
+	var m *Metrics
+	if fused {
+		m = fusedSink.metrics
+	} else {
+		cons, err := NewConsumer(ConsumerConfig{Durable: fmt.Sprintf("b6-compare-%d", round)}, Deps{JetStream: js, Comparator: cmp, Store: store, Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			b.Fatal(err)
 		}
-	}()
+		m = cons.metrics
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- cons.Run(runCtx) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				b.Error(err)
+			}
+		}()
+	}
 	// Poll the stage's own counter (it counts after the commit): polling
 	// count(*) would load PostgreSQL, which shares the cores.
 	counted := func() int {
 		var sum float64
 		for _, verdict := range []Verdict{VerdictMatch, VerdictMismatch, VerdictNoise, VerdictError} {
-			sum += testutil.ToFloat64(cons.metrics.compared.WithLabelValues("saju", "/api/saju/chart/{id}", string(verdict)))
+			sum += testutil.ToFloat64(m.compared.WithLabelValues("saju", "/api/saju/chart/{id}", string(verdict)))
 		}
 		return int(sum)
 	}
@@ -192,6 +219,20 @@ func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream,
 	}
 	if want := n / 50; mismatches != want {
 		b.Fatalf("%d pairs are not matches, want the %d planted zi-hour divergences", mismatches, want)
+	}
+	// Fused or not, every result is in SHADOW_RESULTS once.
+	for {
+		st, err := js.Stream(ctx, schemas.StreamShadowResults)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.CachedInfo().State.Msgs == uint64(n) {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			b.Fatalf("%d results in %s, want %d", st.CachedInfo().State.Msgs, schemas.StreamShadowResults, n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return float64(n) / elapsed.Seconds()
 }

@@ -44,4 +44,14 @@
 // result (Nats-Msg-Id = request id, so a redelivery is de-duplicated); a
 // failed publish naks with a delay; an undecodable message is terminated and
 // copied to dlq.shadow.
+//
+// Fused compare: with Config.Sink set (comparator.Fused, `shadow
+// --compare`), each result goes to the sink, which compares and stores it
+// in process and still publishes it to SHADOW_RESULTS; the request is
+// acknowledged when the sink reports it stored.
+//
+// Window replay: ReplayWindow replays the requests captured in a time
+// window (`shadow --since --until --pace --loop`) from a JetStream
+// start-time lookup on its own ordered consumer, at the recorded pace, a
+// multiple of it or as fast as the limits allow, and returns a Summary.
 package shadow

@@ -127,6 +127,25 @@ func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg, p *progress) {
 // store publishes res and acks msg; when JetStream does not take the
 // result it naks msg with a growing delay and reports false.
 func (r *Replayer) store(ctx context.Context, msg jetstream.Msg, res *schemas.ShadowResult, log func() *slog.Logger) bool {
+	if r.cfg.Sink != nil {
+		// Fused: the sink stores it (batched); the request is acked or
+		// nak'ed when it reports. MaxAckPending bounds what is pending.
+		// The result escapes to the sink: give it its own copy.
+		own := *res
+		r.cfg.Sink.Put(&own, own.RequestID, func(err error) {
+			if err != nil {
+				r.m.publishFailures.Inc()
+				delay := r.nakDelay(msg)
+				log().Warn("store shadow result failed; will retry", "err", err, "retry_in", delay)
+				if nerr := msg.NakWithDelay(delay); nerr != nil {
+					log().Warn("nak request", "err", nerr)
+				}
+				return
+			}
+			r.ack(msg, log)
+		})
+		return true
+	}
 	// The replay is done: store it even if a stop began meanwhile.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -563,6 +582,11 @@ func transportError(err error) string {
 
 // publish stores the result in SHADOW_RESULTS, de-duplicated by request id.
 func (r *Replayer) publish(ctx context.Context, res *schemas.ShadowResult) error {
+	return r.publishID(ctx, res, res.RequestID)
+}
+
+// publishID stores the result in SHADOW_RESULTS with Nats-Msg-Id msgID.
+func (r *Replayer) publishID(ctx context.Context, res *schemas.ShadowResult, msgID string) error {
 	bp := r.bufs.Get().(*[]byte)
 	data := schemas.AppendShadowResult((*bp)[:0], res)
 	defer func() {
@@ -574,7 +598,7 @@ func (r *Replayer) publish(ctx context.Context, res *schemas.ShadowResult) error
 	// Publish copies the payload into the connection's buffer before it
 	// returns, so the buffer can be reused afterwards.
 	subj := schemas.ShadowResultSubject(res.Service, res.Route)
-	if _, err := r.js.Publish(ctx, subj, data, jetstream.WithMsgID(res.RequestID)); err != nil {
+	if _, err := r.js.Publish(ctx, subj, data, jetstream.WithMsgID(msgID)); err != nil {
 		return fmt.Errorf("publish shadow result %s to %s: %w", res.RequestID, subj, err)
 	}
 	return nil

@@ -80,6 +80,22 @@ type Config struct {
 	// Redact sanitises every answer (cube, secondary) before it is published
 	// or stored, with the tap's rules (nil: the default rules).
 	Redact *RedactRules
+	// Sink, when set, takes over storing results (fused replay + compare:
+	// `shadow --compare`): the replayer hands each result to it and acks
+	// the request once the sink reports it stored. Nil: results are
+	// published to SHADOW_RESULTS and acked once JetStream stored them.
+	Sink Sink
+}
+
+// Sink stores results in process instead of the replayer's publish to
+// SHADOW_RESULTS (comparator.Fused compares and stores them, and
+// publishes them for other readers).
+type Sink interface {
+	// Put takes res (the sink owns it from now on), to be published to
+	// SHADOW_RESULTS with Nats-Msg-Id msgID, and calls done exactly once:
+	// nil once res is durably stored, else the error. done may run on
+	// another goroutine and must not block.
+	Put(res *schemas.ShadowResult, msgID string, done func(error))
 }
 
 // Routes is a parsed routes file (docs/routes.md); LoadRoutes reads one.
@@ -699,7 +715,7 @@ func (r *Replayer) Close() error {
 // stop cancels what start started and waits for it.
 func (r *Replayer) stop() {
 	r.mu.Lock()
-	started := r.started
+	started := r.started && r.cancel != nil // ReplayWindow starts no loops
 	r.mu.Unlock()
 	if !started {
 		return

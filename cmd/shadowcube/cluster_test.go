@@ -94,8 +94,13 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 	logs := &syncWriter{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	st := &demoStack{log: log, out: io.Discard}
+	// The taps capture until the test ends, through stage failures: their
+	// own context, cancelled (their Run drains and returns) before the
+	// stages are joined.
+	tapCtx, tapCancel := context.WithCancel(context.Background())
 	defer func() {
 		cancel()
+		tapCancel()
 		st.wg.Wait()
 		st.stop()
 		if t.Failed() {
@@ -191,7 +196,7 @@ func TestClusterPipelineSurvivesNodeLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		st.onStop(func() { c.Close() })
-		st.goRun(context.WithoutCancel(stageCtx), stageCancel, "tap "+s.name, c.Run)
+		st.goRun(tapCtx, stageCancel, "tap "+s.name, c.Run)
 		capturers = append(capturers, c)
 		tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: s.upstream})
 		if err != nil {

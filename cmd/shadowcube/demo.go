@@ -242,16 +242,8 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 		return err
 	}
 
-	// shadow replayer.
-	rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv}, shadow.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "shadow"), Registerer: e.Reg})
-	if err != nil {
-		return err
-	}
-	st.onStop(func() { rep.Close() })
-	st.goRun(ctx, cancel, "shadow", rep.Run)
-	st.step("shadow replaying to the cubes (freshness barrier on sync target saju-cube)")
-
-	// comparator.
+	// comparator, fused with the replayer (shadow --compare): verdicts are
+	// stored in process, results still published to SHADOW_RESULTS.
 	cmpr, err := comparator.New(comparator.Config{Routes: routeRules(rf)})
 	if err != nil {
 		return err
@@ -261,13 +253,22 @@ func runDemo(parent context.Context, e *Env, sourceURL string, opts demoOptions)
 		return err
 	}
 	st.onStop(func() { store.Close() })
-	cons, err := comparator.NewConsumer(comparator.ConsumerConfig{},
+	fused, err := comparator.NewFused(comparator.FusedConfig{},
 		comparator.Deps{JetStream: nc.JS, Comparator: cmpr, Store: store, Logger: e.Base.With("stage", "compare"), Registerer: e.Reg})
 	if err != nil {
 		return err
 	}
-	st.goRun(ctx, cancel, "compare", cons.Run)
-	st.step("comparator storing verdicts in the mismatch store")
+	st.onStop(func() { fused.Close() }) // after the replayer's Close (stops run newest first)
+
+	// shadow replayer.
+	rep, err := shadow.New(shadow.Config{Routes: rf, LookupEnv: os.LookupEnv, Sink: fused},
+		shadow.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "shadow"), Registerer: e.Reg})
+	if err != nil {
+		return err
+	}
+	st.onStop(func() { rep.Close() })
+	st.goRun(ctx, cancel, "shadow", rep.Run)
+	st.step("shadow replaying to the cubes (freshness barrier on sync target saju-cube), comparing in process (fused) and storing verdicts in the mismatch store")
 
 	// traffic.
 	gen := demo.DefaultGenConfig()

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/redact"
@@ -45,6 +48,9 @@ func newShadowCmd() *cobra.Command {
 		routesFile, durable             string
 		maxInFlight, conc, brkFail      int
 		timeout, freshWait, breakerOpen time.Duration
+		since, until, pace              string
+		skew                            time.Duration
+		loop, fused                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "shadow",
@@ -97,6 +103,31 @@ closed, 1 half-open, 2 open).
 
 Undecodable messages are terminated and copied to dlq.shadow with the reason.
 
+Fused compare (--compare): the replayer compares each pair in process and
+stores the verdict in the mismatch store itself (as 'shadowcube compare' would:
+same routes file rules, the compare command's SHADOWCUBE_STORE_DATABASE_URL,
+SHADOWCUBE_COMPARE_* settings and accepted file), still publishing every
+result to SHADOW_RESULTS (asynchronously) for audit and other readers. A
+request is acknowledged once its verdict's transaction committed. Separate
+'shadow' and 'compare' processes keep working as before.
+
+Window replay (--since): replays the requests captured in [--since, --until]
+(RFC 3339 times; --until defaults to now) once, or again and again with
+--loop (load tests, until stopped), then exits after printing a summary
+(replayed, skipped by policy, cube errors, duration, achieved rate against
+the rate asked). It reads LEGACY_REQUESTS with its own ephemeral ordered
+consumer from a start-time lookup (--since minus --skew), so the live
+replayers' durables are untouched, and stops at the first message stored
+after --until plus --skew, or at the last one stored when it started.
+--skew (1m) is how long after its capture a request may have been stored;
+raise it for imported traffic (stored long after its capture). --pace
+recorded keeps the captured gaps between requests, 10x divides them by 10,
+max replays as fast as the cube and the service's concurrency and
+rate_per_second allow. A user's requests are replayed one at a time in
+capture order. Requests the policy skips are counted, not stored; results
+carry the Nats-Msg-Id <request id>@<replay time>, so a window's pairs are new
+pairs next to the live ones.
+
 Flags (each overrides its environment variable):
   --routes FILE            SHADOWCUBE_ROUTES_FILE          routes file (required)
   --durable NAME           SHADOWCUBE_SHADOW_DURABLE       base name of the durable consumers (shadow)
@@ -109,6 +140,11 @@ Flags (each overrides its environment variable):
                                                            sets no freshness_wait (10s)
   --breaker-failures N     SHADOWCUBE_SHADOW_BREAKER_FAILURES consecutive failures that open a breaker (5)
   --breaker-open D         SHADOWCUBE_SHADOW_BREAKER_OPEN  how long a breaker stays open (5s)
+  --compare                compare and store in this process (fused; see above)
+  --since T, --until T     replay the window of capture times [T, T] and exit (RFC 3339)
+  --pace P                 window pace: recorded (default), Nx (e.g. 10x) or max
+  --loop                   repeat the window until stopped
+  --skew D                 how late after capture a request may be stored (1m)
 
 Environment only:
   SHADOWCUBE_SHADOW_BREAKER_PROBES   requests let through while half-open (1)
@@ -187,6 +223,10 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 			if env.RoutesFile == "" {
 				return usageError{fmt.Errorf("shadow: no routes file: pass --routes FILE or set SHADOWCUBE_ROUTES_FILE")}
 			}
+			win, err := windowFlags(f.Changed, since, until, pace, skew, loop)
+			if err != nil {
+				return usageError{err}
+			}
 			rf, err := routes.Load(env.RoutesFile)
 			if err != nil {
 				return err
@@ -204,7 +244,15 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 			if err != nil {
 				return usageError{err}
 			}
+			var sink *comparator.Fused
+			if fused {
+				if sink, err = openFused(ctx, e, env.RoutesFile, rf, conn.JS); err != nil {
+					return err
+				}
+				defer sink.Close() // runs after the replayer's Close (deferred later)
+			}
 			r, err := shadow.New(shadow.Config{
+				Sink:              sinkOf(sink),
 				Redact:            rules,
 				Routes:            rf,
 				Durable:           env.Durable,
@@ -227,6 +275,15 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 				return err
 			}
 			defer r.Close()
+			if win != nil {
+				sum, err := r.ReplayWindow(ctx, *win, func(s shadow.Summary) {
+					if win.Loop {
+						fmt.Fprintln(e.Stdout, s)
+					}
+				})
+				fmt.Fprintln(e.Stdout, sum)
+				return err
+			}
 			if err := r.Run(ctx); err != nil {
 				return err
 			}
@@ -243,5 +300,91 @@ variables:` + redact.EnvHelp + commonEnvHelp,
 	f.DurationVar(&freshWait, "freshness-wait", 10*time.Second, "default longest wait for a cube's sync watermark (SHADOWCUBE_SHADOW_FRESHNESS_WAIT)")
 	f.IntVar(&brkFail, "breaker-failures", 5, "consecutive failures that open a target's breaker (SHADOWCUBE_SHADOW_BREAKER_FAILURES)")
 	f.DurationVar(&breakerOpen, "breaker-open", 5*time.Second, "how long an open breaker rejects replays (SHADOWCUBE_SHADOW_BREAKER_OPEN)")
+	f.BoolVar(&fused, "compare", false, "compare and store the pairs in this process (fused replay + compare; the compare command's environment)")
+	f.StringVar(&since, "since", "", "replay the requests captured from this time (RFC 3339) and exit")
+	f.StringVar(&until, "until", "", "with --since: up to this capture time (RFC 3339; default now)")
+	f.StringVar(&pace, "pace", "recorded", "with --since: recorded, Nx (e.g. 10x) or max")
+	f.BoolVar(&loop, "loop", false, "with --since: repeat the window until stopped")
+	f.DurationVar(&skew, "skew", time.Minute, "with --since: how long after capture a request may have been stored")
 	return cmd
+}
+
+// windowFlags reads the window replay flags; nil without --since.
+func windowFlags(changed func(string) bool, since, until, pace string, skew time.Duration, loop bool) (*shadow.Window, error) {
+	if !changed("since") {
+		for _, name := range []string{"until", "pace", "loop", "skew"} {
+			if changed(name) {
+				return nil, fmt.Errorf("shadow: --%s needs --since (a window replay)", name)
+			}
+		}
+		return nil, nil
+	}
+	w := &shadow.Window{Loop: loop, Skew: skew}
+	var err error
+	if w.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
+		return nil, fmt.Errorf("shadow: --since %q: want an RFC 3339 time such as 2026-11-29T14:00:00Z", since)
+	}
+	if until != "" && until != "now" {
+		if w.Until, err = time.Parse(time.RFC3339Nano, until); err != nil {
+			return nil, fmt.Errorf("shadow: --until %q: want an RFC 3339 time such as 2026-11-29T15:00:00Z", until)
+		}
+		if w.Until.Before(w.Since) {
+			return nil, fmt.Errorf("shadow: --until %s is before --since %s", until, since)
+		}
+	}
+	if w.Pace, err = shadow.ParsePace(pace); err != nil {
+		return nil, fmt.Errorf("shadow: --%w", err)
+	}
+	if skew <= 0 {
+		return nil, fmt.Errorf("shadow: --skew %v: must be positive", skew)
+	}
+	return w, nil
+}
+
+// sinkOf is the replayer's Sink: nil (publish only) without --compare.
+func sinkOf(f *comparator.Fused) shadow.Sink {
+	if f == nil {
+		return nil
+	}
+	return f
+}
+
+// openFused builds the in-process comparator of `shadow --compare` from the
+// compare command's environment (SHADOWCUBE_STORE_DATABASE_URL,
+// SHADOWCUBE_COMPARE_*) and the routes file's compare rules.
+func openFused(ctx context.Context, e *Env, routesFile string, rf *routes.File, js jetstream.JetStream) (*comparator.Fused, error) {
+	var env compareEnv
+	if err := process.Load(&env); err != nil {
+		return nil, err
+	}
+	if err := env.validate(); err != nil {
+		return nil, usageError{fmt.Errorf("shadow --compare: %w", err)}
+	}
+	if env.StoreURL == "" {
+		return nil, usageError{fmt.Errorf("shadow --compare: SHADOWCUBE_STORE_DATABASE_URL is not set: the mismatch store's PostgreSQL URL")}
+	}
+	var acc *comparator.Accepted
+	if env.AcceptedFile != "" {
+		var err error
+		if acc, err = comparator.LoadAccepted(env.AcceptedFile); err != nil {
+			return nil, err
+		}
+	}
+	cmpr, err := comparator.New(comparator.Config{
+		Routes: routeRules(rf), Noise: env.noise(), AI: env.ai(), Accepted: acc, RepeatCache: env.RepeatCache, RepeatWindow: env.RepeatWindow,
+		Saju: comparator.SajuConfig{Longitude: env.Longitude},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", routesFile, err)
+	}
+	store, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: env.StoreURL, Schema: env.Schema})
+	if err != nil {
+		return nil, err
+	}
+	e.OnClose(func() { store.Close() })
+	if err := store.Seed(ctx, cmpr); err != nil {
+		return nil, err
+	}
+	return comparator.NewFused(comparator.FusedConfig{Batch: env.Batch},
+		comparator.Deps{JetStream: js, Comparator: cmpr, Store: store, Logger: e.Base.With("stage", "compare"), Registerer: e.Reg})
 }
