@@ -143,7 +143,6 @@ func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.B
 	tm := r.tm
 	if !a.copies.probeFirst(tm) && *savepoints < maxCopySavepoints {
 		*savepoints++
-		b.Queue("SAVEPOINT " + copySavepoint)
 		if err := send(); err != nil {
 			return err
 		}
@@ -151,7 +150,8 @@ func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.B
 		for _, row := range r.rows {
 			appendCopyRow(&buf, r.plan.cols, row)
 		}
-		_, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, r.plan.copy)
+		// one round trip: the savepoint rides in the COPY's query string
+		_, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, "SAVEPOINT "+copySavepoint+"; "+r.plan.copy)
 		if err == nil {
 			b.Queue("RELEASE SAVEPOINT " + copySavepoint)
 			a.met.copied.WithLabelValues(a.target).Add(float64(len(r.rows)))
