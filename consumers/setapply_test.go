@@ -3,6 +3,7 @@ package consumers
 import (
 	"bytes"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -141,5 +142,52 @@ targets:
 	// 4 rows by the optimistic COPY, then key 5 after the probe
 	if copied["cp"] != 5 || copied["rw"] != 0 {
 		t.Errorf("rows copied by target: %v, want cp 5, rw 0", copied)
+	}
+}
+
+// TestCopyFailureFallsBackToUpserts: a COPY the target refuses (here a
+// trigger refusing rows inserted by COPY, not by INSERT) rolls the batch
+// back and applies it again with upserts: the rows arrive, nothing goes to
+// the DLQ, and the later batches still apply.
+func TestCopyFailureFallsBackToUpserts(t *testing.T) {
+	e := newEnv(t)
+	ddl := `CREATE TABLE public.nc (id int PRIMARY KEY, v text)`
+	e.exec(e.src, ddl)
+	e.exec(e.dst, ddl)
+	// the refusals are counted by a sequence: nextval survives the rollback
+	e.exec(e.dst, `CREATE SEQUENCE copy_refused`)
+	e.exec(e.dst, `CREATE FUNCTION no_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_query() ILIKE '%COPY %' THEN
+    PERFORM nextval('copy_refused');
+    RAISE EXCEPTION 'rows of nc come through INSERT only';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER no_copy BEFORE INSERT ON public.nc FOR EACH ROW EXECUTE FUNCTION no_copy()`)
+	m := e.loadMapping("source: {slot: s1}\ntargets:\n  - name: cube\n    database_url_env: X\n    on_poison: skip\n    tables:\n      - source: public.nc\n        key: [id]\n")
+	s, stop := e.startSync(m, 100)
+	defer stop()
+	f := e.cdc("s1")
+	var last schemas.LSN
+	for id := 1; id <= 3; id++ {
+		e.exec(e.src, `INSERT INTO nc VALUES ($1, $2)`, id, "v\t"+strconv.Itoa(id))
+		r, c := f.row("public.nc", "id = $1", id)
+		last = f.tx(f.ev(schemas.OpInsert, "public.nc", r, nil, c))
+	}
+	e.waitCheckpoint("cube", "s1", last, 60*time.Second)
+	if got, want := tableText(t, e.dst, "public.nc"), tableText(t, e.src, "public.nc"); !slices.Equal(got, want) {
+		t.Fatalf("target %q, want %q", got, want)
+	}
+	var refused bool
+	if err := e.dst.QueryRow(e.ctx, `SELECT is_called FROM copy_refused`).Scan(&refused); err != nil || !refused {
+		t.Fatalf("the target never refused a COPY (%v): the fault did not hit", err)
+	}
+	a := s.Appliers()[0]
+	if n := testutil.ToFloat64(a.met.dlq.WithLabelValues(a.target)); n != 0 {
+		t.Fatalf("%v transactions went to the DLQ", n)
+	}
+	if n := testutil.ToFloat64(a.met.copied.WithLabelValues(a.target)); n != 0 {
+		t.Fatalf("%v rows counted as copied: the trigger let COPY through", n)
 	}
 }
