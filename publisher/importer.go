@@ -3,6 +3,7 @@ package publisher
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -22,8 +23,10 @@ import (
 
 // Import formats and error policies.
 const (
-	FormatJSONL = "jsonl"
-	FormatHAR   = "har"
+	FormatJSONL    = "jsonl"
+	FormatHAR      = "har"
+	FormatGoReplay = "gor"  // GoReplay's file output (--output-file), gzipped or not
+	FormatPcap     = "pcap" // pcap/pcapng: read by package publisher/sniff, not by Import
 
 	OnErrorSkip  = "skip"  // report the bad line and go on
 	OnErrorFatal = "fatal" // stop at the first bad line
@@ -31,8 +34,8 @@ const (
 
 // ImportConfig configures one import.
 type ImportConfig struct {
-	// Format is FormatJSONL or FormatHAR; empty guesses from the file name
-	// (.har → HAR, anything else JSONL).
+	// Format is FormatJSONL, FormatHAR or FormatGoReplay; empty guesses
+	// from the file name (see GuessFormat). Any of them may be gzipped.
 	Format string
 	// OnError is OnErrorSkip (default) or OnErrorFatal.
 	OnError string
@@ -47,14 +50,42 @@ type ImportConfig struct {
 	KeyedUserKeys bool
 }
 
-// LineError is one bad record of an import file.
+// LineError is one bad record of an import file: at a line (JSONL, HAR)
+// or, for binary-framed formats (GoReplay), at a byte offset (Line 0; of
+// the decompressed stream for a gzipped file); Line 0 and Offset -1 speak
+// of the whole file.
 type LineError struct {
-	File string
-	Line int
-	Msg  string
+	File   string
+	Line   int
+	Offset int64
+	Msg    string
 }
 
-func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
+func (e *LineError) Error() string {
+	if e.Line == 0 && e.Offset < 0 { // about the whole file
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	if e.Line == 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Offset, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+}
+
+// GuessFormat returns the format a file name suggests: .har → HAR, .gor →
+// GoReplay, .pcap/.pcapng/.cap → pcap, anything else JSONL (a trailing .gz
+// is looked through).
+func GuessFormat(name string) string {
+	n := strings.ToLower(strings.TrimSuffix(strings.ToLower(name), ".gz"))
+	switch filepath.Ext(n) {
+	case ".har":
+		return FormatHAR
+	case ".gor":
+		return FormatGoReplay
+	case ".pcap", ".pcapng", ".cap":
+		return FormatPcap
+	}
+	return FormatJSONL
+}
 
 // ImportResult counts what an import did.
 type ImportResult struct {
@@ -75,10 +106,7 @@ var ErrBadRecord = errors.New("bad import record")
 func (c *Capturer) Import(ctx context.Context, name string, r io.Reader, cfg ImportConfig) (ImportResult, error) {
 	format := cfg.Format
 	if format == "" {
-		format = FormatJSONL
-		if strings.EqualFold(filepath.Ext(name), ".har") {
-			format = FormatHAR
-		}
+		format = GuessFormat(name)
 	}
 	switch cfg.OnError {
 	case "":
@@ -88,13 +116,30 @@ func (c *Capturer) Import(ctx context.Context, name string, r io.Reader, cfg Imp
 		return ImportResult{}, fmt.Errorf("import: on-error %q: want %s or %s", cfg.OnError, OnErrorSkip, OnErrorFatal)
 	}
 	imp := &importer{c: c, name: name, cfg: cfg}
+	if format == FormatJSONL || format == FormatHAR || format == FormatGoReplay {
+		br := bufio.NewReaderSize(r, 256<<10)
+		if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+			zr, err := gzip.NewReader(br)
+			if err != nil {
+				return ImportResult{}, fmt.Errorf("import %s: gzip: %w", name, err)
+			}
+			defer zr.Close()
+			r = zr
+		} else {
+			r = br
+		}
+	}
 	switch format {
 	case FormatJSONL:
 		return imp.res, imp.jsonl(ctx, r)
 	case FormatHAR:
 		return imp.res, imp.har(ctx, r)
+	case FormatGoReplay:
+		return imp.res, imp.gor(ctx, r)
+	case FormatPcap:
+		return ImportResult{}, fmt.Errorf("import %s: pcap files are read by package publisher/sniff (shadowcube import does it)", name)
 	}
-	return ImportResult{}, fmt.Errorf("import: format %q: want %s or %s", format, FormatJSONL, FormatHAR)
+	return ImportResult{}, fmt.Errorf("import: format %q: want %s, %s, %s or %s", format, FormatJSONL, FormatHAR, FormatGoReplay, FormatPcap)
 }
 
 type importer struct {
@@ -103,6 +148,17 @@ type importer struct {
 	cfg  ImportConfig
 	res  ImportResult
 	read int64
+}
+
+// badAt records a bad record at a byte offset; it returns an error when
+// the import must stop.
+func (imp *importer) badAt(off int64, format string, args ...any) error {
+	le := &LineError{File: imp.name, Offset: off, Msg: fmt.Sprintf(format, args...)}
+	imp.res.Bad = append(imp.res.Bad, le)
+	if imp.cfg.OnError == OnErrorFatal {
+		return fmt.Errorf("%w: %w", ErrBadRecord, le)
+	}
+	return nil
 }
 
 // bad records a bad line; it returns an error when the import must stop.

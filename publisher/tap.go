@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/heal7/shadowcube/internal/redact"
@@ -216,12 +217,29 @@ func parseBaseURL(what, s string) (*url.URL, error) {
 	return u, nil
 }
 
+// Upstream connection pool defaults (see NewTransport).
+const (
+	DefaultMaxUpstreamConns     = 1024
+	DefaultMaxIdleUpstreamConns = 512
+)
+
 // NewTransport builds the upstream transport: HTTP/1.1 (and HTTP/2 over TLS),
 // or HTTP/2 with prior knowledge over plain TCP when h2c is set.
+//
+// It is never weaker than a bare reverse proxy's: connections to each
+// upstream are bounded (MaxConnsPerHost, DefaultMaxUpstreamConns; requests
+// beyond wait for a free connection, as at a busy upstream, instead of
+// opening sockets until the process runs out of file descriptors and
+// answers 502), idle ones are kept for reuse (DefaultMaxIdleUpstreamConns).
+// The client's Accept-Encoding is forwarded as it is (DisableCompression):
+// the legacy service sees the request the client sent, and the captured
+// answer is the one on the wire, as sniff sees it.
 func NewTransport(h2c bool, tc UpstreamTLS) (*http.Transport, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = 1024
-	tr.MaxIdleConnsPerHost = 512
+	tr.MaxIdleConns = 2 * DefaultMaxIdleUpstreamConns
+	tr.MaxIdleConnsPerHost = DefaultMaxIdleUpstreamConns
+	tr.MaxConnsPerHost = DefaultMaxUpstreamConns
+	tr.DisableCompression = true
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	if h2c {
 		tr.Protocols = new(http.Protocols)
@@ -355,37 +373,15 @@ func (st *reqState) finish() {
 	}
 	st.done = true
 	t, r, resp := st.t, st.r, st.resp
-	ev := &schemas.RequestEvent{
-		V:           schemas.Version,
-		ID:          st.d.captureID,
-		Service:     t.c.cfg.Service,
-		Route:       st.d.route,
-		Method:      r.Method,
-		Path:        r.URL.Path,
-		Query:       r.URL.RawQuery,
-		Headers:     r.Header, // stripped by the publisher goroutine: the proxy sends a clone, nobody writes this map any more
-		UserKey:     st.d.id.key,
-		TraceParent: r.Header.Get("Traceparent"),
-		CapturedAt:  st.start,
-		Source:      schemas.SourceTap,
-		Response: schemas.HTTPResponse{
-			Status:  resp.StatusCode,
-			Headers: resp.Header,
-			Latency: time.Since(st.start),
-		},
-	}
+	// r.Header is stripped by the publisher goroutine: the proxy sends a
+	// clone, nobody writes this map any more.
+	ev := t.c.exchangeEvent(st.d, r, st.start, resp, time.Since(st.start))
 	if st.reqBuf != nil {
 		ev.Body, ev.BodyTruncated = st.reqBuf.seal()
 	}
 	ev.Response.Body, ev.Response.BodyTruncated = st.respBuf.seal()
 	if !st.eof {
 		ev.Response.BodyTruncated = true // the copy to the user stopped early
-	}
-	if len(resp.Trailer) > 0 {
-		ev.Response.Headers = resp.Header.Clone()
-		for k, v := range resp.Trailer {
-			ev.Response.Headers[http.CanonicalHeaderKey("Trailer-"+k)] = v
-		}
 	}
 	// The response header map is ours now: the proxy has copied it to the
 	// user's answer and reads only resp.Trailer after this.
@@ -618,4 +614,24 @@ func singleJoin(a, b string) string {
 		return a + "/" + b
 	}
 	return a + b
+}
+
+// RaiseFileLimit raises the soft limit on open files to the hard limit and
+// returns the limit now in force. A proxy holds two descriptors per request
+// in flight (the user's and the upstream's): at the soft limit some
+// distributions still set (1024) an overload would end in accept and dial
+// errors. The Go runtime raises it as well at start-up on most systems;
+// the tap calls this to be sure and to log the figure.
+func RaiseFileLimit() (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, fmt.Errorf("file limit: %w", err)
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return 0, fmt.Errorf("raise the file limit to %d: %w", rl.Max, err)
+		}
+	}
+	return rl.Cur, nil
 }

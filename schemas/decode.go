@@ -162,7 +162,7 @@ func (e *RequestEvent) Validate() error {
 		required(ev, "method", e.Method != ""),
 		required(ev, "path", e.Path != ""),
 		required(ev, "captured_at", !e.CapturedAt.IsZero()),
-		oneOf(ev, "source", string(e.Source), string(SourceTap), string(SourceMiddleware), string(SourceImport)),
+		oneOf(ev, "source", string(e.Source), string(SourceTap), string(SourceMiddleware), string(SourceImport), string(SourceSniff)),
 		validStatus(ev, "response.status", e.Response.Status),
 	)
 }

@@ -18,6 +18,7 @@ const (
 	SourceTap        Source = "tap"
 	SourceMiddleware Source = "middleware"
 	SourceImport     Source = "import"
+	SourceSniff      Source = "sniff" // passive capture from the wire (shadowcube sniff)
 )
 
 // HTTPResponse is one HTTP answer as captured or replayed. Body holds at most

@@ -20,6 +20,7 @@ var envStructs = map[string]func() any{
 	"Common":         func() any { return new(process.Common) },
 	"CaptureEnv":     func() any { return new(CaptureEnv) },
 	"tapEnv":         func() any { return new(tapEnv) },
+	"sniffEnv":       func() any { return new(sniffEnv) },
 	"cdcEnv":         func() any { return new(cdcEnv) },
 	"syncEnv":        func() any { return new(syncEnv) },
 	"rolloutEnv":     func() any { return new(rolloutEnv) },

@@ -12,36 +12,48 @@ import (
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/publisher"
+	"github.com/heal7/shadowcube/publisher/sniff"
 	"github.com/heal7/shadowcube/schemas"
 )
 
 func newImportCmd() *cobra.Command {
 	var service, routesFile, maxBody, format, onError string
 	var noProgress, keyed bool
+	var pcapPort int
 	cmd := &cobra.Command{
 		Use:   "import [flags] FILE...",
 		Short: "Publish recorded traffic (JSONL request events or HAR) to the LEGACY_REQUESTS stream",
 		Long: `import publishes recorded legacy traffic to the LEGACY_REQUESTS stream, as if the
 tap had captured it.
 
-Formats:
+Formats (any of them gzipped too):
   jsonl  one schemas.RequestEvent per line with its legacy response (see
          schemas/request_event.schema.json); "v", "id", "service", "route" and
          "source" may be left out: v = 1.0, id = hash of the line, service from
          --service, route from the routes file (else /_other), source = import.
          Blank lines and lines starting with # are ignored.
   har    a HAR 1.2 file (browser or proxy export); each entry becomes one event.
+  gor    a GoReplay recording (gor --input-raw :PORT --input-raw-track-response
+         --output-file F.gor): each request paired with its response by id; a
+         response without its request (gor misses pipelined requests) or a request
+         without its response is a bad record. Replayed responses (type 3) are skipped.
+  pcap   a pcap or pcapng file (tcpdump -w F.pcap 'tcp port PORT'), read through
+         the same reassembly as 'shadowcube sniff' (routes and sampling apply as
+         there); exchanges it cannot follow are counted as skipped. --port says
+         which side is the server for connections whose SYN is not in the file.
 
 The same privacy rules as the tap apply (user id → user key, credentials and
 configured headers dropped, JSON redaction). Bad lines are reported as
-FILE:LINE: reason and skipped (--on-error skip) or stop the import
+FILE:LINE: reason (FILE:OFFSET, a byte offset, for gor and pcap) and skipped (--on-error skip) or stop the import
 (--on-error fatal, exit status 1). Re-importing a file publishes nothing new:
 each event's Nats-Msg-Id is its id (the content hash when the record has none),
 de-duplicated by JetStream within the stream's duplicate window (2 minutes by
 default; SHADOWCUBE_LEGACY_REQUESTS_DUPLICATES widens it). A progress line is shown on a terminal.
 
 Flags:
-  --format jsonl|har   default: har for *.har files, jsonl otherwise
+  --format jsonl|har|gor|pcap  default from the name: *.har, *.gor, *.pcap/*.pcapng/*.cap
+                       (a .gz after it is looked through), jsonl otherwise
+  --port N             pcap: the legacy service's TCP port (optional)
   --on-error skip|fatal  default skip
   --no-progress        no progress line even on a terminal
   --keyed-user-keys    accept records that carry a user_key: they must already be user keys made
@@ -111,7 +123,12 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 						fmt.Fprintf(e.Stderr, "\r%s: %d events, %.1f MiB read, %.0f events/s   ", name, events, float64(read)/(1<<20), float64(events)/time.Since(start).Seconds())
 					}
 				}
-				res, err := c.Import(ctx, name, f, icfg)
+				var res publisher.ImportResult
+				if format == publisher.FormatPcap || (format == "" && publisher.GuessFormat(name) == publisher.FormatPcap) {
+					res, err = importPcap(ctx, c, name, f, pcapPort, e)
+				} else {
+					res, err = c.Import(ctx, name, f, icfg)
+				}
 				f.Close()
 				if tty {
 					fmt.Fprintln(e.Stderr)
@@ -145,11 +162,28 @@ Environment:` + captureEnvHelp + commonEnvHelp,
 		},
 	}
 	bindCaptureFlags(cmd, &service, &routesFile, &maxBody)
-	cmd.Flags().StringVar(&format, "format", "", "jsonl or har (default from the file name)")
+	cmd.Flags().StringVar(&format, "format", "", "jsonl, har, gor or pcap (default from the file name)")
+	cmd.Flags().IntVar(&pcapPort, "port", 0, "pcap: the legacy service's TCP port")
 	cmd.Flags().StringVar(&onError, "on-error", publisher.OnErrorSkip, "skip or fatal")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "no progress line on a terminal")
 	cmd.Flags().BoolVar(&keyed, "keyed-user-keys", false, "accept records carrying user_key (must be hmac-sha256:<64 hex> made with this secret)")
 	return cmd
+}
+
+// importPcap publishes the exchanges of a pcap file through the sniff
+// reassembly; those it cannot follow are reported as skipped records.
+func importPcap(ctx context.Context, c *publisher.Capturer, name string, f *os.File, port int, e *Env) (publisher.ImportResult, error) {
+	sn, err := sniff.New(sniff.Config{Port: port, Source: schemas.SourceImport, Wait: true}, sniff.Deps{Capturer: c, Logger: e.Log})
+	if err != nil {
+		return publisher.ImportResult{}, err
+	}
+	err = sn.ReadFile(ctx, name, f)
+	st := sn.Stats()
+	res := publisher.ImportResult{Events: int(st.Published)}
+	if st.Dropped > 0 {
+		res.Bad = append(res.Bad, &publisher.LineError{File: name, Offset: -1, Msg: fmt.Sprintf("%d exchanges could not be followed (lost segments, connections begun before the recording, TLS, not HTTP/1.x)", st.Dropped)})
+	}
+	return res, err
 }
 
 func isTerminal(f *os.File) bool {

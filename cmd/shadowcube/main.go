@@ -67,6 +67,7 @@ func commands() []*cobra.Command {
 		newDemoCmd(),
 		newTapCmd(),
 		newImportCmd(),
+		newSniffCmd(),
 		newFlagsCmd(),
 		newRolloutCmd(),
 		newCDCCmd(),

@@ -237,6 +237,8 @@ type tapEnv struct {
 	UpstreamTimeout    time.Duration `envconfig:"TAP_UPSTREAM_TIMEOUT" min:"0s" default:"0s"`
 	Rollout            bool          `envconfig:"TAP_ROLLOUT" default:"true"`
 	LegacyWorkers      int           `envconfig:"TAP_LEGACY_WORKERS" default:"8" min:"1"`
+	UpstreamMaxConns   int           `envconfig:"TAP_UPSTREAM_MAX_CONNS" default:"1024" min:"1" max:"65536" desc:"connections to each upstream (legacy, cube) at most; requests beyond wait for one"`
+	UpstreamMaxIdle    int           `envconfig:"TAP_UPSTREAM_MAX_IDLE_CONNS" default:"512" min:"1" max:"65536" desc:"idle connections kept per upstream for reuse"`
 	EchoID             bool          `envconfig:"TAP_ECHO_ID"`
 }
 
@@ -307,6 +309,9 @@ Environment:
   SHADOWCUBE_TAP_UPSTREAM_SERVER_NAME  expected TLS server name (default from the URL)
   SHADOWCUBE_TAP_UPSTREAM_INSECURE     true: do not verify the upstream certificate (tests only)
   SHADOWCUBE_TAP_UPSTREAM_TIMEOUT      wait for the upstream's response headers, e.g. 30s (default 0: none)
+  SHADOWCUBE_TAP_UPSTREAM_MAX_CONNS    connections to each upstream at most (default 1024); requests beyond wait for
+                                one, as at a busy upstream, instead of exhausting file descriptors
+  SHADOWCUBE_TAP_UPSTREAM_MAX_IDLE_CONNS  idle connections kept per upstream (default 512)
   SHADOWCUBE_TAP_ROLLOUT        false: ignore rollout flags (default true when a cube URL is known)
   SHADOWCUBE_TAP_LEGACY_WORKERS background legacy calls for rolled-out users in flight (default 8)
   SHADOWCUBE_TAP_ECHO_ID        true: answer captured requests with X-Shadowcube-Capture-Id: <capture id>, to look
@@ -386,6 +391,13 @@ func runTap(cmd *cobra.Command, te tapEnv) error {
 		return err
 	}
 	tr.ResponseHeaderTimeout = te.UpstreamTimeout
+	tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost = te.UpstreamMaxConns, min(te.UpstreamMaxIdle, te.UpstreamMaxConns)
+	tr.MaxIdleConns = 2 * tr.MaxIdleConnsPerHost
+	if n, err := publisher.RaiseFileLimit(); err != nil {
+		e.Log.Warn("file descriptor limit", "err", err)
+	} else {
+		e.Log.Info("file descriptor limit", "open_files", n)
+	}
 	tcfg := publisher.TapConfig{Upstream: te.Upstream, Cube: te.CubeURL, Transport: tr, LegacyWorkers: te.LegacyWorkers, Log: e.Log, EchoID: te.EchoID}
 	if tcfg.Cube == "" && cfg.Routes != nil {
 		tcfg.Cube = cfg.Routes.CubeURL
