@@ -53,10 +53,11 @@ type copyPlan struct {
 
 // planCopy returns the copy plan of tm, or nil when its rows cannot go
 // through COPY: a where filter, the soft-delete policy, a conflict policy
-// (conflict.go checks each row), a GENERATED ALWAYS key, or a target column
-// that is not a plain source column of the same type.
+// (conflict.go checks each row), or a target column that is not a plain
+// source column of the same type. COPY writes the given value of a GENERATED
+// ALWAYS identity column, as the upsert's OVERRIDING SYSTEM VALUE does.
 func planCopy(tm *TableMap) *copyPlan {
-	if tm.Where != "" || tm.Delete == DeleteSoft || tm.Conflict != "" || tm.alwaysKey || len(tm.plainKey) != len(tm.Key) {
+	if tm.Where != "" || tm.Delete == DeleteSoft || tm.Conflict != "" || len(tm.plainKey) != len(tm.Key) {
 		return nil
 	}
 	srcType := map[string]string{}
