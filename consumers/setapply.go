@@ -19,20 +19,24 @@ import (
 //
 // stmtBatch already reduces a run of consecutive full-row upserts of one
 // table to the newest version of each key, in source order with the runs
-// around it. For a table whose mapping is a plain copy (copyPlan), such a
-// run is not sent as one INSERT … ON CONFLICT over a JSON array: the
-// applier asks the target which of the run's keys it holds (one index probe
-// per key), sends the rows of the keys it lacks with COPY straight into the
-// target table (PostgreSQL's multi-row insert path) and the rest through the
-// usual upsert. Both run inside the batch's target transaction, at the run's
-// place among the other statements, before the checkpoint moves.
+// around it (deletes, key changes, in-place updates of unchanged TOAST
+// values, truncates and re-reads stay statements of their own, so they are
+// barriers). For a table whose mapping is a plain copy (planCopy), such a
+// run is not sent as one INSERT … ON CONFLICT over a JSON array: it is sent
+// with COPY straight into the target table (PostgreSQL's multi-row insert
+// path) under a savepoint. When the target already holds one of the run's
+// keys (unique violation) the savepoint is rolled back, the run's keys are
+// probed (one index probe each), held keys go through the usual upsert and
+// the rest through COPY; the table then probes first until a run finds no
+// held key. All of it runs inside the batch's target transaction, at the
+// run's place among the other statements, before the checkpoint moves.
 //
 // COPY in text format: source values are exact PostgreSQL text, so the
 // target column's input function reads them exactly as the upsert's casts
-// do. A COPY that fails (a concurrent writer inserted a probed-absent key,
-// a target refusing COPY) rolls the transaction back; the applier then
-// applies the same batch again without COPY (applyBatch), so such a failure
-// is never mistaken for a poison transaction.
+// do. A COPY that fails otherwise (a target refusing COPY, a concurrent
+// writer inserting a probed-absent key) rolls the transaction back; the
+// applier then applies the same batch again without COPY (applyBatch,
+// applyOnce), so such a failure is never mistaken for a poison transaction.
 
 // copyRun is a run of full-row upserts of a plainly mapped table, reduced to
 // one row per key, in the order of their first change.
