@@ -42,6 +42,10 @@ type ApplierConfig struct {
 	// an earlier one waits for it (default 2m; txn.go); then the missing one
 	// is a poison unit.
 	ReorderWait time.Duration
+	// MinCopyRows is the shortest run of new rows sent with COPY
+	// (setapply.go; default 32): a COPY costs a round trip of its own, where
+	// an upsert rides in the batch's pipelined statements.
+	MinCopyRows int
 }
 
 func (c *ApplierConfig) defaults() error {
@@ -83,6 +87,9 @@ func (c *ApplierConfig) defaults() error {
 	if c.PollStop <= 0 {
 		c.PollStop = time.Second
 	}
+	if c.MinCopyRows <= 0 {
+		c.MinCopyRows = defaultMinCopyRows
+	}
 	return nil
 }
 
@@ -92,6 +99,9 @@ func (c *ApplierConfig) validate() error {
 	var errs []error
 	if c.MaxBatch < 0 {
 		errs = append(errs, fmt.Errorf("applier config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
+	}
+	if c.MinCopyRows < 0 {
+		errs = append(errs, fmt.Errorf("applier config: MinCopyRows %d: must be at least 1 (0: default %d)", c.MinCopyRows, defaultMinCopyRows))
 	}
 	for _, d := range []struct {
 		name string
@@ -460,7 +470,7 @@ func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, n
 		}
 		conflicts = found
 		sb := newStmtBatch(a.cfg.Target, a.log)
-		sb.noCopy = noCopy
+		sb.noCopy, sb.minCopy = noCopy, a.cfg.MinCopyRows
 		savepoints := 0
 		for _, evs := range units {
 			sb.addUnit(evs)

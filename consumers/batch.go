@@ -86,13 +86,14 @@ func jsonArray(rows [][]byte) string {
 // unchanged value together with sent ones) the row is re-read from the
 // source by key (see Applier.reselect).
 type stmtBatch struct {
-	target *Target
-	log    *slog.Logger // warns of source tables that changed shape
-	out    []stmt
-	g      *group // the run being grouped into one statement
-	count  int    // changes the statements apply
-	noCopy bool   // apply upsert runs with INSERT … ON CONFLICT only (no COPY)
-	plans  map[*TableMap]*copyPlan
+	target  *Target
+	log     *slog.Logger // warns of source tables that changed shape
+	out     []stmt
+	g       *group // the run being grouped into one statement
+	count   int    // changes the statements apply
+	noCopy  bool   // apply upsert runs with INSERT … ON CONFLICT only (no COPY)
+	minCopy int    // shortest run sent with COPY (setapply.go; 0: 1)
+	plans   map[*TableMap]*copyPlan
 }
 
 // newStmtBatch returns an empty batch for target (validated by
@@ -119,8 +120,14 @@ func (b *stmtBatch) flush() {
 		return
 	}
 	if g.copy != nil {
-		b.out = append(b.out, stmt{copy: &copyRun{tm: g.tm, plan: g.copy, rows: g.src, cts: g.cts}})
-		return
+		if len(g.src) >= max(b.minCopy, 1) {
+			b.out = append(b.out, stmt{copy: &copyRun{tm: g.tm, plan: g.copy, rows: g.src, cts: g.cts}})
+			return
+		}
+		// a short run: one more statement of the pipelined batch
+		for i, r := range g.src {
+			g.rows[i] = rowJSON(g.tm, r, g.cts[i])
+		}
 	}
 	param := jsonArray(g.rows)
 	switch g.kind {

@@ -27,7 +27,7 @@
 //     the row is re-read from the source by key, in a snapshot that sees
 //     the event's transaction (see Applier.reselect for why a newer source
 //     row still converges);
-//   - a run of full-row changes of a plainly mapped table (setapply.go:
+//   - a run of 32 or more full-row changes of a plainly mapped table (setapply.go:
 //     plain columns of the same type, no where filter, soft delete or
 //     conflict policy) is inserted with COPY where the target lacks the
 //     keys, the rest upserted; the same end state as the row path, which

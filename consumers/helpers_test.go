@@ -35,6 +35,8 @@ type env struct {
 	nats   *testenv.NATS
 	nc     *nats.Conn
 	js     jetstream.JetStream
+	// minCopy, when set, is the appliers' MinCopyRows (setapply.go)
+	minCopy int
 }
 
 func newEnv(t testing.TB) *env {
@@ -112,6 +114,7 @@ func (e *env) startSync(m *Mapping, maxBatch int) (s *Sync, stop func()) {
 	s.tune = func(c *ApplierConfig) {
 		c.PollStop = 100 * time.Millisecond
 		c.RetryMin = 20 * time.Millisecond
+		c.MinCopyRows = e.minCopy
 	}
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan error, 1)

@@ -38,6 +38,12 @@ import (
 // applier then applies the same batch again without COPY (applyBatch,
 // applyOnce), so such a failure is never mistaken for a poison transaction.
 
+// defaultMinCopyRows is the shortest run sent with COPY by default
+// (ApplierConfig.MinCopyRows). A COPY costs a round trip of its own, where
+// an upsert rides in the batch's pipelined statements: transactions touching
+// several tables make runs of a few rows each, which stay upserts.
+const defaultMinCopyRows = 32
+
 // copyRun is a run of full-row upserts of a plainly mapped table, reduced to
 // one row per key, in the order of their first change.
 type copyRun struct {

@@ -46,6 +46,12 @@ func TestPlanCopy(t *testing.T) {
 		t.Fatalf("insert of t: %+v, want one copy run", st)
 	}
 	b = newStmtBatch(tg, nil)
+	b.minCopy = 2
+	b.addUnit([]*schemas.ChangeEvent{ins})
+	if st, _ := b.statements(); len(st) != 1 || st[0].copy != nil || describe(t, tg, st[0]) != "upsert t [1:big=x:small=a]" {
+		t.Fatalf("one insert of t with runs of 2 rows copied: %+v, want one upsert", st)
+	}
+	b = newStmtBatch(tg, nil)
 	b.noCopy = true
 	b.addUnit([]*schemas.ChangeEvent{ins})
 	if st, _ := b.statements(); len(st) != 1 || st[0].copy != nil || describe(t, tg, st[0]) != "upsert t [1:big=x:small=a]" {
@@ -85,6 +91,7 @@ func TestCopyRunsMatchUpserts(t *testing.T) {
 	 (3, E'\\.', NULL, NULL, NULL, NULL, NULL),
 	 (4, '', E'\\x5c4e', 'null', ARRAY['\\.'], '1999-01-08 04:05:06', '123456789012345678901234567890.5'),
 	 (5, 'ünïcødé ✓ 𝄞', E'\\x', '"s"', ARRAY['x'], 'epoch', '1e-5')`)
+	e.minCopy = 1 // every run of new rows through COPY
 	m := e.loadMapping(`
 source: {slot: s1}
 targets:
@@ -165,6 +172,7 @@ BEGIN
   RETURN NEW;
 END $$;
 CREATE TRIGGER no_copy BEFORE INSERT ON public.nc FOR EACH ROW EXECUTE FUNCTION no_copy()`)
+	e.minCopy = 1
 	m := e.loadMapping("source: {slot: s1}\ntargets:\n  - name: cube\n    database_url_env: X\n    on_poison: skip\n    tables:\n      - source: public.nc\n        key: [id]\n")
 	s, stop := e.startSync(m, 100)
 	defer stop()
