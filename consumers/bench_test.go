@@ -79,6 +79,7 @@ func BenchmarkB4SyncCatchUp(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		e := newEnv(b)
+		e.minCopy = -1 // the production default
 		e.exec(e.src, benchDDL)
 		e.exec(e.dst, benchDDL)
 		last, rows := publishBacklog(b, e, "b4", n)
@@ -178,6 +179,7 @@ func BenchmarkB5SteadyLag(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		e := newEnv(b)
+		e.minCopy = -1 // the production default
 		e.exec(e.src, `CREATE TABLE public.lag (id bigserial PRIMARY KEY, at timestamptz NOT NULL)`)
 		e.exec(e.dst, `CREATE TABLE public.lag (id bigint PRIMARY KEY, at timestamptz NOT NULL, seen timestamptz NOT NULL DEFAULT clock_timestamp())`)
 		e.startCDC("b5", "public.lag")

@@ -91,7 +91,6 @@ func TestCopyRunsMatchUpserts(t *testing.T) {
 	 (3, E'\\.', NULL, NULL, NULL, NULL, NULL),
 	 (4, '', E'\\x5c4e', 'null', ARRAY['\\.'], '1999-01-08 04:05:06', '123456789012345678901234567890.5'),
 	 (5, 'ünïcødé ✓ 𝄞', E'\\x', '"s"', ARRAY['x'], 'epoch', '1e-5')`)
-	e.minCopy = 1 // every run of new rows through COPY
 	m := e.loadMapping(`
 source: {slot: s1}
 targets:
@@ -172,7 +171,6 @@ BEGIN
   RETURN NEW;
 END $$;
 CREATE TRIGGER no_copy BEFORE INSERT ON public.nc FOR EACH ROW EXECUTE FUNCTION no_copy()`)
-	e.minCopy = 1
 	m := e.loadMapping("source: {slot: s1}\ntargets:\n  - name: cube\n    database_url_env: X\n    on_poison: skip\n    tables:\n      - source: public.nc\n        key: [id]\n")
 	s, stop := e.startSync(m, 100)
 	defer stop()

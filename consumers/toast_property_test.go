@@ -224,7 +224,6 @@ func TestUnchangedToastProperty(t *testing.T) {
 	e.exec(e.src, toastPropSrcDDL)
 	e.exec(e.dst, toastPropDstDDL)
 	e.startCDC("toastprop", "public.pt")
-	e.minCopy = 1 // the identity copy's runs are a few rows: all through COPY
 	syncMap := e.loadMapping(toastPropMapping)
 	s, stop := e.startSync(syncMap, 200)
 	defer stop()
