@@ -88,7 +88,7 @@ type Consumer struct {
 // Run ensures the streams and the durable consumer exist, then compares.
 func NewConsumer(cfg ConsumerConfig, deps Deps) (*Consumer, error) {
 	if deps.JetStream == nil || deps.Comparator == nil || deps.Store == nil {
-		return nil, errors.New("comparator consumer: JetStream, comparator and store are required")
+		return nil, errors.New("compare: JetStream, comparator and store are required")
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {

@@ -152,3 +152,38 @@ func TestGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestIdenticalBodiesSkipDecode: byte-identical answers take the fast path
+// (no decode) and still report status and header differences; an AI route
+// gets the decoded answer on both sides for its label statistics.
+func TestIdenticalBodiesSkipDecode(t *testing.T) {
+	body := []byte(`{"label":"cat","score":0.9,"id":1}`)
+	for _, tc := range []struct {
+		rules     Rules
+		wantValue bool
+	}{
+		{Rules{Kind: KindJSON, Ignore: []string{"$.id"}}, false},
+		{Rules{Kind: KindSaju}, false},
+		{Rules{Kind: KindAI, Label: "$.label", Score: "$.score"}, true},
+	} {
+		e, err := compile(tc.rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &schemas.HTTPResponse{Status: 200, Body: body}
+		c := &schemas.HTTPResponse{Status: 500, Body: append([]byte(nil), body...)}
+		diffs, lv, cv, err := e.compareResponses(l, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(diffs) != 1 || diffs[0].Path != "status" {
+			t.Fatalf("%s: diffs %+v, want the status only", tc.rules.Kind, diffs)
+		}
+		if got := lv != nil && cv != nil; got != tc.wantValue {
+			t.Fatalf("%s: decoded answers returned %v, want %v", tc.rules.Kind, got, tc.wantValue)
+		}
+		if tc.wantValue && lookup(cv, e.label) != "cat" {
+			t.Fatalf("%s: cube label %v, want cat", tc.rules.Kind, lookup(cv, e.label))
+		}
+	}
+}

@@ -63,11 +63,17 @@ type Fused struct {
 	// (their verdicts are stored).
 	pubFailures sync.Mutex
 	failed      int64
+
+	// bufs holds *[]byte for encoding results: a buffer goes back once
+	// JetStream acknowledged its publish (the async publisher keeps the
+	// message for retries until then; a failed one is left to the GC).
+	bufs sync.Pool
 }
 
 type fusedItem struct {
 	out  *Outcome
 	ack  jetstream.PubAckFuture // nil: not published
+	buf  *[]byte                // the published payload's buffer, back to bufs once answered
 	err  error                  // publish could not start
 	done func(error)
 }
@@ -94,6 +100,7 @@ func NewFused(cfg FusedConfig, deps Deps) (*Fused, error) {
 	cfg = cfg.withDefaults()
 	f := &Fused{cfg: cfg, js: deps.JetStream, cmp: deps.Comparator, store: deps.Store, metrics: m, log: log,
 		in: make(chan fusedItem, 4*cfg.Batch), acks: make(chan []fusedItem, 4)}
+	f.bufs.New = func() any { return new([]byte) }
 	f.wg.Add(2)
 	go func() {
 		defer f.wg.Done()
@@ -113,9 +120,14 @@ func (f *Fused) Put(res *schemas.ShadowResult, msgID string, done func(error)) {
 	it := fusedItem{done: done}
 	if !f.cfg.NoPublish {
 		// Encoded before Compare, which may normalise res in place.
-		data := schemas.AppendShadowResult(nil, res)
+		bp := f.bufs.Get().(*[]byte)
+		data := schemas.AppendShadowResult((*bp)[:0], res)
+		*bp = data
 		it.ack, it.err = f.js.PublishAsync(schemas.ShadowResultSubject(res.Service, res.Route), data,
 			jetstream.WithMsgID(msgID))
+		if it.err == nil {
+			it.buf = bp
+		}
 	}
 	it.out = f.cmp.Compare(res)
 	f.mu.RLock()
@@ -205,6 +217,13 @@ func (f *Fused) storeLoop() {
 	}
 }
 
+// release hands back a payload buffer JetStream acknowledged.
+func (f *Fused) release(bp *[]byte) {
+	if bp != nil && cap(*bp) <= 1<<20 { // do not keep the rare huge one
+		f.bufs.Put(bp)
+	}
+}
+
 // ackLoop waits for each stored batch's publishes, then reports the
 // results stored.
 func (f *Fused) ackLoop() {
@@ -216,9 +235,10 @@ func (f *Fused) ackLoop() {
 			if it.ack != nil && err == nil && !expired {
 				select {
 				case <-it.ack.Ok():
-				case err = <-it.ack.Err():
+					f.release(it.buf)
+				case err = <-it.ack.Err(): // a timed-out publish may still be retrying: its buffer stays with it
 				case <-timeout.C:
-					expired = true
+					expired = true // the publisher may still retry: its buffer stays with it
 				}
 			}
 			if expired && err == nil && it.ack != nil {

@@ -41,7 +41,7 @@ type Sync struct {
 	met      *Metrics
 	seq      *sequenceSyncer // sequences.go
 	life     stage.Life
-	mu       sync.Mutex // guards appliers, source and pools (set by Run)
+	mu       sync.Mutex // guards appliers, source and pools (set by Run, closed by Close)
 	appliers []*Applier
 	source   *pgxpool.Pool // re-reads of rows with unchanged TOAST values
 	pools    []*pgxpool.Pool
@@ -112,8 +112,19 @@ func (s *Sync) open(ctx context.Context) error {
 		return fmt.Errorf("connect to source database: %w", err)
 	}
 	defer src.Close(context.Background())
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Connections are handed to s as soon as they are open (Close closes
+	// them), without holding s.mu across the I/O.
+	keep := func(p *pgxpool.Pool, source bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if source {
+			s.source = p
+		} else {
+			s.pools = append(s.pools, p)
+		}
+	}
+	var source *pgxpool.Pool
+	var appliers []*Applier
 	for _, t := range cfg.Mapping.Targets {
 		if len(cfg.Only) > 0 && !contains(cfg.Only, t.Name) {
 			continue
@@ -126,21 +137,22 @@ func (s *Sync) open(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("target %s: %w", t.Name, err)
 		}
-		s.pools = append(s.pools, pool)
+		keep(pool, false)
 		if err := cfg.Mapping.Validate(ctx, t, src, pool); err != nil {
 			return err
 		}
-		if s.source == nil {
+		if source == nil {
 			// re-reads of rows with unchanged TOAST values (reselect.go)
-			if s.source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
+			if source, err = OpenTargetPool(ctx, cfg.SourceURL); err != nil {
 				return fmt.Errorf("source database: %w", err)
 			}
+			keep(source, true)
 		}
 		fk, err := DecideFK(ctx, pool, t, log)
 		if err != nil {
 			return err
 		}
-		ac := ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: s.source, FKMode: fk, Stream: cfg.Stream,
+		ac := ApplierConfig{Mapping: cfg.Mapping, Target: t, DB: pool, Source: source, FKMode: fk, Stream: cfg.Stream,
 			MaxBatch: cfg.MaxBatch, AckWait: cfg.AckWait, RetryMax: cfg.RetryMax, ReorderWait: cfg.ReorderWait}
 		if s.tune != nil {
 			s.tune(&ac)
@@ -149,11 +161,14 @@ func (s *Sync) open(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.appliers = append(s.appliers, a)
+		appliers = append(appliers, a)
 	}
-	if len(s.appliers) == 0 {
+	if len(appliers) == 0 {
 		return fmt.Errorf("sync: no target selected (have %d in %s)", len(cfg.Mapping.Targets), cfg.Mapping.File)
 	}
+	s.mu.Lock()
+	s.appliers = appliers
+	s.mu.Unlock()
 	return nil
 }
 

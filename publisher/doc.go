@@ -23,6 +23,15 @@
 //     content so a re-import is de-duplicated by JetStream (within the
 //     stream's duplicate window).
 //
+// The Capturer follows the stage contract (docs/architecture.md): New
+// (no I/O) queues captures from the start, Run publishes them until its
+// context ends or Close is called, and Close drains what is queued:
+//
+//	c, err := publisher.New(cfg, publisher.Deps{Conn: nc, Logger: log, Registerer: reg})
+//	go c.Run(ctx) // publishes (and opens the spill file) until Close
+//	defer c.Close()
+//	http.ListenAndServe(addr, publisher.Middleware(c)(handler))
+//
 // Every event has a capture id (32 hex digits, time-ordered prefix) that is
 // also its Nats-Msg-Id, so a re-publish (spill replay, retried import) is
 // de-duplicated by JetStream. Imported records without an id get

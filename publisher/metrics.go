@@ -1,12 +1,12 @@
 package publisher
 
 import (
-	"fmt"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/internal/routes"
+	"github.com/heal7/shadowcube/internal/stage"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -84,12 +84,8 @@ func newMetrics(reg prometheus.Registerer, service string, svc *routes.Service, 
 		}),
 		routes: map[string]*routeMetrics{},
 	}
-	if reg != nil {
-		for _, col := range []prometheus.Collector{m.requests, m.captured, m.bytes, m.upstream, m.drops, m.published, m.bodyDropped, m.captureUp, m.connectFailures, m.cubeFallback, m.queueDepth, m.publishSeconds} {
-			if err := reg.Register(col); err != nil {
-				return nil, fmt.Errorf("register capture metrics: %w", err)
-			}
-		}
+	if err := stage.Register(reg, "tap", m.requests, m.captured, m.bytes, m.upstream, m.drops, m.published, m.bodyDropped, m.captureUp, m.connectFailures, m.cubeFallback, m.queueDepth, m.publishSeconds); err != nil {
+		return nil, err
 	}
 	m.route(OtherRoute)
 	if svc != nil {

@@ -421,14 +421,13 @@ func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent
 			return callResult{}, errShutdown
 		}
 	}
-	req, err := r.newRequest(ctx, t, ev, dry)
+	rctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	req, err := r.newRequest(rctx, t, ev, dry) // built with its deadline: no WithContext copy
 	if err != nil {
 		done(errCanceled)
 		return callResult{errText: err.Error()}, nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	req = req.WithContext(rctx)
 	start := time.Now()
 	resp, err := r.client.Do(req)
 	if err == nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/internal/wiring"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -314,9 +315,9 @@ func newBlogAPI(t *testing.T, ctx context.Context, dbURL string, plant bool) *bl
 	}
 	t.Cleanup(db.Close)
 	a := &blogAPI{db: db, plant: plant}
-	st := &demoStack{}
-	t.Cleanup(st.stop)
-	if a.url, err = serveLoopback(st, a); err != nil {
+	st := wiring.NewGroup(context.Background())
+	t.Cleanup(func() { st.Stop() })
+	if a.url, err = st.ServeLoopback(a); err != nil {
 		t.Fatal(err)
 	}
 	return a

@@ -11,6 +11,7 @@ import (
 
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
 // TestDemoRollout runs `demo --rollout 25`: after the shadow phase a quarter
@@ -29,7 +30,7 @@ func TestDemoRollout(t *testing.T) {
 	e.Base = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.Log = e.Base.With("stage", "demo")
 	ctx := testenv.Context(t, 4*time.Minute)
-	err := runDemo(ctx, e, pg.AdminURL(), demoOptions{Requests: 60, EdgeShare: 0.2, AIDrop: 2, Timeout: 2 * time.Minute, Rollout: 25})
+	err := runDemo(ctx, e, pg.AdminURL(), wiring.DemoOptions{Requests: 60, EdgeShare: 0.2, AIDrop: 2, Timeout: 2 * time.Minute, Rollout: 25})
 	report := out.String()
 	t.Logf("stdout:\n%s", report)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
 // TestDemoEndToEnd runs the whole pipeline — taps, cdc, sync, shadow with the
@@ -30,7 +31,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	e.Base = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.Log = e.Base.With("stage", "demo") // as setup does
 	ctx := testenv.Context(t, 4*time.Minute)
-	err := runDemo(ctx, e, pg.AdminURL(), demoOptions{Requests: 80, EdgeShare: 0.5, AIDrop: 2, Timeout: 2 * time.Minute})
+	err := runDemo(ctx, e, pg.AdminURL(), wiring.DemoOptions{Requests: 80, EdgeShare: 0.5, AIDrop: 2, Timeout: 2 * time.Minute})
 	t.Logf("stdout:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("demo failed: %v\nstderr:\n%s\nlog:\n%s", err, errb.String(), logs.String())

@@ -9,13 +9,11 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/heal7/shadowcube/consumers"
 	"github.com/heal7/shadowcube/internal/natsx"
-	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -24,44 +22,7 @@ func newDLQCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dlq",
 		Short: "Inspect, replay and drop dead letters of sync, shadow and compare (stream DLQ)",
-		Long: `dlq works on the dead letters of stream DLQ: messages a stage could not
-process and will not retry, one envelope for every stage, on dlq.<stage>:
-
-  sync     a poison source transaction a target could not apply (target, source
-           position = commit LSN or LSN#index of a snapshot row, SQLSTATE, table,
-           the whole transaction's change events), or an undecodable CDC message
-  shadow   an undecodable captured request (the original message)
-  compare  an undecodable shadow result (the original message)
-
-Every entry holds the stage, the reason, the error, the time and, for shadow
-and compare (and undecodable CDC messages), the original subject, headers and
-payload. Before anything was dead-lettered the list is empty.
-
-  dlq list                 one line per entry: seq, stage, reason, time, source, error
-  dlq show SEQ             the whole entry as JSON
-  dlq replay SEQ... | --all
-                           shadow, compare: publish the original payload again on its original
-                           subject with its original headers, then delete the entry.
-                           sync (--mapping FILE): apply the entry's transaction to its target
-                           through the (fixed) mapping, validated first, in one target
-                           transaction; the target's checkpoint moves forward to it when it is
-                           behind (a target stopped at it then resumes by itself); the entry is
-                           deleted on success. Under on_poison: skip later changes were already
-                           applied: replaying an old transaction over them is the operator's
-                           decision.
-  dlq drop SEQ...          delete entries (a sync transaction stays unapplied; a target stopped
-                           at it stays stopped: use on_poison: skip or replay instead)
-
-Flags:
-  --stage sync|shadow|compare                only that stage's entries (default: all)
-  --mapping FILE   SHADOWCUBE_MAPPING_FILE   mapping file (replay of sync entries)
-  --all                                      replay every entry of --stage (replay)
-  --format text|json                         output of list (text)
-
-Environment (replay of sync entries):
-  SHADOWCUBE_SOURCE_DATABASE_URL  legacy PostgreSQL (or the mapping's source.database_url_env),
-                                  to validate the mapping
-  <target database_url_env>       the cube database URL of each target replayed to` + commonEnvHelp,
+		Long:  help("dlq") + commonEnvHelp,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if stage != "" && !slices.Contains(schemas.DeadLetterStages, stage) {
 				return usageError{fmt.Errorf("--stage %q: want one of %s (or none for all)", stage, strings.Join(schemas.DeadLetterStages, ", "))}
@@ -121,7 +82,7 @@ Environment (replay of sync entries):
 			})
 		},
 	}
-	var mapping string
+	var e wiring.MappingEnv
 	var all bool
 	replay := &cobra.Command{
 		Use:   "replay SEQ... | --all",
@@ -137,47 +98,21 @@ Environment (replay of sync entries):
 			if len(seqs) > 0 && all {
 				return usageError{fmt.Errorf("replay: give entry sequence numbers or --all, not both")}
 			}
-			var e syncEnv
-			if err := process.Load(&e); err != nil {
+			if err := load(cmd, &e); err != nil {
 				return err
 			}
-			if cmd.Flags().Changed("mapping") {
-				e.MappingFile = mapping
-			}
 			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
-				if all {
-					if err := natsx.ListDeadLetters(ctx, d.js, stage, func(msg natsx.DeadLetterMsg) error {
-						seqs = append(seqs, msg.Seq)
-						return nil
-					}); err != nil {
-						return err
+				return wiring.ReplayDeadLetters(ctx, d.js, stage, seqs, all, e.MappingFile, func(seq uint64, en *schemas.DeadLetter, applied *schemas.SyncDeadLetter) {
+					if applied == nil {
+						fmt.Fprintf(env.Stdout, "replayed %d: %s entry republished to %s\n", seq, en.Stage, en.Subject)
+						return
 					}
-				}
-				sr := &syncReplayer{mappingFile: e.MappingFile}
-				defer sr.close()
-				for _, seq := range seqs {
-					msg, err := natsx.GetDeadLetter(ctx, d.js, seq, stage)
-					if err != nil {
-						return err
-					}
-					if msg.Entry.Stage != schemas.StageSync {
-						if _, err := natsx.RepublishDeadLetter(ctx, d.js, seq); err != nil {
-							return err
-						}
-						fmt.Fprintf(env.Stdout, "replayed %d: %s entry republished to %s\n", seq, msg.Entry.Stage, msg.Entry.Subject)
-						continue
-					}
-					en, err := sr.replay(ctx, d.js, seq, msg.Entry.Sync)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(env.Stdout, "replayed %d: target %s position %s (%d events)\n", seq, en.Target, en.Position, len(en.Events))
-				}
-				return nil
+					fmt.Fprintf(env.Stdout, "replayed %d: target %s position %s (%d events)\n", seq, applied.Target, applied.Position, len(applied.Events))
+				})
 			})
 		},
 	}
-	replay.Flags().StringVar(&mapping, "mapping", "", "mapping file, for sync entries (SHADOWCUBE_MAPPING_FILE)")
+	wiring.BindFlags(replay.Flags(), &e)
 	replay.Flags().BoolVar(&all, "all", false, "replay every entry (of --stage)")
 	drop := &cobra.Command{
 		Use:   "drop SEQ...",
@@ -230,59 +165,6 @@ func dlqSource(e *schemas.DeadLetter) string {
 	return e.Subject
 }
 
-// syncReplayer replays sync entries through the mapping, loaded (and its
-// source connected) at the first sync entry only: replaying shadow and
-// compare entries needs no mapping.
-type syncReplayer struct {
-	mappingFile string
-	m           *consumers.Mapping
-	urls        map[string]string
-	src         *pgx.Conn
-	validated   map[string]bool
-}
-
-func (r *syncReplayer) replay(ctx context.Context, js jetstream.JetStream, seq uint64, entry *schemas.SyncDeadLetter) (*schemas.SyncDeadLetter, error) {
-	if entry == nil {
-		return nil, fmt.Errorf("DLQ entry %d is not a readable sync entry (see dlq show %d)", seq, seq)
-	}
-	if r.m == nil {
-		m, src, urls, err := loadMappingURLs(r.mappingFile)
-		if err != nil {
-			return nil, fmt.Errorf("DLQ entry %d is a sync entry: %w", seq, err)
-		}
-		conn, err := consumers.ConnectSource(ctx, src)
-		if err != nil {
-			return nil, fmt.Errorf("connect to source database: %w", err)
-		}
-		r.m, r.urls, r.src, r.validated = m, urls, conn, map[string]bool{}
-	}
-	t := r.m.Target(entry.Target)
-	if t == nil {
-		return nil, fmt.Errorf("DLQ entry %d: target %q is not in %s", seq, entry.Target, r.mappingFile)
-	}
-	if r.urls[t.Name] == "" {
-		return nil, &process.EnvError{Var: t.DatabaseURLEnv, Msg: "required: database URL of target " + t.Name}
-	}
-	pool, err := consumers.OpenTargetPool(ctx, r.urls[t.Name])
-	if err != nil {
-		return nil, err
-	}
-	defer pool.Close()
-	if !r.validated[t.Name] {
-		if err := r.m.Validate(ctx, t, r.src, pool); err != nil {
-			return nil, err
-		}
-		r.validated[t.Name] = true
-	}
-	return consumers.ReplayDLQ(ctx, js, seq, r.m, pool)
-}
-
-func (r *syncReplayer) close() {
-	if r.src != nil {
-		r.src.Close(context.Background())
-	}
-}
-
 type dlqDeps struct {
 	js jetstream.JetStream
 }
@@ -306,14 +188,7 @@ func parseSeqs(args []string) ([]uint64, error) {
 }
 
 func withDLQ(cmd *cobra.Command, f func(ctx context.Context, env *Env, d *dlqDeps) error) error {
-	ctx, env, err := setup(cmd, "dlq", false)
-	if err != nil {
-		return err
-	}
-	defer env.Close()
-	conn, err := env.ConnectNATS(ctx)
-	if err != nil {
-		return err
-	}
-	return f(ctx, env, &dlqDeps{js: conn.JS})
+	return withNATS(cmd, "dlq", func(ctx context.Context, env *Env, conn *natsx.Conn) error {
+		return f(ctx, env, &dlqDeps{js: conn.JS})
+	})
 }

@@ -45,7 +45,7 @@ func startShadow(t *testing.T, ctx context.Context, js jetstream.JetStream, resu
 	if err != nil {
 		t.Fatal(err)
 	}
-	runStage(t, ctx, r.Run, r.Close)
+	runInBackground(t, ctx, r.Run, r.Close)
 	testenv.WaitConsumer(t, ctx, js, schemas.StreamLegacyRequests, shadow.DurableName(shadow.DefaultDurable, "saju"))
 	return func() { r.Close() }
 }
@@ -246,7 +246,7 @@ func TestStreamOwnerKeepsLimits(t *testing.T) {
 	}
 	startShadow(t, ctx, js, natsx.StreamSettings{MaxAge: time.Hour, MaxBytes: 1 << 30})
 	cons := newCompareConsumer(t, ctx, js)
-	runStage(t, ctx, cons.Run, cons.Close)
+	runInBackground(t, ctx, cons.Run, cons.Close)
 	testenv.WaitConsumer(t, ctx, js, schemas.StreamShadowResults, "comparator")
 	for name, want := range map[string]time.Duration{schemas.StreamShadowResults: time.Hour, schemas.StreamDLQ: 3 * time.Hour, schemas.StreamLegacyRequests: 2 * time.Hour} {
 		s, err := js.Stream(ctx, name)

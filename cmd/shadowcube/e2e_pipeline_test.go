@@ -10,12 +10,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,15 +29,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/heal7/shadowcube/cdc"
 	"github.com/heal7/shadowcube/comparator"
 	"github.com/heal7/shadowcube/consumers"
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/routes"
 	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/internal/wiring"
 	"github.com/heal7/shadowcube/publisher"
 	"github.com/heal7/shadowcube/schemas"
-	"github.com/heal7/shadowcube/shadow"
 )
 
 // e2eConfig says what the pipeline runs on.
@@ -58,7 +59,7 @@ type e2ePipeline struct {
 	cfg     e2eConfig
 	ctx     context.Context
 	cancel  context.CancelFunc
-	st      *demoStack
+	st      *wiring.Group
 	js      jetstream.JetStream
 	reg     *prometheus.Registry
 	logs    *testenv.Buffer // every stage's log (debug level)
@@ -73,18 +74,20 @@ type e2ePipeline struct {
 	syncErr     atomic.Value // its error (string)
 }
 
-// startE2E starts cdc, sync, the taps, shadow and compare; everything stops
-// when the test ends. The legacy and cube schemas must exist.
+// startE2E starts cdc, sync, the taps, shadow and compare, each built by
+// internal/wiring as the subcommands and the demo build them; everything
+// stops when the test ends. The legacy and cube schemas must exist.
 func startE2E(t *testing.T, cfg e2eConfig) *e2ePipeline {
 	t.Helper()
 	ctx, cancel := context.WithCancel(testenv.Context(t, 5*time.Minute))
 	log, logs := testenv.CaptureLogger(t)
 	p := &e2ePipeline{t: t, cfg: cfg, ctx: ctx, cancel: cancel, reg: prometheus.NewRegistry(), logs: logs,
-		st: &demoStack{log: log, out: io.Discard}, taps: map[string]string{}, syncDone: make(chan error, 1)}
+		st: wiring.NewGroup(ctx), taps: map[string]string{}, syncDone: make(chan error, 1)}
+	wp := &wiring.Process{Base: log, Log: log, Reg: p.reg, Stdout: io.Discard, Stderr: io.Discard}
 	t.Cleanup(func() {
 		cancel()
-		p.st.wg.Wait()
-		p.st.stop()
+		p.st.Stop()
+		wp.Close()
 	})
 	fail := func(what string, err error) {
 		t.Helper()
@@ -92,80 +95,105 @@ func startE2E(t *testing.T, cfg e2eConfig) *e2ePipeline {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
+	load := func(spec any) {
+		t.Helper()
+		fail("defaults", wiring.Load(spec, nil))
+	}
 
 	n := testenv.StartNATS(t)
 	nc, err := natsx.Connect(ctx, natsx.Config{URL: n.URL, Name: "e2e"}, log)
 	fail("connect to NATS", err)
-	p.st.onStop(nc.Close)
+	p.st.OnStop(nc.Close)
 	p.js = nc.JS
 
 	// cdc: legacy database -> CDC stream.
-	reader, err := cdc.New(cdc.Config{DatabaseURL: cfg.SourceURL, Slot: cfg.Slot, Publication: cfg.Slot}, cdc.Deps{JetStream: nc.JS, Logger: log.With("stage", "cdc"), Registerer: p.reg})
+	var ce wiring.CDCEnv
+	load(&ce)
+	ce.SourceDatabaseURL, ce.Slot, ce.Publication = cfg.SourceURL, cfg.Slot, cfg.Slot
+	cdcCfg, err := ce.Config(10 * time.Second)
+	fail("cdc config", err)
+	reader, err := wiring.NewCDC(wp.Stage("cdc"), nc, cdcCfg)
 	fail("cdc", err)
-	p.st.goRun(ctx, cancel, "cdc", reader.Run)
+	p.st.Run("cdc", reader)
 
 	// sync: CDC stream -> the cube's database.
 	p.mapping, err = consumers.ParseMapping("mapping.yaml", []byte(cfg.Mapping))
 	fail("mapping", err)
-	syncer, err := consumers.New(consumers.Config{Mapping: p.mapping, SourceURL: cfg.SourceURL,
-		TargetURLs: map[string]string{cfg.Target: cfg.TargetURL}, SequenceInterval: cfg.SequenceInterval},
-		consumers.Deps{JetStream: nc.JS, Logger: log.With("stage", "sync"), Registerer: p.reg})
+	var se wiring.SyncEnv
+	load(&se)
+	se.Targets = nil
+	if cfg.SequenceInterval > 0 {
+		se.SeqInterval = cfg.SequenceInterval
+	}
+	syncer, err := wiring.NewSync(wp.Stage("sync"), nc, &se, &wiring.Mapping{Mapping: p.mapping, SourceURL: cfg.SourceURL,
+		TargetURLs: map[string]string{cfg.Target: cfg.TargetURL}})
 	fail("sync", err)
-	p.st.onStop(func() { syncer.Close() })
-	p.st.wg.Add(1)
-	go func() {
-		defer p.st.wg.Done()
+	p.st.OnStop(func() { syncer.Close() })
+	p.st.Go("sync", func(ctx context.Context) error {
 		err := syncer.Run(ctx)
 		if ctx.Err() == nil {
 			p.syncStopped.Store(true)
 			p.syncErr.Store(fmt.Sprint(err))
 		}
 		p.syncDone <- err
-	}()
+		return nil
+	})
 
-	// routes: tap, shadow and compare.
+	// routes: tap, shadow and compare read the file as the commands do.
 	p.rf, err = routes.Parse("routes.yaml", []byte(cfg.Routes))
 	fail("routes", err)
+	routesFile := filepath.Join(t.TempDir(), "routes.yaml")
+	fail("routes file", os.WriteFile(routesFile, []byte(cfg.Routes), 0o600))
 
 	// taps in front of the legacy services, echoing the capture id.
-	fail("request stream", publisher.EnsureStream(ctx, nc.JS, natsx.StreamSettings{}))
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	for service, upstream := range cfg.Upstreams {
-		svc, ok := p.rf.Service(service)
-		if !ok {
+		if _, ok := p.rf.Service(service); !ok {
 			t.Fatalf("routes file has no service %q", service)
 		}
-		reg := prometheus.WrapRegistererWith(prometheus.Labels{"tap": service}, p.reg)
-		c, err := publisher.New(publisher.Config{Service: service, Routes: svc, Privacy: publisher.PrivacyConfig{Secret: secret}},
-			publisher.Deps{Conn: nc.NC, Logger: log.With("stage", "tap"), Registerer: reg})
-		fail("capturer", err)
-		p.st.onStop(func() { c.Close() })
-		p.st.goRun(context.WithoutCancel(ctx), cancel, "tap "+service, c.Run)
-		tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: upstream, EchoID: true})
+		var te wiring.TapEnv
+		load(&te)
+		te.Service, te.RoutesFile, te.Upstream, te.EchoID, te.UserKeySecret = service, routesFile, upstream, true, hex.EncodeToString(secret)
+		tap, err := wiring.NewTap(te, wiring.TapDeps{Logger: wp.Stage("tap").Log, Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"tap": service}, p.reg),
+			Connect: func(context.Context) (*natsx.Conn, error) { return nc, nil }, SharedConn: true})
 		fail("tap", err)
-		p.st.onStop(func() { tap.Close() })
-		u, err := serveLoopback(p.st, tap)
+		p.st.Run("tap "+service, tap)
+		u, err := p.st.ServeLoopback(tap.Handler)
 		fail("tap listener", err)
 		p.taps[service] = u
 	}
 
 	// shadow replayer.
-	rep, err := shadow.New(shadow.Config{Routes: p.rf, LookupEnv: os.LookupEnv}, shadow.Deps{JetStream: nc.JS, Logger: log.With("stage", "shadow"), Registerer: p.reg})
+	var she wiring.ShadowEnv
+	load(&she)
+	she.RoutesFile = routesFile
+	shCfg, err := she.Config()
+	fail("shadow config", err)
+	rep, err := wiring.NewShadow(wp.Stage("shadow"), nc, shCfg)
 	fail("shadow", err)
-	p.st.onStop(func() { rep.Close() })
-	p.st.goRun(ctx, cancel, "shadow", rep.Run)
+	p.st.Run("shadow", rep)
 
 	// comparator.
-	cmpr, err := comparator.New(comparator.Config{Routes: routeRules(p.rf)})
+	var cme wiring.CompareEnv
+	load(&cme)
+	cme.RoutesFile, cme.StoreURL = routesFile, cfg.StoreURL
+	cmpr, err := cme.Comparator()
 	fail("comparator", err)
-	p.store, err = comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: cfg.StoreURL})
-	fail("mismatch store", err)
-	p.st.onStop(func() { p.store.Close() })
-	cons, err := comparator.NewConsumer(comparator.ConsumerConfig{},
-		comparator.Deps{JetStream: nc.JS, Comparator: cmpr, Store: p.store, Logger: log.With("stage", "compare"), Registerer: p.reg})
+	cons, store, err := wiring.NewCompare(ctx, wp.Stage("compare"), nc, &cme, cmpr)
 	fail("comparator consumer", err)
-	p.st.goRun(ctx, cancel, "compare", cons.Run)
+	p.store = store
+	p.st.Run("compare", cons)
+	// sync connects in Run: the pipeline is up once its appliers exist (the
+	// tests read its start-up log).
+	for deadline := time.Now().Add(time.Minute); len(syncer.Appliers()) == 0; time.Sleep(10 * time.Millisecond) {
+		if p.syncStopped.Load() {
+			t.Fatalf("sync stopped at start-up: %v", p.syncErr.Load())
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sync did not connect to its target within a minute")
+		}
+	}
 	return p
 }
 
@@ -175,7 +203,7 @@ func (p *e2ePipeline) stageErr() {
 	if p.syncStopped.Load() {
 		p.t.Fatalf("sync stopped while the pipeline ran: %v", p.syncErr.Load())
 	}
-	if err := p.st.err(); err != nil {
+	if err := p.st.Err(); err != nil {
 		p.t.Fatalf("a stage stopped: %v", err)
 	}
 }

@@ -2,133 +2,85 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"log/slog"
-	"strings"
-	"time"
+	"embed"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/internal/natsx"
-	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
-// commonEnvHelp is appended to help texts: the variables every command reads.
-const commonEnvHelp = `
+// commonEnvHelp is appended to help texts: the variables every command
+// reads, generated from their desc tags.
+var commonEnvHelp = wiring.CommonHelp()
 
-Environment (all commands):
-  SHADOWCUBE_NATS_URL          NATS URL; empty = embedded JetStream server in process
-  SHADOWCUBE_NATS_CREDS        NATS credentials file
-  SHADOWCUBE_NATS_NKEY         NATS nkey seed file
-  SHADOWCUBE_NATS_TLS_CA, SHADOWCUBE_NATS_TLS_CERT, SHADOWCUBE_NATS_TLS_KEY
-                               TLS to NATS (CA bundle; client cert and key for mutual TLS)
-  SHADOWCUBE_NATS_DATA_DIR     embedded server data directory (default: user cache dir)
-  SHADOWCUBE_NATS_PORT         embedded server port (default: a free port)
-  SHADOWCUBE_METRICS_ADDR      /metrics, /healthz, /readyz address (default 127.0.0.1:9090, loopback only;
-                               :9090 listens on every interface; empty disables)
-  SHADOWCUBE_STARTUP_TIMEOUT   bound of the one connection attempt at start-up to NATS (and to the
-                               source database for cdc); once running, connections are retried (default 10s)
-  SHADOWCUBE_LOG_FORMAT        text or json (default text)
-  SHADOWCUBE_LOG_LEVEL         debug, info, warn or error (default info)
-  SHADOWCUBE_SHUTDOWN_TIMEOUT  how long a graceful stop may drain (default 20s)` + replicationEnvHelp
+// Env is what a long-running subcommand gets (wiring.Process).
+type Env = wiring.Process
 
-// Env is what a long-running subcommand gets: validated common config, a
-// logger, a metrics registry served on SHADOWCUBE_METRICS_ADDR, and a context
-// cancelled on SIGINT/SIGTERM. Close releases it all.
-type Env struct {
-	Common process.Common
-	Log    *slog.Logger // Base with the stage attribute (the command's name)
-	Base   *slog.Logger // without it: for a process that runs several stages (demo)
-	Reg    *prometheus.Registry
-	Ops    *process.OpsServer // nil when SHADOWCUBE_METRICS_ADDR is empty
-	Stdout io.Writer
-	Stderr io.Writer
-
-	component string
-	closers   []func()
-}
-
-// setup loads the common configuration and starts the process plumbing for
-// a component ("cdc", "sync", ...). The returned context ends on a signal.
+// setup starts the process plumbing for a component ("cdc", "sync", ...).
+// The returned context ends on a signal.
 func setup(cmd *cobra.Command, component string, serveOps bool) (context.Context, *Env, error) {
-	e := &Env{Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), component: component}
-	if err := process.Load(&e.Common); err != nil {
-		return nil, nil, err
-	}
-	if err := e.Common.Validate(); err != nil {
-		return nil, nil, err
-	}
-	if err := loadSharedStores(); err != nil {
-		return nil, nil, err
-	}
-	// The one place the stage attribute is set: stage packages do not add it.
-	e.Base = e.Common.Logger(e.Stderr)
-	e.Log = e.Base.With("stage", component)
-	e.Reg = process.NewRegistry()
-	drain, _ := e.Common.ShutdownTimeout()
-	ctx, cancel := process.SignalContext(cmd.Context(), drain, func(why string) {
-		e.Log.Error("forced exit", "reason", why)
-	})
-	e.closers = append(e.closers, cancel)
-	if serveOps && e.Common.MetricsAddr != "" {
-		ops, err := process.StartOpsServer(e.Common.MetricsAddr, e.Reg, e.Log)
-		if err != nil {
-			e.Close()
-			return nil, nil, err
-		}
-		e.Ops = ops
-		e.closers = append(e.closers, func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			ops.Close(ctx)
-		})
-	}
-	return ctx, e, nil
+	return wiring.Start(cmd.Context(), component, cmd.OutOrStdout(), cmd.ErrOrStderr(), serveOps)
 }
 
-// ConnectNATS connects to SHADOWCUBE_NATS_URL (or starts the embedded
-// server); the connection is closed (drained) by Close.
-func (e *Env) ConnectNATS(ctx context.Context) (*natsx.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cfg := e.Common.NATS("shadowcube-" + e.component)
-	cfg.Registerer = e.Reg
-	conn, err := natsx.Connect(ctx, cfg, e.Log)
+// load reads spec's variables and applies the command's flags over them.
+func load(cmd *cobra.Command, spec any) error { return wiring.Load(spec, cmd.Flags()) }
+
+//go:embed help/*.txt
+var helpFiles embed.FS
+
+// help returns the hand-written part of a command's help text
+// (help/<name>.txt); the variables and flags are generated from the config
+// structs' tags (wiring.EnvHelp).
+func help(name string) string {
+	b, err := helpFiles.ReadFile("help/" + name + ".txt")
 	if err != nil {
-		return nil, err
+		panic("help text " + name + ": " + err.Error())
 	}
-	e.closers = append(e.closers, conn.Close)
-	if e.Ops != nil {
-		e.Ops.AddReady(func(context.Context) error {
-			if !conn.NC.IsConnected() {
-				return fmt.Errorf("NATS not connected")
+	return string(b)
+}
+
+// runStage is a one-stage command: the process plumbing of name, then the
+// stage build makes, run until a signal.
+func runStage(cmd *cobra.Command, name string, build func(ctx context.Context, p *Env, conn *natsx.Conn) (wiring.Stage, error)) error {
+	ctx, p, err := setup(cmd, name, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	return wiring.RunStage(ctx, p, func(ctx context.Context, conn *natsx.Conn) (wiring.Stage, error) { return build(ctx, p, conn) })
+}
+
+// configured builds the command name whose configuration is spec (a
+// wiring env struct): its help is help/<name>.txt followed by spec's
+// variables and flags (generated from the tags) and extraEnv, and run is
+// called once the environment and the flags are read into spec.
+func configured(name, use, short string, spec any, extraEnv string, run func(cmd *cobra.Command, args []string) error) *cobra.Command {
+	cmd := &cobra.Command{
+		Use: use, Short: short, Args: cobra.NoArgs,
+		Long: help(name) + wiring.EnvHelp("Environment", spec) + extraEnv + commonEnvHelp,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := load(cmd, spec); err != nil {
+				return err
 			}
-			return nil
-		})
+			return run(cmd, args)
+		},
 	}
-	return conn, nil
+	wiring.BindFlags(cmd.Flags(), spec)
+	return cmd
 }
 
-// OnClose registers f to run (in reverse order) when the Env closes.
-func (e *Env) OnClose(f func()) { e.closers = append(e.closers, f) }
-
-// Close releases everything setup and ConnectNATS started, newest first.
-func (e *Env) Close() {
-	for i := len(e.closers) - 1; i >= 0; i-- {
-		e.closers[i]()
+// withNATS runs f in a one-shot command's process plumbing with a NATS
+// connection (no ops server).
+func withNATS(cmd *cobra.Command, name string, f func(ctx context.Context, p *Env, conn *natsx.Conn) error) error {
+	ctx, p, err := setup(cmd, name, false)
+	if err != nil {
+		return err
 	}
-	e.closers = nil
-}
-
-// splitList splits a comma-separated flag or variable value, dropping blanks.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
+	defer p.Close()
+	conn, err := p.ConnectNATS(ctx)
+	if err != nil {
+		return err
 	}
-	return out
+	return f(ctx, p, conn)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
 // envStructs lists every environment struct of the commands, by type name;
@@ -18,17 +19,19 @@ import (
 // is missing here.
 var envStructs = map[string]func() any{
 	"Common":         func() any { return new(process.Common) },
-	"CaptureEnv":     func() any { return new(CaptureEnv) },
-	"tapEnv":         func() any { return new(tapEnv) },
-	"sniffEnv":       func() any { return new(sniffEnv) },
-	"cdcEnv":         func() any { return new(cdcEnv) },
-	"syncEnv":        func() any { return new(syncEnv) },
-	"rolloutEnv":     func() any { return new(rolloutEnv) },
-	"shadowEnv":      func() any { return new(shadowEnv) },
-	"compareEnv":     func() any { return new(compareEnv) },
-	"loadgenEnv":     func() any { return new(loadgenEnv) },
-	"demoServiceEnv": func() any { return new(demoServiceEnv) },
-	"sharedStoreEnv": func() any { return new(sharedStoreEnv) },
+	"CaptureEnv":     func() any { return new(wiring.CaptureEnv) },
+	"TapEnv":         func() any { return new(wiring.TapEnv) },
+	"SniffEnv":       func() any { return new(wiring.SniffEnv) },
+	"CDCEnv":         func() any { return new(wiring.CDCEnv) },
+	"SyncEnv":        func() any { return new(wiring.SyncEnv) },
+	"RolloutEnv":     func() any { return new(wiring.RolloutEnv) },
+	"ShadowEnv":      func() any { return new(wiring.ShadowEnv) },
+	"CompareEnv":     func() any { return new(wiring.CompareEnv) },
+	"MappingEnv":     func() any { return new(wiring.MappingEnv) },
+	"ReconcileEnv":   func() any { return new(wiring.ReconcileEnv) },
+	"LoadgenEnv":     func() any { return new(wiring.LoadgenEnv) },
+	"DemoServiceEnv": func() any { return new(wiring.DemoServiceEnv) },
+	"SharedStores":   func() any { return new(wiring.SharedStores) },
 }
 
 var numericIdents = map[string]bool{"int": true, "int8": true, "int16": true, "int32": true, "int64": true,
@@ -56,6 +59,11 @@ func TestEveryNumericEnvFieldHasBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wiringFiles, err := filepath.Glob(filepath.Join("..", "..", "internal", "wiring", "*.go"))
+	if err != nil || len(wiringFiles) == 0 {
+		t.Fatalf("no wiring files: %v", err)
+	}
+	files = append(files, wiringFiles...)
 	files = append(files, filepath.Join("..", "..", "internal", "process", "config.go"))
 	fset := token.NewFileSet()
 	checked := 0

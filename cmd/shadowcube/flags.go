@@ -20,28 +20,7 @@ func newFlagsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "flags",
 		Short: "Percentage rollout flags of the cubes (set, get, list, ramp)",
-		Long: `flags reads and changes the rollout flags in the NATS KV bucket "shadowcube",
-key rollout.<service>. Every tap of the service follows its key and applies a
-change within a second, without restart.
-
-A user is served by the cube when hash(user key) mod 100 < percent, where the
-user key is hmac-sha256(SHADOWCUBE_USER_KEY_SECRET, user id) and hash is its
-first 8 bytes: a user keeps their side, and users moved at 10% stay moved at 20%.
-
-  shadowcube flags set <service> <percent>    set now (0 = instant rollback); cancels a ramp
-  shadowcube flags get <service>              show the flag and the percent in force
-  shadowcube flags list                       every service's flag
-  shadowcube flags ramp <service> --to 50 --step 10 --every 1h
-      move from the current percent toward --to by --step: the first step now,
-      then one step per --every. The ramp is stored in the flag and computed
-      from the clock by the taps, so nothing has to keep running.
-
-A service name is 1 to 64 letters, digits, '-' and '_'. Only users with a
-verified identity (a trusted proxy's user header or a verified JWT, see
-'shadowcube tap --help') are ever moved to the cube.
-
-Flags:
-  --json    print flags as JSON (all subcommands)` + commonEnvHelp,
+		Long:  help("flags") + commonEnvHelp,
 	}
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
 	open := func(cmd *cobra.Command) (*publisher.Flags, func(), error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
 func main() {
@@ -41,15 +42,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "shadowcube",
-		Short: "Zero-risk migration of a live legacy service onto new services (cubes)",
-		Long: `shadowcube captures legacy HTTP traffic and database changes into NATS JetStream,
-keeps each cube's database in sync through PostgreSQL logical replication,
-replays the traffic against the cubes and compares the answers, so a team
-knows a cube is right before any user is moved to it.
-
-Configuration comes from SHADOWCUBE_* environment variables; flags override
-them where a command offers both.` + commonEnvHelp,
+		Use:           "shadowcube",
+		Short:         "Zero-risk migration of a live legacy service onto new services (cubes)",
+		Long:          help("shadowcube") + commonEnvHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -94,7 +89,8 @@ func isUsageError(err error) bool {
 	}
 	// A bad SHADOWCUBE_* value is a usage error too: the command cannot run as asked.
 	var ee *process.EnvError
-	if errors.As(err, &ee) {
+	var fe *wiring.FlagError
+	if errors.As(err, &ee) || errors.As(err, &fe) {
 		return true
 	}
 	// cobra reports unknown commands and bad arg counts as plain errors.

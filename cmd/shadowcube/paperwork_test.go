@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
 // examples/paperwork, as shipped; the test replaces only the hosts.
@@ -178,9 +179,9 @@ func newPaperAPI(t *testing.T, ctx context.Context, dbURL string, cube bool) *pa
 	}
 	t.Cleanup(db.Close)
 	a := &paperAPI{db: db, cube: cube}
-	st := &demoStack{}
-	t.Cleanup(st.stop)
-	if a.url, err = serveLoopback(st, a); err != nil {
+	st := wiring.NewGroup(context.Background())
+	t.Cleanup(func() { st.Stop() })
+	if a.url, err = st.ServeLoopback(a); err != nil {
 		t.Fatal(err)
 	}
 	return a

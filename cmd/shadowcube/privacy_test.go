@@ -17,10 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heal7/shadowcube/comparator"
-	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
 	"github.com/heal7/shadowcube/internal/redact"
 	"github.com/heal7/shadowcube/internal/testenv"
+	"github.com/heal7/shadowcube/internal/wiring"
 	"github.com/heal7/shadowcube/publisher"
 	"github.com/heal7/shadowcube/schemas"
 	"github.com/heal7/shadowcube/shadow"
@@ -54,9 +54,9 @@ func streamTexts(t *testing.T, js jetstream.JetStream, stream string, decode fun
 	return out
 }
 
-func (c *CaptureEnv) mustStreamSettings(t *testing.T) natsx.StreamSettings {
+func mustStreamSettings(t *testing.T, c *wiring.CaptureEnv) publisher.StreamSettings {
 	t.Helper()
-	s, err := c.streamSettings()
+	s, err := c.StreamSettings()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,15 +127,15 @@ services:
 	} {
 		t.Setenv(k, v)
 	}
-	var ce CaptureEnv
+	var ce wiring.CaptureEnv
 	if err := process.Load(&ce); err != nil {
 		t.Fatal(err)
 	}
-	cfg, rf, err := ce.capturerConfig()
+	cfg, rf, err := ce.CapturerConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var se shadowEnv
+	var se wiring.ShadowEnv
 	if err := process.Load(&se); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ services:
 	n := testenv.StartNATS(t)
 	nc, js := n.Connect(t)
 	ctx := testenv.Context(t, 2*time.Minute)
-	if err := publisher.EnsureStream(ctx, js, ce.mustStreamSettings(t)); err != nil {
+	if err := publisher.EnsureStream(ctx, js, mustStreamSettings(t, &ce)); err != nil {
 		t.Fatal(err)
 	}
 	logs := &testenv.Buffer{}
@@ -156,7 +156,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	runStage(t, context.WithoutCancel(ctx), c.Run, c.Close)
+	runInBackground(t, context.WithoutCancel(ctx), c.Run, c.Close)
 	tap, err := publisher.NewTap(c, publisher.TapConfig{Upstream: legacy.URL, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +168,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	runStage(t, ctx, rep.Run, rep.Close)
+	runInBackground(t, ctx, rep.Run, rep.Close)
 
 	type req struct{ query, ctype, body string }
 	reqs := []req{
@@ -250,7 +250,7 @@ services:
 		t.Fatal(err)
 	}
 	defer store.Close()
-	cmpr, err := comparator.New(comparator.Config{Routes: routeRules(rf)})
+	cmpr, err := comparator.New(comparator.Config{Routes: wiring.RouteRules(rf)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/heal7/shadowcube/internal/natsx"
 	"github.com/heal7/shadowcube/internal/process"
+	"github.com/heal7/shadowcube/internal/wiring"
 	"github.com/heal7/shadowcube/schemas"
 )
 
@@ -24,7 +25,7 @@ func TestReplicationEnvReachesSettings(t *testing.T) {
 	t.Setenv("SHADOWCUBE_KV_REPLICAS", "5")
 	t.Setenv("SHADOWCUBE_KV_STORAGE", "memory")
 	t.Setenv("SHADOWCUBE_KV_MAX_BYTES", "2000000")
-	if err := loadSharedStores(); err != nil {
+	if err := wiring.LoadSharedStores(); err != nil {
 		t.Fatal(err)
 	}
 	dlq, err := natsx.DLQStreamConfig()
@@ -43,11 +44,11 @@ func TestReplicationEnvReachesSettings(t *testing.T) {
 	t.Setenv("SHADOWCUBE_LEGACY_REQUESTS_STORAGE", "memory")
 	t.Setenv("SHADOWCUBE_LEGACY_REQUESTS_MAX_AGE", "72h")
 	t.Setenv("SHADOWCUBE_LEGACY_REQUESTS_MAX_BYTES", "1GiB")
-	var ce CaptureEnv
+	var ce wiring.CaptureEnv
 	if err := process.Load(&ce); err != nil {
 		t.Fatal(err)
 	}
-	s, err := ce.streamSettings()
+	s, err := ce.StreamSettings()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +59,12 @@ func TestReplicationEnvReachesSettings(t *testing.T) {
 
 	t.Setenv("SHADOWCUBE_CDC_STREAM_REPLICAS", "3")
 	t.Setenv("SHADOWCUBE_CDC_STREAM_STORAGE", "memory")
-	var cd cdcEnv
+	var cd wiring.CDCEnv
 	if err := process.Load(&cd); err != nil || cd.StreamReplicas != 3 || cd.StreamStorage != "memory" {
 		t.Errorf("cdc env %+v, %v", cd, err)
 	}
 	t.Setenv("SHADOWCUBE_SHADOW_RESULTS_REPLICAS", "3")
-	var sh shadowEnv
+	var sh wiring.ShadowEnv
 	if err := process.Load(&sh); err != nil || sh.ResultsReplicas != 3 {
 		t.Errorf("shadow env %+v, %v", sh, err)
 	}
@@ -79,7 +80,7 @@ func TestReplicationEnvReachesSettings(t *testing.T) {
 	} {
 		t.Run(bad.name+"="+bad.value, func(t *testing.T) {
 			t.Setenv(bad.name, bad.value)
-			err := loadSharedStores()
+			err := wiring.LoadSharedStores()
 			if err == nil || !strings.Contains(err.Error(), bad.want) {
 				t.Errorf("error %v, want one naming %s", err, bad.want)
 			}
@@ -93,10 +94,10 @@ func TestReplicationEnvReachesSettings(t *testing.T) {
 	} {
 		t.Run(bad.name+"="+bad.value, func(t *testing.T) {
 			t.Setenv(bad.name, bad.value)
-			var ce CaptureEnv
+			var ce wiring.CaptureEnv
 			err := process.Load(&ce)
 			if err == nil {
-				_, err = ce.streamSettings()
+				_, err = ce.StreamSettings()
 			}
 			if err == nil || !strings.Contains(err.Error(), bad.name) {
 				t.Errorf("error %v, want one naming %s", err, bad.name)

@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// runStage runs a stage's Run(ctx) until the test ends; then Close stops it
+// runInBackground runs a stage's Run(ctx) until the test ends; then Close stops it
 // and Run must have returned nil.
-func runStage(t testing.TB, ctx context.Context, run func(context.Context) error, closeFn func() error) {
+func runInBackground(t testing.TB, ctx context.Context, run func(context.Context) error, closeFn func() error) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()

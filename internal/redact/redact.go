@@ -80,28 +80,13 @@ type Config struct {
 // Env is Config as read from the environment: the same SHADOWCUBE_* variables
 // configure the tap, import and shadow. Embed it in a command's env struct.
 type Env struct {
-	UserKeySecret string   `envconfig:"USER_KEY_SECRET"`
-	AllowHeaders  []string `envconfig:"TAP_ALLOW_HEADERS"`
-	StripHeaders  []string `envconfig:"TAP_STRIP_HEADERS"`
-	RedactPaths   []string `envconfig:"TAP_REDACT_PATHS"`
-	RedactParams  []string `envconfig:"TAP_REDACT_PARAMS"`
-	RedactMode    string   `envconfig:"TAP_REDACT_MODE" default:"remove"`
+	UserKeySecret string   `envconfig:"USER_KEY_SECRET" desc:"HMAC-SHA256 secret (at least 32 bytes) turning user ids into user keys and keying hmac redaction"`
+	AllowHeaders  []string `envconfig:"TAP_ALLOW_HEADERS" desc:"comma list of headers published besides the safe defaults (Accept*, Content-*, Cache-Control, ETag, Traceparent, User-Agent, X-Request-Id, X-Truth-Label, ...); every other header is dropped"`
+	StripHeaders  []string `envconfig:"TAP_STRIP_HEADERS" desc:"comma list of headers never published, even when allowed"`
+	RedactPaths   []string `envconfig:"TAP_REDACT_PATHS" desc:"comma list of JSON body paths to redact, e.g. $.email,$.cards[*].number (every value of an NDJSON or multi-value body)"`
+	RedactParams  []string `envconfig:"TAP_REDACT_PARAMS" desc:"comma list of query parameters and form fields to redact besides the defaults (access_token, token, api_key, key, password, signature, code, ...); -name takes a default off the list (e.g. -code)"`
+	RedactMode    string   `envconfig:"TAP_REDACT_MODE" default:"remove" desc:"remove, or hmac (value replaced by hmac-sha256:<hex>)"`
 }
-
-// EnvHelp documents Env's variables for --help texts.
-const EnvHelp = `
-  SHADOWCUBE_USER_KEY_SECRET    HMAC-SHA256 secret (at least 32 bytes) turning user ids into user keys
-                                and keying hmac redaction
-  SHADOWCUBE_TAP_ALLOW_HEADERS  comma list of headers published besides the safe defaults (Accept*,
-                                Content-*, Cache-Control, ETag, Traceparent, User-Agent, X-Request-Id,
-                                X-Truth-Label, ...); every other header is dropped
-  SHADOWCUBE_TAP_STRIP_HEADERS  comma list of headers never published, even when allowed
-  SHADOWCUBE_TAP_REDACT_PATHS   comma list of JSON body paths to redact, e.g. $.email,$.cards[*].number
-                                (every value of an NDJSON or multi-value body)
-  SHADOWCUBE_TAP_REDACT_PARAMS  comma list of query parameters and form fields to redact besides the
-                                defaults (access_token, token, api_key, key, password, signature, code, ...);
-                                -name takes a default off the list (e.g. -code)
-  SHADOWCUBE_TAP_REDACT_MODE    remove (default) or hmac (value replaced by hmac-sha256:<hex>)`
 
 // Config returns the rules e names.
 func (e Env) Config() Config {

@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"context"
@@ -29,9 +29,9 @@ const (
 
 // demoForwardMapping is the mapping of the forward sync: the plain demo
 // mapping, or with --rollout the one with a conflict policy (internal/demo).
-func demoForwardMapping(opts demoOptions) string {
+func demoForwardMapping(opts DemoOptions) string {
 	if opts.Rollout == 0 {
-		return demoMapping
+		return DemoMapping
 	}
 	return strings.Replace(demo.ForwardMapping, "slot: shadowcube_forward", "slot: "+demoForwardSlot, 1)
 }
@@ -54,43 +54,36 @@ func demoPrepareRollout(ctx context.Context, dbs demoDBs) error {
 }
 
 // startDemoReverse starts cdc on the cube database and sync with the
-// reverse mapping into legacy. Their metrics go to a registry of their own
-// (the forward stages' metric names are taken).
-func startDemoReverse(ctx context.Context, cancel context.CancelFunc, st *demoStack, e *Env, nc *natsx.Conn, dbs demoDBs) (*consumers.Mapping, error) {
-	reg := prometheus.NewRegistry()
-	reader, err := cdc.New(cdc.Config{DatabaseURL: dbs.cube, Slot: demoReverseSlot, Publication: "shadowcube_demo", IgnoreOrigins: []string{demoForwardSlot}},
-		cdc.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "cdc", "direction", "reverse"), Registerer: reg})
+// reverse mapping into legacy, built like the forward ones. Their metrics
+// go to a registry of their own (the forward stages' metric names are
+// taken).
+func startDemoReverse(st *demoStack, p *Process, nc *natsx.Conn, dbs demoDBs) (*Mapping, error) {
+	rp := p.Stage("cdc")
+	rp.Log, rp.Reg = rp.Log.With("direction", "reverse"), prometheus.NewRegistry()
+	reader, err := NewCDC(rp, nc, cdc.Config{DatabaseURL: dbs.cube, Slot: demoReverseSlot, Publication: "shadowcube_demo", IgnoreOrigins: []string{demoForwardSlot}})
 	if err != nil {
 		return nil, err
 	}
-	st.goRun(ctx, cancel, "cdc (reverse)", reader.Run)
+	st.Run("cdc (reverse)", reader)
 	rev, err := consumers.ParseMapping("demo-reverse-mapping.yaml", []byte(strings.Replace(demo.ReverseMapping, "slot: shadowcube_reverse", "slot: "+demoReverseSlot, 1)))
 	if err != nil {
 		return nil, err
 	}
-	syncer, err := consumers.New(consumers.Config{Mapping: rev, SourceURL: dbs.cube, TargetURLs: map[string]string{"legacy": dbs.legacy}},
-		consumers.Deps{JetStream: nc.JS, Logger: e.Base.With("stage", "sync", "direction", "reverse"), Registerer: reg})
+	m := &Mapping{Mapping: rev, SourceURL: dbs.cube, TargetURLs: map[string]string{"legacy": dbs.legacy}}
+	sp := p.Stage("sync")
+	sp.Log, sp.Reg = sp.Log.With("direction", "reverse"), rp.Reg
+	syncer, err := NewSync(sp, nc, &SyncEnv{}, m)
 	if err != nil {
 		return nil, err
 	}
-	st.onStop(func() { syncer.Close() })
-	st.goRun(ctx, cancel, "sync (reverse)", syncer.Run)
+	st.Run("sync (reverse)", syncer)
 	st.step("reverse cdc + sync: cube database → legacy saju_records (slot %s)", demoReverseSlot)
-	return rev, nil
-}
-
-// demoRolloutTap is the saju tap's rollout: it follows the flag and reports
-// its in-flight count for the drill.
-func demoRolloutTap(ctx context.Context, st *demoStack, tap *publisher.Tap, w *publisher.FlagWatcher, flags *publisher.Flags) {
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); publisher.ReportTap(rctx, flags.KV(), tap, "saju", "demo-tap", 0, st.log) }()
-	st.onStop(func() { stop(); <-done; w.Close() })
+	return m, nil
 }
 
 // runDemoRollout is the rollout phase: flag at percent, traffic, then the
 // drill; its report is written to out. It returns whether the drill was clean.
-func runDemoRollout(ctx context.Context, st *demoStack, nc *natsx.Conn, dbs demoDBs, fwd, rev *consumers.Mapping, percent int,
+func runDemoRollout(ctx context.Context, st *demoStack, nc *natsx.Conn, dbs demoDBs, fwd, rev *Mapping, percent int,
 	traffic func(ctx context.Context) (int, error), out io.Writer) (bool, error) {
 	flags, err := publisher.OpenFlags(ctx, nc.JS)
 	if err != nil {
@@ -105,7 +98,7 @@ func runDemoRollout(ctx context.Context, st *demoStack, nc *natsx.Conn, dbs demo
 		return false, err
 	}
 	st.step("rollout: sent %d more births through the taps; rollback drill", sent)
-	cfg := rollout.Config{Service: "saju", JS: nc.JS, Forward: fwd, Reverse: rev, LegacyURL: dbs.legacy, CubeURL: dbs.cube}
+	cfg := rollout.Config{Service: "saju", JS: nc.JS, Forward: fwd.Mapping, Reverse: rev.Mapping, LegacyURL: dbs.legacy, CubeURL: dbs.cube}
 	d, err := rollout.Rollback(ctx, cfg, func(s rollout.Step) {
 		v := "ok"
 		if !s.OK {
