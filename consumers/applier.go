@@ -42,6 +42,10 @@ type ApplierConfig struct {
 	// an earlier one waits for it (default 2m; txn.go); then the missing one
 	// is a poison unit.
 	ReorderWait time.Duration
+	// MinCopyRows is the shortest run of new rows sent with COPY
+	// (setapply.go; default 32): a COPY costs a round trip of its own, where
+	// an upsert rides in the batch's pipelined statements.
+	MinCopyRows int
 }
 
 func (c *ApplierConfig) defaults() error {
@@ -83,6 +87,9 @@ func (c *ApplierConfig) defaults() error {
 	if c.PollStop <= 0 {
 		c.PollStop = time.Second
 	}
+	if c.MinCopyRows <= 0 {
+		c.MinCopyRows = defaultMinCopyRows
+	}
 	return nil
 }
 
@@ -92,6 +99,9 @@ func (c *ApplierConfig) validate() error {
 	var errs []error
 	if c.MaxBatch < 0 {
 		errs = append(errs, fmt.Errorf("applier config: MaxBatch %d: must be at least 1 (0: default 5000)", c.MaxBatch))
+	}
+	if c.MinCopyRows < 0 {
+		errs = append(errs, fmt.Errorf("applier config: MinCopyRows %d: must be at least 1 (0: default %d)", c.MinCopyRows, defaultMinCopyRows))
 	}
 	for _, d := range []struct {
 		name string
@@ -119,6 +129,7 @@ type Applier struct {
 	wmMu    sync.Mutex
 	wm      schemas.Watermark
 	wmDirty bool
+	copies  copyState // setapply.go
 }
 
 // NewApplier checks cfg and returns an applier; Run starts it.
@@ -293,9 +304,10 @@ func (a *Applier) applyUnits(ctx context.Context, units []*txn) error {
 // transient failures; a permanent failure is narrowed down to its unit.
 func (a *Applier) applyBatch(ctx context.Context, batch []*txn) error {
 	backoff := a.cfg.RetryMin
+	noCopy := false
 	for {
 		start := time.Now()
-		n, err := a.applyOnce(ctx, batch, modeNormal)
+		n, err := a.applyWith(ctx, batch, modeNormal, noCopy)
 		if err == nil {
 			last := batch[len(batch)-1]
 			a.met.batchTime.WithLabelValues(a.target).Observe(time.Since(start).Seconds())
@@ -312,6 +324,13 @@ func (a *Applier) applyBatch(ctx context.Context, batch []*txn) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		var ce *copyError
+		if !noCopy && errors.As(err, &ce) && !Transient(err) {
+			// COPY failed (setapply.go): the same batch through upserts only
+			a.log.Warn("copy failed; applying the batch without copy", "lsn", batch[0].pos.String(), "err", err)
+			noCopy = true
+			continue
 		}
 		if !Transient(err) {
 			if len(batch) > 1 {
@@ -393,6 +412,16 @@ const (
 // applyOnce runs one target transaction holding batch and returns the
 // number of changes applied.
 func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (int, error) {
+	n, err := a.applyWith(ctx, batch, mode, false)
+	var ce *copyError
+	if errors.As(err, &ce) && !Transient(err) {
+		return a.applyWith(ctx, batch, mode, true)
+	}
+	return n, err
+}
+
+// applyWith is applyOnce; noCopy applies upsert runs without COPY.
+func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, noCopy bool) (int, error) {
 	tx, err := a.cfg.DB.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
@@ -430,7 +459,7 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 			return nil
 		}
 		err := tx.SendBatch(ctx, b).Close()
-		b = &pgx.Batch{}
+		*b = pgx.Batch{} // in place: applyCopy queues on b after sending
 		return err
 	}
 	var conflicts []Conflict
@@ -441,14 +470,22 @@ func (a *Applier) applyOnce(ctx context.Context, batch []*txn, mode applyMode) (
 		}
 		conflicts = found
 		sb := newStmtBatch(a.cfg.Target, a.log)
+		sb.noCopy, sb.minCopy = noCopy, a.cfg.MinCopyRows
+		savepoints := 0
 		for _, evs := range units {
 			sb.addUnit(evs)
 		}
 		stmts, count := sb.statements()
 		n = count
 		for _, s := range stmts {
-			if s.fill == nil {
+			if s.fill == nil && s.copy == nil {
 				b.Queue(s.sql, s.args...)
+				continue
+			}
+			if s.copy != nil {
+				if err := a.applyCopy(ctx, tx, s.copy, b, send, &savepoints); err != nil {
+					return 0, err
+				}
 				continue
 			}
 			if err := send(); err != nil {

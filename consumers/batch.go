@@ -20,6 +20,9 @@ type stmt struct {
 	// (an empty sql: all of them); those are re-read from the source and
 	// upserted whole before the next statement runs.
 	fill *fill
+	// copy, when set, is a run of full-row upserts the applier applies with
+	// COPY (setapply.go); sql is empty.
+	copy *copyRun
 }
 
 // fill is a set of update events whose new version lacks unchanged TOAST
@@ -44,6 +47,9 @@ type group struct {
 	excluded map[string]bool
 	sig      string
 	rows     [][]byte
+	src      []schemas.Row          // gUpsert: the source row of each row
+	cts      []time.Time            // copy runs: the commit time of each row (rows hold nil)
+	copy     *copyPlan              // gUpsert of a plainly mapped table: applied with COPY
 	evs      []*schemas.ChangeEvent // gInPlace: the event of each row
 	keys     map[string]int
 }
@@ -80,11 +86,14 @@ func jsonArray(rows [][]byte) string {
 // unchanged value together with sent ones) the row is re-read from the
 // source by key (see Applier.reselect).
 type stmtBatch struct {
-	target *Target
-	log    *slog.Logger // warns of source tables that changed shape
-	out    []stmt
-	g      *group // the run being grouped into one statement
-	count  int    // changes the statements apply
+	target  *Target
+	log     *slog.Logger // warns of source tables that changed shape
+	out     []stmt
+	g       *group // the run being grouped into one statement
+	count   int    // changes the statements apply
+	noCopy  bool   // apply upsert runs with INSERT … ON CONFLICT only (no COPY)
+	minCopy int    // shortest run sent with COPY (setapply.go; 0: 1)
+	plans   map[*TableMap]*copyPlan
 }
 
 // newStmtBatch returns an empty batch for target (validated by
@@ -109,6 +118,16 @@ func (b *stmtBatch) flush() {
 	b.g = nil
 	if g == nil || len(g.rows) == 0 {
 		return
+	}
+	if g.copy != nil {
+		if len(g.src) >= max(b.minCopy, 1) {
+			b.out = append(b.out, stmt{copy: &copyRun{tm: g.tm, plan: g.copy, rows: g.src, cts: g.cts}})
+			return
+		}
+		// a short run: one more statement of the pipelined batch
+		for i, r := range g.src {
+			g.rows[i] = rowJSON(g.tm, r, g.cts[i])
+		}
 	}
 	param := jsonArray(g.rows)
 	switch g.kind {
@@ -139,10 +158,15 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 	if g := b.g; g == nil || g.tm != tm || g.kind != kind || g.sig != sig || (key == "" && len(g.rows) > 0) {
 		b.flush()
 		b.g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
+		if kind == gUpsert && len(excluded) == 0 {
+			b.g.copy = b.copyPlanOf(tm)
+		}
 	}
 	g := b.g
 	var js []byte
-	if kind == gInPlace {
+	if g.copy != nil {
+		// COPY reads the source row; the JSON is built for held keys only
+	} else if kind == gInPlace {
 		js = rowJSONOrd(tm, row, ev.CommitTime, len(g.rows))
 	} else {
 		js = rowJSON(tm, row, ev.CommitTime)
@@ -155,7 +179,10 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 				if kind == gInPlace {
 					g.rows[i], g.evs[i] = rowJSONOrd(tm, row, ev.CommitTime, i), ev
 				} else {
-					g.rows[i] = js
+					g.rows[i], g.src[i] = js, row
+					if g.copy != nil {
+						g.cts[i] = ev.CommitTime
+					}
 				}
 				return
 			}
@@ -171,6 +198,12 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 		g.keys[key] = len(g.rows)
 	}
 	g.rows = append(g.rows, js)
+	if kind == gUpsert {
+		g.src = append(g.src, row)
+		if g.copy != nil {
+			g.cts = append(g.cts, ev.CommitTime)
+		}
+	}
 	if kind == gInPlace {
 		g.evs = append(g.evs, ev)
 	}

@@ -105,11 +105,18 @@ func truncateEv(table string, restart bool, tables ...string) *schemas.ChangeEve
 }
 
 // describe names a statement by the TableMap method that built it and lists
-// the rows of its parameters: "upsert t [1:small=a 2:small=b]". Row columns
+// the rows of its parameters: "copy t [1:small=a 2:small=b]". Row columns
 // are those the row carries (key and ordinal and commit time left out), so a
 // TOAST value that was not sent shows as absent.
 func describe(t testing.TB, tg *Target, s stmt) string {
 	t.Helper()
+	if s.copy != nil {
+		var js [][]byte
+		for i, r := range s.copy.rows {
+			js = append(js, rowJSON(s.copy.tm, r, s.copy.cts[i]))
+		}
+		return "copy " + s.copy.tm.SourceTable + " " + describeRows(t, jsonArray(js))
+	}
 	kind := ""
 	if s.sql == "" {
 		kind = "fill"
@@ -230,18 +237,18 @@ func TestStmtBatch(t *testing.T) {
 	}{{
 		name:  "inserts of one table share one upsert",
 		units: []unit{{ins("t", "id=1 small=a big=x"), ins("t", "id=2 small=b big=NULL")}, {ins("t", "id=3 small=c big=z")}},
-		want:  []string{"upsert t [1:big=x:small=a 2:small=b 3:big=z:small=c]"},
+		want:  []string{"copy t [1:big=x:small=a 2:small=b 3:big=z:small=c]"},
 		count: 3,
 	}, {
 		name: "order across tables is kept",
 		units: []unit{{ins("t", "id=1 small=a big=x"), ins("p", "id=7"), ins("t", "id=2 small=b big=y")},
 			{change(schemas.OpSnapshot, "p", "id=8", "")}},
-		want:  []string{"upsert t [1:big=x:small=a]", "upsert p [7]", "upsert t [2:big=y:small=b]", "upsert p [8]"},
+		want:  []string{"copy t [1:big=x:small=a]", "copy p [7]", "copy t [2:big=y:small=b]", "copy p [8]"},
 		count: 4,
 	}, {
 		name:  "a row changed twice in a run keeps its newest version",
 		units: []unit{{ins("t", "id=1 small=a big=x"), ins("t", "id=2 small=b big=y")}, {upd("t", "id=1 small=A big=X", "")}},
-		want:  []string{"upsert t [1:big=X:small=A 2:big=y:small=b]"},
+		want:  []string{"copy t [1:big=X:small=A 2:big=y:small=b]"},
 		count: 3,
 	}, {
 		name:  "unmapped tables and schema events make no statement",
@@ -251,7 +258,7 @@ func TestStmtBatch(t *testing.T) {
 	}, {
 		name:  "delete then re-insert of a key stay two statements in order",
 		units: []unit{{del("t", "id=1"), ins("t", "id=1 small=n big=m"), del("t", "id=2"), del("t", "id=3")}},
-		want:  []string{"delete t [1]", "upsert t [1:big=m:small=n]", "delete t [2 3]"},
+		want:  []string{"delete t [1]", "copy t [1:big=m:small=n]", "delete t [2 3]"},
 		count: 4,
 	}, {
 		name:  "delete policies: ignore makes nothing, soft marks",
@@ -276,7 +283,7 @@ func TestStmtBatch(t *testing.T) {
 	}, {
 		name:  "key change with every value sent: hard delete of the old key, upsert of the new",
 		units: []unit{{upd("t", "id=2 small=a big=x", "id=1")}},
-		want:  []string{"delete t [1]", "upsert t [2:big=x:small=a]"},
+		want:  []string{"delete t [1]", "copy t [2:big=x:small=a]"},
 		count: 1,
 	}, {
 		name:  "key change under the soft-delete policy removes the old key row for good",
@@ -296,7 +303,7 @@ func TestStmtBatch(t *testing.T) {
 		name:  "key change with unchanged TOAST moves the row in place",
 		units: []unit{{ins("t", "id=5 small=e big=e"), upd("t", "id=2 small=a", "id=1 small=a", "big")}},
 		want: []string{
-			"upsert t [5:big=e:small=e]",
+			"copy t [5:big=e:small=e]",
 			"stalenewkey t [2:small=a] [1:small=a]",
 			"rekey(keep big) t +fill fill[2] t [2:small=a] [1:small=a]",
 		},
@@ -337,9 +344,9 @@ func TestStmtBatch(t *testing.T) {
 			{truncateEv("p", true, "public.p", "public.t"), truncateEv("t", true, "public.p", "public.t")},
 		},
 		want: []string{
-			"upsert t [1:big=x:small=a]",
+			"copy t [1:big=x:small=a]",
 			`TRUNCATE "public"."t", "public"."p"`,
-			"upsert p [1]",
+			"copy p [1]",
 			`TRUNCATE "public"."p", "public"."t" RESTART IDENTITY`,
 		},
 		count: 4,

@@ -68,7 +68,9 @@ func waitAcks(b testing.TB, fs []jetstream.PubAckFuture) {
 
 // BenchmarkB4SyncCatchUp: a backlog of single-row source transactions in
 // the CDC stream applied to the target (identity mapping), next to COPY of
-// the same rows into the same table (B4), and next to PostgreSQL's native
+// the same rows into the same table (B4), next to sync consuming the same
+// backlog with nothing to apply (B4c: the ceiling the apply runs under), and
+// next to PostgreSQL's native
 // logical replication applying the same number of single-row transactions (B4p).
 func BenchmarkB4SyncCatchUp(b *testing.B) {
 	n := 200_000
@@ -77,6 +79,7 @@ func BenchmarkB4SyncCatchUp(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		e := newEnv(b)
+		e.minCopy = -1 // the production default
 		e.exec(e.src, benchDDL)
 		e.exec(e.dst, benchDDL)
 		last, rows := publishBacklog(b, e, "b4", n)
@@ -104,6 +107,18 @@ func BenchmarkB4SyncCatchUp(b *testing.B) {
 			b.Fatalf("target holds %d rows, want %d", count, n)
 		}
 		fmt.Printf("bench B4 sync-catch-up: %.0f changes/s | limit %.0f rows/s (COPY) | ratio %.2f | target 0.30\n", rate, copyRate, rate/copyRate)
+
+		// the consume ceiling: the same backlog read, decoded, assembled
+		// and checkpointed by a target that maps none of it
+		e.exec(e.src, `CREATE TABLE public.idle (id int PRIMARY KEY)`)
+		e.exec(e.dst, `CREATE TABLE public.idle (id int PRIMARY KEY)`)
+		idle := e.loadMapping("source: {slot: b4}\ntargets:\n  - name: idle\n    database_url_env: X\n    tables:\n      - source: public.idle\n        key: [id]\n")
+		start = time.Now()
+		_, stopIdle := e.startSync(idle, 5000)
+		e.waitCheckpoint("idle", "b4", last, 10*time.Minute)
+		consume := float64(n) / time.Since(start).Seconds()
+		stopIdle()
+		fmt.Printf("bench B4c sync-vs-consume: %.0f changes/s | limit %.0f changes/s (the same backlog consumed and checkpointed, nothing to apply) | ratio %.2f | target 1.0\n", rate, consume, rate/consume)
 
 		native := nativeApplyRate(b, e, n)
 		fmt.Printf("bench B4p sync-vs-native: %.0f changes/s | limit %.0f changes/s (native subscription) | ratio %.2f | target 1.0\n", rate, native, rate/native)
@@ -164,6 +179,7 @@ func BenchmarkB5SteadyLag(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		e := newEnv(b)
+		e.minCopy = -1 // the production default
 		e.exec(e.src, `CREATE TABLE public.lag (id bigserial PRIMARY KEY, at timestamptz NOT NULL)`)
 		e.exec(e.dst, `CREATE TABLE public.lag (id bigint PRIMARY KEY, at timestamptz NOT NULL, seen timestamptz NOT NULL DEFAULT clock_timestamp())`)
 		e.startCDC("b5", "public.lag")

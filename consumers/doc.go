@@ -27,6 +27,11 @@
 //     the row is re-read from the source by key, in a snapshot that sees
 //     the event's transaction (see Applier.reselect for why a newer source
 //     row still converges);
+//   - a run of 32 or more full-row changes of a plainly mapped table (setapply.go:
+//     plain columns of the same type, no where filter, soft delete or
+//     conflict policy) is inserted with COPY where the target lacks the
+//     keys, the rest upserted; the same end state as the row path, which
+//     every other change takes (and the whole batch, when COPY fails);
 //   - foreign keys between a target's tables are decided at start-up
 //     (DecideFK): apply as session_replication_role = replica when the role
 //     may, else with the keys enforced (snapshot parents first, whole source

@@ -35,6 +35,10 @@ type env struct {
 	nats   *testenv.NATS
 	nc     *nats.Conn
 	js     jetstream.JetStream
+	// minCopy is the appliers' MinCopyRows (setapply.go); 0: 1, so every
+	// run of new rows of a plainly mapped table goes through COPY in tests;
+	// negative: the production default (benchmarks)
+	minCopy int
 }
 
 func newEnv(t testing.TB) *env {
@@ -112,6 +116,12 @@ func (e *env) startSync(m *Mapping, maxBatch int) (s *Sync, stop func()) {
 	s.tune = func(c *ApplierConfig) {
 		c.PollStop = 100 * time.Millisecond
 		c.RetryMin = 20 * time.Millisecond
+		switch {
+		case e.minCopy == 0:
+			c.MinCopyRows = 1
+		case e.minCopy > 0:
+			c.MinCopyRows = e.minCopy
+		}
 	}
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan error, 1)

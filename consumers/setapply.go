@@ -1,0 +1,281 @@
+package consumers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/heal7/shadowcube/schemas"
+)
+
+// Set-based apply of insert runs (see docs/performance.md, B4).
+//
+// stmtBatch already reduces a run of consecutive full-row upserts of one
+// table to the newest version of each key, in source order with the runs
+// around it (deletes, key changes, in-place updates of unchanged TOAST
+// values, truncates and re-reads stay statements of their own, so they are
+// barriers). For a table whose mapping is a plain copy (planCopy), such a
+// run is not sent as one INSERT … ON CONFLICT over a JSON array: it is sent
+// with COPY straight into the target table (PostgreSQL's multi-row insert
+// path) under a savepoint. When the target already holds one of the run's
+// keys (unique violation) the savepoint is rolled back, the run's keys are
+// probed (one index probe each), held keys go through the usual upsert and
+// the rest through COPY; the table then probes first until a run finds no
+// held key. All of it runs inside the batch's target transaction, at the
+// run's place among the other statements, before the checkpoint moves.
+//
+// COPY in text format: source values are exact PostgreSQL text, so the
+// target column's input function reads them exactly as the upsert's casts
+// do. A COPY that fails otherwise (a target refusing COPY, a concurrent
+// writer inserting a probed-absent key) rolls the transaction back; the
+// applier then applies the same batch again without COPY (applyBatch,
+// applyOnce), so such a failure is never mistaken for a poison transaction.
+
+// defaultMinCopyRows is the shortest run sent with COPY by default
+// (ApplierConfig.MinCopyRows). A COPY costs a round trip of its own, where
+// an upsert rides in the batch's pipelined statements: transactions touching
+// several tables make runs of a few rows each, which stay upserts.
+const defaultMinCopyRows = 32
+
+// copyRun is a run of full-row upserts of a plainly mapped table, reduced to
+// one row per key, in the order of their first change.
+type copyRun struct {
+	tm   *TableMap
+	plan *copyPlan
+	rows []schemas.Row
+	cts  []time.Time // the commit time of each row (for the upsert of keys the target holds)
+}
+
+// copyPlan is how the rows of a plainly mapped table go into its target:
+// cols[i] is the source column of target column tm.Columns[i].
+type copyPlan struct {
+	cols  []string
+	probe string // SQL returning the ordinals (1-based) of $1.. keys the target holds
+	copy  string // COPY … FROM STDIN
+}
+
+// planCopy returns the copy plan of tm, or nil when its rows cannot go
+// through COPY: a where filter, the soft-delete policy, a conflict policy
+// (conflict.go checks each row), or a target column that is not a plain
+// source column of the same type. COPY writes the given value of a GENERATED
+// ALWAYS identity column, as the upsert's OVERRIDING SYSTEM VALUE does.
+func planCopy(tm *TableMap) *copyPlan {
+	if tm.Where != "" || tm.Delete == DeleteSoft || tm.Conflict != "" || len(tm.plainKey) != len(tm.Key) {
+		return nil
+	}
+	srcType := map[string]string{}
+	for _, c := range tm.srcCols {
+		srcType[c.Name] = c.Type
+	}
+	p := &copyPlan{}
+	var tcols []string
+	for _, c := range tm.Columns {
+		e := strings.TrimSpace(c.Expr)
+		name := plainColumn(e)
+		if name == "" || e == name && strings.ToLower(name) != name {
+			return nil // an unquoted mixed-case name folds: leave it to the upsert
+		}
+		st, ok := srcType[name]
+		if !ok || st != tm.tgtTypes[c.Name] {
+			return nil
+		}
+		p.cols = append(p.cols, name)
+		tcols = append(tcols, quoteIdent(c.Name))
+	}
+	var arrs, defs, match []string
+	for i, k := range tm.Key {
+		arrs = append(arrs, fmt.Sprintf("$%d::text[]", i+1))
+		defs = append(defs, fmt.Sprintf("k%d", i))
+		match = append(match, fmt.Sprintf("t.%s = u.k%d::%s", quoteIdent(k), i, tm.tgtTypes[k]))
+	}
+	p.probe = fmt.Sprintf("SELECT u.o::int FROM unnest(%s) WITH ORDINALITY AS u(%s, o) WHERE EXISTS (SELECT 1 FROM %s AS t WHERE %s)",
+		strings.Join(arrs, ", "), strings.Join(defs, ", "), tm.qTarget(), strings.Join(match, " AND "))
+	p.copy = fmt.Sprintf("COPY %s (%s) FROM STDIN", tm.qTarget(), strings.Join(tcols, ", "))
+	return p
+}
+
+// copyPlanOf caches planCopy per table for one batch.
+func (b *stmtBatch) copyPlanOf(tm *TableMap) *copyPlan {
+	if b.noCopy {
+		return nil
+	}
+	if b.plans == nil {
+		b.plans = map[*TableMap]*copyPlan{}
+	}
+	p, ok := b.plans[tm]
+	if !ok {
+		p = planCopy(tm)
+		b.plans[tm] = p
+	}
+	return p
+}
+
+// copyState remembers, per table, whether the target held keys of its last
+// copy run: then the next run probes first; otherwise it is copied
+// optimistically under a savepoint (a catch-up of new rows needs no probe).
+type copyState struct {
+	mu   sync.Mutex
+	held map[*TableMap]bool
+}
+
+func (s *copyState) probeFirst(tm *TableMap) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[tm]
+}
+
+func (s *copyState) set(tm *TableMap, held bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held == nil {
+		s.held = map[*TableMap]bool{}
+	}
+	s.held[tm] = held
+}
+
+// maxCopySavepoints bounds the savepoints of one target transaction: past
+// 64 subtransactions PostgreSQL's snapshots of every backend slow down.
+const maxCopySavepoints = 32
+
+const copySavepoint = "shadowcube_copy"
+
+// applyCopy applies run r in tx: rows whose key the target lacks are copied
+// into the target now, the others are queued on b as an upsert. b holds the
+// statements before the run, not yet sent; savepoints counts the savepoints
+// tx has used.
+func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, savepoints *int) error {
+	tm := r.tm
+	if !a.copies.probeFirst(tm) && *savepoints < maxCopySavepoints {
+		*savepoints++
+		if err := send(); err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		for _, row := range r.rows {
+			appendCopyRow(&buf, r.plan.cols, row)
+		}
+		// one round trip: the savepoint rides in the COPY's query string
+		_, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, "SAVEPOINT "+copySavepoint+"; "+r.plan.copy)
+		if err == nil {
+			b.Queue("RELEASE SAVEPOINT " + copySavepoint)
+			a.met.copied.WithLabelValues(a.target).Add(float64(len(r.rows)))
+			return nil
+		}
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "23505" {
+			return &copyError{table: tm.Target, err: err}
+		}
+		// the target holds some of the keys: probe them
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+copySavepoint); err != nil {
+			return err
+		}
+		b.Queue("RELEASE SAVEPOINT " + copySavepoint)
+	} else if err := send(); err != nil {
+		return err
+	}
+	present, err := probeKeys(ctx, tx, r)
+	if err != nil {
+		return err
+	}
+	var upsert [][]byte
+	var buf bytes.Buffer
+	for j, row := range r.rows {
+		if present[j] {
+			upsert = append(upsert, rowJSON(tm, row, r.cts[j]))
+		} else {
+			appendCopyRow(&buf, r.plan.cols, row)
+		}
+	}
+	a.copies.set(tm, len(upsert) > 0)
+	if len(upsert) < len(r.rows) {
+		if _, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, r.plan.copy); err != nil {
+			return &copyError{table: tm.Target, err: err}
+		}
+		a.met.copied.WithLabelValues(a.target).Add(float64(len(r.rows) - len(upsert)))
+	}
+	if len(upsert) > 0 {
+		b.Queue(tm.upsertSQL(nil), jsonArray(upsert))
+	}
+	return nil
+}
+
+// probeKeys reports which rows of r have a key the target holds.
+func probeKeys(ctx context.Context, tx pgx.Tx, r *copyRun) ([]bool, error) {
+	tm, p := r.tm, r.plan
+	keys := make([][]*string, len(tm.Key))
+	for i := range keys {
+		keys[i] = make([]*string, len(r.rows))
+	}
+	for j, row := range r.rows {
+		for i, c := range tm.plainKey {
+			keys[i][j] = row[c]
+		}
+	}
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		args[i] = k
+	}
+	rows, err := tx.Query(ctx, p.probe, args...)
+	if err != nil {
+		return nil, fmt.Errorf("probe keys of %s: %w", tm.Target, err)
+	}
+	held, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, fmt.Errorf("probe keys of %s: %w", tm.Target, err)
+	}
+	present := make([]bool, len(r.rows))
+	for _, o := range held {
+		if o < 1 || int(o) > len(r.rows) {
+			return nil, fmt.Errorf("probe keys of %s: ordinal %d of %d", tm.Target, o, len(r.rows))
+		}
+		present[o-1] = true
+	}
+	return present, nil
+}
+
+// copyError is a failed COPY: the batch is applied again without COPY.
+type copyError struct {
+	table string
+	err   error
+}
+
+func (e *copyError) Error() string { return "copy into " + e.table + ": " + e.err.Error() }
+func (e *copyError) Unwrap() error { return e.err }
+
+// appendCopyRow appends row (cols in order) as one line of COPY text format:
+// a value not in the row, or NULL, is \N (as the upsert writes NULL).
+func appendCopyRow(buf *bytes.Buffer, cols []string, row schemas.Row) {
+	for i, c := range cols {
+		if i > 0 {
+			buf.WriteByte('\t')
+		}
+		v := row[c]
+		if v == nil {
+			buf.WriteString(`\N`)
+			continue
+		}
+		s := *v
+		for k := 0; k < len(s); k++ {
+			switch ch := s[k]; ch {
+			case '\\':
+				buf.WriteString(`\\`)
+			case '\n':
+				buf.WriteString(`\n`)
+			case '\r':
+				buf.WriteString(`\r`)
+			case '\t':
+				buf.WriteString(`\t`)
+			default:
+				buf.WriteByte(ch)
+			}
+		}
+	}
+	buf.WriteByte('\n')
+}
