@@ -64,7 +64,7 @@ func OpenLive(iface string, port int, filter []bpf.RawInstruction, ringBytes int
 	const block = 1 << 20 // holds the largest packet (64 KiB with segmentation offload)
 	h, err := afpacket.NewTPacket(afpacket.OptInterface(iface), afpacket.TPacketVersion3,
 		afpacket.OptFrameSize(1<<16), afpacket.OptBlockSize(block), afpacket.OptNumBlocks(max(ringBytes/block, 2)),
-		afpacket.OptBlockTimeout(20*time.Millisecond), afpacket.OptPollTimeout(200*time.Millisecond))
+		afpacket.OptBlockTimeout(20*time.Millisecond), afpacket.OptPollTimeout(0))
 	if err != nil {
 		return nil, fmt.Errorf("sniff: packet socket on %s: %w (sniff needs CAP_NET_RAW: run as root or give the binary/container that capability)", iface, err)
 	}
@@ -91,11 +91,24 @@ func (l *Live) KernelDrops() int64 {
 	return int64(v3.Drops())
 }
 
+// idleWait is how long Run sleeps when the ring has no finished block. The
+// kernel hands blocks over when full or after the 20 ms block timeout, so a
+// few milliseconds add nothing to what the ring already holds back.
+const idleWait = 5 * time.Millisecond
+
 // Run feeds s every packet of l until ctx ends, then closes l and s.
 // Gaps and idle connections are flushed by the wall clock while no
 // packet comes.
+//
+// The ring is polled without blocking (poll timeout 0) and an empty ring is
+// waited out on a Go timer: a poll(2) blocking in the kernel would hold an
+// OS thread and its P in a system call, which the Go runtime answers by
+// waking its monitor every 20 µs to hand the P over — a cost measured at
+// about a quarter of sniff's CPU per captured request (docs/capture.md).
 func (s *Sniffer) Run(ctx context.Context, l *Live) error {
 	defer l.Close()
+	wait := time.NewTimer(idleWait)
+	defer wait.Stop()
 	for {
 		data, ci, err := l.h.ZeroCopyReadPacketData()
 		if ctx.Err() != nil {
@@ -107,6 +120,11 @@ func (s *Sniffer) Run(ctx context.Context, l *Live) error {
 			s.Packet(l.link, data, ci)
 		case errors.Is(err, afpacket.ErrTimeout):
 			s.tick(time.Now())
+			wait.Reset(idleWait)
+			select {
+			case <-ctx.Done():
+			case <-wait.C:
+			}
 		case isTemporary(err):
 		default:
 			s.Close()
