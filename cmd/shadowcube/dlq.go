@@ -9,7 +9,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/heal7/shadowcube/internal/natsx"
@@ -40,12 +39,12 @@ func newDLQCmd() *cobra.Command {
 			if format != "text" && format != "json" {
 				return usageError{fmt.Errorf("--format %q: want text or json", format)}
 			}
-			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
+			return withNATS(cmd, "dlq", func(ctx context.Context, env *Env, conn *natsx.Conn) error {
 				w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				if format == "text" {
 					fmt.Fprintln(w, "SEQ\tSTAGE\tREASON\tFAILED AT\tSOURCE\tERROR")
 				}
-				err := natsx.ListDeadLetters(ctx, d.js, stage, func(m natsx.DeadLetterMsg) error {
+				err := natsx.ListDeadLetters(ctx, conn.JS, stage, func(m natsx.DeadLetterMsg) error {
 					if format == "json" {
 						b, _ := json.Marshal(m)
 						_, err := fmt.Fprintln(env.Stdout, string(b))
@@ -71,8 +70,8 @@ func newDLQCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
-				m, err := natsx.GetDeadLetter(ctx, d.js, seqs[0], stage)
+			return withNATS(cmd, "dlq", func(ctx context.Context, env *Env, conn *natsx.Conn) error {
+				m, err := natsx.GetDeadLetter(ctx, conn.JS, seqs[0], stage)
 				if err != nil {
 					return err
 				}
@@ -101,8 +100,8 @@ func newDLQCmd() *cobra.Command {
 			if err := load(cmd, &e); err != nil {
 				return err
 			}
-			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
-				return wiring.ReplayDeadLetters(ctx, d.js, stage, seqs, all, e.MappingFile, func(seq uint64, en *schemas.DeadLetter, applied *schemas.SyncDeadLetter) {
+			return withNATS(cmd, "dlq", func(ctx context.Context, env *Env, conn *natsx.Conn) error {
+				return wiring.ReplayDeadLetters(ctx, conn.JS, stage, seqs, all, e.MappingFile, func(seq uint64, en *schemas.DeadLetter, applied *schemas.SyncDeadLetter) {
 					if applied == nil {
 						fmt.Fprintf(env.Stdout, "replayed %d: %s entry republished to %s\n", seq, en.Stage, en.Subject)
 						return
@@ -123,9 +122,9 @@ func newDLQCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return withDLQ(cmd, func(ctx context.Context, env *Env, d *dlqDeps) error {
+			return withNATS(cmd, "dlq", func(ctx context.Context, env *Env, conn *natsx.Conn) error {
 				for _, seq := range seqs {
-					if err := natsx.DropDeadLetter(ctx, d.js, seq, stage); err != nil {
+					if err := natsx.DropDeadLetter(ctx, conn.JS, seq, stage); err != nil {
 						return err
 					}
 					fmt.Fprintf(env.Stdout, "dropped %d\n", seq)
@@ -135,22 +134,14 @@ func newDLQCmd() *cobra.Command {
 		},
 	}
 	for _, c := range []*cobra.Command{show, replay, drop} {
-		c.SetFlagErrorFunc(seqFlagError)
+		c.SetFlagErrorFunc(negativeArg(seqError))
 	}
 	cmd.AddCommand(list, show, replay, drop)
 	return cmd
 }
 
-// seqFlagError turns the flag parser's reading of a negative sequence
-// number ("-1" as shorthand flags) into the range message.
-func seqFlagError(_ *cobra.Command, err error) error {
-	msg := err.Error()
-	if i := strings.LastIndex(msg, " in -"); strings.HasPrefix(msg, "unknown shorthand flag") && i >= 0 {
-		if _, perr := strconv.ParseInt(msg[i+4:], 10, 64); perr == nil {
-			return usageError{fmt.Errorf("DLQ sequence %s: must be at least 1 (see dlq list)", msg[i+4:])}
-		}
-	}
-	return usageError{err}
+func seqError(arg string) error {
+	return fmt.Errorf("DLQ sequence %s: must be at least 1 (see dlq list)", arg)
 }
 
 // dlqSource says where an entry came from: the target and source position
@@ -165,30 +156,20 @@ func dlqSource(e *schemas.DeadLetter) string {
 	return e.Subject
 }
 
-type dlqDeps struct {
-	js jetstream.JetStream
-}
-
 func parseSeqs(args []string) ([]uint64, error) {
 	var out []uint64
 	for _, a := range args {
 		n, err := strconv.ParseUint(a, 10, 64)
 		if err != nil {
 			if _, ierr := strconv.ParseInt(a, 10, 64); ierr == nil {
-				return nil, usageError{fmt.Errorf("DLQ sequence %s: must be at least 1 (see dlq list)", a)}
+				return nil, usageError{seqError(a)}
 			}
 			return nil, usageError{fmt.Errorf("%q is not a DLQ sequence number (see dlq list)", a)}
 		}
 		if n == 0 {
-			return nil, usageError{fmt.Errorf("DLQ sequence 0: must be at least 1 (see dlq list)")}
+			return nil, usageError{seqError("0")}
 		}
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-func withDLQ(cmd *cobra.Command, f func(ctx context.Context, env *Env, d *dlqDeps) error) error {
-	return withNATS(cmd, "dlq", func(ctx context.Context, env *Env, conn *natsx.Conn) error {
-		return f(ctx, env, &dlqDeps{js: conn.JS})
-	})
 }

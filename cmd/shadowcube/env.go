@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"embed"
+	"regexp"
 
 	"github.com/spf13/cobra"
 
@@ -83,4 +84,19 @@ func withNATS(cmd *cobra.Command, name string, f func(ctx context.Context, p *En
 		return err
 	}
 	return f(ctx, p, conn)
+}
+
+// negNumber finds the "-1" of pflag's "unknown shorthand flag: '1' in -1".
+var negNumber = regexp.MustCompile(`^unknown shorthand flag: .* in (-\d+)$`)
+
+// negativeArg is a flag error function for commands taking numbers as
+// arguments: the flag parser reads "-1" as shorthand flags; bad(arg) says
+// what is wrong with the number instead.
+func negativeArg(bad func(arg string) error) func(*cobra.Command, error) error {
+	return func(_ *cobra.Command, err error) error {
+		if m := negNumber.FindStringSubmatch(err.Error()); m != nil {
+			return usageError{bad(m[1])}
+		}
+		return usageError{err}
+	}
 }

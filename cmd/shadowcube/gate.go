@@ -1,203 +1,50 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/heal7/shadowcube/comparator"
-	"github.com/heal7/shadowcube/consumers"
-	"github.com/heal7/shadowcube/internal/analyst"
-	"github.com/heal7/shadowcube/internal/process"
-	"github.com/heal7/shadowcube/internal/redact"
+	"github.com/heal7/shadowcube/internal/wiring"
 )
 
 func newGateCmd() *cobra.Command {
-	var w reportWindow
-	var format, criteria, accepted string
-	cmd := &cobra.Command{
-		Use:   "gate",
-		Short: "Go / no-go verdict per cube for cutover, from the mismatch store (exit 0 go, 1 no-go)",
-		Long: `gate scores the cutover criteria on the mismatch store's roll-ups (and, when
-SHADOWCUBE_NATS_URL is set, the sync watermarks and the DLQ) and prints one
-line per criterion and subject (name, measured value, threshold, pass/fail),
-a score per criterion group (Kayenta style: pass, marginal, fail) and a
-verdict per service's cube.
-
-Criteria (defaults; a YAML file given with --criteria changes any of them and
-can turn each off with enabled: false):
-  min_pairs      at least 1000 compared pairs per route
-  open_mismatch  open mismatch rate (neither noise nor accepted as expected; a
-                 cause tag explains a difference but does not clear it) at most
-                 0.05% per saju/json route, judged on the UPPER end of its
-                 Wilson 95% interval, so a small sample cannot pass
-  ai_accuracy    AI accuracy drop not significant beyond 5 pp (the rollback rule:
-                 drop > max_drop and one-sided p < alpha fails)
-  sync_lag       p99 of the sync watermarks' lag (applied_at - commit_time) in the
-                 KV bucket's history below 30s, per sync target named <service>*
-  reconcile      the last 'shadowcube reconcile' of each target <service>* clean and
-                 younger than 24h (reconcile records it in the store)
-  dlq            every dlq.<stage> subject empty
-  stale          stale-cube share at most 1% per route
-  cube_errors    cube error rate at most 0.5% per route
-
-Routes shadow never replays (only skipped requests, e.g. writes) get no check.
-A criterion without data (no NATS URL, no reconcile recorded, no pairs) is
-"no data", and any missing data or too few pairs makes the verdict
-"no-go: not enough samples": never go.
-
-Criteria file:
-  version: 1
-  min_pairs:     {min: 1000}
-  open_mismatch: {max_rate: 0.0005, kinds: [saju, json]}
-  ai_accuracy:   {max_drop: 0.05, alpha: 0.05, min_samples: 30}
-  sync_lag:      {max_p99: 30s, targets: [saju-cube]}
-  reconcile:     {max_age: 24h, targets: [saju-cube]}
-  dlq:           {enabled: false}
-  stale:         {max_share: 0.01}
-  cube_errors:   {max_rate: 0.005}
-  marginal: 75   # group score (0..100) from which a partial pass is marginal
-
-Flags:
-  --service NAME     the cube's service (default: every service in the store)
-  --since T, --until T   window: a duration back from now or a time (RFC 3339);
-                     default the last 7 days (roll-ups are kept for ever)
-  --criteria FILE    criteria YAML (default built in)
-  --accepted FILE    accepted-signatures file deciding what is accepted now (default
-                     SHADOWCUBE_COMPARE_ACCEPTED_FILE; none: as recorded at compare time)
-  --format text|json (text)
-
-Exit status: 0 go, 1 no-go (or a failure), 2 bad usage.` + analystEnvHelp + `
-  SHADOWCUBE_NATS_URL             NATS for sync watermarks and the DLQ (empty: those are "no data")`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	var e wiring.GateEnv
+	return configured("gate", "gate", "Go / no-go verdict per cube for cutover, from the mismatch store (exit 0 go, 1 no-go)", &e, "",
+		func(cmd *cobra.Command, _ []string) error {
 			now := time.Now()
-			q, err := w.query(now)
+			q, crit, acc, err := e.Check(now)
+			if err != nil {
+				return usageError{err}
+			}
+			ctx, p, err := setup(cmd, "gate", false)
 			if err != nil {
 				return err
 			}
-			if format != "text" && format != "json" {
-				return usageError{fmt.Errorf("--format %q: want text or json", format)}
-			}
-			crit, err := loadCriteriaFlag(criteria)
+			defer p.Close()
+			g, err := wiring.Gate(ctx, p, &e, q, crit, acc, now)
 			if err != nil {
 				return err
 			}
-			st, env, err := openAnalystStore(cmd, "gate")
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			in, done, err := gateInputs(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if !cmd.Flags().Changed("accepted") {
-				accepted = env.AcceptedFile
-			}
-			if accepted != "" {
-				if in.Accepted, err = comparator.LoadAccepted(accepted); err != nil {
-					return usageError{err}
-				}
-			}
-			g, err := analyst.Evaluate(cmd.Context(), st, q, crit, in, now)
-			if err != nil {
-				return err
-			}
-			if format == "json" {
+			if e.Format == "json" {
 				b, err := json.MarshalIndent(g, "", "  ")
 				if err != nil {
 					return err
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), string(b))
-			} else if err := g.WriteText(cmd.OutOrStdout()); err != nil {
+				fmt.Fprintln(p.Stdout, string(b))
+			} else if err := g.WriteText(p.Stdout); err != nil {
 				return err
 			}
 			if !g.Go {
-				return &exitError{code: 1, err: fmt.Errorf("gate: %s", gateSummary(g))}
+				var vs []string
+				for _, v := range g.Services {
+					vs = append(vs, v.Service+" "+v.Verdict)
+				}
+				return &exitError{code: 1, err: fmt.Errorf("gate: %s", strings.Join(vs, "; "))}
 			}
 			return nil
-		},
-	}
-	// The roll-ups are kept for ever: a verdict judges recent traffic (the
-	// cube as deployed now), not a month-old build.
-	w.register(cmd, false, "7d")
-	cmd.Flags().StringVar(&format, "format", "text", "text or json")
-	cmd.Flags().StringVar(&criteria, "criteria", "", "criteria YAML (default built in)")
-	cmd.Flags().StringVar(&accepted, "accepted", "", "accepted-signatures file (SHADOWCUBE_COMPARE_ACCEPTED_FILE)")
-	return cmd
-}
-
-func gateSummary(g *analyst.Gate) string {
-	s := ""
-	for i, v := range g.Services {
-		if i > 0 {
-			s += "; "
-		}
-		s += v.Service + " " + v.Verdict
-	}
-	return s
-}
-
-// gateInputs connects to NATS when SHADOWCUBE_NATS_URL is set (never an
-// embedded server: a gate must read the pipeline's own streams).
-func gateInputs(cmd *cobra.Command) (analyst.GateInputs, func(), error) {
-	ctx, env, err := setup(cmd, "gate", false)
-	if err != nil {
-		return analyst.GateInputs{}, func() {}, err
-	}
-	if env.Common.NATSURL == "" {
-		return analyst.GateInputs{}, env.Close, nil
-	}
-	conn, err := env.ConnectNATS(ctx)
-	if err != nil {
-		env.Close()
-		return analyst.GateInputs{}, func() {}, err
-	}
-	return analyst.GateInputs{JS: conn.JS}, env.Close, nil
-}
-
-// recordReconcile records each target's reconcile result (all: the table
-// reports of the run, started at start) in the mismatch store for the
-// gate, when SHADOWCUBE_STORE_DATABASE_URL is set. whole says every table
-// of the targets was selected (a partial run is never clean). A failure to
-// record is logged; it does not change reconcile's verdict.
-func recordReconcile(ctx context.Context, env *Env, all []consumers.TableReport, whole bool, start time.Time) {
-	var ae analystEnv
-	if err := process.Load(&ae); err != nil || ae.StoreURL == "" {
-		return
-	}
-	st, err := comparator.OpenStore(ctx, comparator.StoreConfig{DatabaseURL: ae.StoreURL, Schema: ae.Schema, MaxConns: 1})
-	if err != nil {
-		env.Log.Warn("reconcile result not recorded in the mismatch store", "err", redact.Err(err))
-		return
-	}
-	defer st.Close()
-	runs := map[string]*analyst.ReconcileRun{}
-	var order []string
-	for _, rep := range all {
-		run := runs[rep.Target]
-		if run == nil {
-			run = &analyst.ReconcileRun{Target: rep.Target, StartedAt: start, FinishedAt: time.Now(), Clean: whole}
-			if !whole {
-				run.Detail = "partial: only some tables compared (--table)"
-			}
-			runs[rep.Target] = run
-			order = append(order, rep.Target)
-		}
-		run.Tables++
-		run.Differences += int64(rep.Differences)
-		if rep.Differences > 0 {
-			run.Clean = false
-		}
-	}
-	for _, t := range order {
-		if err := analyst.RecordReconcile(ctx, st, *runs[t]); err != nil {
-			env.Log.Warn("reconcile result not recorded in the mismatch store", "target", t, "err", redact.Err(err))
-		}
-	}
+		})
 }

@@ -39,7 +39,7 @@ func newReconcileCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			recordReconcile(ctx, env, all, len(e.Tables) == 0, start) // the gate reads it
+			wiring.RecordReconcile(ctx, env, all, len(e.Tables) == 0, start) // the gate reads it
 			if len(all) == 0 {
 				// unreachable through the checks above; never let it pass as "no differences"
 				return &exitError{code: 1, err: fmt.Errorf("reconcile: no table compared")}

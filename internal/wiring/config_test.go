@@ -18,6 +18,7 @@ func specs() map[string]any {
 		"CDCEnv": new(CDCEnv), "SyncEnv": new(SyncEnv), "ShadowEnv": new(ShadowEnv), "CompareEnv": new(CompareEnv),
 		"TapEnv": new(TapEnv), "ImportEnv": new(ImportEnv), "ReconcileEnv": new(ReconcileEnv), "MappingEnv": new(MappingEnv),
 		"DemoServiceEnv": new(DemoServiceEnv), "LoadgenEnv": new(LoadgenEnv), "RolloutEnv": new(RolloutEnv), "SniffEnv": new(SniffEnv), "SharedStores": new(SharedStores), "Common": new(process.Common),
+		"ReportEnv": new(ReportEnv), "GateEnv": new(GateEnv), "ServeEnv": new(ServeEnv),
 	}
 }
 
