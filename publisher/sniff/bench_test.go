@@ -190,7 +190,7 @@ func BenchmarkP1Sniff(b *testing.B) {
 	tapSink.flush(b)
 	rate := capacity(b, legacy.URL, n, conc) / 10
 
-	var direct, sniffed, watched, bare, tapped, sniffUS, ownUS, tapUS []float64
+	var direct, sniffed, bare, tapped, sniffUS, ownUS, tapUS []float64
 	var sniffStored, tapStored, packets int64
 	for range rounds {
 		d := cpuPer(n, func() { paced(b, legacy.URL, n, rate, conc) })
@@ -235,7 +235,7 @@ func BenchmarkP1Sniff(b *testing.B) {
 		}
 		tapStored += int64(n)
 
-		direct, sniffed, watched, bare, tapped = append(direct, d), append(sniffed, s), append(watched, w), append(bare, bp), append(tapped, t)
+		direct, sniffed, bare, tapped = append(direct, d), append(sniffed, s), append(bare, bp), append(tapped, t)
 		sniffUS, ownUS, tapUS = append(sniffUS, s-d), append(ownUS, w-d), append(tapUS, t-bp)
 	}
 	if st := sniffSink.c.Stats(); st.Dropped != 0 {
