@@ -182,11 +182,12 @@ type natsLink struct {
 var errNotConnected = errors.New("capture: not connected to NATS yet")
 
 type item struct {
-	ev    *schemas.RequestEvent
-	clean bool  // request headers already stripped (else stripped, and the user key derived when missing, off the user path)
-	owned bool  // the response header map belongs to the event: stripped in place, not copied
-	size  int64 // body bytes, for the queue byte budget
-	m     *routeMetrics
+	ev       *schemas.RequestEvent
+	clean    bool  // request headers already stripped (else stripped, and the user key derived when missing, off the user path)
+	owned    bool  // the response header map belongs to the event: stripped in place, not copied
+	reqOwned bool  // so does the request header map (observed requests: parsed for the event alone)
+	size     int64 // body bytes, for the queue byte budget
+	m        *routeMetrics
 }
 
 // New validates cfg and returns a Capturer publishing through deps.Conn;
@@ -602,7 +603,7 @@ func (c *Capturer) publishBatch(batch []*item, msgs []*nats.Msg) []*nats.Msg {
 // encode sanitizes and encodes one event; nil when it cannot be published.
 func (c *Capturer) encode(it *item) *nats.Msg {
 	ev := it.ev
-	c.sanitize(ev, it.clean, it.owned)
+	c.sanitize(ev, it.clean, it.owned, it.reqOwned)
 	data := schemas.AppendRequestEvent(c.getBuf(640+(len(ev.Body)+len(ev.Response.Body))*4/3+48*(len(ev.Headers)+len(ev.Response.Headers))), ev)
 	if len(data) > schemas.MaxEventSize {
 		c.log.Error("request event too large", "request_id", ev.ID, "route", ev.Route, "bytes", len(data))
@@ -737,7 +738,7 @@ func (c *Capturer) replaySpill() {
 // through decide (import), it also derives the user key from the raw id (the
 // import file is the operator's: its user header is believed, tokens are
 // checked as of the capture time).
-func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned bool) {
+func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned, reqOwned bool) {
 	p := c.priv
 	reqType := ev.Headers.Get("Content-Type")
 	if !clean {
@@ -746,7 +747,11 @@ func (c *Capturer) sanitize(ev *schemas.RequestEvent, clean, owned bool) {
 				ev.UserKey = p.UserKey(id)
 			}
 		}
-		ev.Headers = p.headers(ev.Headers)
+		if reqOwned {
+			ev.Headers = p.stripInPlace(ev.Headers)
+		} else {
+			ev.Headers = p.headers(ev.Headers)
+		}
 	}
 	if owned {
 		ev.Response.Headers = p.stripInPlace(ev.Response.Headers)

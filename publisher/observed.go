@@ -26,7 +26,9 @@ type Seen struct {
 // seen at start is captured; nil when it is not (unmatched route skipped,
 // capture: false, not sampled). r.RemoteAddr ("ip:port" of the client)
 // decides whether the user header is believed (trusted proxies). Only the
-// request line and headers of r are read; r is kept until Finish.
+// request line and headers of r are read; r is kept until Finish, which
+// takes its header map (and the answer's) for the event: they are stripped
+// in place.
 func (c *Capturer) See(r *http.Request, start time.Time) *Seen {
 	d := c.decide(r.Method, r.URL.Path, r.Header, c.priv.trusted.peer(r.RemoteAddr))
 	d.m.legacyRequests.Inc()
@@ -82,7 +84,7 @@ func (s *Seen) item(o Observed) *item {
 	ev.Source = o.Source
 	ev.Body, ev.BodyTruncated = o.Body, o.BodyTruncated
 	ev.Response.Body, ev.Response.BodyTruncated = o.RespBody, o.RespTruncated
-	return &item{ev: ev, owned: true, size: int64(len(ev.Body) + len(ev.Response.Body)), m: s.d.m}
+	return &item{ev: ev, owned: true, reqOwned: true, size: int64(len(ev.Body) + len(ev.Response.Body)), m: s.d.m}
 }
 
 // exchangeEvent is the one place a captured exchange becomes a
@@ -125,7 +127,8 @@ var hopHeaders = []string{
 }
 
 // removeHopByHop removes the hop-by-hop headers from h as
-// httputil.ReverseProxy does: those named by Connection, then the fixed list.
+// httputil.ReverseProxy does: those named by Connection, then the fixed list
+// (canonical already, so deleted from the map directly).
 func removeHopByHop(h http.Header) {
 	for _, f := range h["Connection"] {
 		for sf := range strings.SplitSeq(f, ",") {
@@ -135,6 +138,6 @@ func removeHopByHop(h http.Header) {
 		}
 	}
 	for _, k := range hopHeaders {
-		h.Del(k)
+		delete(h, k)
 	}
 }

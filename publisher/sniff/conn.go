@@ -25,12 +25,13 @@ type conn struct {
 	broken     bool // given up: nothing more is published from this connection
 	brokenWhy  string
 
-	reqBuf, respBuf []byte
-	pending         []*exchange // requests in order; the head awaits its answer
-	cur             *exchange   // request whose body is being read
-	resp            *exchange   // exchange whose answer body is being read
-	respBody        body
-	lastTS          time.Time
+	reqBuf, respBuf     []byte      // bytes still to parse (see unread and keep)
+	reqStore, respStore []byte      // what holds them between segments
+	pending             []*exchange // requests in order; the head awaits its answer
+	cur                 *exchange   // request whose body is being read
+	resp                *exchange   // exchange whose answer body is being read
+	respBody            body
+	lastTS              time.Time
 }
 
 // dirClient is the direction of bytes sent by the client.
@@ -78,14 +79,46 @@ func (c *conn) ReassembledSG(sg reassembly.ScatterGather, ac reassembly.Assemble
 	client := (dir == reassembly.TCPDirClientToServer) == (c.firstSrc == c.clientPort)
 	data := sg.Fetch(n)
 	if client {
-		c.reqBuf = append(c.reqBuf, data...)
+		c.reqBuf = unread(c.reqBuf, &c.reqStore, data)
 		c.parseRequests(ci.Timestamp)
+		c.reqBuf = keep(c.reqBuf, &c.reqStore)
 	} else {
-		c.respBuf = append(c.respBuf, data...)
+		c.respBuf = unread(c.respBuf, &c.respStore, data)
 	}
 	if !c.broken {
 		c.parseResponses(ci.Timestamp)
 	}
+	c.respBuf = keep(c.respBuf, &c.respStore)
+}
+
+// unread returns the bytes of one direction still to parse: data itself
+// when nothing was left over (parsed in place: usually a request or an
+// answer head comes whole in one segment), else the leftover, which keep
+// put at the start of store, with data appended.
+func unread(buf []byte, store *[]byte, data []byte) []byte {
+	if len(buf) == 0 {
+		return data
+	}
+	buf = append(buf, data...)
+	*store = buf[:0]
+	return buf
+}
+
+// keep returns what parsing left of buf, held in store: data handed by
+// the reassembler is valid during the call only, so a leftover in it is
+// copied. A large store mostly unused is let go.
+func keep(buf []byte, store *[]byte) []byte {
+	if len(buf) == 0 {
+		return nil
+	}
+	if cap(*store) > 0 && &buf[0] == &(*store)[:1][0] {
+		return buf // the leftover is already at the start of store
+	}
+	if cap(*store) > 64<<10 && len(buf) < cap(*store)/4 {
+		*store = nil
+	}
+	*store = append((*store)[:0], buf...) // buf may be a later part of store: append moves it down
+	return *store
 }
 
 // affected counts the exchanges a break loses: those begun and not
@@ -108,7 +141,7 @@ func (c *conn) fail(reason string, n int) {
 	}
 	c.broken, c.brokenWhy = true, reason
 	c.s.dropped(reason, n)
-	c.pending, c.cur, c.resp, c.reqBuf, c.respBuf = nil, nil, nil, nil, nil
+	c.pending, c.cur, c.resp, c.reqBuf, c.respBuf, c.reqStore, c.respStore = nil, nil, nil, nil, nil, nil, nil
 }
 
 // parseRequests reads whole request heads and bodies from reqBuf.
@@ -122,7 +155,6 @@ func (c *conn) parseRequests(ts time.Time) {
 				return
 			}
 			if !done {
-				c.compact()
 				return
 			}
 			c.cur.reqDone = true
@@ -130,7 +162,6 @@ func (c *conn) parseRequests(ts time.Time) {
 			continue
 		}
 		if len(c.reqBuf) == 0 {
-			c.compact()
 			return
 		}
 		end := headerEnd(c.reqBuf)
@@ -140,10 +171,9 @@ func (c *conn) parseRequests(ts time.Time) {
 			} else if !looksLikeRequest(c.reqBuf) {
 				c.fail(notHTTPReason(c.reqBuf), c.affected())
 			}
-			c.compact()
 			return
 		}
-		req, err := parseRequestHead(c.reqBuf[:end])
+		req, err := c.s.heads.parseRequestHead(c.reqBuf[:end])
 		if err != nil || req.ProtoMajor != 1 {
 			c.fail(notHTTPReason(c.reqBuf), c.affected())
 			return
@@ -155,16 +185,6 @@ func (c *conn) parseRequests(ts time.Time) {
 		x.reqBody = newBody(req.ContentLength, isChunked(req.TransferEncoding), false, x.seen != nil, c.s.maxBody)
 		c.pending = append(c.pending, x)
 		c.cur = x
-	}
-}
-
-// compact keeps buffers from pinning consumed bytes.
-func (c *conn) compact() {
-	if cap(c.reqBuf) > 64<<10 && len(c.reqBuf) < cap(c.reqBuf)/4 {
-		c.reqBuf = append([]byte(nil), c.reqBuf...)
-	}
-	if cap(c.respBuf) > 64<<10 && len(c.respBuf) < cap(c.respBuf)/4 {
-		c.respBuf = append([]byte(nil), c.respBuf...)
 	}
 }
 
@@ -180,7 +200,6 @@ func (c *conn) parseResponses(ts time.Time) {
 				return
 			}
 			if !done {
-				c.compact()
 				return
 			}
 			c.answered(ts)
@@ -204,7 +223,7 @@ func (c *conn) parseResponses(ts time.Time) {
 			return
 		}
 		x := c.pending[0]
-		resp, err := parseResponseHead(c.respBuf[:end], x.req)
+		resp, err := c.s.heads.parseResponseHead(c.respBuf[:end], x.req)
 		if err != nil {
 			c.fail(notHTTPReason(c.respBuf), c.affected())
 			return

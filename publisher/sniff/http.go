@@ -186,14 +186,45 @@ func headerEnd(data []byte) int {
 	return -1
 }
 
-// parseRequestHead parses a request line and headers.
-func parseRequestHead(hdr []byte) (*http.Request, error) {
-	return http.ReadRequest(bufio.NewReaderSize(bytes.NewReader(hdr), len(hdr)))
+// headReader parses header blocks with net/http's own parser (the tap's
+// requests and answers are read by it too), through one reader pair reused
+// for every block: a Sniffer is fed by one goroutine, and two fresh readers
+// per request and per answer were a sixth of its allocations.
+type headReader struct {
+	rd bytes.Reader
+	br *bufio.Reader
 }
 
-// parseResponseHead parses a status line and headers, for req.
-func parseResponseHead(hdr []byte, req *http.Request) (*http.Response, error) {
-	return http.ReadResponse(bufio.NewReaderSize(bytes.NewReader(hdr), len(hdr)), req)
+func (h *headReader) reader(hdr []byte) *bufio.Reader {
+	h.rd.Reset(hdr)
+	if h.br == nil {
+		h.br = bufio.NewReaderSize(&h.rd, 4<<10) // longer lines are read in pieces by textproto
+	} else {
+		h.br.Reset(&h.rd)
+	}
+	return h.br
+}
+
+// parseRequestHead parses a request line and headers. The request's Body is
+// http.NoBody: the body is read off the stream by the caller.
+func (h *headReader) parseRequestHead(hdr []byte) (*http.Request, error) {
+	req, err := http.ReadRequest(h.reader(hdr))
+	if err != nil {
+		return nil, err
+	}
+	req.Body = http.NoBody // not a reader over the reused buffer
+	return req, nil
+}
+
+// parseResponseHead parses a status line and headers, for req. The
+// answer's Body is http.NoBody, as for requests.
+func (h *headReader) parseResponseHead(hdr []byte, req *http.Request) (*http.Response, error) {
+	resp, err := http.ReadResponse(h.reader(hdr), req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = http.NoBody
+	return resp, nil
 }
 
 // bodyFramed reports whether the response can carry a body (RFC 9112 6.3).

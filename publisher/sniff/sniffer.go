@@ -94,6 +94,8 @@ type Sniffer struct {
 	ip6      layers.IPv6
 	tcp      layers.TCP
 	decoded  []gopacket.LayerType
+	heads    headReader
+	acs      []assemblerContext // slab handing out each packet's context (see packetContext)
 	lastTick time.Time
 	ctx      context.Context
 	err      error
@@ -182,6 +184,23 @@ type assemblerContext struct{ ci gopacket.CaptureInfo }
 
 func (a *assemblerContext) GetCaptureInfo() gopacket.CaptureInfo { return a.ci }
 
+// packetContext returns a fresh context for one packet. The reassembler
+// keeps a packet's context with its data while it waits out of order, so
+// contexts are not reused; they are cut from a slab, one allocation per
+// acSlab packets instead of one per packet (a waiting page keeps its slab,
+// a few KiB, alive).
+func (s *Sniffer) packetContext(ci gopacket.CaptureInfo) *assemblerContext {
+	if len(s.acs) == 0 {
+		s.acs = make([]assemblerContext, acSlab)
+	}
+	ac := &s.acs[0]
+	s.acs = s.acs[1:]
+	ac.ci = ci
+	return ac
+}
+
+const acSlab = 128
+
 // Packet feeds one captured frame of the given link type.
 func (s *Sniffer) Packet(link layers.LinkType, data []byte, ci gopacket.CaptureInfo) {
 	first := layers.LayerTypeEthernet
@@ -230,7 +249,7 @@ func (s *Sniffer) feed(data []byte, ci gopacket.CaptureInfo) {
 	}
 	s.nPackets.Add(1)
 	s.packets.Inc()
-	s.asm.AssembleWithContext(netFlow, &s.tcp, &assemblerContext{ci: ci})
+	s.asm.AssembleWithContext(netFlow, &s.tcp, s.packetContext(ci))
 	s.tick(ci.Timestamp)
 }
 
