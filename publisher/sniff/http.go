@@ -186,13 +186,16 @@ func headerEnd(data []byte) int {
 	return -1
 }
 
-// headReader parses header blocks with net/http's own parser (the tap's
-// requests and answers are read by it too), through one reader pair reused
-// for every block: a Sniffer is fed by one goroutine, and two fresh readers
-// per request and per answer were a sixth of its allocations.
+// headReader parses header blocks: ordinary ones on a fast path (head.go),
+// others with net/http's own parser (the tap's requests and answers are read
+// by it too) through one reader pair reused for every block: a Sniffer is
+// fed by one goroutine.
 type headReader struct {
 	rd bytes.Reader
 	br *bufio.Reader
+	// intern tables of the fast path (head.go): header names as sent →
+	// canonical, short values and request targets
+	keys, values map[string]string
 }
 
 func (h *headReader) reader(hdr []byte) *bufio.Reader {
@@ -208,6 +211,9 @@ func (h *headReader) reader(hdr []byte) *bufio.Reader {
 // parseRequestHead parses a request line and headers. The request's Body is
 // http.NoBody: the body is read off the stream by the caller.
 func (h *headReader) parseRequestHead(hdr []byte) (*http.Request, error) {
+	if req, ok := h.fastRequest(hdr); ok {
+		return req, nil
+	}
 	req, err := http.ReadRequest(h.reader(hdr))
 	if err != nil {
 		return nil, err
@@ -219,6 +225,9 @@ func (h *headReader) parseRequestHead(hdr []byte) (*http.Request, error) {
 // parseResponseHead parses a status line and headers, for req. The
 // answer's Body is http.NoBody, as for requests.
 func (h *headReader) parseResponseHead(hdr []byte, req *http.Request) (*http.Response, error) {
+	if resp, ok := h.fastResponse(hdr, req); ok {
+		return resp, nil
+	}
 	resp, err := http.ReadResponse(h.reader(hdr), req)
 	if err != nil {
 		return nil, err
