@@ -207,11 +207,14 @@ func (p *tapeParser) lit(w string) bool {
 func (p *tapeParser) str(kind byte) bool {
 	s := p.t.src
 	p.i++
-	start, esc := p.i, false
+	start, esc, wide := p.i, false, false
 	for p.i < len(s) {
 		c := s[p.i]
 		switch {
 		case c == '"':
+			if wide && !esc && !utf8.Valid(s[start:p.i]) {
+				esc = true // bytes that are not UTF-8 decode as U+FFFD: let encoding/json say what it reads
+			}
 			p.t.nodes = append(p.t.nodes, tnode{kind: kind, esc: esc, start: int32(start), end: int32(p.i)})
 			p.i++
 			return true
@@ -238,14 +241,9 @@ func (p *tapeParser) str(kind byte) bool {
 			}
 		case c < 0x20:
 			return false
-		case c < utf8.RuneSelf:
-			p.i++
 		default:
-			r, size := utf8.DecodeRune(s[p.i:])
-			if r == utf8.RuneError && size == 1 {
-				esc = true // decoded as U+FFFD: let encoding/json say what it reads
-			}
-			p.i += size
+			wide = wide || c >= utf8.RuneSelf
+			p.i++
 		}
 	}
 	return false
