@@ -17,20 +17,24 @@ import (
 // "Name: value" lines of printable ASCII, no folding, at most one
 // Content-Length and Host, no Pragma, no Trailer, no Transfer-Encoding
 // but a single "chunked" on an answer) are parsed here into what net/http
-// would return, with the keys and short values seen before interned.
-// Anything else returns ok false, and the caller parses the head with
-// net/http, which also gives its errors. FuzzFastHeads holds both parsers
-// to the same results.
+// would return, with the names and the values of common headers seen
+// before interned. Anything else returns ok false, and the caller parses
+// the head with net/http, which also gives its errors. TestFastHeadsProperty
+// and FuzzFastHeads hold both parsers to the same results.
 
-// internMax bounds each intern table; values longer than internValueLen
-// (user ids, tokens, dates vary) are not interned.
+// internMax bounds each intern table, internLen the strings kept in them
+// (longer ones, and those past the bound, are allocated as usual): a few
+// tens of KiB at most.
 const (
-	internMax      = 512
-	internValueLen = 48
+	internMax = 512
+	internLen = 64
 )
 
 // interned returns b as a string, shared with earlier equal ones.
 func interned(tab map[string]string, b []byte) string {
+	if len(b) > internLen {
+		return string(b)
+	}
 	if s, ok := tab[string(b)]; ok { // no allocation for the lookup
 		return s
 	}
@@ -41,13 +45,22 @@ func interned(tab map[string]string, b []byte) string {
 	return s
 }
 
+// sharedValues are the headers whose values are interned: few distinct
+// values, none personal (user ids, cookies and credentials are not kept
+// beyond their event).
+var sharedValues = map[string]bool{
+	"Accept": true, "Accept-Encoding": true, "Accept-Language": true, "Cache-Control": true, "Connection": true,
+	"Content-Encoding": true, "Content-Length": true, "Content-Type": true, "Host": true, "Server": true,
+	"User-Agent": true, "Vary": true,
+}
+
 // canonicalKey returns the canonical form of a header name (a valid token).
 func (h *headReader) canonicalKey(b []byte) string {
 	if s, ok := h.keys[string(b)]; ok {
 		return s
 	}
 	s := textproto.CanonicalMIMEHeaderKey(string(b))
-	if len(h.keys) < internMax {
+	if len(h.keys) < internMax && len(b) <= internLen {
 		h.keys[string(b)] = s
 	}
 	return s
@@ -137,9 +150,8 @@ func (h *headReader) fastHeader(lines []byte) (http.Header, bool) {
 			return nil, false // folded lines (leading space) and bad bytes too
 		}
 		key := h.canonicalKey(line[:colon])
-		v := trimSpace(line[colon+1:])
 		var value string
-		if len(v) <= internValueLen {
+		if v := trimSpace(line[colon+1:]); sharedValues[key] {
 			value = interned(h.values, v)
 		} else {
 			value = string(v)
@@ -205,7 +217,7 @@ func (h *headReader) fastRequest(head []byte) (*http.Request, bool) {
 	if !ok {
 		return nil, false
 	}
-	uri := interned(h.values, target)
+	uri := string(target) // not interned: queries may be personal
 	u, err := url.ParseRequestURI(uri)
 	if err != nil {
 		return nil, false
