@@ -169,3 +169,29 @@ func TestFastHeadsProperty(t *testing.T) {
 		rapid.Check(t, prop)
 	}
 }
+
+// TestHeadsLongerThanTheReader: heads the fast path declines go to
+// net/http through a reused 4 KiB reader, which must not cut long lines.
+func TestHeadsLongerThanTheReader(t *testing.T) {
+	var h headReader
+	long := strings.Repeat("v", 10000)
+	head := []byte("GET /x?" + long + " HTTP/1.1\r\nHost: svc\r\nPragma: no-cache\r\nX-Long: " + long + "\r\n\r\n")
+	for range 2 { // the second time through the reused reader
+		req, err := h.parseRequestHead(head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameRequest(t, head, req, want)
+		if req.Header.Get("X-Long") != long || req.Header.Get("Cache-Control") != "no-cache" {
+			t.Fatalf("header %v", req.Header)
+		}
+	}
+	resp, err := h.parseResponseHead([]byte("HTTP/1.1 200 OK\r\nPragma: no-cache\r\nX-Long: "+long+"\r\nContent-Length: 3\r\n\r\n"), &http.Request{Method: "GET"})
+	if err != nil || resp.Header.Get("X-Long") != long || resp.ContentLength != 3 {
+		t.Fatalf("answer %+v, %v", resp, err)
+	}
+}
