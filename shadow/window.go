@@ -424,7 +424,7 @@ func (r *Replayer) replayWindowed(ctx context.Context, it *windowItem) (ok, cube
 		case <-t.C:
 		}
 	}
-	msgID := res.RequestID + "@" + strconv.FormatInt(res.ReplayedAt.UnixNano(), 10)
+	msgID := schemas.WindowResultMsgID(res.RequestID, res.ReplayedAt)
 	if r.cfg.Sink != nil {
 		done := make(chan error, 1)
 		r.cfg.Sink.Put(&res, msgID, func(err error) { done <- err })
