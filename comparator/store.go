@@ -252,15 +252,15 @@ type pairColumns struct {
 }
 
 func (c *pairColumns) add(o *Outcome, run Run) error {
-	diffs, err := json.Marshal(nonNil(o.Diffs))
+	diffs, err := jsonArray(o.Diffs)
 	if err != nil {
 		return fmt.Errorf("save outcome %s: diffs: %w", o.RequestID, err)
 	}
-	nd, err := json.Marshal(nonNil(o.NoiseDiffs))
+	nd, err := jsonArray(o.NoiseDiffs)
 	if err != nil {
 		return fmt.Errorf("save outcome %s: noise diffs: %w", o.RequestID, err)
 	}
-	causes, err := json.Marshal(nonNil(o.Causes))
+	causes, err := jsonArray(o.Causes)
 	if err != nil {
 		return fmt.Errorf("save outcome %s: causes: %w", o.RequestID, err)
 	}
@@ -291,9 +291,9 @@ func (c *pairColumns) add(o *Outcome, run Run) error {
 	c.accepted = append(c.accepted, o.Accepted)
 	c.noise = append(c.noise, len(o.NoiseDiffs) > 0)
 	c.stale = append(c.stale, o.Stale)
-	c.causes = append(c.causes, string(causes))
-	c.diffs = append(c.diffs, string(diffs))
-	c.noiseDiffs = append(c.noiseDiffs, string(nd))
+	c.causes = append(c.causes, causes)
+	c.diffs = append(c.diffs, diffs)
+	c.noiseDiffs = append(c.noiseDiffs, nd)
 	c.cubeError = append(c.cubeError, strPtr(o.CubeError))
 	c.legacyStatus = append(c.legacyStatus, &legacyStatus)
 	c.cubeStatus = append(c.cubeStatus, cubeStatus)
@@ -443,6 +443,16 @@ func (s *Store) SaveRuns(ctx context.Context, outs []*Outcome, answers []*schema
 		return 0, fmt.Errorf("save outcomes: commit: %w", err)
 	}
 	return len(fresh), nil
+}
+
+// jsonArray is s as a JSON array: "[]" when empty (most pairs: no
+// diffs, no causes), without a json.Marshal call.
+func jsonArray[T any](s []T) (string, error) {
+	if len(s) == 0 {
+		return "[]", nil
+	}
+	b, err := json.Marshal(s)
+	return string(b), err
 }
 
 func strPtr(s string) *string {
