@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,7 +34,8 @@ import (
 // verdict in PostgreSQL; the figure is pairs/s stored. The limit is a raw
 // HTTP client loop sending the same requests to the same cube with the same
 // concurrency, in the same run. Everything shares this machine's cores: the
-// embedded NATS server, PostgreSQL, the cube and both stages.
+// embedded NATS server, PostgreSQL, the cube and both stages. B6_ONLY=fused
+// in the environment runs the fused rounds alone (for profiles).
 func BenchmarkB6ReplayCompare(b *testing.B) {
 	n, conc, rounds := 20000, 32, 3
 	if testing.Short() {
@@ -112,6 +114,17 @@ services:
 				return req
 			})
 		}
+		if os.Getenv("B6_ONLY") == "fused" {
+			// Profiling aid: the fused rounds alone (no raw loop, no
+			// separate stages), e.g. with -cpuprofile.
+			for round := range rounds {
+				measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round, true) }, &fusedRates, &cpuFused)
+			}
+			b.ReportMetric(testenv.Median(fusedRates), "fused-pairs/s")
+			b.ReportMetric(testenv.Median(cpuFused), "cpu-µs/fused-pair")
+			fmt.Printf("fused only: %.0f pairs/s %.1f cpu-us/pair (rounds %v cpu-us/pair)\n", testenv.Median(fusedRates), testenv.Median(cpuFused), rounded(cpuFused))
+			continue
+		}
 		for round := range rounds {
 			measure(raw, &limits, &cpuRaw)
 			measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round, false) }, &figures, &cpuPair)
@@ -134,6 +147,15 @@ services:
 		fmt.Printf("bench B6 cpu per pair, fused: %.1f cpu-µs/pair | limit %.1f cpu-µs/raw-req | ratio %.2f | target 0.50 (separate stages: %.1f cpu-µs/pair, ratio %.2f)\n",
 			fusedUS, rawUS, rawUS/fusedUS, pairUS, rawUS/pairUS)
 	}
+}
+
+// rounded is xs with one decimal, for printing.
+func rounded(xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = float64(int(x*10+0.5)) / 10
+	}
+	return out
 }
 
 // replayAndCompare runs a replayer (new durable) and a comparator consumer
