@@ -329,6 +329,11 @@ func (e *engine) tapeEqual(a, b []byte) bool {
 			}
 		}
 	}()
+	return e.tapeEqualOn(ta, tb, a, b)
+}
+
+// tapeEqualOn is tapeEqual on the caller's tapes.
+func (e *engine) tapeEqualOn(ta, tb *tape, a, b []byte) bool {
 	if !ta.parse(a) || !tb.parse(b) {
 		return false
 	}
