@@ -475,3 +475,19 @@ func TestTapeEqualSkipsDecoding(t *testing.T) {
 		t.Fatalf("mismatch pair: verdict %s, causes %v", o.Verdict, o.Causes)
 	}
 }
+
+// TestControlOrWideExhaustive: every byte value at every position of a
+// segment longer than one word.
+func TestControlOrWideExhaustive(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 19; pos++ {
+			seg := []byte("abcdefghijklmnopqrs")
+			seg[pos] = byte(c)
+			var wide bool
+			got := controlOrWide(seg, &wide)
+			if got != (c < 0x20) || wide != (c >= 0x80) {
+				t.Fatalf("byte %#x at %d: control %v wide %v", c, pos, got, wide)
+			}
+		}
+	}
+}
