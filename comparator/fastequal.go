@@ -1,6 +1,8 @@
 package comparator
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"strconv"
@@ -208,6 +210,17 @@ func (p *tapeParser) str(kind byte) bool {
 	s := p.t.src
 	p.i++
 	start, esc, wide := p.i, false, false
+	// The usual string: no escape before its closing quote. Find the quote
+	// and check the bytes before it eight at a time.
+	if q := bytes.IndexByte(s[p.i:], '"'); q >= 0 {
+		seg := s[p.i : p.i+q]
+		if bytes.IndexByte(seg, '\\') < 0 {
+			if controlOrWide(seg, &wide) {
+				return false
+			}
+			p.i += q
+		}
+	}
 	for p.i < len(s) {
 		c := s[p.i]
 		switch {
@@ -245,6 +258,33 @@ func (p *tapeParser) str(kind byte) bool {
 			wide = wide || c >= utf8.RuneSelf
 			p.i++
 		}
+	}
+	return false
+}
+
+// controlOrWide reports whether seg holds a control character (not allowed
+// unescaped in a JSON string), and sets *wide when it holds a byte ≥ 0x80.
+func controlOrWide(seg []byte, wide *bool) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	var or uint64
+	i := 0
+	for ; i+8 <= len(seg); i += 8 {
+		x := binary.LittleEndian.Uint64(seg[i:])
+		// a byte < 0x20 in x: (x - 0x20…) borrows into its high bit while
+		// the byte's own high bit is clear
+		if (x-0x20*lo)&^x&hi != 0 {
+			return true
+		}
+		or |= x
+	}
+	for ; i < len(seg); i++ {
+		if seg[i] < 0x20 {
+			return true
+		}
+		or |= uint64(seg[i])
+	}
+	if or&hi != 0 {
+		*wide = true
 	}
 	return false
 }
@@ -329,6 +369,11 @@ func (e *engine) tapeEqual(a, b []byte) bool {
 			}
 		}
 	}()
+	return e.tapeEqualOn(ta, tb, a, b)
+}
+
+// tapeEqualOn is tapeEqual on the caller's tapes.
+func (e *engine) tapeEqualOn(ta, tb *tape, a, b []byte) bool {
 	if !ta.parse(a) || !tb.parse(b) {
 		return false
 	}
