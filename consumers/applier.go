@@ -46,6 +46,11 @@ type ApplierConfig struct {
 	// (setapply.go; default 32): a COPY costs a round trip of its own, where
 	// an upsert rides in the batch's pipelined statements.
 	MinCopyRows int
+
+	// noStage (tests and benchmarks: the path before staging.go) applies
+	// runs whose keys the target holds as a probe and a JSON upsert, and
+	// runs of deletes as a JSON delete.
+	noStage bool
 }
 
 func (c *ApplierConfig) defaults() error {
@@ -470,8 +475,8 @@ func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, n
 		}
 		conflicts = found
 		sb := newStmtBatch(a.cfg.Target, a.log)
-		sb.noCopy, sb.minCopy = noCopy, a.cfg.MinCopyRows
-		savepoints := 0
+		sb.noCopy, sb.noStage, sb.minCopy = noCopy, a.cfg.noStage, a.cfg.MinCopyRows
+		var st txState
 		for _, evs := range units {
 			sb.addUnit(evs)
 		}
@@ -483,7 +488,7 @@ func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, n
 				continue
 			}
 			if s.copy != nil {
-				if err := a.applyCopy(ctx, tx, s.copy, b, send, &savepoints); err != nil {
+				if err := a.applyCopy(ctx, tx, s.copy, b, send, &st); err != nil {
 					return 0, err
 				}
 				continue

@@ -47,9 +47,9 @@ type group struct {
 	excluded map[string]bool
 	sig      string
 	rows     [][]byte
-	src      []schemas.Row          // gUpsert: the source row of each row
+	src      []schemas.Row          // gUpsert and copy runs: the source row of each row
 	cts      []time.Time            // copy runs: the commit time of each row (rows hold nil)
-	copy     *copyPlan              // gUpsert of a plainly mapped table: applied with COPY
+	copy     *copyPlan              // gUpsert or hard gRemove of a plainly mapped table: applied with COPY (setapply.go, staging.go)
 	evs      []*schemas.ChangeEvent // gInPlace: the event of each row
 	keys     map[string]int
 }
@@ -92,6 +92,7 @@ type stmtBatch struct {
 	g       *group // the run being grouped into one statement
 	count   int    // changes the statements apply
 	noCopy  bool   // apply upsert runs with INSERT … ON CONFLICT only (no COPY)
+	noStage bool   // apply delete runs with the JSON delete (no staging table)
 	minCopy int    // shortest run sent with COPY (setapply.go; 0: 1)
 	plans   map[*TableMap]*copyPlan
 }
@@ -121,7 +122,7 @@ func (b *stmtBatch) flush() {
 	}
 	if g.copy != nil {
 		if len(g.src) >= max(b.minCopy, 1) {
-			b.out = append(b.out, stmt{copy: &copyRun{tm: g.tm, plan: g.copy, rows: g.src, cts: g.cts}})
+			b.out = append(b.out, stmt{copy: &copyRun{tm: g.tm, plan: g.copy, rows: g.src, cts: g.cts, del: g.kind == gRemove}})
 			return
 		}
 		// a short run: one more statement of the pipelined batch
@@ -158,14 +159,14 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 	if g := b.g; g == nil || g.tm != tm || g.kind != kind || g.sig != sig || (key == "" && len(g.rows) > 0) {
 		b.flush()
 		b.g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
-		if kind == gUpsert && len(excluded) == 0 {
+		if kind == gUpsert && len(excluded) == 0 || kind == gRemove && tm.Delete == DeleteHard && !b.noStage {
 			b.g.copy = b.copyPlanOf(tm)
 		}
 	}
 	g := b.g
 	var js []byte
 	if g.copy != nil {
-		// COPY reads the source row; the JSON is built for held keys only
+		// COPY reads the source row; the JSON is built for short runs only
 	} else if kind == gInPlace {
 		js = rowJSONOrd(tm, row, ev.CommitTime, len(g.rows))
 	} else {
@@ -179,7 +180,10 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 				if kind == gInPlace {
 					g.rows[i], g.evs[i] = rowJSONOrd(tm, row, ev.CommitTime, i), ev
 				} else {
-					g.rows[i], g.src[i] = js, row
+					g.rows[i] = js
+					if g.src != nil {
+						g.src[i] = row
+					}
 					if g.copy != nil {
 						g.cts[i] = ev.CommitTime
 					}
@@ -198,7 +202,7 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 		g.keys[key] = len(g.rows)
 	}
 	g.rows = append(g.rows, js)
-	if kind == gUpsert {
+	if kind == gUpsert || g.copy != nil {
 		g.src = append(g.src, row)
 		if g.copy != nil {
 			g.cts = append(g.cts, ev.CommitTime)
@@ -218,8 +222,14 @@ func (b *stmtBatch) single(st stmt) {
 // addUnit adds the events of one unit (a source transaction or a snapshot
 // row), in order.
 func (b *stmtBatch) addUnit(events []*schemas.ChangeEvent) {
-	truncated := map[string]bool{} // target tables truncated in this unit
+	// target tables truncated by the current source TRUNCATE statement
+	// (cdc publishes one event per table, consecutive): a change in between
+	// ends it, so a later TRUNCATE of the same table in the unit applies
+	truncated := map[string]bool{}
 	for _, ev := range events {
+		if ev.Op != schemas.OpTruncate && ev.Op != schemas.OpSchema && len(truncated) > 0 {
+			truncated = map[string]bool{}
+		}
 		switch ev.Op {
 		case schemas.OpInsert, schemas.OpUpdate, schemas.OpSnapshot:
 			tm := b.target.table(ev.Schema, ev.Table)
@@ -281,7 +291,7 @@ func (b *stmtBatch) addUnit(events []*schemas.ChangeEvent) {
 }
 
 // truncate adds the statements of a truncate event; truncated holds the
-// target tables the unit has truncated already.
+// target tables its source statement has truncated already.
 func (b *stmtBatch) truncate(ev *schemas.ChangeEvent, truncated map[string]bool) {
 	// cdc publishes one truncate event per truncated table: truncate
 	// only this event's table (Truncate.Tables when it names none).

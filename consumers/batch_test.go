@@ -115,7 +115,14 @@ func describe(t testing.TB, tg *Target, s stmt) string {
 		for i, r := range s.copy.rows {
 			js = append(js, rowJSON(s.copy.tm, r, s.copy.cts[i]))
 		}
-		return "copy " + s.copy.tm.SourceTable + " " + describeRows(t, jsonArray(js))
+		kind := "copy "
+		if s.copy.del {
+			kind = "delete " // through the staging table (staging.go)
+			if slices.ContainsFunc(tg.Tables, func(tm *TableMap) bool { return tm.hardView == s.copy.tm && tm.Delete != DeleteHard }) {
+				kind = "harddelete " // the hard view of a key change
+			}
+		}
+		return kind + s.copy.tm.SourceTable + " " + describeRows(t, jsonArray(js))
 	}
 	kind := ""
 	if s.sql == "" {
@@ -350,6 +357,13 @@ func TestStmtBatch(t *testing.T) {
 			`TRUNCATE "public"."p", "public"."t" RESTART IDENTITY`,
 		},
 		count: 4,
+	}, {
+		name: "a second source TRUNCATE of a table later in the unit applies too",
+		units: []unit{
+			{truncateEv("t", false, "public.t"), ins("t", "id=1 small=a big=x"), truncateEv("t", false, "public.t")},
+		},
+		want:  []string{"truncate t", "copy t [1:big=x:small=a]", "truncate t"},
+		count: 3,
 	}, {
 		name:  "truncate under the soft and ignore policies",
 		units: []unit{{truncateEv("s", false, "public.s"), truncateEv("g", false, "public.g"), truncateEv("", false, "public.s")}},

@@ -51,6 +51,7 @@ type copyRun struct {
 	plan *copyPlan
 	rows []schemas.Row
 	cts  []time.Time // the commit time of each row (for the upsert of keys the target holds)
+	del  bool        // a run of deletes (hard policy): applied through the staging table (staging.go)
 }
 
 // copyPlan is how the rows of a plainly mapped table go into its target:
@@ -59,6 +60,7 @@ type copyPlan struct {
 	cols  []string
 	probe string // SQL returning the ordinals (1-based) of $1.. keys the target holds
 	copy  string // COPY … FROM STDIN
+	stage *stagePlan
 }
 
 // planCopy returns the copy plan of tm, or nil when its rows cannot go
@@ -98,6 +100,7 @@ func planCopy(tm *TableMap) *copyPlan {
 	p.probe = fmt.Sprintf("SELECT u.o::int FROM unnest(%s) WITH ORDINALITY AS u(%s, o) WHERE EXISTS (SELECT 1 FROM %s AS t WHERE %s)",
 		strings.Join(arrs, ", "), strings.Join(defs, ", "), tm.qTarget(), strings.Join(match, " AND "))
 	p.copy = fmt.Sprintf("COPY %s (%s) FROM STDIN", tm.qTarget(), strings.Join(tcols, ", "))
+	p.stage = planStage(tm, tcols)
 	return p
 }
 
@@ -147,13 +150,17 @@ const maxCopySavepoints = 32
 const copySavepoint = "shadowcube_copy"
 
 // applyCopy applies run r in tx: rows whose key the target lacks are copied
-// into the target now, the others are queued on b as an upsert. b holds the
-// statements before the run, not yet sent; savepoints counts the savepoints
-// tx has used.
-func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, savepoints *int) error {
+// into the target now, the others are upserted through the staging table
+// (staging.go; with ApplierConfig.noStage: probed and queued on b as a
+// JSON upsert). A run of deletes goes through the staging table. b holds
+// the statements before the run, not yet sent; st is what tx has used.
+func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState) error {
 	tm := r.tm
-	if !a.copies.probeFirst(tm) && *savepoints < maxCopySavepoints {
-		*savepoints++
+	if r.del {
+		return a.stageDelete(ctx, tx, r, b, send, st)
+	}
+	if !a.copies.probeFirst(tm) && st.savepoints < maxCopySavepoints {
+		st.savepoints++
 		if err := send(); err != nil {
 			return err
 		}
@@ -179,6 +186,9 @@ func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.B
 		b.Queue("RELEASE SAVEPOINT " + copySavepoint)
 	} else if err := send(); err != nil {
 		return err
+	}
+	if !a.cfg.noStage {
+		return a.stageUpsert(ctx, tx, r, b, send, st)
 	}
 	present, err := probeKeys(ctx, tx, r)
 	if err != nil {

@@ -1,0 +1,163 @@
+package consumers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Staged apply of runs whose keys the target holds (see
+// docs/performance.md, B4).
+//
+// A run of full-row upserts of a plainly mapped table (setapply.go) whose
+// keys the target already holds, and a run of deletes of such a table, are
+// not sent as one statement over a json_to_recordset array (PostgreSQL
+// parses and casts every value of the JSON per row): the run's rows go with
+// COPY into a staging table, then one statement applies them to the target:
+//
+//	INSERT INTO target (…) OVERRIDING SYSTEM VALUE SELECT … FROM staging
+//	  ON CONFLICT (key) DO UPDATE SET …
+//	DELETE FROM target AS t USING staging AS d WHERE t.key = d.key
+//
+// stmtBatch has already reduced the run to the newest version of each key,
+// and runs are barriers in source order (in-place updates of unchanged
+// TOAST values, key changes, truncates, re-reads stay on the row path), so
+// the set statement has the run's end state. Everything runs in the batch's
+// target transaction, before the checkpoint moves.
+//
+// The staging table is a temporary table per session and target table
+// (ON COMMIT DELETE ROWS), created on first use and reused by every later
+// transaction of the pooled connection: a table created and dropped per
+// batch would add and remove catalog rows (pg_class, pg_attribute, pg_type)
+// per batch, bloating the catalog. Its columns are the target's columns,
+// with the target's types and no constraints: COPY in text format reads the
+// source's exact text with the column type's input function, as the upsert's
+// casts do (planCopy only admits tables whose target types are the source
+// types), and the set statement checks the target's constraints. Its name
+// carries a hash of the columns and types, so a target whose shape changed
+// gets a new staging table. A second run of the same table in one
+// transaction truncates it first (a truncate of a table created or
+// truncated in the same transaction is done in place).
+//
+// A failing staging COPY is a copyError: the applier applies the same batch
+// again without COPY or staging (applyBatch).
+
+// stagePlan is how runs of a plainly mapped table go through its staging table.
+type stagePlan struct {
+	table    string // pg_temp."shadowcube_stage_<hash>"
+	create   string // CREATE TEMP TABLE IF NOT EXISTS …
+	copyRows string // COPY staging (every column) FROM STDIN
+	copyKeys string // COPY staging (key columns) FROM STDIN
+	// upsert applies the staged rows and returns how many it inserted (the
+	// others updated rows the target held).
+	upsert string
+	delete string // DELETE FROM target USING staging
+}
+
+// planStage returns the staging plan of tm; tcols are the quoted target
+// columns, key columns first.
+func planStage(tm *TableMap, tcols []string) *stagePlan {
+	var defs, sets, match []string
+	for i, c := range tm.Columns {
+		defs = append(defs, tcols[i]+" "+tm.tgtTypes[c.Name])
+		if i < len(tm.Key) {
+			match = append(match, fmt.Sprintf("t.%s = d.%s", tcols[i], tcols[i]))
+		} else {
+			sets = append(sets, fmt.Sprintf("%s = EXCLUDED.%s", tcols[i], tcols[i]))
+		}
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s\x00%s", tm.qTarget(), strings.Join(defs, "\x00"))
+	name := fmt.Sprintf(`"shadowcube_stage_%016x"`, h.Sum64())
+	p := &stagePlan{table: "pg_temp." + name}
+	p.create = fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS", name, strings.Join(defs, ", "))
+	cols := strings.Join(tcols, ", ")
+	p.copyRows = fmt.Sprintf("COPY %s (%s) FROM STDIN", p.table, cols)
+	p.copyKeys = fmt.Sprintf("COPY %s (%s) FROM STDIN", p.table, strings.Join(tcols[:len(tm.Key)], ", "))
+	action := "DO NOTHING"
+	if len(sets) > 0 {
+		action = "DO UPDATE SET " + strings.Join(sets, ", ")
+	}
+	// xmax is 0 on a row version the statement inserted, set on one it
+	// updated (the row lock of ON CONFLICT). The count only steers the
+	// next run's choice between optimistic COPY and staging: a wrong count
+	// costs time, never rows.
+	p.upsert = fmt.Sprintf("WITH u AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s ON CONFLICT (%s) %s RETURNING xmax::text = '0' AS ins) "+
+		"SELECT count(*) FILTER (WHERE ins) FROM u",
+		tm.qTarget(), cols, cols, p.table, tm.keyList(), action)
+	p.delete = fmt.Sprintf("DELETE FROM %s AS t USING %s AS d WHERE %s", tm.qTarget(), p.table, strings.Join(match, " AND "))
+	return p
+}
+
+// txState is what one target transaction has used of the set-based paths.
+type txState struct {
+	savepoints int             // savepoints of optimistic COPY runs (maxCopySavepoints)
+	staged     map[string]bool // staging tables filled in this transaction
+}
+
+// fillStaging copies the rows of r (their key columns only when keys) into the
+// staging table of its table. b's queued statements must have been sent.
+func fillStaging(ctx context.Context, tx pgx.Tx, r *copyRun, keys bool, st *txState) error {
+	sp := r.plan.stage
+	cols, copySQL := r.plan.cols, sp.copyRows
+	if keys {
+		cols, copySQL = cols[:len(r.tm.Key)], sp.copyKeys
+	}
+	var buf bytes.Buffer
+	for _, row := range r.rows {
+		appendCopyRow(&buf, cols, row)
+	}
+	// one round trip: create (first use in the session), empty (second
+	// use in the transaction) and copy ride in one query string
+	q := sp.create + "; "
+	if st.staged[sp.table] {
+		q += "TRUNCATE " + sp.table + "; "
+	}
+	if st.staged == nil {
+		st.staged = map[string]bool{}
+	}
+	st.staged[sp.table] = true
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, q+copySQL); err != nil {
+		return &copyError{table: r.tm.Target, err: fmt.Errorf("staging: %w", err)}
+	}
+	return nil
+}
+
+// stageUpsert applies run r through its staging table: copied now, the
+// upsert queued on b (after the statements before the run, sent by send).
+func (a *Applier) stageUpsert(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState) error {
+	if err := send(); err != nil {
+		return err
+	}
+	if err := fillStaging(ctx, tx, r, false, st); err != nil {
+		return err
+	}
+	tm, n := r.tm, len(r.rows)
+	b.Queue(r.plan.stage.upsert).QueryRow(func(row pgx.Row) error {
+		var inserted int64
+		if err := row.Scan(&inserted); err != nil {
+			return fmt.Errorf("upsert staged rows of %s: %w", tm.Target, err)
+		}
+		a.copies.set(tm, inserted < int64(n))
+		a.met.staged.WithLabelValues(a.target).Add(float64(n))
+		return nil
+	})
+	return nil
+}
+
+// stageDelete applies run r of deletes through its staging table.
+func (a *Applier) stageDelete(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState) error {
+	if err := send(); err != nil {
+		return err
+	}
+	if err := fillStaging(ctx, tx, r, true, st); err != nil {
+		return err
+	}
+	b.Queue(r.plan.stage.delete)
+	a.met.staged.WithLabelValues(a.target).Add(float64(len(r.rows)))
+	return nil
+}
