@@ -3,6 +3,7 @@ package consumers
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,30 +14,76 @@ import (
 	"github.com/heal7/shadowcube/schemas"
 )
 
-// publishChanges puts n single-row transactions of op on public.bench into
-// the CDC stream after lsn: updates re-send row i+1 whole with a new value,
-// deletes send its key. It returns the last LSN.
-func publishChanges(b testing.TB, e *env, slot string, lsn schemas.LSN, n int, op schemas.Op) schemas.LSN {
+// benchShape is a table of the staging benchmark: id bigint and extra
+// columns cycling through text, integer and timestamptz.
+type benchShape struct {
+	name  string // B4 line suffix
+	table string
+	extra int
+}
+
+func (s benchShape) columns() []schemas.Column {
+	cols := []schemas.Column{{Name: "id", Type: "bigint", Key: true}}
+	for i := 0; i < s.extra; i++ {
+		cols = append(cols, schemas.Column{Name: "c" + strconv.Itoa(i), Type: []string{"text", "integer", "timestamp with time zone"}[i%3]})
+	}
+	return cols
+}
+
+func (s benchShape) ddl(schema string) string {
+	var defs []string
+	for _, c := range s.columns() {
+		d := c.Name + " " + c.Type
+		if c.Key {
+			d += " PRIMARY KEY"
+		}
+		defs = append(defs, d)
+	}
+	return fmt.Sprintf("CREATE TABLE %s.%s (%s)", schema, s.table, strings.Join(defs, ", "))
+}
+
+// value is the text of column i (0: the key) of row id in generation gen.
+func (s benchShape) value(i, id, gen int) string {
+	if i == 0 {
+		return strconv.Itoa(id)
+	}
+	switch (i - 1) % 3 {
+	case 1:
+		return strconv.Itoa(id%1000 + gen)
+	case 2:
+		return time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(id+gen) * time.Second).Format("2006-01-02 15:04:05+00")
+	}
+	return fmt.Sprintf("value %d of generation %d with some text", id, gen)
+}
+
+// publishChanges puts n single-row transactions of op on s's table into the
+// CDC stream after lsn: updates re-send rows 1..n whole (generation 1),
+// deletes send their keys. It returns the last LSN.
+func publishChanges(b testing.TB, e *env, s benchShape, slot string, lsn schemas.LSN, n int, op schemas.Op) schemas.LSN {
 	b.Helper()
-	cols := []schemas.Column{{Name: "id", Type: "bigint", Key: true}, {Name: "v", Type: "text"}, {Name: "n", Type: "integer"}, {Name: "at", Type: "timestamp with time zone"}}
+	cols := s.columns()
 	base := time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC)
 	pending := make([]jetstream.PubAckFuture, 0, 4096)
 	for i := 0; i < n; i++ {
-		id := int64(i + 1)
-		at := base.Add(time.Duration(i) * time.Second)
-		idS := strconv.FormatInt(id, 10)
+		id := i + 1
 		lsn += 0x40
-		ev := schemas.ChangeEvent{V: schemas.Version, Slot: slot, DB: "legacy", Schema: "public", Table: "bench", Op: op,
-			CommitLSN: lsn, TxID: uint32(i), Index: 0, TxSize: 1, CommitTime: at, Columns: cols, Key: []string{"id"}}
+		ev := schemas.ChangeEvent{V: schemas.Version, Slot: slot, DB: "legacy", Schema: "public", Table: s.table, Op: op,
+			CommitLSN: lsn, TxID: uint32(i), Index: 0, TxSize: 1, CommitTime: base.Add(time.Duration(i) * time.Millisecond), Columns: cols, Key: []string{"id"}}
+		row := schemas.Row{}
+		for c := range cols {
+			if op == schemas.OpDelete && c > 0 {
+				break
+			}
+			v := s.value(c, id, 1)
+			row[cols[c].Name] = &v
+		}
 		if op == schemas.OpDelete {
-			ev.Old = schemas.Row{"id": &idS}
+			ev.Old = row
 		} else {
-			v := fmt.Sprintf("updated value %d with some text to look like a row", i)
-			nS, atS := strconv.Itoa(i%1000+1), at.Format("2006-01-02 15:04:05+00")
-			ev.New = schemas.Row{"id": &idS, "v": &v, "n": &nS, "at": &atS}
+			ev.New = row
 		}
 		data, _ := jsonMarshalEvent(&ev)
-		msg := nats.NewMsg(schemas.ChangeSubject("legacy", "public", "bench"))
+		msg := nats.NewMsg(schemas.ChangeSubject("legacy", "public", s.table))
 		msg.Data = data
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%s:0", slot, lsn))
 		f, err := e.js.PublishMsgAsync(msg)
@@ -53,12 +100,13 @@ func publishChanges(b testing.TB, e *env, slot string, lsn schemas.LSN, n int, o
 	return lsn
 }
 
-// BenchmarkB4uSyncStaged: backlogs of single-row transactions that update
-// (B4u) and then delete (B4d) rows the target holds, applied by sync with
-// the staging table (staging.go) and, in the same run on a second copy of
-// the table, by the path before it (a probe and a json_to_recordset upsert;
-// a json_to_recordset delete), next to COPY of the same rows into the same
-// table (the B4 limit).
+// BenchmarkB4uSyncStaged: backlogs of single-row source transactions that
+// update (B4u) and then delete (B4d) rows the target holds, for a narrow
+// table (4 columns, as B4) and a wide one (25 columns), applied by sync
+// with the staging table (staging.go) and, in the same run on a second
+// copy of the table, by the path before it (a key probe and a
+// json_to_recordset upsert; a json_to_recordset delete), next to COPY of
+// the same rows into the same table (the B4 limit).
 func BenchmarkB4uSyncStaged(b *testing.B) {
 	n := 100_000
 	if testing.Short() {
@@ -67,64 +115,68 @@ func BenchmarkB4uSyncStaged(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		e := newEnv(b)
 		e.minCopy = -1 // the production default
-		e.exec(e.src, benchDDL)
-		e.exec(e.dst, benchDDL)
-		e.exec(e.dst, `CREATE SCHEMA o; CREATE TABLE o.bench (LIKE public.bench INCLUDING ALL)`)
-		last, rows := publishBacklog(b, e, "b4", n)
-
-		// limit: COPY of the same rows into the same table
-		start := time.Now()
-		if _, err := e.dst.CopyFrom(e.ctx, pgx.Identifier{"bench"}, []string{"id", "v", "n", "at"}, pgx.CopyFromRows(rows)); err != nil {
-			b.Fatal(err)
-		}
-		copyRate := float64(n) / time.Since(start).Seconds()
-		e.exec(e.dst, `INSERT INTO o.bench SELECT * FROM public.bench`)
-		e.exec(e.dst, `VACUUM ANALYZE public.bench`)
-		e.exec(e.dst, `VACUUM ANALYZE o.bench`)
-		// the insert backlog is in the targets already: skip it
-		for _, t := range []string{"cube", "old"} {
-			if err := EnsureCheckpoint(e.ctx, e.dst, t, "b4"); err != nil {
-				b.Fatal(err)
+		e.exec(e.dst, `CREATE SCHEMA o`)
+		for _, s := range []benchShape{{"", "bn", 3}, {" wide", "bw", 24}} {
+			e.exec(e.src, s.ddl("public"))
+			e.exec(e.dst, s.ddl("public"))
+			e.exec(e.dst, s.ddl("o"))
+			cols := s.columns()
+			names := make([]string, len(cols))
+			for c := range cols {
+				names[c] = cols[c].Name
 			}
-			e.exec(e.dst, `UPDATE shadowcube.applied SET lsn = $1::pg_lsn, idx = $2 WHERE target = $3`, last.String(), int64(wholeTx), t)
-		}
-		cube := e.loadMapping("source: {slot: b4}\ntargets:\n  - name: cube\n    database_url_env: X\n    tables:\n      - source: public.bench\n        key: [id]\n")
-		old := e.loadMapping("source: {slot: b4}\ntargets:\n  - name: old\n    database_url_env: X\n    tables:\n      - source: public.bench\n        target: o.bench\n        key: [id]\n")
-		run := func(m *Mapping, target string, lsn schemas.LSN, noStage bool) float64 {
-			e.tune = func(c *ApplierConfig) { c.noStage = noStage }
-			start := time.Now()
-			_, stop := e.startSync(m, 5000)
-			e.waitCheckpoint(target, "b4", lsn, 10*time.Minute)
-			rate := float64(n) / time.Since(start).Seconds()
-			stop()
-			return rate
-		}
-		b.ResetTimer()
-		for _, phase := range []struct {
-			name, what string
-			op         schemas.Op
-		}{{"B4u", "updates of held rows", schemas.OpUpdate}, {"B4d", "deletes of held rows", schemas.OpDelete}} {
-			last = publishChanges(b, e, "b4", last, n, phase.op)
-			before := run(old, "old", last, true)
-			after := run(cube, "cube", last, false)
-			if phase.op == schemas.OpUpdate {
-				for _, table := range []string{"public.bench", "o.bench"} {
-					var count int
-					e.dst.QueryRow(e.ctx, `SELECT count(*) FROM `+table+` WHERE v LIKE 'updated value %'`).Scan(&count)
-					if count != n {
-						b.Fatalf("%s holds %d updated rows, want %d", table, count, n)
-					}
+			rows := make([][]any, n)
+			for r := range rows {
+				rows[r] = make([]any, len(cols))
+				for c := range cols {
+					rows[r][c] = s.value(c, r+1, 0)
 				}
 			}
-			fmt.Printf("bench %s sync-catch-up, %s, staged: %.0f changes/s | limit %.0f rows/s (COPY) | ratio %.2f | target 0.30 (path before staging, same run: %.0f changes/s, ratio %.2f; staged/before %.2f)\n",
-				phase.name, phase.what, after, copyRate, after/copyRate, before, before/copyRate, after/before)
-		}
-		b.StopTimer()
-		for _, table := range []string{"public.bench", "o.bench"} {
-			var count int
-			e.dst.QueryRow(e.ctx, `SELECT count(*) FROM `+table).Scan(&count)
-			if count != 0 {
-				b.Fatalf("%s holds %d rows after the deletes", table, count)
+			// limit: COPY of the rows into the table (text values, as sync's COPY)
+			start := time.Now()
+			if _, err := e.dst.CopyFrom(e.ctx, pgx.Identifier{s.table}, names, pgx.CopyFromRows(rows)); err != nil {
+				b.Fatal(err)
+			}
+			copyRate := float64(n) / time.Since(start).Seconds()
+			e.exec(e.dst, `INSERT INTO o.`+s.table+` SELECT * FROM public.`+s.table)
+			e.exec(e.dst, `VACUUM ANALYZE public.`+s.table)
+			e.exec(e.dst, `VACUUM ANALYZE o.`+s.table)
+			slot := "b4" + s.table
+			m := func(target, table string) *Mapping {
+				return e.loadMapping(fmt.Sprintf("source: {slot: %s}\ntargets:\n  - name: %s\n    database_url_env: X\n    tables:\n      - source: public.%s\n        target: %s\n        key: [id]\n",
+					slot, target, s.table, table))
+			}
+			cube, old := m("cube", "public."+s.table), m("old", "o."+s.table)
+			run := func(m *Mapping, target string, lsn schemas.LSN, noStage bool) float64 {
+				e.tune = func(c *ApplierConfig) { c.noStage = noStage }
+				start := time.Now()
+				_, stop := e.startSync(m, 5000)
+				e.waitCheckpoint(target, slot, lsn, 10*time.Minute)
+				rate := float64(n) / time.Since(start).Seconds()
+				stop()
+				return rate
+			}
+			var last schemas.LSN = 0x1000000
+			for _, phase := range []struct {
+				name, what string
+				op         schemas.Op
+			}{{"B4u", "updates of held rows", schemas.OpUpdate}, {"B4d", "deletes of held rows", schemas.OpDelete}} {
+				last = publishChanges(b, e, s, slot, last, n, phase.op)
+				before := run(old, "old", last, true)
+				after := run(cube, "cube", last, false)
+				fmt.Printf("bench %s%s sync-catch-up, %s, staged: %.0f changes/s | limit %.0f rows/s (COPY) | ratio %.2f | target 0.30 (path before staging, same run: %.0f changes/s, ratio %.2f; staged/before %.2f)\n",
+					phase.name, s.name, phase.what, after, copyRate, after/copyRate, before, before/copyRate, after/before)
+				var want int
+				if phase.op == schemas.OpUpdate {
+					want = n
+				}
+				for _, table := range []string{"public." + s.table, "o." + s.table} {
+					var count int
+					e.dst.QueryRow(e.ctx, `SELECT count(*) FROM `+table+` WHERE c0 LIKE '% of generation 1 %'`).Scan(&count)
+					if count != want {
+						b.Fatalf("%s holds %d rows of generation 1 after the %s, want %d", table, count, phase.what, want)
+					}
+				}
 			}
 		}
 	}

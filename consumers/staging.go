@@ -43,6 +43,17 @@ import (
 // transaction truncates it first (a truncate of a table created or
 // truncated in the same transaction is done in place).
 //
+// Which rows of a run go this way (setapply.go, copyMode): a table whose
+// last run found most keys held upserts its whole next run through the
+// staging table, without a key probe (the count of rows the upsert updated
+// picks the next run's mode); otherwise a run is copied optimistically or
+// probed, the new rows go with COPY straight into the target (PostgreSQL's
+// multi-row insert, which no INSERT … SELECT gets) and only the held rows
+// through the staging table. Per row, the staging table saves the JSON
+// parse of every value; it cannot save PostgreSQL's per-row update (there
+// is no multi-row update), so it pays on wide rows and is level on narrow
+// ones (docs/performance.md, B4).
+//
 // A failing staging COPY is a copyError: the applier applies the same batch
 // again without COPY or staging (applyBatch).
 
@@ -129,7 +140,9 @@ func fillStaging(ctx context.Context, tx pgx.Tx, r *copyRun, keys bool, st *txSt
 
 // stageUpsert applies run r through its staging table: copied now, the
 // upsert queued on b (after the statements before the run, sent by send).
-func (a *Applier) stageUpsert(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState) error {
+// With whole (r is the table's whole run, not probed) the count of rows the
+// target held sets the table's next copy mode.
+func (a *Applier) stageUpsert(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState, whole bool) error {
 	if err := send(); err != nil {
 		return err
 	}
@@ -142,7 +155,9 @@ func (a *Applier) stageUpsert(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx
 		if err := row.Scan(&inserted); err != nil {
 			return fmt.Errorf("upsert staged rows of %s: %w", tm.Target, err)
 		}
-		a.copies.set(tm, inserted < int64(n))
+		if whole {
+			a.copies.set(tm, modeFor(n-int(inserted), n))
+		}
 		a.met.staged.WithLabelValues(a.target).Add(float64(n))
 		return nil
 	})

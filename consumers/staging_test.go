@@ -168,6 +168,19 @@ func TestStagedNoStageMatches(t *testing.T) {
 	}
 }
 
+// TestModeFor: a run whose keys the target held none of is copied
+// optimistically next time, some (at most half) probed, most staged.
+func TestModeFor(t *testing.T) {
+	for _, tc := range []struct {
+		held, n int
+		want    copyMode
+	}{{0, 1, copyOptimistic}, {0, 100, copyOptimistic}, {1, 100, copyProbe}, {50, 100, copyProbe}, {51, 100, copyStage}, {1, 1, copyStage}} {
+		if got := modeFor(tc.held, tc.n); got != tc.want {
+			t.Errorf("modeFor(%d, %d) = %d, want %d", tc.held, tc.n, got, tc.want)
+		}
+	}
+}
+
 // stagedOp is one source statement of the property test.
 type stagedOp struct {
 	sql  string
