@@ -48,8 +48,7 @@ type ApplierConfig struct {
 	MinCopyRows int
 
 	// noStage (tests and benchmarks: the path before staging.go) applies
-	// runs whose keys the target holds as a probe and a JSON upsert, and
-	// runs of deletes as a JSON delete.
+	// runs whose keys the target holds as a probe and a JSON upsert.
 	noStage bool
 }
 
@@ -475,7 +474,7 @@ func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, n
 		}
 		conflicts = found
 		sb := newStmtBatch(a.cfg.Target, a.log)
-		sb.noCopy, sb.noStage, sb.minCopy = noCopy, a.cfg.noStage, a.cfg.MinCopyRows
+		sb.noCopy, sb.minCopy = noCopy, a.cfg.MinCopyRows
 		var st txState
 		for _, evs := range units {
 			sb.addUnit(evs)

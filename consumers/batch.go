@@ -47,9 +47,9 @@ type group struct {
 	excluded map[string]bool
 	sig      string
 	rows     [][]byte
-	src      []schemas.Row          // gUpsert and copy runs: the source row of each row
+	src      []schemas.Row          // gUpsert: the source row of each row
 	cts      []time.Time            // copy runs: the commit time of each row (rows hold nil)
-	copy     *copyPlan              // gUpsert or hard gRemove of a plainly mapped table: applied with COPY (setapply.go, staging.go)
+	copy     *copyPlan              // gUpsert of a plainly mapped table: applied with COPY (setapply.go, staging.go)
 	evs      []*schemas.ChangeEvent // gInPlace: the event of each row
 	keys     map[string]int
 }
@@ -92,7 +92,6 @@ type stmtBatch struct {
 	g       *group // the run being grouped into one statement
 	count   int    // changes the statements apply
 	noCopy  bool   // apply upsert runs with INSERT … ON CONFLICT only (no COPY)
-	noStage bool   // apply delete runs with the JSON delete (no staging table)
 	minCopy int    // shortest run sent with COPY (setapply.go; 0: 1)
 	plans   map[*TableMap]*copyPlan
 }
@@ -122,7 +121,7 @@ func (b *stmtBatch) flush() {
 	}
 	if g.copy != nil {
 		if len(g.src) >= max(b.minCopy, 1) {
-			b.out = append(b.out, stmt{copy: &copyRun{tm: g.tm, plan: g.copy, rows: g.src, cts: g.cts, del: g.kind == gRemove}})
+			b.out = append(b.out, stmt{copy: &copyRun{tm: g.tm, plan: g.copy, rows: g.src, cts: g.cts}})
 			return
 		}
 		// a short run: one more statement of the pipelined batch
@@ -159,7 +158,7 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 	if g := b.g; g == nil || g.tm != tm || g.kind != kind || g.sig != sig || (key == "" && len(g.rows) > 0) {
 		b.flush()
 		b.g = &group{tm: tm, kind: kind, excluded: excluded, sig: sig, keys: map[string]int{}}
-		if kind == gUpsert && len(excluded) == 0 || kind == gRemove && tm.Delete == DeleteHard && !b.noStage {
+		if kind == gUpsert && len(excluded) == 0 {
 			b.g.copy = b.copyPlanOf(tm)
 		}
 	}
@@ -180,10 +179,7 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 				if kind == gInPlace {
 					g.rows[i], g.evs[i] = rowJSONOrd(tm, row, ev.CommitTime, i), ev
 				} else {
-					g.rows[i] = js
-					if g.src != nil {
-						g.src[i] = row
-					}
+					g.rows[i], g.src[i] = js, row
 					if g.copy != nil {
 						g.cts[i] = ev.CommitTime
 					}
@@ -202,7 +198,7 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 		g.keys[key] = len(g.rows)
 	}
 	g.rows = append(g.rows, js)
-	if kind == gUpsert || g.copy != nil {
+	if kind == gUpsert {
 		g.src = append(g.src, row)
 		if g.copy != nil {
 			g.cts = append(g.cts, ev.CommitTime)

@@ -115,14 +115,7 @@ func describe(t testing.TB, tg *Target, s stmt) string {
 		for i, r := range s.copy.rows {
 			js = append(js, rowJSON(s.copy.tm, r, s.copy.cts[i]))
 		}
-		kind := "copy "
-		if s.copy.del {
-			kind = "delete " // through the staging table (staging.go)
-			if slices.ContainsFunc(tg.Tables, func(tm *TableMap) bool { return tm.hardView == s.copy.tm && tm.Delete != DeleteHard }) {
-				kind = "harddelete " // the hard view of a key change
-			}
-		}
-		return kind + s.copy.tm.SourceTable + " " + describeRows(t, jsonArray(js))
+		return "copy " + s.copy.tm.SourceTable + " " + describeRows(t, jsonArray(js))
 	}
 	kind := ""
 	if s.sql == "" {

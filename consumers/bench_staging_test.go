@@ -117,15 +117,13 @@ func publishChanges(b testing.TB, e *env, s benchShape, slot string, lsn schemas
 }
 
 // BenchmarkB4uSyncStaged: backlogs of single-row source transactions that
-// update (B4u) and then delete (B4d) rows the target holds, for a narrow
-// table (4 columns, as B4) and a wide one (25 columns), applied by sync
-// with the staging table (staging.go) and, in the same run on a second
-// copy of the table, by the path before it (a key probe and a
-// json_to_recordset upsert; a json_to_recordset delete), next to COPY of
-// the same rows into the same table (the B4 limit). Each backlog is applied
-// twice per path (updates: two generations of every row; deletes: two
-// halves), the second time in the other order (the first reader of a
-// backlog may find it colder), and each path's rate is over both.
+// update rows the target holds (B4u), for a narrow table (4 columns, as B4)
+// and a wide one (25 columns), applied by sync with the staging table
+// (staging.go) and, in the same run on a second copy of the table, by the
+// path before it (a key probe and a json_to_recordset upsert), next to COPY
+// of the same rows into the same table (the B4 limit). Each path applies
+// two backlogs, the second in the other order (the first reader of a
+// backlog may find it colder); its rate is over both.
 func BenchmarkB4uSyncStaged(b *testing.B) {
 	n := 100_000
 	if testing.Short() {
@@ -176,43 +174,28 @@ func BenchmarkB4uSyncStaged(b *testing.B) {
 				stop()
 				return took
 			}
+			// two backlogs of updates of every row (generations 1 and 2),
+			// each path applying the second in the other order
 			var last schemas.LSN = 0x1000000
-			for _, phase := range []struct {
-				name, what string
-				op         schemas.Op
-			}{{"B4u", "updates of held rows", schemas.OpUpdate}, {"B4d", "deletes of held rows", schemas.OpDelete}} {
-				var tOld, tNew float64 // seconds, summed over both reps
-				for rep := 0; rep < 2; rep++ {
-					from, to, gen := 1, n, rep+1
-					if phase.op == schemas.OpDelete {
-						from, to = rep*n/2+1, (rep+1)*n/2
-					}
-					last = publishChanges(b, e, s, slot, last, from, to, gen, phase.op)
-					if rep == 0 {
-						tOld += run(old, "old", last, true)
-						tNew += run(cube, "cube", last, false)
-					} else {
-						tNew += run(cube, "cube", last, false)
-						tOld += run(old, "old", last, true)
-					}
+			var tOld, tNew float64 // seconds, summed over both backlogs
+			for gen := 1; gen <= 2; gen++ {
+				last = publishChanges(b, e, s, slot, last, 1, n, gen, schemas.OpUpdate)
+				if gen == 1 {
+					tOld += run(old, "old", last, true)
+					tNew += run(cube, "cube", last, false)
+				} else {
+					tNew += run(cube, "cube", last, false)
+					tOld += run(old, "old", last, true)
 				}
-				changes := 2 * float64(n) // per path
-				if phase.op == schemas.OpDelete {
-					changes = float64(n)
-				}
-				before, after := changes/tOld, changes/tNew
-				fmt.Printf("bench %s%s sync-catch-up, %s, staged: %.0f changes/s | limit %.0f rows/s (COPY) | ratio %.2f | target 0.30 (path before staging, same run: %.0f changes/s, ratio %.2f; staged/before %.2f)\n",
-					phase.name, s.name, phase.what, after, copyRate, after/copyRate, before, before/copyRate, after/before)
-				var want int
-				if phase.op == schemas.OpUpdate {
-					want = n
-				}
-				for _, table := range []string{"public." + s.table, "o." + s.table} {
-					var count int
-					e.dst.QueryRow(e.ctx, `SELECT count(*) FROM `+table+` WHERE c0 LIKE '% of generation 2 %'`).Scan(&count)
-					if count != want {
-						b.Fatalf("%s holds %d rows of generation 2 after the %s, want %d", table, count, phase.what, want)
-					}
+			}
+			before, after := 2*float64(n)/tOld, 2*float64(n)/tNew
+			fmt.Printf("bench B4u%s sync-catch-up, updates of held rows, staged: %.0f changes/s | limit %.0f rows/s (COPY) | ratio %.2f | target 0.30 (path before staging, same run: %.0f changes/s, ratio %.2f; staged/before %.2f)\n",
+				s.name, after, copyRate, after/copyRate, before, before/copyRate, after/before)
+			for _, table := range []string{"public." + s.table, "o." + s.table} {
+				var count int
+				e.dst.QueryRow(e.ctx, `SELECT count(*) FROM `+table+` WHERE c0 LIKE '% of generation 2 %'`).Scan(&count)
+				if count != n {
+					b.Fatalf("%s holds %d rows of generation 2, want %d", table, count, n)
 				}
 			}
 		}

@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		copied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_copied_rows_total",
 			Help: "Rows inserted with COPY (runs of new rows of plainly mapped tables, consumers/setapply.go)."}, []string{"target"}),
 		staged: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_staged_rows_total",
-			Help: "Rows upserted or deleted through a staging table (runs of plainly mapped tables whose keys the target holds, consumers/staging.go)."}, []string{"target"}),
+			Help: "Rows upserted through a staging table (runs of plainly mapped tables whose keys the target holds, consumers/staging.go)."}, []string{"target"}),
 		reselected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_reselected_rows_total",
 			Help: "Rows re-read from the source because an update left TOAST values unchanged that the target could not supply."}, []string{"target"}),
 	}

@@ -51,7 +51,6 @@ type copyRun struct {
 	plan *copyPlan
 	rows []schemas.Row
 	cts  []time.Time // the commit time of each row (for the upsert of keys the target holds)
-	del  bool        // a run of deletes (hard policy): applied through the staging table (staging.go)
 }
 
 // copyPlan is how the rows of a plainly mapped table go into its target:
@@ -178,14 +177,10 @@ const copySavepoint = "shadowcube_copy"
 // into the target now, the others are upserted through the staging table
 // (staging.go; with ApplierConfig.noStage: queued on b as a JSON upsert).
 // Where the target held most keys of the table's last run, the whole run
-// is upserted through the staging table without a probe. A run of deletes
-// goes through the staging table. b holds the statements before the run,
-// not yet sent; st is what tx has used.
+// is upserted through the staging table without a probe. b holds the
+// statements before the run, not yet sent; st is what tx has used.
 func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState) error {
 	tm := r.tm
-	if r.del {
-		return a.stageDelete(ctx, tx, r, b, send, st)
-	}
 	mode := a.copies.get(tm)
 	if mode == copyStage && !a.cfg.noStage {
 		return a.stageUpsert(ctx, tx, r, b, send, st, true)

@@ -13,15 +13,14 @@ import (
 // Staged apply of runs whose keys the target holds (see
 // docs/performance.md, B4).
 //
-// A run of full-row upserts of a plainly mapped table (setapply.go) whose
-// keys the target already holds, and a run of deletes of such a table, are
-// not sent as one statement over a json_to_recordset array (PostgreSQL
-// parses and casts every value of the JSON per row): the run's rows go with
-// COPY into a staging table, then one statement applies them to the target:
+// The rows of a run of full-row upserts of a plainly mapped table
+// (setapply.go) whose keys the target already holds are not sent as one
+// statement over a json_to_recordset array (PostgreSQL parses and casts
+// every value of the JSON per row): they go with COPY into a staging
+// table, then one statement applies them to the target:
 //
 //	INSERT INTO target (…) OVERRIDING SYSTEM VALUE SELECT … FROM staging
 //	  ON CONFLICT (key) DO UPDATE SET …
-//	DELETE FROM target AS t USING staging AS d WHERE t.key = d.key
 //
 // stmtBatch has already reduced the run to the newest version of each key,
 // and runs are barriers in source order (in-place updates of unchanged
@@ -52,32 +51,29 @@ import (
 // through the staging table. Per row, the staging table saves the JSON
 // parse of every value; it cannot save PostgreSQL's per-row update (there
 // is no multi-row update), so it pays on wide rows and is level on narrow
-// ones (docs/performance.md, B4).
+// ones (docs/performance.md, B4). Runs of deletes keep the JSON delete:
+// through a staging table they measured no faster.
 //
 // A failing staging COPY is a copyError: the applier applies the same batch
 // again without COPY or staging (applyBatch).
 
 // stagePlan is how runs of a plainly mapped table go through its staging table.
 type stagePlan struct {
-	table    string // pg_temp."shadowcube_stage_<hash>"
-	create   string // CREATE TEMP TABLE IF NOT EXISTS …
-	copyRows string // COPY staging (every column) FROM STDIN
-	copyKeys string // COPY staging (key columns) FROM STDIN
+	table  string // pg_temp."shadowcube_stage_<hash>"
+	create string // CREATE TEMP TABLE IF NOT EXISTS …
+	copy   string // COPY staging FROM STDIN
 	// upsert applies the staged rows and returns how many it inserted (the
 	// others updated rows the target held).
 	upsert string
-	delete string // DELETE FROM target USING staging
 }
 
 // planStage returns the staging plan of tm; tcols are the quoted target
 // columns, key columns first.
 func planStage(tm *TableMap, tcols []string) *stagePlan {
-	var defs, sets, match []string
+	var defs, sets []string
 	for i, c := range tm.Columns {
 		defs = append(defs, tcols[i]+" "+tm.tgtTypes[c.Name])
-		if i < len(tm.Key) {
-			match = append(match, fmt.Sprintf("t.%s = d.%s", tcols[i], tcols[i]))
-		} else {
+		if i >= len(tm.Key) {
 			sets = append(sets, fmt.Sprintf("%s = EXCLUDED.%s", tcols[i], tcols[i]))
 		}
 	}
@@ -87,8 +83,7 @@ func planStage(tm *TableMap, tcols []string) *stagePlan {
 	p := &stagePlan{table: "pg_temp." + name}
 	p.create = fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS", name, strings.Join(defs, ", "))
 	cols := strings.Join(tcols, ", ")
-	p.copyRows = fmt.Sprintf("COPY %s (%s) FROM STDIN", p.table, cols)
-	p.copyKeys = fmt.Sprintf("COPY %s (%s) FROM STDIN", p.table, strings.Join(tcols[:len(tm.Key)], ", "))
+	p.copy = fmt.Sprintf("COPY %s (%s) FROM STDIN", p.table, cols)
 	action := "DO NOTHING"
 	if len(sets) > 0 {
 		action = "DO UPDATE SET " + strings.Join(sets, ", ")
@@ -100,7 +95,6 @@ func planStage(tm *TableMap, tcols []string) *stagePlan {
 	p.upsert = fmt.Sprintf("WITH u AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s ON CONFLICT (%s) %s RETURNING xmax::text = '0' AS ins) "+
 		"SELECT count(*) FILTER (WHERE ins) FROM u",
 		tm.qTarget(), cols, cols, p.table, tm.keyList(), action)
-	p.delete = fmt.Sprintf("DELETE FROM %s AS t USING %s AS d WHERE %s", tm.qTarget(), p.table, strings.Join(match, " AND "))
 	return p
 }
 
@@ -110,17 +104,13 @@ type txState struct {
 	staged     map[string]bool // staging tables filled in this transaction
 }
 
-// fillStaging copies the rows of r (their key columns only when keys) into the
-// staging table of its table. b's queued statements must have been sent.
-func fillStaging(ctx context.Context, tx pgx.Tx, r *copyRun, keys bool, st *txState) error {
+// fillStaging copies the rows of r into the staging table of its table.
+// b's queued statements must have been sent.
+func fillStaging(ctx context.Context, tx pgx.Tx, r *copyRun, st *txState) error {
 	sp := r.plan.stage
-	cols, copySQL := r.plan.cols, sp.copyRows
-	if keys {
-		cols, copySQL = cols[:len(r.tm.Key)], sp.copyKeys
-	}
 	var buf bytes.Buffer
 	for _, row := range r.rows {
-		appendCopyRow(&buf, cols, row)
+		appendCopyRow(&buf, r.plan.cols, row)
 	}
 	// one round trip: create (first use in the session), empty (second
 	// use in the transaction) and copy ride in one query string
@@ -132,7 +122,7 @@ func fillStaging(ctx context.Context, tx pgx.Tx, r *copyRun, keys bool, st *txSt
 		st.staged = map[string]bool{}
 	}
 	st.staged[sp.table] = true
-	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, q+copySQL); err != nil {
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, q+sp.copy); err != nil {
 		return &copyError{table: r.tm.Target, err: fmt.Errorf("staging: %w", err)}
 	}
 	return nil
@@ -146,7 +136,7 @@ func (a *Applier) stageUpsert(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx
 	if err := send(); err != nil {
 		return err
 	}
-	if err := fillStaging(ctx, tx, r, false, st); err != nil {
+	if err := fillStaging(ctx, tx, r, st); err != nil {
 		return err
 	}
 	tm, n := r.tm, len(r.rows)
@@ -161,18 +151,5 @@ func (a *Applier) stageUpsert(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx
 		a.met.staged.WithLabelValues(a.target).Add(float64(n))
 		return nil
 	})
-	return nil
-}
-
-// stageDelete applies run r of deletes through its staging table.
-func (a *Applier) stageDelete(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState) error {
-	if err := send(); err != nil {
-		return err
-	}
-	if err := fillStaging(ctx, tx, r, true, st); err != nil {
-		return err
-	}
-	b.Queue(r.plan.stage.delete)
-	a.met.staged.WithLabelValues(a.target).Add(float64(len(r.rows)))
 	return nil
 }

@@ -78,8 +78,8 @@ func stagedRows(s *Sync) map[string]float64 {
 }
 
 // TestStagedRuns: runs of updates of rows the target holds, mixed with new
-// rows, and runs of deletes go through the staging table of the identity
-// target; updates leaving a TOASTed value unchanged stay in place (the
+// rows, go through the staging table of the identity target; runs of
+// deletes between them stay barriers; updates leaving a TOASTed value unchanged stay in place (the
 // value is kept, never NULL); key changes and a truncate between runs keep
 // source order. After each source transaction both targets equal the
 // source. Then the whole stream is delivered again from its start (the
