@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -134,6 +135,9 @@ type Applier struct {
 	wm      schemas.Watermark
 	wmDirty bool
 	copies  copyState // setapply.go
+	// stageOff is set when the target refused a staging table (staging.go;
+	// e.g. no TEMPORARY privilege): held rows go back to JSON upserts.
+	stageOff atomic.Bool
 }
 
 // NewApplier checks cfg and returns an applier; Run starts it.

@@ -182,7 +182,7 @@ const copySavepoint = "shadowcube_copy"
 func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState) error {
 	tm := r.tm
 	mode := a.copies.get(tm)
-	if mode == copyStage && !a.cfg.noStage {
+	if mode == copyStage && !a.noStage() {
 		return a.stageUpsert(ctx, tx, r, b, send, st, true)
 	}
 	if mode == copyOptimistic && st.savepoints < maxCopySavepoints {
@@ -236,7 +236,7 @@ func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.B
 	}
 	switch {
 	case len(held.rows) == 0:
-	case a.cfg.noStage:
+	case a.noStage():
 		upsert := make([][]byte, len(held.rows))
 		for j, row := range held.rows {
 			upsert[j] = rowJSON(tm, row, held.cts[j])

@@ -104,9 +104,16 @@ type txState struct {
 	staged     map[string]bool // staging tables filled in this transaction
 }
 
+// noStage reports whether held rows skip the staging table: by
+// configuration, or because the target refused one.
+func (a *Applier) noStage() bool { return a.cfg.noStage || a.stageOff.Load() }
+
 // fillStaging copies the rows of r into the staging table of its table.
-// b's queued statements must have been sent.
-func fillStaging(ctx context.Context, tx pgx.Tx, r *copyRun, st *txState) error {
+// b's queued statements must have been sent. A failure other than a
+// transient one (the target refuses temporary tables, a type the staging
+// table cannot take) turns staging off for this applier: the batch is
+// applied again without COPY (applyBatch), later ones with JSON upserts.
+func (a *Applier) fillStaging(ctx context.Context, tx pgx.Tx, r *copyRun, st *txState) error {
 	sp := r.plan.stage
 	var buf bytes.Buffer
 	for _, row := range r.rows {
@@ -123,6 +130,9 @@ func fillStaging(ctx context.Context, tx pgx.Tx, r *copyRun, st *txState) error 
 	}
 	st.staged[sp.table] = true
 	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, q+sp.copy); err != nil {
+		if ctx.Err() == nil && !Transient(err) && !a.stageOff.Swap(true) {
+			a.log.Warn("the target refused a staging table; held rows go through upserts from now on", "table", r.tm.Target, "err", err)
+		}
 		return &copyError{table: r.tm.Target, err: fmt.Errorf("staging: %w", err)}
 	}
 	return nil
@@ -136,7 +146,7 @@ func (a *Applier) stageUpsert(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx
 	if err := send(); err != nil {
 		return err
 	}
-	if err := fillStaging(ctx, tx, r, st); err != nil {
+	if err := a.fillStaging(ctx, tx, r, st); err != nil {
 		return err
 	}
 	tm, n := r.tm, len(r.rows)

@@ -286,3 +286,47 @@ func TestStagedApplyProperty(t *testing.T) {
 		t.Fatalf("rows through staging by target: %v: the property did not exercise staging", staged)
 	}
 }
+
+// TestStagingRefusedFallsBack: a target that refuses to create the staging
+// table (here an event trigger refusing CREATE TEMP TABLE) gets the batch again
+// without COPY, then JSON upserts for held rows: every row arrives, nothing
+// goes to the DLQ, staging is off and counts nothing.
+func TestStagingRefusedFallsBack(t *testing.T) {
+	e := newEnv(t)
+	e.minCopy = 4
+	e.exec(e.src, stagedSrcDDL)
+	e.exec(e.dst, stagedDstDDL)
+	e.exec(e.dst, `CREATE FUNCTION no_tables() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_query() ILIKE '%CREATE TEMP TABLE%' THEN
+    RAISE EXCEPTION 'no temporary tables here';
+  END IF;
+END $$;
+CREATE EVENT TRIGGER no_tables ON ddl_command_start WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION no_tables()`)
+	e.startCDC("staged", "public.sp")
+	s, _ := e.startSync(e.loadMapping(stagedMapping), 500)
+	for _, q := range []string{
+		`INSERT INTO sp SELECT g, 'v' || g, g FROM generate_series(1, 40) g`,
+		`UPDATE sp SET v = 'first ' || id WHERE id <= 30`,
+		`UPDATE sp SET v = 'second ' || id WHERE id > 10`,
+	} {
+		e.exec(e.src, q)
+		if err := caughtUp(e.ctx, e.src, e.dst, []string{"plain", "rows"}, "staged"); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		if d := stagedSame(t, e); d != "" {
+			t.Fatalf("after %s: %s", q, d)
+		}
+	}
+	for _, a := range s.Appliers() {
+		if n := testutil.ToFloat64(a.met.dlq.WithLabelValues(a.target)); n != 0 {
+			t.Fatalf("target %s: %v transactions went to the DLQ", a.target, n)
+		}
+		if a.target == "plain" && !a.stageOff.Load() {
+			t.Fatal("the refused staging table did not turn staging off")
+		}
+	}
+	if staged := stagedRows(s); staged["plain"] != 0 || staged["rows"] != 0 {
+		t.Fatalf("rows counted as staged: %v", staged)
+	}
+}
