@@ -26,10 +26,12 @@ import (
 // with COPY straight into the target table (PostgreSQL's multi-row insert
 // path) under a savepoint. When the target already holds one of the run's
 // keys (unique violation) the savepoint is rolled back, the run's keys are
-// probed (one index probe each), held keys go through the usual upsert and
-// the rest through COPY; the table then probes first until a run finds no
-// held key. All of it runs inside the batch's target transaction, at the
-// run's place among the other statements, before the checkpoint moves.
+// probed (one index probe each), held keys are upserted through a staging
+// table (staging.go) and the rest go through COPY; the table then probes
+// first until a run finds no held key, or, while most keys are held, sends
+// whole runs through the staging table without a probe (copyMode). All of
+// it runs inside the batch's target transaction, at the run's place among
+// the other statements, before the checkpoint moves.
 //
 // COPY in text format: source values are exact PostgreSQL text, so the
 // target column's input function reads them exactly as the upsert's casts

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"pgregory.net/rapid"
@@ -328,5 +329,70 @@ CREATE EVENT TRIGGER no_tables ON ddl_command_start WHEN TAG IN ('CREATE TABLE')
 	}
 	if staged := stagedRows(s); staged["plain"] != 0 || staged["rows"] != 0 {
 		t.Fatalf("rows counted as staged: %v", staged)
+	}
+}
+
+// TestStagedBatchKilledMidway: the target session applying a staged run is
+// terminated while its upsert waits on a row lock (the batch's transaction
+// dies with its staging table mid-way, as in a crash of the target
+// connection): nothing of the batch is visible, the checkpoint has not
+// moved, and the retry on a new session (a new staging table) applies the
+// batch once, equal to the source.
+func TestStagedBatchKilledMidway(t *testing.T) {
+	e, s, _ := stagedEnv(t, 4)
+	e.exec(e.src, `INSERT INTO sp SELECT g, 'v' || g, g FROM generate_series(1, 40) g`)
+	if err := caughtUp(e.ctx, e.src, e.dst, []string{"plain", "rows"}, "staged"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := ReadCheckpoint(e.ctx, e.dst, "plain", "staged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocker, err := connectPinned(t, e.dstURL).Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blocker.Exec(e.ctx, `SELECT 1 FROM public.sp WHERE id = 35 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	// held rows (and two new ones): through the staging table
+	e.exec(e.src, `UPDATE sp SET v = 'killed ' || id WHERE id > 20; INSERT INTO sp VALUES (41, 'new', 41), (42, 'new', 42)`)
+	var pid int
+	waitCond(t, 30*time.Second, "the staged upsert to wait on the locked row", func() bool {
+		err := e.src.QueryRow(e.ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%shadowcube_stage_%'`,
+			dbName(t, e.dstURL)).Scan(&pid)
+		return err == nil
+	})
+	var stagedNow bool
+	if err := e.dst.QueryRow(e.ctx, `SELECT count(*) = 0 FROM public.sp WHERE v LIKE 'killed %'`).Scan(&stagedNow); err != nil || !stagedNow {
+		t.Fatalf("rows of the blocked batch are visible (%v)", err)
+	}
+	var ok bool
+	if err := e.dst.QueryRow(e.ctx, `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminate backend %d: %v %v", pid, ok, err)
+	}
+	if mid, err := ReadCheckpoint(e.ctx, e.dst, "plain", "staged"); err != nil || mid != before {
+		t.Fatalf("checkpoint moved with the killed batch: %+v, was %+v (%v)", mid, before, err)
+	}
+	if err := blocker.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := caughtUp(e.ctx, e.src, e.dst, []string{"plain", "rows"}, "staged"); err != nil {
+		t.Fatal(err)
+	}
+	if d := stagedSame(t, e); d != "" {
+		t.Fatal(d)
+	}
+	a := s.Appliers()[0]
+	for _, x := range s.Appliers() {
+		if x.target == "plain" {
+			a = x
+		}
+	}
+	if n := testutil.ToFloat64(a.met.retries.WithLabelValues(a.target)); n == 0 {
+		t.Fatal("the killed batch was not retried: the fault did not hit")
+	}
+	if n := testutil.ToFloat64(a.met.dlq.WithLabelValues(a.target)); n != 0 {
+		t.Fatalf("%v transactions went to the DLQ", n)
 	}
 }
