@@ -260,11 +260,7 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	}
 	o.CubeStatus, o.CubeLatency = res.Cube.Status, res.Cube.Latency
 	o.Truncated = res.Legacy.BodyTruncated || res.Cube.BodyTruncated
-	var prep func(any)
-	if e.kind == KindSaju {
-		prep = normalizeSaju
-	}
-	diffs, lv, cv, err := e.compareResponses(&res.Legacy, res.Cube, prep)
+	diffs, lv, cv, err := e.compareResponses(&res.Legacy, res.Cube)
 	if err != nil {
 		diffs = append(diffs, schemas.Diff{Path: "body", Kind: schemas.DiffChanged, Legacy: mustJSON(err.Error())})
 	}
@@ -276,7 +272,7 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	obs := NoiseObservation{Request: true, RawPaths: diffPaths(diffs)}
 	if res.Secondary != nil || res.SecondaryError != "" {
 		if res.Secondary != nil && res.SecondaryError == "" {
-			nd, _, _, err := e.compareResponses(&res.Legacy, res.Secondary, prep)
+			nd, _, _, err := e.compareResponses(&res.Legacy, res.Secondary)
 			if err == nil {
 				obs.Baseline, obs.NoisePaths = true, diffPaths(nd)
 			}
@@ -284,7 +280,7 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	} else if c.repeats != nil && len(res.Legacy.Body) > 0 && !res.Freshness.Stale {
 		entry := repeatEntry{at: res.Request.CapturedAt, mark: res.Freshness.Watermark, target: res.Freshness.Target, body: res.Legacy.Body}
 		if prev, ok := c.repeats.swap(fingerprint(res), entry, c.cfg.RepeatWindow); ok {
-			nd, _, _, err := e.compareResponses(&schemas.HTTPResponse{Status: res.Legacy.Status, Headers: res.Legacy.Headers, Body: prev}, &res.Legacy, prep)
+			nd, _, _, err := e.compareResponses(&schemas.HTTPResponse{Status: res.Legacy.Status, Headers: res.Legacy.Headers, Body: prev}, &res.Legacy)
 			if err == nil {
 				obs.Baseline, obs.NoisePaths, obs.FromRepeats = true, diffPaths(nd), true
 			}
@@ -324,7 +320,7 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 	}
 	o.Causes = c.causes(e, o, paths, lv, cv)
 	o.Severity = severity(e.kind, paths)
-	if c.movedOn(e, res, prep, isNoise) {
+	if c.movedOn(e, res, isNoise) {
 		// Legacy asked again gives the cube's answer: the data changed
 		// after capture. Diffs are kept for inspection.
 		o.Verdict, o.Severity, o.Causes = VerdictMovedOn, schemas.SeverityInfo, []string{CauseMovedOn}
@@ -337,14 +333,14 @@ func (c *Comparator) Compare(res *schemas.ShadowResult) *Outcome {
 // movedOn says whether legacy's answer asked again at replay time equals
 // the cube's under the route's rules (differences classified as noise on
 // the route do not count, as in the pair itself).
-func (c *Comparator) movedOn(e *engine, res *schemas.ShadowResult, prep func(any), isNoise map[string]bool) bool {
+func (c *Comparator) movedOn(e *engine, res *schemas.ShadowResult, isNoise map[string]bool) bool {
 	if res.LegacyRecheck == nil || res.Cube == nil {
 		return false
 	}
 	rc := *res.LegacyRecheck
 	rc.Body = append([]byte(nil), rc.Body...)
 	cube := *res.Cube
-	diffs, _, _, err := e.compareResponses(&rc, &cube, prep)
+	diffs, _, _, err := e.compareResponses(&rc, &cube)
 	if err != nil {
 		return false
 	}

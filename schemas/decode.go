@@ -35,6 +35,16 @@ func (e *FieldError) Error() string {
 
 // DecodeRequestEvent decodes and validates a RequestEvent.
 func DecodeRequestEvent(data []byte) (RequestEvent, error) {
+	// Every replay decodes one: the documents the encoders write take a
+	// plain parser (decode_fast.go), anything else the general decoder.
+	if len(data) <= MaxEventSize {
+		if ev, ok := decodeRequestFast(data); ok {
+			if err := checkVersionString("RequestEvent", ev.V); err != nil {
+				return ev, err
+			}
+			return ev, ev.Validate()
+		}
+	}
 	return decode[RequestEvent](data, "RequestEvent")
 }
 
