@@ -28,7 +28,8 @@ import (
 // (kind tKey) followed by the value's nodes.
 type tnode struct {
 	kind       byte
-	esc        bool    // a string or key with escapes (or bytes that are not UTF-8): decode it
+	esc        bool    // a string or key with escapes: decode it
+	wide       bool    // a string or key with bytes ≥ 0x80: checked for UTF-8 when its text is read
 	start, end int32   // strings and keys: the bytes between the quotes; numbers: the literal
 	next       int32   // the index after this value (its subtree included)
 	n          int32   // objects: members; arrays: elements
@@ -225,10 +226,7 @@ func (p *tapeParser) str(kind byte) bool {
 		c := s[p.i]
 		switch {
 		case c == '"':
-			if wide && !esc && !utf8.Valid(s[start:p.i]) {
-				esc = true // bytes that are not UTF-8 decode as U+FFFD: let encoding/json say what it reads
-			}
-			p.t.nodes = append(p.t.nodes, tnode{kind: kind, esc: esc, start: int32(start), end: int32(p.i)})
+			p.t.nodes = append(p.t.nodes, tnode{kind: kind, esc: esc, wide: wide, start: int32(start), end: int32(p.i)})
 			p.i++
 			return true
 		case c == '\\':
@@ -334,7 +332,10 @@ func (p *tapeParser) number() bool {
 // aliases the source bytes (valid only during the comparison).
 func (t *tape) text(n *tnode) (string, bool) {
 	raw := t.src[n.start:n.end]
-	if !n.esc {
+	// Bytes that are not UTF-8 decode as U+FFFD: let encoding/json say
+	// what it reads. Checked only here: a string that is never compared
+	// (ignored, or judged by presence) is never checked.
+	if !n.esc && (!n.wide || utf8.Valid(raw)) {
 		return unsafe.String(unsafe.SliceData(raw), len(raw)), true
 	}
 	q := make([]byte, 0, len(raw)+2)
