@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,12 +129,21 @@ services:
 		if os.Getenv("B6_ONLY") == "fused" {
 			// Profiling aid: the fused rounds alone (no raw loop, no
 			// separate stages), e.g. with -cpuprofile.
+			// Allocations per pair (the whole process) are the figure least
+			// moved by the machine's other load.
+			var allocs, allocBytes []float64
 			for round := range rounds {
+				var m0, m1 runtime.MemStats
+				runtime.ReadMemStats(&m0)
 				measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round, true) }, &fusedRates, &cpuFused)
+				runtime.ReadMemStats(&m1)
+				allocs = append(allocs, float64(m1.Mallocs-m0.Mallocs)/float64(n))
+				allocBytes = append(allocBytes, float64(m1.TotalAlloc-m0.TotalAlloc)/float64(n))
 			}
 			b.ReportMetric(testenv.Median(fusedRates), "fused-pairs/s")
 			b.ReportMetric(testenv.Median(cpuFused), "cpu-µs/fused-pair")
-			fmt.Printf("fused only: %.0f pairs/s %.1f cpu-us/pair (rounds %v cpu-us/pair)\n", testenv.Median(fusedRates), testenv.Median(cpuFused), rounded(cpuFused))
+			fmt.Printf("fused only: %.0f pairs/s %.1f cpu-us/pair (rounds %v cpu-us/pair) %.0f allocs/pair %.0f B/pair\n",
+				testenv.Median(fusedRates), testenv.Median(cpuFused), rounded(cpuFused), testenv.Median(allocs), testenv.Median(allocBytes))
 			continue
 		}
 		var jsRates, cpuJS []float64

@@ -102,10 +102,17 @@ func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg, p *progress) {
 	if !r.store(ctx, msg, res, log) {
 		return
 	}
-	r.m.replays.WithLabelValues(ev.Service, route.Route, seen.outcome).Inc()
-	r.m.latency.WithLabelValues(ev.Service, route.Route, "legacy").Observe(ev.Response.Latency.Seconds())
-	if seen.cube >= 0 {
-		r.m.latency.WithLabelValues(ev.Service, route.Route, "cube").Observe(seen.cube.Seconds())
+	if seen.outcome == outcomeReplayed && seen.cube >= 0 { // the common case: series looked up once per route
+		o := r.m.replayedOf(svc, route)
+		o.replays.Inc()
+		o.legacy.Observe(ev.Response.Latency.Seconds())
+		o.cube.Observe(seen.cube.Seconds())
+	} else {
+		r.m.replays.WithLabelValues(ev.Service, route.Route, seen.outcome).Inc()
+		r.m.latency.WithLabelValues(ev.Service, route.Route, "legacy").Observe(ev.Response.Latency.Seconds())
+		if seen.cube >= 0 {
+			r.m.latency.WithLabelValues(ev.Service, route.Route, "cube").Observe(seen.cube.Seconds())
+		}
 	}
 	if seen.secondary >= 0 {
 		r.m.latency.WithLabelValues(ev.Service, route.Route, "secondary").Observe(seen.secondary.Seconds())

@@ -242,6 +242,7 @@ type service struct {
 	legacy        *target
 	watermarkKey  string // "" = no freshness barrier
 	freshnessWait time.Duration
+	replayed      sync.Map // *routes.Route → *replayedObs: a route's metrics of its common outcome
 }
 
 // target is one HTTP endpoint replays go to, with its own limits.
