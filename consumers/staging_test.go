@@ -344,10 +344,6 @@ func TestStagedBatchKilledMidway(t *testing.T) {
 	if err := caughtUp(e.ctx, e.src, e.dst, []string{"plain", "rows"}, "staged"); err != nil {
 		t.Fatal(err)
 	}
-	before, err := ReadCheckpoint(e.ctx, e.dst, "plain", "staged")
-	if err != nil {
-		t.Fatal(err)
-	}
 	blocker, err := connectPinned(t, e.dstURL).Begin(e.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -363,6 +359,12 @@ func TestStagedBatchKilledMidway(t *testing.T) {
 			dbName(t, e.dstURL)).Scan(&pid)
 		return err == nil
 	})
+	// the checkpoint of the last committed batch (cdc heartbeats move it
+	// until the blocked batch holds it)
+	before, err := ReadCheckpoint(e.ctx, e.dst, "plain", "staged")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var stagedNow bool
 	if err := e.dst.QueryRow(e.ctx, `SELECT count(*) = 0 FROM public.sp WHERE v LIKE 'killed %'`).Scan(&stagedNow); err != nil || !stagedNow {
 		t.Fatalf("rows of the blocked batch are visible (%v)", err)
