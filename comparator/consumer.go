@@ -235,6 +235,7 @@ type compared struct {
 	msg jetstream.Msg
 	out *Outcome
 	res *schemas.ShadowResult // kept for the store's example pairs
+	run Run                   // from the message's Nats-Msg-Id (RunOf)
 }
 
 // PruneEvery is how often the compare loop deletes pairs older than the
@@ -347,7 +348,9 @@ func (c *Consumer) compareBatch(ctx context.Context, msgs []jetstream.Msg) ([]co
 			}
 			continue
 		}
-		out = append(out, compared{msg: m, out: c.cmp.Compare(&res), res: &res})
+		// The run is read before Compare, which may normalise res in place.
+		run := RunOf(res.RequestID, m.Headers().Get(jetstream.MsgIDHeader))
+		out = append(out, compared{msg: m, out: c.cmp.Compare(&res), res: &res, run: run})
 	}
 	return out, nil
 }
@@ -356,10 +359,15 @@ func (c *Consumer) compareBatch(ctx context.Context, msgs []jetstream.Msg) ([]co
 func (c *Consumer) saveBatch(ctx context.Context, batch []compared) error {
 	outs := make([]*Outcome, len(batch))
 	answers := make([]*schemas.ShadowResult, len(batch))
+	runs := make([]Run, len(batch))
 	for i, p := range batch {
-		outs[i], answers[i] = p.out, p.res
+		outs[i], answers[i], runs[i] = p.out, p.res, p.run
 	}
-	if _, err := c.store.SaveWithAnswers(ctx, outs, answers); err != nil {
+	// A redelivered message is the same replay (skipped on request id and
+	// replay time); a live result published again after JetStream's
+	// de-duplication window is a second live replay (skipped on the
+	// request id): the request keeps one live pair either way.
+	if _, err := c.store.SaveRuns(ctx, outs, answers, runs); err != nil {
 		return err
 	}
 	for _, p := range batch {

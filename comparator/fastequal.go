@@ -1,6 +1,8 @@
 package comparator
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"strconv"
@@ -26,7 +28,8 @@ import (
 // (kind tKey) followed by the value's nodes.
 type tnode struct {
 	kind       byte
-	esc        bool    // a string or key with escapes (or bytes that are not UTF-8): decode it
+	esc        bool    // a string or key with escapes: decode it
+	wide       bool    // a string or key with bytes ≥ 0x80: checked for UTF-8 when its text is read
 	start, end int32   // strings and keys: the bytes between the quotes; numbers: the literal
 	next       int32   // the index after this value (its subtree included)
 	n          int32   // objects: members; arrays: elements
@@ -208,14 +211,22 @@ func (p *tapeParser) str(kind byte) bool {
 	s := p.t.src
 	p.i++
 	start, esc, wide := p.i, false, false
+	// The usual string: no escape before its closing quote. Find the quote
+	// and check the bytes before it eight at a time.
+	if q := bytes.IndexByte(s[p.i:], '"'); q >= 0 {
+		seg := s[p.i : p.i+q]
+		if bytes.IndexByte(seg, '\\') < 0 {
+			if controlOrWide(seg, &wide) {
+				return false
+			}
+			p.i += q
+		}
+	}
 	for p.i < len(s) {
 		c := s[p.i]
 		switch {
 		case c == '"':
-			if wide && !esc && !utf8.Valid(s[start:p.i]) {
-				esc = true // bytes that are not UTF-8 decode as U+FFFD: let encoding/json say what it reads
-			}
-			p.t.nodes = append(p.t.nodes, tnode{kind: kind, esc: esc, start: int32(start), end: int32(p.i)})
+			p.t.nodes = append(p.t.nodes, tnode{kind: kind, esc: esc, wide: wide, start: int32(start), end: int32(p.i)})
 			p.i++
 			return true
 		case c == '\\':
@@ -245,6 +256,33 @@ func (p *tapeParser) str(kind byte) bool {
 			wide = wide || c >= utf8.RuneSelf
 			p.i++
 		}
+	}
+	return false
+}
+
+// controlOrWide reports whether seg holds a control character (not allowed
+// unescaped in a JSON string), and sets *wide when it holds a byte ≥ 0x80.
+func controlOrWide(seg []byte, wide *bool) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	var or uint64
+	i := 0
+	for ; i+8 <= len(seg); i += 8 {
+		x := binary.LittleEndian.Uint64(seg[i:])
+		// a byte < 0x20 in x: (x - 0x20…) borrows into its high bit while
+		// the byte's own high bit is clear
+		if (x-0x20*lo)&^x&hi != 0 {
+			return true
+		}
+		or |= x
+	}
+	for ; i < len(seg); i++ {
+		if seg[i] < 0x20 {
+			return true
+		}
+		or |= uint64(seg[i])
+	}
+	if or&hi != 0 {
+		*wide = true
 	}
 	return false
 }
@@ -294,7 +332,10 @@ func (p *tapeParser) number() bool {
 // aliases the source bytes (valid only during the comparison).
 func (t *tape) text(n *tnode) (string, bool) {
 	raw := t.src[n.start:n.end]
-	if !n.esc {
+	// Bytes that are not UTF-8 decode as U+FFFD: let encoding/json say
+	// what it reads. Checked only here: a string that is never compared
+	// (ignored, or judged by presence) is never checked.
+	if !n.esc && (!n.wide || utf8.Valid(raw)) {
 		return unsafe.String(unsafe.SliceData(raw), len(raw)), true
 	}
 	q := make([]byte, 0, len(raw)+2)
@@ -329,6 +370,11 @@ func (e *engine) tapeEqual(a, b []byte) bool {
 			}
 		}
 	}()
+	return e.tapeEqualOn(ta, tb, a, b)
+}
+
+// tapeEqualOn is tapeEqual on the caller's tapes.
+func (e *engine) tapeEqualOn(ta, tb *tape, a, b []byte) bool {
 	if !ta.parse(a) || !tb.parse(b) {
 		return false
 	}

@@ -72,6 +72,7 @@ type Fused struct {
 
 type fusedItem struct {
 	out  *Outcome
+	run  Run                    // from the Nats-Msg-Id: live or window replay
 	ex   *schemas.ShadowResult  // a copy of the answers, when the store wants this pair as an example
 	ack  jetstream.PubAckFuture // nil: not published
 	buf  *[]byte                // the published payload's buffer, back to bufs once answered
@@ -116,9 +117,12 @@ func NewFused(cfg FusedConfig, deps Deps) (*Fused, error) {
 }
 
 // Put compares res and queues its verdict for the next batch; done is
-// called once the verdict is stored (see Fused).
+// called once the verdict is stored (see Fused). msgID tells the run
+// (RunOf): a live replay (msgID = request id) is stored once per request
+// however often it is redelivered, a window replay
+// (schemas.WindowResultMsgID) adds a pair.
 func (f *Fused) Put(res *schemas.ShadowResult, msgID string, done func(error)) {
-	it := fusedItem{done: done}
+	it := fusedItem{done: done, run: RunOf(res.RequestID, msgID)}
 	if !f.cfg.NoPublish {
 		// Encoded before Compare, which may normalise res in place.
 		bp := f.bufs.Get().(*[]byte)
@@ -191,11 +195,12 @@ func (f *Fused) storeLoop() {
 		t.Stop()
 		outs := make([]*Outcome, len(batch))
 		answers := make([]*schemas.ShadowResult, len(batch))
+		runs := make([]Run, len(batch))
 		for i := range batch {
-			outs[i], answers[i] = batch[i].out, batch[i].ex
+			outs[i], answers[i], runs[i] = batch[i].out, batch[i].ex, batch[i].run
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_, err := f.store.SaveWithAnswers(ctx, outs, answers)
+		_, err := f.store.SaveRuns(ctx, outs, answers, runs)
 		cancel()
 		if err != nil {
 			f.log.Error("store verdicts; their requests will be replayed again", "err", err, "pairs", len(batch), "retry_in", backoff)

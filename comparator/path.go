@@ -80,6 +80,7 @@ type seg struct {
 type Pattern struct {
 	src  string
 	segs []seg
+	deep bool // has a .. segment: matches locations of any depth
 }
 
 // String returns the pattern as written.
@@ -97,6 +98,7 @@ func ParsePattern(src string) (Pattern, error) {
 		switch {
 		case strings.HasPrefix(s[i:], ".."):
 			p.segs = append(p.segs, seg{kind: segDeep})
+			p.deep = true
 			i += 2
 			if i < len(s) && s[i] == '[' {
 				continue
@@ -202,6 +204,9 @@ type patternSet []Pattern
 
 func (ps patternSet) matchAny(steps []step) bool {
 	for i := range ps {
+		if !ps[i].deep && len(ps[i].segs) != len(steps) {
+			continue // without .. a pattern names locations of its own depth only
+		}
 		if ps[i].match(steps) {
 			return true
 		}

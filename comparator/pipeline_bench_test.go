@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,7 +35,8 @@ import (
 // verdict in PostgreSQL; the figure is pairs/s stored. The limit is a raw
 // HTTP client loop sending the same requests to the same cube with the same
 // concurrency, in the same run. Everything shares this machine's cores: the
-// embedded NATS server, PostgreSQL, the cube and both stages.
+// embedded NATS server, PostgreSQL, the cube and both stages. B6_ONLY=fused
+// in the environment runs the fused rounds alone (for profiles).
 func BenchmarkB6ReplayCompare(b *testing.B) {
 	n, conc, rounds := 20000, 32, 3
 	if testing.Short() {
@@ -90,6 +93,17 @@ services:
 		}
 		return schemas.RequestSubject(ev.Service, ev.Route), schemas.AppendRequestEvent(nil, &ev)
 	})
+	// A result as the replayer publishes it, for the JetStream part's
+	// loop: the same size on the wire.
+	resultPayload := schemas.AppendShadowResult(nil, &schemas.ShadowResult{
+		V: schemas.Version, RequestID: "b6-000000", Service: "saju", Route: route, ReplayedAt: captured,
+		Request: schemas.RequestEvent{V: schemas.Version, ID: "b6-000000", Service: "saju", Route: route, Method: "POST",
+			Path: "/api/saju/chart/0", Headers: http.Header{"Content-Type": {"application/json"}}, Body: body,
+			UserKey: "hmac-sha256:0123456789abcdef", CapturedAt: captured, Source: schemas.SourceTap,
+			Response: schemas.HTTPResponse{Status: 200, Latency: time.Millisecond}},
+		Legacy: schemas.HTTPResponse{Status: 200, Headers: http.Header{"Content-Type": {"application/json"}}, Body: []byte(legacyDoc), Latency: time.Millisecond},
+		Cube:   &schemas.HTTPResponse{Status: 200, Headers: http.Header{"Content-Type": {"application/json"}}, Body: []byte(cubeDoc), Latency: time.Millisecond},
+	})
 	cmp, err := New(Config{Routes: []RouteRules{{Service: "saju", Route: route, Rules: Rules{Kind: KindSaju,
 		Ignore: []string{"$.request_id", "$.generated_at", "$.id"}}}}})
 	if err != nil {
@@ -112,10 +126,32 @@ services:
 				return req
 			})
 		}
+		if os.Getenv("B6_ONLY") == "fused" {
+			// Profiling aid: the fused rounds alone (no raw loop, no
+			// separate stages), e.g. with -cpuprofile.
+			// Allocations per pair (the whole process) are the figure least
+			// moved by the machine's other load.
+			var allocs, allocBytes []float64
+			for round := range rounds {
+				var m0, m1 runtime.MemStats
+				runtime.ReadMemStats(&m0)
+				measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round, true) }, &fusedRates, &cpuFused)
+				runtime.ReadMemStats(&m1)
+				allocs = append(allocs, float64(m1.Mallocs-m0.Mallocs)/float64(n))
+				allocBytes = append(allocBytes, float64(m1.TotalAlloc-m0.TotalAlloc)/float64(n))
+			}
+			b.ReportMetric(testenv.Median(fusedRates), "fused-pairs/s")
+			b.ReportMetric(testenv.Median(cpuFused), "cpu-µs/fused-pair")
+			fmt.Printf("fused only: %.0f pairs/s %.1f cpu-us/pair (rounds %v cpu-us/pair) %.0f allocs/pair %.0f B/pair\n",
+				testenv.Median(fusedRates), testenv.Median(cpuFused), rounded(cpuFused), testenv.Median(allocs), testenv.Median(allocBytes))
+			continue
+		}
+		var jsRates, cpuJS []float64
 		for round := range rounds {
 			measure(raw, &limits, &cpuRaw)
 			measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round, false) }, &figures, &cpuPair)
 			measure(func() float64 { return replayAndCompare(b, ctx, js, rf, cmp, store, n, round, true) }, &fusedRates, &cpuFused)
+			measure(func() float64 { return jetStreamPart(b, ctx, js, n, round, resultPayload) }, &jsRates, &cpuJS)
 		}
 		measure(raw, &limits, &cpuRaw)
 		figure, limit := testenv.Median(figures), testenv.Median(limits)
@@ -133,7 +169,28 @@ services:
 		rawUS, pairUS, fusedUS := testenv.Median(cpuRaw), testenv.Median(cpuPair), testenv.Median(cpuFused)
 		fmt.Printf("bench B6 cpu per pair, fused: %.1f cpu-µs/pair | limit %.1f cpu-µs/raw-req | ratio %.2f | target 0.50 (separate stages: %.1f cpu-µs/pair, ratio %.2f)\n",
 			fusedUS, rawUS, rawUS/fusedUS, pairUS, rawUS/pairUS)
+		// The bound: what a pair must do besides the comparison and the
+		// store under the one-message-per-result contract — one HTTP
+		// exchange (the raw loop) and the JetStream part (the request
+		// delivered, a result of the same size published, the request
+		// acked) — measured alone in the same run; sharing the cores, a
+		// pair cannot go faster than both in sequence.
+		jsRate, jsUS := testenv.Median(jsRates), testenv.Median(cpuJS)
+		ceiling := 1 / (1/limit + 1/jsRate)
+		fmt.Printf("bench B6 JetStream part alone (request delivered, %d B result published async with its id, request acked; no HTTP, no compare, no store): %.0f pairs/s | limit %.0f req/s | ratio %.2f | target - (%.1f cpu-µs/pair)\n",
+			len(resultPayload), jsRate, limit, jsRate/limit, jsUS)
+		fmt.Printf("bench B6 fused against the bound (raw HTTP + the JetStream part alone, sharing the cores): %.0f pairs/s | limit %.0f pairs/s | ratio %.2f | target - (cpu: %.1f cpu-µs/pair against %.1f + %.1f, ratio %.2f)\n",
+			fused, ceiling, fused/ceiling, fusedUS, rawUS, jsUS, (rawUS+jsUS)/fusedUS)
 	}
+}
+
+// rounded is xs with one decimal, for printing.
+func rounded(xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = float64(int(x*10+0.5)) / 10
+	}
+	return out
 }
 
 // replayAndCompare runs a replayer (new durable) and a comparator consumer
@@ -235,4 +292,71 @@ func replayAndCompare(b *testing.B, ctx context.Context, js jetstream.JetStream,
 		time.Sleep(20 * time.Millisecond)
 	}
 	return float64(n) / elapsed.Seconds()
+}
+
+// jetStreamPart is the JetStream part of a fused pair alone: a new durable
+// on the request backlog (as the replayer: explicit acks, at most 256
+// pulled), and for each request a result-sized payload published
+// asynchronously with a message id into a fresh SHADOW_RESULTS, the
+// request acked once JetStream acknowledged the publish. Returns pairs/s.
+func jetStreamPart(b *testing.B, ctx context.Context, js jetstream.JetStream, n, round int, payload []byte) float64 {
+	b.Helper()
+	if err := js.DeleteStream(ctx, schemas.StreamShadowResults); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.Fatal(err)
+	}
+	resCfg, _ := natsx.StreamConfig(schemas.StreamShadowResults, natsx.StreamSettings{})
+	if _, err := natsx.EnsureStream(ctx, js, resCfg); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	cons, err := natsx.EnsureConsumer(ctx, js, schemas.StreamLegacyRequests, jetstream.ConsumerConfig{
+		Durable: fmt.Sprintf("b6-js-%d", round), AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024,
+		FilterSubject: schemas.PrefixLegacyRequest + ".saju.>", DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer iter.Stop()
+	type pending struct {
+		ack jetstream.PubAckFuture
+		msg jetstream.Msg
+	}
+	acks := make(chan pending, 512)
+	done := make(chan error, 1)
+	go func() {
+		for p := range acks {
+			select {
+			case <-p.ack.Ok():
+			case err := <-p.ack.Err():
+				done <- err
+				return
+			}
+			if err := p.msg.Ack(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	subj := schemas.ShadowResultSubject("saju", "/api/saju/chart/{id}")
+	for i := range n {
+		msg, err := iter.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := js.PublishAsync(subj, payload, jetstream.WithMsgID(fmt.Sprintf("b6-js-%d-%d", round, i)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		acks <- pending{f, msg}
+	}
+	close(acks)
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	return float64(n) / time.Since(start).Seconds()
 }

@@ -111,6 +111,12 @@ var migrations = []string{
 	migrationRollups,
 	// 4: analysts' acceptances and their audit (store_accept.go).
 	acceptMigration,
+	// 5: which replay a pair comes from (Run): a live replay of a request
+	// is stored once however often the request is redelivered, a window
+	// replay adds a pair each time. NULL: stored before this column, or by
+	// a caller that did not say (de-duplicated on the replay time only).
+	`ALTER TABLE {s}.pairs ADD COLUMN run text CHECK (run IN ('live', 'window'));
+	CREATE UNIQUE INDEX pairs_live_request ON {s}.pairs (request_id) WHERE run = 'live';`,
 }
 
 // OpenStore connects and migrates the store.
@@ -209,23 +215,27 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // insertPairs inserts a whole batch in one statement: one array per column,
 // unnested into rows (causes travel as JSON arrays, as a text[] per row
 // cannot). Far less work for PostgreSQL per pair than a statement per row.
+// A row that breaks either unique key is skipped: the same replay stored
+// again (request id and replay time), or a second live replay of a request
+// whose live pair is stored (redelivered after its pair's commit but
+// before its ack).
 const insertPairs = `INSERT INTO {s}.pairs (request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
 		causes, diffs, noise_diffs, cube_error, legacy_status, cube_status, legacy_latency_ms, cube_latency_ms,
 		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score,
-		method, path, operation, skipped)
+		method, path, operation, skipped, run)
 	SELECT request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
 		ARRAY(SELECT jsonb_array_elements_text(causes)), diffs, noise_diffs, cube_error, legacy_status, cube_status,
 		legacy_latency_ms, cube_latency_ms, captured_at, replayed_at, compared_at,
-		ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score, method, path, operation, skipped
+		ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score, method, path, operation, skipped, run
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::bool[], $10::bool[],
 		$11::jsonb[], $12::jsonb[], $13::jsonb[], $14::text[], $15::int[], $16::int[], $17::float8[], $18::float8[],
 		$19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[], $24::text[], $25::float8[], $26::float8[],
-		$27::text[], $28::text[], $29::text[], $30::text[])
+		$27::text[], $28::text[], $29::text[], $30::text[], $31::text[])
 		AS t(request_id, service, route, kind, verdict, severity, signature, accepted, noise, stale,
 		causes, diffs, noise_diffs, cube_error, legacy_status, cube_status, legacy_latency_ms, cube_latency_ms,
 		captured_at, replayed_at, compared_at, ai_truth, ai_legacy_label, ai_cube_label, ai_legacy_score, ai_cube_score,
-		method, path, operation, skipped)
-	ON CONFLICT (request_id, replayed_at) DO NOTHING
+		method, path, operation, skipped, run)
+	ON CONFLICT DO NOTHING
 	RETURNING request_id, replayed_at`
 
 // pairColumns holds a batch column by column, for insertPairs.
@@ -237,20 +247,20 @@ type pairColumns struct {
 	legacyStatus, cubeStatus                            []*int32
 	legacyMS, cubeMS, legacyScore, cubeScore            []*float64
 	capturedAt                                          []*time.Time
-	method, path, operation, skipped                    []*string
+	method, path, operation, skipped, run               []*string
 	replayedAt, comparedAt                              []time.Time
 }
 
-func (c *pairColumns) add(o *Outcome) error {
-	diffs, err := json.Marshal(nonNil(o.Diffs))
+func (c *pairColumns) add(o *Outcome, run Run) error {
+	diffs, err := jsonArray(o.Diffs)
 	if err != nil {
 		return fmt.Errorf("save outcome %s: diffs: %w", o.RequestID, err)
 	}
-	nd, err := json.Marshal(nonNil(o.NoiseDiffs))
+	nd, err := jsonArray(o.NoiseDiffs)
 	if err != nil {
 		return fmt.Errorf("save outcome %s: noise diffs: %w", o.RequestID, err)
 	}
-	causes, err := json.Marshal(nonNil(o.Causes))
+	causes, err := jsonArray(o.Causes)
 	if err != nil {
 		return fmt.Errorf("save outcome %s: causes: %w", o.RequestID, err)
 	}
@@ -281,9 +291,9 @@ func (c *pairColumns) add(o *Outcome) error {
 	c.accepted = append(c.accepted, o.Accepted)
 	c.noise = append(c.noise, len(o.NoiseDiffs) > 0)
 	c.stale = append(c.stale, o.Stale)
-	c.causes = append(c.causes, string(causes))
-	c.diffs = append(c.diffs, string(diffs))
-	c.noiseDiffs = append(c.noiseDiffs, string(nd))
+	c.causes = append(c.causes, causes)
+	c.diffs = append(c.diffs, diffs)
+	c.noiseDiffs = append(c.noiseDiffs, nd)
 	c.cubeError = append(c.cubeError, strPtr(o.CubeError))
 	c.legacyStatus = append(c.legacyStatus, &legacyStatus)
 	c.cubeStatus = append(c.cubeStatus, cubeStatus)
@@ -301,6 +311,7 @@ func (c *pairColumns) add(o *Outcome) error {
 	c.path = append(c.path, strPtr(o.Path))
 	c.operation = append(c.operation, strPtr(o.Operation))
 	c.skipped = append(c.skipped, strPtr(o.Skipped))
+	c.run = append(c.run, strPtr(string(run)))
 	return nil
 }
 
@@ -308,7 +319,7 @@ func (c *pairColumns) args() []any {
 	return []any{c.requestID, c.service, c.route, c.kind, c.verdict, c.severity, c.signature, c.accepted, c.noise, c.stale,
 		c.causes, c.diffs, c.noiseDiffs, c.cubeError, c.legacyStatus, c.cubeStatus, c.legacyMS, c.cubeMS,
 		c.capturedAt, c.replayedAt, c.comparedAt, c.truth, c.legacyLabel, c.cubeLabel, c.legacyScore, c.cubeScore,
-		c.method, c.path, c.operation, c.skipped}
+		c.method, c.path, c.operation, c.skipped, c.run}
 }
 
 // pairKey identifies a stored pair: request id and replay time, at the
@@ -318,11 +329,44 @@ type pairKey struct {
 	replayedAt int64
 }
 
+// Run says which replay of a request a pair comes from.
+type Run string
+
+const (
+	// RunUnknown: the caller does not say (pairs stored before runs were
+	// recorded, results published by hand): only the same replay stored
+	// again (request id and replay time) is skipped.
+	RunUnknown Run = ""
+	// RunLive: the live replayer's replay (its durable consumer). A
+	// request has one live pair: a later live replay of it (a redelivery
+	// after the pair committed but before the request's ack) is skipped.
+	RunLive Run = "live"
+	// RunWindow: a window replay (`shadow --since/--until`): every one
+	// adds a pair, never de-duplicated against the live one.
+	RunWindow Run = "window"
+)
+
+// RunOf tells the run of a result from the Nats-Msg-Id it was published
+// (or handed to a sink) with: the live replayer uses the request id, a
+// window replay "<request id>@<replay time>" (schemas.WindowResultMsgID).
+// Any other id (or none) is RunUnknown.
+func RunOf(requestID, msgID string) Run {
+	switch {
+	case msgID == "":
+		return RunUnknown
+	case msgID == requestID:
+		return RunLive
+	case schemas.IsWindowResultMsgID(requestID, msgID):
+		return RunWindow
+	}
+	return RunUnknown
+}
+
 // Save stores a batch of outcomes in one transaction. A pair already stored
 // (same request id and replay time: a redelivery) is skipped, and so are its
 // noise counts. It returns how many pairs were new.
 func (s *Store) Save(ctx context.Context, outs []*Outcome) (int, error) {
-	return s.SaveWithAnswers(ctx, outs, nil)
+	return s.SaveRuns(ctx, outs, nil, nil)
 }
 
 // SaveWithAnswers is Save that also keeps example pairs: answers[i] (when
@@ -330,12 +374,24 @@ func (s *Store) Save(ctx context.Context, outs []*Outcome) (int, error) {
 // a signature becomes one of its signature's examples while it has fewer
 // than StoreConfig.Examples. Roll-ups are updated in the same transaction.
 func (s *Store) SaveWithAnswers(ctx context.Context, outs []*Outcome, answers []*schemas.ShadowResult) (int, error) {
+	return s.SaveRuns(ctx, outs, answers, nil)
+}
+
+// SaveRuns is SaveWithAnswers that also records which replay each pair
+// comes from: runs[i] (RunUnknown when runs is shorter) is outs[i]'s. A
+// live pair of a request that already has one is skipped like a
+// redelivery: no counts, roll-ups or examples for it.
+func (s *Store) SaveRuns(ctx context.Context, outs []*Outcome, answers []*schemas.ShadowResult, runs []Run) (int, error) {
 	if len(outs) == 0 {
 		return 0, nil
 	}
 	var cols pairColumns
-	for _, o := range outs {
-		if err := cols.add(o); err != nil {
+	for i, o := range outs {
+		run := RunUnknown
+		if i < len(runs) {
+			run = runs[i]
+		}
+		if err := cols.add(o, run); err != nil {
 			return 0, err
 		}
 	}
@@ -387,6 +443,16 @@ func (s *Store) SaveWithAnswers(ctx context.Context, outs []*Outcome, answers []
 		return 0, fmt.Errorf("save outcomes: commit: %w", err)
 	}
 	return len(fresh), nil
+}
+
+// jsonArray is s as a JSON array: "[]" when empty (most pairs: no
+// diffs, no causes), without a json.Marshal call.
+func jsonArray[T any](s []T) (string, error) {
+	if len(s) == 0 {
+		return "[]", nil
+	}
+	b, err := json.Marshal(s)
+	return string(b), err
 }
 
 func strPtr(s string) *string {
@@ -556,6 +622,7 @@ type StoredPair struct {
 	Verdict    string          `json:"verdict"`
 	Severity   string          `json:"severity"`
 	Skipped    string          `json:"skipped,omitempty"`
+	Run        string          `json:"run,omitempty"` // live or window; empty: not recorded
 	Accepted   bool            `json:"accepted,omitempty"`
 	Causes     []string        `json:"causes"`
 	Signature  string          `json:"signature,omitempty"`
@@ -570,7 +637,7 @@ type StoredPair struct {
 // oldest first; none when the id is unknown.
 func (s *Store) Pairs(ctx context.Context, requestID string) ([]StoredPair, error) {
 	rows, err := s.pool.Query(ctx, s.q(`SELECT request_id, service, route, coalesce(method, ''), coalesce(path, ''), coalesce(operation, ''),
-		verdict, severity, coalesce(skipped, ''), accepted, causes, coalesce(signature, ''), diffs, noise_diffs, coalesce(cube_error, ''),
+		verdict, severity, coalesce(skipped, ''), coalesce(run, ''), accepted, causes, coalesce(signature, ''), diffs, noise_diffs, coalesce(cube_error, ''),
 		replayed_at, compared_at FROM {s}.pairs WHERE request_id = $1 ORDER BY replayed_at, id`), requestID)
 	if err != nil {
 		return nil, fmt.Errorf("look up request %s: %w", requestID, err)
@@ -579,7 +646,7 @@ func (s *Store) Pairs(ctx context.Context, requestID string) ([]StoredPair, erro
 	for rows.Next() {
 		var p StoredPair
 		var diffs, nd []byte
-		if err := rows.Scan(&p.RequestID, &p.Service, &p.Route, &p.Method, &p.Path, &p.Operation, &p.Verdict, &p.Severity, &p.Skipped,
+		if err := rows.Scan(&p.RequestID, &p.Service, &p.Route, &p.Method, &p.Path, &p.Operation, &p.Verdict, &p.Severity, &p.Skipped, &p.Run,
 			&p.Accepted, &p.Causes, &p.Signature, &diffs, &nd, &p.CubeError, &p.ReplayedAt, &p.ComparedAt); err != nil {
 			return nil, fmt.Errorf("look up request %s: %w", requestID, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,6 +47,10 @@ type ApplierConfig struct {
 	// (setapply.go; default 32): a COPY costs a round trip of its own, where
 	// an upsert rides in the batch's pipelined statements.
 	MinCopyRows int
+
+	// noStage (tests and benchmarks: the path before staging.go) applies
+	// runs whose keys the target holds as a probe and a JSON upsert.
+	noStage bool
 }
 
 func (c *ApplierConfig) defaults() error {
@@ -130,6 +135,9 @@ type Applier struct {
 	wm      schemas.Watermark
 	wmDirty bool
 	copies  copyState // setapply.go
+	// stageOff is set when the target refused a staging table (staging.go;
+	// e.g. no TEMPORARY privilege): held rows go back to JSON upserts.
+	stageOff atomic.Bool
 }
 
 // NewApplier checks cfg and returns an applier; Run starts it.
@@ -471,7 +479,7 @@ func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, n
 		conflicts = found
 		sb := newStmtBatch(a.cfg.Target, a.log)
 		sb.noCopy, sb.minCopy = noCopy, a.cfg.MinCopyRows
-		savepoints := 0
+		var st txState
 		for _, evs := range units {
 			sb.addUnit(evs)
 		}
@@ -483,7 +491,7 @@ func (a *Applier) applyWith(ctx context.Context, batch []*txn, mode applyMode, n
 				continue
 			}
 			if s.copy != nil {
-				if err := a.applyCopy(ctx, tx, s.copy, b, send, &savepoints); err != nil {
+				if err := a.applyCopy(ctx, tx, s.copy, b, send, &st); err != nil {
 					return 0, err
 				}
 				continue

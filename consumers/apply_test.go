@@ -210,7 +210,7 @@ func TestSnapshotResumeAndWatermark(t *testing.T) {
 	waitCond(t, 30*time.Second, "the applier blocked on the locked row with snapshot rows applied", func() bool {
 		c, _ := ReadCheckpoint(e.ctx, e.dst, "cube", "s1")
 		var waiting bool
-		e.src.QueryRow(e.ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO "public"."items"%')`,
+		e.src.QueryRow(e.ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO "public"."items"%')`,
 			dbName(t, e.dstURL)).Scan(&waiting)
 		return c.LSN == cp && c.Index > 0 && waiting
 	})

@@ -49,7 +49,7 @@ type group struct {
 	rows     [][]byte
 	src      []schemas.Row          // gUpsert: the source row of each row
 	cts      []time.Time            // copy runs: the commit time of each row (rows hold nil)
-	copy     *copyPlan              // gUpsert of a plainly mapped table: applied with COPY
+	copy     *copyPlan              // gUpsert of a plainly mapped table: applied with COPY (setapply.go, staging.go)
 	evs      []*schemas.ChangeEvent // gInPlace: the event of each row
 	keys     map[string]int
 }
@@ -165,7 +165,7 @@ func (b *stmtBatch) add(tm *TableMap, kind groupKind, excluded map[string]bool, 
 	g := b.g
 	var js []byte
 	if g.copy != nil {
-		// COPY reads the source row; the JSON is built for held keys only
+		// COPY reads the source row; the JSON is built for short runs only
 	} else if kind == gInPlace {
 		js = rowJSONOrd(tm, row, ev.CommitTime, len(g.rows))
 	} else {
@@ -218,8 +218,14 @@ func (b *stmtBatch) single(st stmt) {
 // addUnit adds the events of one unit (a source transaction or a snapshot
 // row), in order.
 func (b *stmtBatch) addUnit(events []*schemas.ChangeEvent) {
-	truncated := map[string]bool{} // target tables truncated in this unit
+	// target tables truncated by the current source TRUNCATE statement
+	// (cdc publishes one event per table, consecutive): a change in between
+	// ends it, so a later TRUNCATE of the same table in the unit applies
+	truncated := map[string]bool{}
 	for _, ev := range events {
+		if ev.Op != schemas.OpTruncate && ev.Op != schemas.OpSchema && len(truncated) > 0 {
+			truncated = map[string]bool{}
+		}
 		switch ev.Op {
 		case schemas.OpInsert, schemas.OpUpdate, schemas.OpSnapshot:
 			tm := b.target.table(ev.Schema, ev.Table)
@@ -281,7 +287,7 @@ func (b *stmtBatch) addUnit(events []*schemas.ChangeEvent) {
 }
 
 // truncate adds the statements of a truncate event; truncated holds the
-// target tables the unit has truncated already.
+// target tables its source statement has truncated already.
 func (b *stmtBatch) truncate(ev *schemas.ChangeEvent, truncated map[string]bool) {
 	// cdc publishes one truncate event per truncated table: truncate
 	// only this event's table (Truncate.Tables when it names none).

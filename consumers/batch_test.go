@@ -351,6 +351,13 @@ func TestStmtBatch(t *testing.T) {
 		},
 		count: 4,
 	}, {
+		name: "a second source TRUNCATE of a table later in the unit applies too",
+		units: []unit{
+			{truncateEv("t", false, "public.t"), ins("t", "id=1 small=a big=x"), truncateEv("t", false, "public.t")},
+		},
+		want:  []string{"truncate t", "copy t [1:big=x:small=a]", "truncate t"},
+		count: 3,
+	}, {
 		name:  "truncate under the soft and ignore policies",
 		units: []unit{{truncateEv("s", false, "public.s"), truncateEv("g", false, "public.g"), truncateEv("", false, "public.s")}},
 		want:  []string{"truncate s", "truncate s"},

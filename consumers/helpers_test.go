@@ -39,6 +39,8 @@ type env struct {
 	// run of new rows of a plainly mapped table goes through COPY in tests;
 	// negative: the production default (benchmarks)
 	minCopy int
+	// tune, when set, adjusts each applier's settings after the above
+	tune func(*ApplierConfig)
 }
 
 func newEnv(t testing.TB) *env {
@@ -121,6 +123,9 @@ func (e *env) startSync(m *Mapping, maxBatch int) (s *Sync, stop func()) {
 			c.MinCopyRows = 1
 		case e.minCopy > 0:
 			c.MinCopyRows = e.minCopy
+		}
+		if e.tune != nil {
+			e.tune(c)
 		}
 	}
 	ctx, cancel := context.WithCancel(e.ctx)

@@ -23,6 +23,7 @@ type Metrics struct {
 	reselected *prometheus.CounterVec
 	conflicts  *prometheus.CounterVec
 	copied     *prometheus.CounterVec
+	staged     *prometheus.CounterVec
 }
 
 // NewMetrics registers the sync metrics on reg (nil: not registered). A
@@ -57,10 +58,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Source transactions that arrived before an earlier one (a publish lost and stored again later) and waited for it."}, []string{"target"}),
 		copied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_copied_rows_total",
 			Help: "Rows inserted with COPY (runs of new rows of plainly mapped tables, consumers/setapply.go)."}, []string{"target"}),
+		staged: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_staged_rows_total",
+			Help: "Rows upserted through a staging table (runs of plainly mapped tables whose keys the target holds, consumers/staging.go)."}, []string{"target"}),
 		reselected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shadowcube_sync_reselected_rows_total",
 			Help: "Rows re-read from the source because an update left TOAST values unchanged that the target could not supply."}, []string{"target"}),
 	}
-	if err := stage.Register(reg, "sync", m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reordered, m.reselected, m.conflicts, m.copied); err != nil {
+	if err := stage.Register(reg, "sync", m.applied, m.txs, m.batchSize, m.batchTime, m.lag, m.watermark, m.retries, m.dlq, m.dlqDepth, m.stopped, m.skippedTxs, m.reordered, m.reselected, m.conflicts, m.copied, m.staged); err != nil {
 		return nil, err
 	}
 	return m, nil

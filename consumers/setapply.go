@@ -26,10 +26,12 @@ import (
 // with COPY straight into the target table (PostgreSQL's multi-row insert
 // path) under a savepoint. When the target already holds one of the run's
 // keys (unique violation) the savepoint is rolled back, the run's keys are
-// probed (one index probe each), held keys go through the usual upsert and
-// the rest through COPY; the table then probes first until a run finds no
-// held key. All of it runs inside the batch's target transaction, at the
-// run's place among the other statements, before the checkpoint moves.
+// probed (one index probe each), held keys are upserted through a staging
+// table (staging.go) and the rest go through COPY; the table then probes
+// first until a run finds no held key, or, while most keys are held, sends
+// whole runs through the staging table without a probe (copyMode). All of
+// it runs inside the batch's target transaction, at the run's place among
+// the other statements, before the checkpoint moves.
 //
 // COPY in text format: source values are exact PostgreSQL text, so the
 // target column's input function reads them exactly as the upsert's casts
@@ -59,6 +61,7 @@ type copyPlan struct {
 	cols  []string
 	probe string // SQL returning the ordinals (1-based) of $1.. keys the target holds
 	copy  string // COPY … FROM STDIN
+	stage *stagePlan
 }
 
 // planCopy returns the copy plan of tm, or nil when its rows cannot go
@@ -98,6 +101,7 @@ func planCopy(tm *TableMap) *copyPlan {
 	p.probe = fmt.Sprintf("SELECT u.o::int FROM unnest(%s) WITH ORDINALITY AS u(%s, o) WHERE EXISTS (SELECT 1 FROM %s AS t WHERE %s)",
 		strings.Join(arrs, ", "), strings.Join(defs, ", "), tm.qTarget(), strings.Join(match, " AND "))
 	p.copy = fmt.Sprintf("COPY %s (%s) FROM STDIN", tm.qTarget(), strings.Join(tcols, ", "))
+	p.stage = planStage(tm, tcols)
 	return p
 }
 
@@ -117,27 +121,52 @@ func (b *stmtBatch) copyPlanOf(tm *TableMap) *copyPlan {
 	return p
 }
 
-// copyState remembers, per table, whether the target held keys of its last
-// copy run: then the next run probes first; otherwise it is copied
-// optimistically under a savepoint (a catch-up of new rows needs no probe).
+// copyMode is how the next copy run of a table starts, chosen from how many
+// keys of its last run the target held.
+type copyMode int
+
+const (
+	// copyOptimistic: COPY under a savepoint (the target held none: a
+	// catch-up of new rows needs no probe)
+	copyOptimistic copyMode = iota
+	// copyProbe: probe the keys, COPY the new rows, upsert the held ones
+	// (the target held some, at most half)
+	copyProbe
+	// copyStage: upsert the whole run through the staging table, no probe
+	// (the target held most; staging.go)
+	copyStage
+)
+
+// modeFor is the mode after a run of n rows of which the target held held.
+func modeFor(held, n int) copyMode {
+	switch {
+	case held == 0:
+		return copyOptimistic
+	case 2*held > n:
+		return copyStage
+	}
+	return copyProbe
+}
+
+// copyState remembers, per table, the mode of its next copy run.
 type copyState struct {
 	mu   sync.Mutex
-	held map[*TableMap]bool
+	mode map[*TableMap]copyMode
 }
 
-func (s *copyState) probeFirst(tm *TableMap) bool {
+func (s *copyState) get(tm *TableMap) copyMode {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.held[tm]
+	return s.mode[tm]
 }
 
-func (s *copyState) set(tm *TableMap, held bool) {
+func (s *copyState) set(tm *TableMap, m copyMode) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.held == nil {
-		s.held = map[*TableMap]bool{}
+	if s.mode == nil {
+		s.mode = map[*TableMap]copyMode{}
 	}
-	s.held[tm] = held
+	s.mode[tm] = m
 }
 
 // maxCopySavepoints bounds the savepoints of one target transaction: past
@@ -147,13 +176,19 @@ const maxCopySavepoints = 32
 const copySavepoint = "shadowcube_copy"
 
 // applyCopy applies run r in tx: rows whose key the target lacks are copied
-// into the target now, the others are queued on b as an upsert. b holds the
-// statements before the run, not yet sent; savepoints counts the savepoints
-// tx has used.
-func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, savepoints *int) error {
+// into the target now, the others are upserted through the staging table
+// (staging.go; with ApplierConfig.noStage: queued on b as a JSON upsert).
+// Where the target held most keys of the table's last run, the whole run
+// is upserted through the staging table without a probe. b holds the
+// statements before the run, not yet sent; st is what tx has used.
+func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.Batch, send func() error, st *txState) error {
 	tm := r.tm
-	if !a.copies.probeFirst(tm) && *savepoints < maxCopySavepoints {
-		*savepoints++
+	mode := a.copies.get(tm)
+	if mode == copyStage && !a.noStage() {
+		return a.stageUpsert(ctx, tx, r, b, send, st, true)
+	}
+	if mode == copyOptimistic && st.savepoints < maxCopySavepoints {
+		st.savepoints++
 		if err := send(); err != nil {
 			return err
 		}
@@ -184,24 +219,33 @@ func (a *Applier) applyCopy(ctx context.Context, tx pgx.Tx, r *copyRun, b *pgx.B
 	if err != nil {
 		return err
 	}
-	var upsert [][]byte
+	held := &copyRun{tm: tm, plan: r.plan}
 	var buf bytes.Buffer
 	for j, row := range r.rows {
 		if present[j] {
-			upsert = append(upsert, rowJSON(tm, row, r.cts[j]))
+			held.rows = append(held.rows, row)
+			held.cts = append(held.cts, r.cts[j])
 		} else {
 			appendCopyRow(&buf, r.plan.cols, row)
 		}
 	}
-	a.copies.set(tm, len(upsert) > 0)
-	if len(upsert) < len(r.rows) {
+	a.copies.set(tm, modeFor(len(held.rows), len(r.rows)))
+	if len(held.rows) < len(r.rows) {
 		if _, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, r.plan.copy); err != nil {
 			return &copyError{table: tm.Target, err: err}
 		}
-		a.met.copied.WithLabelValues(a.target).Add(float64(len(r.rows) - len(upsert)))
+		a.met.copied.WithLabelValues(a.target).Add(float64(len(r.rows) - len(held.rows)))
 	}
-	if len(upsert) > 0 {
+	switch {
+	case len(held.rows) == 0:
+	case a.noStage():
+		upsert := make([][]byte, len(held.rows))
+		for j, row := range held.rows {
+			upsert[j] = rowJSON(tm, row, held.cts[j])
+		}
 		b.Queue(tm.upsertSQL(nil), jsonArray(upsert))
+	default:
+		return a.stageUpsert(ctx, tx, held, b, send, st, false)
 	}
 	return nil
 }

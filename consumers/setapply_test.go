@@ -141,13 +141,15 @@ targets:
 			t.Errorf("%s:\n  got  %q\n  want %q", table, got, want)
 		}
 	}
-	copied := map[string]float64{}
+	copied, staged := map[string]float64{}, map[string]float64{}
 	for _, a := range s.Appliers() {
 		copied[a.target] = testutil.ToFloat64(a.met.copied.WithLabelValues(a.target))
+		staged[a.target] = testutil.ToFloat64(a.met.staged.WithLabelValues(a.target))
 	}
-	// 4 rows by the optimistic COPY, then key 5 after the probe
-	if copied["cp"] != 5 || copied["rw"] != 0 {
-		t.Errorf("rows copied by target: %v, want cp 5, rw 0", copied)
+	// 4 rows by the optimistic COPY, then key 5 after the probe; held keys
+	// 1 and 2 through the staging table
+	if copied["cp"] != 5 || copied["rw"] != 0 || staged["cp"] != 2 || staged["rw"] != 0 {
+		t.Errorf("rows copied by target: %v, want cp 5, rw 0; staged: %v, want cp 2, rw 0", copied, staged)
 	}
 }
 

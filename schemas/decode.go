@@ -35,11 +35,32 @@ func (e *FieldError) Error() string {
 
 // DecodeRequestEvent decodes and validates a RequestEvent.
 func DecodeRequestEvent(data []byte) (RequestEvent, error) {
+	// Every replay decodes one: the documents the encoders write take a
+	// plain parser (decode_fast.go), anything else the general decoder.
+	if len(data) <= MaxEventSize {
+		if ev, ok := decodeRequestFast(data); ok {
+			if err := checkVersionString("RequestEvent", ev.V); err != nil {
+				return ev, err
+			}
+			return ev, ev.Validate()
+		}
+	}
 	return decode[RequestEvent](data, "RequestEvent")
 }
 
 // DecodeChangeEvent decodes and validates a ChangeEvent.
 func DecodeChangeEvent(data []byte) (ChangeEvent, error) {
+	// sync decodes one per source row change: the documents the encoders
+	// write take a plain parser (decode_change_fast.go), anything else the
+	// general decoder.
+	if len(data) <= MaxEventSize {
+		if ev, ok := decodeChangeFast(data); ok {
+			if err := checkVersionString("ChangeEvent", ev.V); err != nil {
+				return ev, err
+			}
+			return ev, ev.Validate()
+		}
+	}
 	return decode[ChangeEvent](data, "ChangeEvent")
 }
 

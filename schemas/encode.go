@@ -59,6 +59,9 @@ func AppendRequestEvent(b []byte, ev *RequestEvent) []byte {
 
 // AppendShadowResult appends the JSON of res to b.
 func AppendShadowResult(b []byte, res *ShadowResult) []byte {
+	// One allocation for a fresh buffer rather than a chain of growths
+	// (the bodies, in base64, are most of the document).
+	b = slices.Grow(b, shadowResultSize(res))
 	b = append(b, `{"v":`...)
 	b = jsonenc.AppendString(b, res.V)
 	b = append(b, `,"request_id":`...)
@@ -116,6 +119,25 @@ func AppendShadowResult(b []byte, res *ShadowResult) []byte {
 		b = appendResponse(b, res.LegacyRecheck)
 	}
 	return append(b, '}')
+}
+
+// shadowResultSize is about the length of res's JSON: its bodies in
+// base64, its strings, and a guess for the rest.
+func shadowResultSize(res *ShadowResult) int {
+	n := 512 + len(res.RequestID) + len(res.Service) + len(res.Route) + len(res.CubeError) + len(res.SecondaryError) +
+		len(res.Operation) + len(res.Skipped) + len(res.Request.ID) + len(res.Request.Path) + len(res.Request.Query) +
+		len(res.Request.UserKey) + len(res.Request.TraceParent) + 64*len(res.Request.Headers) +
+		base64.StdEncoding.EncodedLen(len(res.Request.Body)) + responseSize(&res.Legacy)
+	for _, r := range []*HTTPResponse{res.Cube, res.Secondary, res.LegacyRecheck} {
+		if r != nil {
+			n += responseSize(r)
+		}
+	}
+	return n
+}
+
+func responseSize(r *HTTPResponse) int {
+	return 64 + 64*len(r.Headers) + base64.StdEncoding.EncodedLen(len(r.Body))
 }
 
 func appendResponse(b []byte, r *HTTPResponse) []byte {

@@ -2,7 +2,9 @@ package schemas
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Stream names of the pipeline (see docs/architecture.md, "Streams, subjects, delivery").
@@ -202,4 +204,22 @@ func ParseChangeSubject(subject string) (db, schema, table string, err error) {
 		}
 	}
 	return parts[0], parts[1], parts[2], nil
+}
+
+// WindowResultMsgID is the Nats-Msg-Id of a window replay's result:
+// "<request id>@<replay time in Unix nanoseconds>", so a window replay is
+// a new result, never de-duplicated against the live replay's (whose
+// Nats-Msg-Id is the request id).
+func WindowResultMsgID(requestID string, replayedAt time.Time) string {
+	return requestID + "@" + strconv.FormatInt(replayedAt.UnixNano(), 10)
+}
+
+// IsWindowResultMsgID reports whether msgID is a WindowResultMsgID of requestID.
+func IsWindowResultMsgID(requestID, msgID string) bool {
+	rest, ok := strings.CutPrefix(msgID, requestID)
+	if !ok || len(rest) < 2 || rest[0] != '@' {
+		return false
+	}
+	_, err := strconv.ParseInt(rest[1:], 10, 64)
+	return err == nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,8 @@ func FuzzNewRequest(f *testing.F) {
 	f.Add("GET", "/a/../../admin", "", "X-A", "1", false)
 	f.Add("GET", "/..", "", "X-A", "1", false)
 	f.Add("GET", "admin", "", "X-A", "1", false)
+	f.Add("GET", "/a%2Fb/\u00e9 x?y#z", "a=1#frag", "X-A", "1", false)
+	f.Add("GET", "/q", "a=%zz&b= c;d", "X-A", "1", false)
 	r := &Replayer{cfg: Config{Now: time.Now}}
 	base, _ := url.Parse("http://cube.internal:8001/prefix")
 	f.Fuzz(func(t *testing.T, method, reqPath, query, hk, hv string, withCreds bool) {
@@ -38,6 +41,14 @@ func FuzzNewRequest(f *testing.F) {
 		req, err := r.newRequest(context.Background(), tg, ev, false)
 		if err != nil {
 			return // an unusable capture becomes a cube_error, not a panic
+		}
+		// Built without url.Parse, the URL is exactly what url.Parse gives
+		// back from its text (as the slower way built it).
+		if plainQuery(query) {
+			back, err := url.Parse(req.URL.String())
+			if err != nil || !reflect.DeepEqual(back, req.URL) || req.Host != back.Host {
+				t.Fatalf("replay URL %#v (host %q) parses back as %#v, %v", req.URL, req.Host, back, err)
+			}
 		}
 		if req.URL.Host != "cube.internal:8001" {
 			t.Fatalf("replay of path %q goes to host %q", reqPath, req.URL.Host)

@@ -56,7 +56,10 @@ func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg, p *progress) {
 		return
 	}
 	// Built only when something is logged: With on every message costs.
-	log := func() *slog.Logger { return r.log.With("request_id", ev.ID, "service", ev.Service, "route", ev.Route) }
+	// It captures the three strings, not ev (which would then live on the
+	// heap: the sink's callback keeps log).
+	id, service, routeName := ev.ID, ev.Service, ev.Route
+	log := func() *slog.Logger { return r.log.With("request_id", id, "service", service, "route", routeName) }
 	svc, ok := r.services[ev.Service]
 	if !ok {
 		// The consumer filters on the routes file's services; this only
@@ -79,7 +82,7 @@ func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg, p *progress) {
 
 	p.start(msg)
 	defer p.stop()
-	res, retry, err := r.replay(ctx, svc, route, &ev, d, delivered(msg))
+	res, retry, err := r.replay(ctx, svc, route, &ev, d, delivery{msg: msg})
 	if err != nil { // stopping: let another replayer (or the next start) take it
 		r.nak(msg)
 		return
@@ -94,45 +97,73 @@ func (r *Replayer) handle(ctx context.Context, msg jetstream.Msg, p *progress) {
 		}
 		return
 	}
-	if !r.store(ctx, msg, &res, log) {
+	// What the metrics need is read now: a sink owns res once it has it.
+	seen := replaySeen(res)
+	if !r.store(ctx, msg, res, log) {
 		return
 	}
-
-	outcome := outcomeReplayed
-	switch res.CubeError {
-	case "":
-	case ErrTextTimeout:
-		outcome = outcomeTimeout
-	case ErrTextCircuitOpen:
-		outcome = outcomeCircuitOpen
-	default:
-		outcome = outcomeCubeError
+	if seen.outcome == outcomeReplayed && seen.cube >= 0 { // the common case: series looked up once per route
+		o := r.m.replayedOf(svc, route)
+		o.replays.Inc()
+		o.legacy.Observe(ev.Response.Latency.Seconds())
+		o.cube.Observe(seen.cube.Seconds())
+	} else {
+		r.m.replays.WithLabelValues(ev.Service, route.Route, seen.outcome).Inc()
+		r.m.latency.WithLabelValues(ev.Service, route.Route, "legacy").Observe(ev.Response.Latency.Seconds())
+		if seen.cube >= 0 {
+			r.m.latency.WithLabelValues(ev.Service, route.Route, "cube").Observe(seen.cube.Seconds())
+		}
 	}
-	r.m.replays.WithLabelValues(ev.Service, route.Route, outcome).Inc()
-	r.m.latency.WithLabelValues(ev.Service, route.Route, "legacy").Observe(ev.Response.Latency.Seconds())
-	if res.Cube != nil {
-		r.m.latency.WithLabelValues(ev.Service, route.Route, "cube").Observe(res.Cube.Latency.Seconds())
+	if seen.secondary >= 0 {
+		r.m.latency.WithLabelValues(ev.Service, route.Route, "secondary").Observe(seen.secondary.Seconds())
 	}
-	if res.Secondary != nil {
-		r.m.latency.WithLabelValues(ev.Service, route.Route, "secondary").Observe(res.Secondary.Latency.Seconds())
+	if seen.recheck != "" {
+		r.m.rechecks.WithLabelValues(ev.Service, route.Route, seen.recheck).Inc()
 	}
-	if res.LegacyRecheck != nil {
-		r.m.rechecks.WithLabelValues(ev.Service, route.Route, recheckOutcome(&res)).Inc()
-	}
-	if res.Freshness.Stale {
+	if seen.stale {
 		r.m.stale.WithLabelValues(ev.Service, route.Route).Inc()
 	}
 }
 
+// seenReplay is what a replay's metrics record of its result.
+type seenReplay struct {
+	outcome         string
+	cube, secondary time.Duration // answer latencies; < 0: no answer
+	recheck         string        // recheck outcome; "": no recheck
+	stale           bool
+}
+
+func replaySeen(res *schemas.ShadowResult) seenReplay {
+	s := seenReplay{outcome: outcomeReplayed, cube: -1, secondary: -1, stale: res.Freshness.Stale}
+	switch res.CubeError {
+	case "":
+	case ErrTextTimeout:
+		s.outcome = outcomeTimeout
+	case ErrTextCircuitOpen:
+		s.outcome = outcomeCircuitOpen
+	default:
+		s.outcome = outcomeCubeError
+	}
+	if res.Cube != nil {
+		s.cube = res.Cube.Latency
+	}
+	if res.Secondary != nil {
+		s.secondary = res.Secondary.Latency
+	}
+	if res.LegacyRecheck != nil {
+		s.recheck = recheckOutcome(res)
+	}
+	return s
+}
+
 // store publishes res and acks msg; when JetStream does not take the
-// result it naks msg with a growing delay and reports false.
+// result it naks msg with a growing delay and reports false. With a Sink,
+// res is the sink's from then on: the caller must not touch it again.
 func (r *Replayer) store(ctx context.Context, msg jetstream.Msg, res *schemas.ShadowResult, log func() *slog.Logger) bool {
 	if r.cfg.Sink != nil {
 		// Fused: the sink stores it (batched); the request is acked or
 		// nak'ed when it reports. MaxAckPending bounds what is pending.
-		// The result escapes to the sink: give it its own copy.
-		own := *res
-		r.cfg.Sink.Put(&own, own.RequestID, func(err error) {
+		r.cfg.Sink.Put(res, res.RequestID, func(err error) {
 			if err != nil {
 				r.m.publishFailures.Inc()
 				delay := r.nakDelay(msg)
@@ -179,16 +210,31 @@ func (r *Replayer) skip(ctx context.Context, msg jetstream.Msg, ev *schemas.Requ
 	res.Skipped = d.skip
 	res.Operation = d.operation
 	res.ReplayedAt = r.cfg.Now().UTC()
-	if !r.store(ctx, msg, &res, log) {
+	if !r.store(ctx, msg, res, log) {
 		return
 	}
 	r.m.skipped.WithLabelValues(ev.Service, rt.Route, d.skip).Inc()
 	r.m.replays.WithLabelValues(ev.Service, rt.Route, outcomeSkipped).Inc()
 }
 
-// delivered is the message's delivery count (1 on the first delivery).
-func delivered(msg jetstream.Msg) uint64 {
-	if md, err := msg.Metadata(); err == nil {
+// delivery is which delivery of a request a cube call serves: a live
+// message's (its delivery count, read only when a failure needs it: it
+// is parsed from the reply subject) or a window replay's attempt n. The
+// zero delivery is a call that does not defer (secondary, legacy).
+type delivery struct {
+	msg jetstream.Msg
+	n   uint64
+}
+
+// deferring reports whether the call may hand the request back.
+func (d delivery) deferring() bool { return d.msg != nil || d.n > 0 }
+
+// count is the delivery count (1 on the first delivery).
+func (d delivery) count() uint64 {
+	if d.msg == nil {
+		return d.n
+	}
+	if md, err := d.msg.Metadata(); err == nil {
 		return md.NumDelivered
 	}
 	return 1
@@ -294,8 +340,8 @@ func sampled(id string, rate float64) bool {
 
 // newResult is the result skeleton of a request: the request (its answer
 // reduced to status and latency) and the legacy answer.
-func newResult(ev *schemas.RequestEvent, rt *routes.Route) schemas.ShadowResult {
-	res := schemas.ShadowResult{
+func newResult(ev *schemas.RequestEvent, rt *routes.Route) *schemas.ShadowResult {
+	res := &schemas.ShadowResult{
 		V:         schemas.Version,
 		RequestID: ev.ID,
 		Service:   ev.Service,
@@ -313,9 +359,9 @@ func newResult(ev *schemas.RequestEvent, rt *routes.Route) schemas.ShadowResult 
 // from the captured one. retry > 0 means the cube could not be asked or
 // gave no real answer: the request goes back to JetStream for that long.
 // The only error is errShutdown.
-func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, ev *schemas.RequestEvent, d decision, delivered uint64) (res schemas.ShadowResult, retry time.Duration, err error) {
+func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, ev *schemas.RequestEvent, d decision, dl delivery) (res *schemas.ShadowResult, retry time.Duration, err error) {
 	if svc.cube.breaker.State() == BreakerOpen {
-		return res, svc.cube.breaker.retryDelay(), nil
+		return nil, svc.cube.breaker.retryDelay(), nil
 	}
 	res = newResult(ev, rt)
 	res.Operation = d.operation
@@ -332,20 +378,26 @@ func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, e
 		res.Freshness = schemas.Freshness{Target: svc.spec.SyncTarget, Watermark: mark, Waited: waited, Stale: stale}
 		r.m.freshnessWait.WithLabelValues(ev.Service).Observe(waited.Seconds())
 	}
-	var wg sync.WaitGroup
-	var secErr error
+	// The secondary's call runs beside the cube's; what it shares with
+	// this goroutine is allocated only when there is one.
+	var sec *secondaryCall
 	if svc.secondary != nil {
-		wg.Add(1)
+		sec = &secondaryCall{ev: *ev}
+		sec.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			var c callResult
-			c, secErr = r.call(ctx, svc.secondary, ev, d.dry, 0)
-			res.Secondary, res.SecondaryError = c.resp, c.errText
+			defer sec.wg.Done()
+			sec.res, sec.err = r.call(ctx, svc.secondary, &sec.ev, d.dry, delivery{})
 		}()
 	}
-	cube, err := r.call(ctx, svc.cube, ev, d.dry, delivered)
-	wg.Wait()
-	if err != nil || secErr != nil {
+	cube, err := r.call(ctx, svc.cube, ev, d.dry, dl)
+	if sec != nil {
+		sec.wg.Wait()
+		res.Secondary, res.SecondaryError = sec.res.resp, sec.res.errText
+		if sec.err != nil {
+			err = sec.err
+		}
+	}
+	if err != nil {
 		return res, 0, errShutdown
 	}
 	if cube.retry > 0 {
@@ -355,7 +407,7 @@ func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, e
 	if d.read && svc.legacy != nil && res.Cube != nil && !sameAnswer(res.Cube, &ev.Response) {
 		// A read whose answer moved on since capture: legacy's answer now
 		// tells a data change from a cube fault.
-		c, err := r.call(ctx, svc.legacy, ev, false, 0)
+		c, err := r.call(ctx, svc.legacy, ev, false, delivery{})
 		if err != nil {
 			return res, 0, errShutdown
 		}
@@ -366,6 +418,15 @@ func (r *Replayer) replay(ctx context.Context, svc *service, rt *routes.Route, e
 	}
 	res.ReplayedAt = r.cfg.Now().UTC()
 	return res, 0, nil
+}
+
+// secondaryCall is the secondary's replay, run beside the cube's on its
+// own copy of the request.
+type secondaryCall struct {
+	wg  sync.WaitGroup
+	ev  schemas.RequestEvent
+	res callResult
+	err error
 }
 
 // sameAnswer reports whether two answers have the same status and body bytes.
@@ -391,20 +452,20 @@ type callResult struct {
 	retry   time.Duration
 }
 
-// call sends one replay to t. delivered > 0 makes the call deferring (the
+// call sends one replay to t. A non-zero delivery makes the call deferring (the
 // cube): while the breaker turns requests away, or the target fails without
 // a real answer (transport error, 502/503/504) before it proved healthy or
 // before the request's CubeErrorAttempts-th delivery, or times out outside
 // a healthy period, it returns a retry delay instead of an error text. The
 // error is errShutdown only.
-func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent, dry bool, delivered uint64) (callResult, error) {
+func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent, dry bool, dl delivery) (callResult, error) {
 	select {
 	case t.sem <- struct{}{}:
 	case <-ctx.Done():
 		return callResult{}, errShutdown
 	}
 	defer func() { <-t.sem }()
-	deferring := delivered > 0
+	deferring := dl.deferring()
 	// Asked only now, right before sending: requests queued behind the
 	// concurrency limit must see a breaker that opened meanwhile.
 	healthy := t.breaker.healthy.Load()
@@ -444,8 +505,10 @@ func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent
 				return callResult{resp: out}, nil
 			}
 			done(errFailed)
-			if deferring && !r.recordFailure(t, healthy, delivered, true) {
-				return callResult{retry: r.failureDelay(t, delivered)}, nil
+			if deferring {
+				if n := dl.count(); !r.recordFailure(t, healthy, n, true) {
+					return callResult{retry: r.failureDelay(t, n)}, nil
+				}
 			}
 			return callResult{resp: out}, nil
 		}
@@ -456,8 +519,10 @@ func (r *Replayer) call(ctx context.Context, t *target, ev *schemas.RequestEvent
 	}
 	done(errFailed)
 	timeout := rctx.Err() != nil || isTimeout(err)
-	if deferring && !r.recordFailure(t, healthy, delivered, !timeout) {
-		return callResult{retry: r.failureDelay(t, delivered)}, nil
+	if deferring {
+		if n := dl.count(); !r.recordFailure(t, healthy, n, !timeout) {
+			return callResult{retry: r.failureDelay(t, n)}, nil
+		}
 	}
 	if timeout {
 		return callResult{errText: ErrTextTimeout}, nil
@@ -504,7 +569,21 @@ func (r *Replayer) newRequest(ctx context.Context, t *target, ev *schemas.Reques
 	if len(ev.Body) > 0 {
 		body = bytes.NewReader(ev.Body)
 	}
-	req, err := http.NewRequestWithContext(ctx, ev.Method, u.String(), body)
+	var req *http.Request
+	var err error
+	if plainQuery(ev.Query) {
+		// u is what url.Parse(u.String()) gives back (FuzzNewRequest holds
+		// it to that): the request takes it as is, without the round trip.
+		req, err = http.NewRequestWithContext(ctx, ev.Method, "", body)
+		if err == nil {
+			u.Host = removeEmptyPort(u.Host) // as NewRequest does
+			*req.URL = u
+			req.Host = u.Host
+		}
+	} else {
+		// url.Parse cuts a fragment off and refuses control characters.
+		req, err = http.NewRequestWithContext(ctx, ev.Method, u.String(), body)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("build replay of %s %s: %w", ev.Method, ev.Path, err)
 	}
@@ -536,6 +615,26 @@ func (r *Replayer) newRequest(ctx context.Context, t *target, ev *schemas.Reques
 		req.Header.Set("Traceparent", ev.TraceParent)
 	}
 	return req, nil
+}
+
+// plainQuery reports whether a raw query survives url.Parse unchanged:
+// no fragment mark, no control character.
+func plainQuery(q string) bool {
+	for i := 0; i < len(q); i++ {
+		if c := q[i]; c < 0x20 || c == 0x7f || c == '#' {
+			return false
+		}
+	}
+	return true
+}
+
+// removeEmptyPort drops the colon of a host with an empty port, as
+// http.NewRequest does.
+func removeEmptyPort(host string) string {
+	if strings.LastIndex(host, ":") > strings.LastIndex(host, "]") {
+		return strings.TrimSuffix(host, ":")
+	}
+	return host
 }
 
 // under reports whether the clean path p is dir or below it.

@@ -3,6 +3,7 @@ package shadow
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/heal7/shadowcube/internal/routes"
 	"github.com/heal7/shadowcube/internal/stage"
 )
 
@@ -87,4 +88,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// replayedObs are a route's series of a request replayed with a cube
+// answer (outcome replayed), looked up once per route instead of once per
+// request: created together on the first such request, as the per-request
+// lookups would have created them.
+type replayedObs struct {
+	replays      prometheus.Counter
+	legacy, cube prometheus.Observer
+}
+
+// replayedOf returns rt's replayedObs, creating them on first use.
+func (m *metrics) replayedOf(s *service, rt *routes.Route) *replayedObs {
+	if o, ok := s.replayed.Load(rt); ok {
+		return o.(*replayedObs)
+	}
+	o := &replayedObs{
+		replays: m.replays.WithLabelValues(s.spec.Name, rt.Route, outcomeReplayed),
+		legacy:  m.latency.WithLabelValues(s.spec.Name, rt.Route, "legacy"),
+		cube:    m.latency.WithLabelValues(s.spec.Name, rt.Route, "cube"),
+	}
+	got, _ := s.replayed.LoadOrStore(rt, o)
+	return got.(*replayedObs)
 }

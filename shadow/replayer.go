@@ -92,7 +92,10 @@ type Config struct {
 // publishes them for other readers).
 type Sink interface {
 	// Put takes res (the sink owns it from now on), to be published to
-	// SHADOW_RESULTS with Nats-Msg-Id msgID, and calls done exactly once:
+	// SHADOW_RESULTS with Nats-Msg-Id msgID (the request id for a live
+	// replay, schemas.WindowResultMsgID for a window replay: it also tells
+	// the two apart, as a live replay is stored once per request however
+	// often it is redelivered), and calls done exactly once:
 	// nil once res is durably stored, else the error. done may run on
 	// another goroutine and must not block.
 	Put(res *schemas.ShadowResult, msgID string, done func(error))
@@ -239,6 +242,7 @@ type service struct {
 	legacy        *target
 	watermarkKey  string // "" = no freshness barrier
 	freshnessWait time.Duration
+	replayed      sync.Map // *routes.Route → *replayedObs: a route's metrics of its common outcome
 }
 
 // target is one HTTP endpoint replays go to, with its own limits.

@@ -401,11 +401,11 @@ func (r *Replayer) windowPass(ctx context.Context, w Window) (Summary, error) {
 // a last time on which any answer or error is recorded. ok is false when
 // nothing was stored; cubeErr when the stored result carries a cube error.
 func (r *Replayer) replayWindowed(ctx context.Context, it *windowItem) (ok, cubeErr bool) {
-	var res schemas.ShadowResult
+	var res *schemas.ShadowResult
 	for attempt := uint64(1); ; attempt++ {
 		var retry time.Duration
 		var err error
-		res, retry, err = r.replay(ctx, it.svc, it.rt, &it.ev, it.d, attempt)
+		res, retry, err = r.replay(ctx, it.svc, it.rt, &it.ev, it.d, delivery{n: attempt})
 		if err != nil {
 			return false, false
 		}
@@ -424,17 +424,18 @@ func (r *Replayer) replayWindowed(ctx context.Context, it *windowItem) (ok, cube
 		case <-t.C:
 		}
 	}
-	msgID := res.RequestID + "@" + strconv.FormatInt(res.ReplayedAt.UnixNano(), 10)
+	msgID := schemas.WindowResultMsgID(res.RequestID, res.ReplayedAt)
+	cubeErr = res.CubeError != "" // read now: a sink owns res once it has it
 	if r.cfg.Sink != nil {
 		done := make(chan error, 1)
-		r.cfg.Sink.Put(&res, msgID, func(err error) { done <- err })
+		r.cfg.Sink.Put(res, msgID, func(err error) { done <- err })
 		if err := <-done; err != nil {
 			r.log.Warn("window replay: store result", "request_id", it.ev.ID, "err", err)
 			return false, false
 		}
 	} else {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		err := r.publishID(pctx, &res, msgID)
+		err := r.publishID(pctx, res, msgID)
 		cancel()
 		if err != nil {
 			r.m.publishFailures.Inc()
@@ -443,9 +444,9 @@ func (r *Replayer) replayWindowed(ctx context.Context, it *windowItem) (ok, cube
 		}
 	}
 	outcome := outcomeReplayed
-	if res.CubeError != "" {
+	if cubeErr {
 		outcome = outcomeCubeError
 	}
 	r.m.replays.WithLabelValues(it.ev.Service, it.rt.Route, outcome).Inc()
-	return true, res.CubeError != ""
+	return true, cubeErr
 }

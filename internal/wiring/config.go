@@ -142,7 +142,8 @@ func BindFlags(fs *pflag.FlagSet, spec any) {
 // Load reads spec's variables (process.Load: types and bounds checked,
 // errors name the variable), then applies every flag of fs that was set,
 // and checks the bounds of those values (errors name the flag). fs may be
-// nil (no flags). Flag-only fields take their default tag first.
+// nil (no flags). Flag-only fields take their default tag first, never a
+// variable.
 func Load(spec any, fs *pflag.FlagSet) error {
 	if err := process.Load(spec); err != nil {
 		return err
@@ -151,6 +152,10 @@ func Load(spec any, fs *pflag.FlagSet) error {
 	for _, f := range fields(spec) {
 		name := f.sf.Tag.Get("flag")
 		if f.key == "" {
+			// A flag-only field is never read from the environment
+			// (envconfig would read one under the field's name): its
+			// default, or its zero value, until its flag is given.
+			f.v.Set(reflect.Zero(f.sf.Type))
 			if d, ok := f.sf.Tag.Lookup("default"); ok {
 				x, err := parseValue(f.sf.Type, []string{d})
 				if err != nil {

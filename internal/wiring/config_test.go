@@ -104,3 +104,24 @@ func TestEnvHelpGenerated(t *testing.T) {
 		t.Errorf("common help:\n%s", c)
 	}
 }
+
+// TestFlagOnlyFieldsIgnoreEnvironment: a field that only has a flag is not
+// set from a variable named after it (envconfig reads every field).
+func TestFlagOnlyFieldsIgnoreEnvironment(t *testing.T) {
+	t.Setenv("SHADOWCUBE_SINCE", "2026-11-29T14:00:00Z")
+	t.Setenv("SHADOWCUBE_LOOP", "true")
+	t.Setenv("SHADOWCUBE_PACE", "max")
+	t.Setenv("SHADOWCUBE_SHADOW_RESULTS_REPLICAS", "3") // a variable still counts
+	var e ShadowEnv
+	fs := pflag.NewFlagSet("shadow", pflag.ContinueOnError)
+	BindFlags(fs, &e)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := Load(&e, fs); err != nil {
+		t.Fatal(err)
+	}
+	if e.Since != "" || e.Loop || e.Pace != "recorded" || e.ResultsReplicas != 3 {
+		t.Fatalf("loaded since %q loop %v pace %q replicas %d", e.Since, e.Loop, e.Pace, e.ResultsReplicas)
+	}
+}
