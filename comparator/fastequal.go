@@ -99,55 +99,23 @@ func (p *tapeParser) value(depth int) bool {
 	}
 	idx := len(p.t.nodes)
 	switch c := s[p.i]; {
-	case c == '{':
-		p.t.nodes = append(p.t.nodes, tnode{kind: tObj})
-		p.i++
-		p.ws()
-		var n int32
-		if p.i < len(s) && s[p.i] == '}' {
-			p.i++
-		} else {
-			for {
-				p.ws()
-				if p.i >= len(s) || s[p.i] != '"' || !p.str(tKey) {
-					return false
-				}
-				p.ws()
-				if p.i >= len(s) || s[p.i] != ':' {
-					return false
-				}
-				p.i++
-				p.ws()
-				if !p.value(depth + 1) {
-					return false
-				}
-				n++
-				p.ws()
-				if p.i >= len(s) {
-					return false
-				}
-				if s[p.i] == ',' {
-					p.i++
-					continue
-				}
-				if s[p.i] != '}' {
-					return false
-				}
-				p.i++
-				break
-			}
+	case c == '{' || c == '[':
+		kind, closer := byte(tObj), byte('}')
+		if c == '[' {
+			kind, closer = tArr, ']'
 		}
-		p.t.nodes[idx].n = n
-	case c == '[':
-		p.t.nodes = append(p.t.nodes, tnode{kind: tArr})
+		p.t.nodes = append(p.t.nodes, tnode{kind: kind})
 		p.i++
 		p.ws()
 		var n int32
-		if p.i < len(s) && s[p.i] == ']' {
+		if p.i < len(s) && s[p.i] == closer {
 			p.i++
 		} else {
 			for {
 				p.ws()
+				if kind == tObj && !p.memberKey() {
+					return false
+				}
 				if !p.value(depth + 1) {
 					return false
 				}
@@ -160,7 +128,7 @@ func (p *tapeParser) value(depth int) bool {
 					p.i++
 					continue
 				}
-				if s[p.i] != ']' {
+				if s[p.i] != closer {
 					return false
 				}
 				p.i++
@@ -195,6 +163,21 @@ func (p *tapeParser) value(depth int) bool {
 		return false
 	}
 	p.t.nodes[idx].next = int32(len(p.t.nodes))
+	return true
+}
+
+// memberKey reads an object member's key and its colon.
+func (p *tapeParser) memberKey() bool {
+	s := p.t.src
+	if p.i >= len(s) || s[p.i] != '"' || !p.str(tKey) {
+		return false
+	}
+	p.ws()
+	if p.i >= len(s) || s[p.i] != ':' {
+		return false
+	}
+	p.i++
+	p.ws()
 	return true
 }
 
